@@ -1,0 +1,77 @@
+"""The machine interface every backend implements, and the description a machine is made from."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclasses.dataclass(frozen=True)
+class SSHEndpoint:
+    """Where and how to reach a machine's SSH server; `host_key` ("type base64") is pinned, never learnt."""
+
+    host: str
+    port: int
+    user: str = "root"
+    host_key: str | None = None
+    key_file: Path | None = None
+
+
+@dataclasses.dataclass
+class MachineSpec:
+    """Backend-neutral description of one VM."""
+
+    name: str                         # unique per run: "vexfs-<runid>-<worker>-<n>"
+    run_dir: Path                     # per-VM directory for overlay disk, console log, sockets
+    kernel: Path | None = None        # kernel to boot directly (vmlinux or bzImage)
+    initrd: Path | None = None
+    base_disk: Path | None = None     # qcow2 backing file of the root disk
+    cmdline: str = ""                 # kernel command line
+    memory_mb: int = 1024
+    cpus: int = 1
+    scratch_disk_mb: int = 512        # second disk (/dev/vdb) for the filesystem under test
+    accel: str = "tcg"                # "kvm" or "tcg"
+    machine_type: str = "microvm"     # "microvm" (fast) or "q35" (the plain way)
+    host_key: str | None = None
+    authorized_key: str | None = None
+    key_file: Path | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def console_log(self) -> Path:
+        return self.run_dir / "console.log"
+
+
+@runtime_checkable
+class Machine(Protocol):
+    """A machine the harness can boot, reach over SSH, watch and throw away."""
+
+    spec: MachineSpec
+
+    def start(self) -> None:
+        """Launch the machine; returns once it is running (not necessarily SSH-ready)."""
+
+    def endpoint(self) -> SSHEndpoint:
+        """SSH endpoint of the running machine."""
+
+    def is_running(self) -> bool:
+        """False once the machine has exited (crashed, panicked, powered off)."""
+
+    def exit_reason(self) -> str:
+        """Why the machine stopped ("" while running): exit code, stderr tail."""
+
+    def console_path(self) -> Path:
+        """File that receives the serial console, appended as the guest writes."""
+
+    def sysrq(self, key: str) -> None:
+        """Deliver a magic SysRq key out of band (works when the guest no longer answers SSH)."""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Power off gracefully, killing after `timeout`; removes the machine's disks and sockets."""
+
+    def kill(self) -> None:
+        """Terminate at once and clean up; safe to call more than once."""
+
+    def describe(self) -> dict:
+        """Facts for reports: backend, accel, command line, ids."""

@@ -1,0 +1,145 @@
+"""Typed errors of pytest-vexfs. Each carries the context a kernel developer needs to act."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+class VexfsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        if hint:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.hint:
+            text += f"\n  what to do: {self.hint}"
+        return text
+
+
+class ConfigError(VexfsError):
+    """A setting, environment file or profile is invalid."""
+
+    def __init__(self, message: str, *, source: str = "", key: str = "", allowed: str = "",
+                 hint: str = "") -> None:
+        parts = [message]
+        if source:
+            parts.append(f"(from {source}{', key ' + repr(key) if key else ''})")
+        if allowed:
+            parts.append(f"allowed: {allowed}")
+        super().__init__(" ".join(parts), hint=hint)
+        self.source, self.key, self.allowed = source, key, allowed
+
+
+class HostToolMissing(VexfsError):
+    """A program the host must provide (qemu, debootstrap, ...) is not installed."""
+
+    def __init__(self, tool: str, package: str) -> None:
+        super().__init__(f"{tool!r} was not found on PATH",
+                         hint=f"install it: apt-get install {package}")
+        self.tool, self.package = tool, package
+
+
+class ImageBuildError(VexfsError):
+    """Building the guest image failed; carries the failing step and its output."""
+
+    def __init__(self, step: str, output: str = "", *, hint: str = "") -> None:
+        msg = f"guest image build failed at step {step!r}"
+        if output:
+            msg += "\n--- output (tail) ---\n" + _tail(output)
+        super().__init__(msg, hint=hint)
+        self.step, self.output = step, output
+
+
+class DiskFullError(ImageBuildError):
+    """Not enough free disk for an image or a VM disk."""
+
+
+class VMError(VexfsError):
+    """Something went wrong with a VM; carries its console tail and command line."""
+
+    def __init__(self, message: str, *, vm: str = "", console_tail: str = "",
+                 cmdline: Sequence[str] = (), stderr: str = "", hint: str = "") -> None:
+        parts = [f"[{vm}] {message}" if vm else message]
+        if cmdline:
+            parts.append("--- qemu command line ---\n" + " ".join(cmdline))
+        if stderr.strip():
+            parts.append("--- qemu stderr ---\n" + _tail(stderr, 20))
+        if console_tail.strip():
+            parts.append("--- console tail ---\n" + _tail(console_tail))
+        super().__init__("\n".join(parts), hint=hint)
+        self.vm, self.console_tail, self.cmdline, self.stderr = vm, console_tail, list(cmdline), stderr
+
+
+class VMBootError(VMError):
+    """The VM did not reach SSH-ready before its deadline, or QEMU exited during boot."""
+
+
+class VMCrashed(VMError):
+    """The VM died (QEMU exited, kernel panic) while in use."""
+
+
+class SSHError(VMError):
+    """The SSH connection failed or died."""
+
+
+class CommandTimeout(VMError):
+    """A guest command did not finish within its timeout."""
+
+    def __init__(self, command: str, timeout: float, *, stdout: str = "", stderr: str = "",
+                 vm: str = "", console_tail: str = "") -> None:
+        super().__init__(f"command {command!r} did not finish within {timeout:g}s", vm=vm,
+                         console_tail=console_tail)
+        self.command, self.timeout, self.stdout, self.cmd_stderr = command, timeout, stdout, stderr
+
+
+class CommandFailed(VexfsError):
+    """A guest command exited non-zero where success was required."""
+
+    def __init__(self, command: str, exit_status: int, stdout: str, stderr: str) -> None:
+        msg = f"command {command!r} exited with status {exit_status}"
+        if stderr.strip():
+            msg += "\n--- stderr ---\n" + _tail(stderr, 30)
+        if stdout.strip():
+            msg += "\n--- stdout ---\n" + _tail(stdout, 30)
+        super().__init__(msg)
+        self.command, self.exit_status, self.stdout, self.stderr = command, exit_status, stdout, stderr
+
+
+class ModuleError(VexfsError):
+    """Base class of errors about the kernel module under test."""
+
+
+class ModuleBuildError(ModuleError):
+    """The module did not compile; carries the compiler diagnostics."""
+
+    def __init__(self, source: str, kernel: str, output: str, diagnostics: Sequence[str] = ()) -> None:
+        head = f"module in {source} failed to build against kernel {kernel}"
+        if diagnostics:
+            head += "\n" + "\n".join(diagnostics[:20])
+        head += "\n--- build output (tail) ---\n" + _tail(output, 30)
+        super().__init__(head, hint="fix the errors above (file:line), or pick another kernel "
+                                    "with --vexfs-kernel")
+        self.source, self.kernel, self.output, self.diagnostics = source, kernel, output, list(diagnostics)
+
+
+class ModuleLoadError(ModuleError):
+    """insmod failed (init error, vermagic mismatch, unknown symbol...)."""
+
+
+class ModuleUnloadError(ModuleError):
+    """rmmod failed or hung (module busy, refcount leak)."""
+
+
+class ResourceLimitError(ConfigError):
+    """A run would exceed the resource budget of its environment."""

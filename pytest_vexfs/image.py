@@ -1,0 +1,402 @@
+"""The guest image: kernel, headers and root filesystem built from Debian packages, cached by recipe.
+
+An image directory holds::
+
+    rootfs/          the root filesystem tree (also the chroot that builds modules on the host)
+    rootfs.qcow2     the same tree as an ext4 disk, base of every VM's copy-on-write overlay
+    vmlinux          the uncompressed kernel (boots ~2.5 s faster under TCG than the bzImage)
+    vmlinuz          the compressed kernel (the "naive" boot, kept for comparison)
+    initrd.cpio      busybox + the drivers needed to mount the root disk
+    manifest.json    what went in: suite, packages, kernel release, host key, digest
+
+Images are built in a temporary directory beside the cache and renamed into place when complete, under a
+file lock, so concurrent xdist workers build once and a half-built image is never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import filelock
+
+from .errors import ConfigError, DiskFullError, HostToolMissing, ImageBuildError
+
+GUEST_DIR = Path(__file__).parent / "guest"
+RECIPE_VERSION = 3
+MIN_FREE_BYTES = 3 * 1024**3
+DEBIAN_MIRROR = os.environ.get("VEXFS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+BASE_PACKAGES = (
+    "openssh-server", "kmod", "iproute2", "procps", "util-linux", "e2fsprogs", "python3", "make",
+    "libc6-dev", "bc", "xz-utils", "zstd", "strace",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelFlavour:
+    """A selectable Debian kernel: the suite it comes from and the compiler its headers need."""
+
+    name: str
+    suite: str
+    compiler: str
+    extra_packages: tuple[str, ...] = ()
+
+
+KERNELS: dict[str, KernelFlavour] = {
+    "6.12": KernelFlavour("6.12", "trixie", "gcc-14", ("dwarves",)),
+    "6.1": KernelFlavour("6.1", "bookworm", "gcc-12"),
+}
+DEFAULT_KERNEL = "6.12"
+
+#: Modules the initramfs loads (with their dependencies) to reach the root disk and network.
+BOOT_MODULES = ("virtio_mmio", "virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net")
+
+Progress = Callable[[str], None]
+
+
+def _stderr_progress(msg: str) -> None:
+    print(f"[vexfs-image] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """A built, complete guest image on disk."""
+
+    path: Path
+    digest: str
+    kernel_release: str
+    kernel_flavour: str
+    host_key: str  # "ssh-ed25519 AAAA..." of the guest, pinned by the SSH client
+    compiler: str
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / "rootfs"
+
+    @property
+    def disk(self) -> Path:
+        return self.path / "rootfs.qcow2"
+
+    @property
+    def vmlinux(self) -> Path:
+        return self.path / "vmlinux"
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.path / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.path / "initrd.cpio"
+
+    @property
+    def headers(self) -> Path:
+        """The kernel build tree, as seen from inside the rootfs chroot."""
+        return Path("/usr/src") / f"linux-headers-{self.kernel_release}"
+
+    @classmethod
+    def load(cls, path: Path) -> "Image":
+        manifest = json.loads((path / "manifest.json").read_text())
+        return cls(path=path, digest=manifest["digest"], kernel_release=manifest["kernel_release"],
+                   kernel_flavour=manifest["kernel_flavour"], host_key=manifest["host_key"],
+                   compiler=manifest["compiler"])
+
+
+def default_cache_dir() -> Path:
+    """Where images and run state live: $VEXFS_CACHE_DIR, else $XDG_CACHE_HOME/pytest-vexfs."""
+    if os.environ.get("VEXFS_CACHE_DIR"):
+        return Path(os.environ["VEXFS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pytest-vexfs"
+
+
+def require_tool(tool: str, package: str) -> str:
+    """Return the path of a host program or raise HostToolMissing naming the package to install."""
+    found = shutil.which(tool) or (shutil.which(tool, path="/usr/sbin:/sbin"))
+    if not found:
+        raise HostToolMissing(tool, package)
+    return found
+
+
+def recipe(flavour: KernelFlavour) -> dict:
+    """Everything that decides an image's content; its hash is the image digest."""
+    guest_files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                   for p in sorted(GUEST_DIR.iterdir()) if p.is_file()}
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "suite": flavour.suite,
+        "mirror": DEBIAN_MIRROR,
+        "packages": sorted(BASE_PACKAGES + (flavour.compiler,) + flavour.extra_packages),
+        "kernel": "linux-image-amd64",
+        "boot_modules": list(BOOT_MODULES),
+        "guest_files": guest_files,
+    }
+
+
+def image_digest(flavour: KernelFlavour) -> str:
+    blob = json.dumps(recipe(flavour), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def resolve_flavour(name: str) -> KernelFlavour:
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown kernel {name!r}", key="kernel",
+                          allowed=", ".join(KERNELS) + " or a path to a kernel image") from None
+
+
+def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
+              progress: Progress = _stderr_progress) -> Image:
+    """Return the cached image for `kernel`, building it first if needed (serialised by a file lock)."""
+    flavour = resolve_flavour(kernel)
+    cache = (cache_dir or default_cache_dir()) / "images"
+    cache.mkdir(parents=True, exist_ok=True)
+    digest = image_digest(flavour)
+    final = cache / f"{flavour.name}-{digest}"
+    if (final / "manifest.json").exists():
+        return Image.load(final)
+    with filelock.FileLock(str(cache / f".{flavour.name}-{digest}.lock")):
+        if (final / "manifest.json").exists():  # another worker built it while we waited
+            return Image.load(final)
+        ImageBuilder(flavour, cache, digest, progress).build(final)
+    return Image.load(final)
+
+
+class ImageBuilder:
+    """Builds one image from Debian packages into a temporary directory, then renames it into place."""
+
+    def __init__(self, flavour: KernelFlavour, cache: Path, digest: str, progress: Progress) -> None:
+        self.flavour, self.cache, self.digest, self.progress = flavour, cache, digest, progress
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _run(self, step: str, argv: list[str], **kw) -> str:
+        t0 = time.monotonic()
+        self.progress(f"{step} ...")
+        try:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  errors="replace", stdin=subprocess.DEVNULL, **kw)
+        except FileNotFoundError as exc:
+            raise ImageBuildError(step, str(exc)) from exc
+        if proc.returncode != 0:
+            if "No space left on device" in proc.stdout:
+                raise DiskFullError(step, proc.stdout, hint=self._disk_hint())
+            raise ImageBuildError(step, proc.stdout, hint=f"command was: {' '.join(argv)}")
+        self.progress(f"{step} done in {time.monotonic() - t0:.1f}s")
+        return proc.stdout
+
+    def _disk_hint(self) -> str:
+        return (f"free at least {MIN_FREE_BYTES // 1024**3} GiB under {self.cache} or point "
+                f"VEXFS_CACHE_DIR at a larger disk")
+
+    def _check_disk(self) -> None:
+        free = shutil.disk_usage(self.cache).free
+        if free < MIN_FREE_BYTES:
+            raise DiskFullError("check free disk",
+                                f"{free / 1024**3:.1f} GiB free under {self.cache}, "
+                                f"{MIN_FREE_BYTES / 1024**3:.0f} GiB needed", hint=self._disk_hint())
+
+    # -- the build -------------------------------------------------------------------------------
+    def build(self, final: Path) -> None:
+        for tool, pkg in (("debootstrap", "debootstrap"), ("mkfs.ext4", "e2fsprogs"),
+                          ("qemu-img", "qemu-utils"), ("busybox", "busybox-static"),
+                          ("cpio", "cpio"), ("zstd", "zstd"), ("xz", "xz-utils")):
+            require_tool(tool, pkg)
+        if os.geteuid() != 0:
+            raise ImageBuildError("check privileges", "debootstrap and chroot need root",
+                                  hint="build the image once as root: sudo vexfs-vm image build")
+        self._check_disk()
+        t0 = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{self.flavour.name}-", dir=self.cache))
+        try:
+            self._build_into(tmp)
+            os.rename(tmp, final)
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                raise DiskFullError("write image", str(exc), hint=self._disk_hint()) from exc
+            raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.progress(f"image {final.name} ready in {time.monotonic() - t0:.0f}s")
+
+    def _build_into(self, out: Path) -> None:
+        root = out / "rootfs"
+        fl = self.flavour
+        packages = ",".join(BASE_PACKAGES + (fl.compiler,) + fl.extra_packages
+                            + ("linux-headers-amd64",))
+        self._run(f"debootstrap {fl.suite} (minbase + toolchain, ~1 min)",
+                  ["debootstrap", "--variant=minbase", f"--include={packages}", fl.suite, str(root),
+                   DEBIAN_MIRROR])
+        release = self._install_kernel(root)
+        self._configure_rootfs(root, out)
+        self._extract_vmlinux(root / "boot" / f"vmlinuz-{release}", out / "vmlinux")
+        shutil.copy2(root / "boot" / f"vmlinuz-{release}", out / "vmlinuz")
+        self._build_initramfs(root, release, out / "initrd.cpio")
+        self._make_disk(root, out)
+        host_key = (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+        manifest = {
+            "digest": self.digest,
+            "kernel_flavour": fl.name,
+            "kernel_release": release,
+            "compiler": fl.compiler,
+            "host_key": f"{host_key[0]} {host_key[1]}",
+            "recipe": recipe(fl),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "packages": self._package_versions(root),
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    def _install_kernel(self, root: Path) -> str:
+        """Unpack the suite's kernel image into the rootfs (no postinst, no initramfs-tools)."""
+        headers = sorted(p.name for p in (root / "usr/src").glob("linux-headers-*-amd64"))
+        if not headers:
+            raise ImageBuildError("find kernel headers", f"no linux-headers-*-amd64 in {root}/usr/src")
+        release = headers[-1].removeprefix("linux-headers-")
+        debs = root / "var/cache/vexfs-debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        image_pkg = f"linux-image-{release}"
+        # apt inside the chroot knows the suite; download only, then unpack with dpkg-deb.
+        self._run("apt-get update (in rootfs)", ["chroot", str(root), "apt-get", "update", "-q"])
+        self._run(f"download {image_pkg}",
+                  ["chroot", str(root), "sh", "-c",
+                   f"cd /var/cache/vexfs-debs && apt-get download -q {image_pkg} "
+                   f"|| apt-get download -q {image_pkg}-unsigned"])
+        for deb in debs.glob("*.deb"):
+            self._run(f"unpack {deb.name}", ["dpkg-deb", "-x", str(deb), str(root)])
+        shutil.rmtree(debs)
+        self._run("depmod", ["depmod", "-b", str(root), release])
+        return release
+
+    def _configure_rootfs(self, root: Path, out: Path) -> None:
+        self.progress("configure rootfs (init, sshd, host key, user)")
+        shutil.copy2(GUEST_DIR / "vexfs-init", root / "sbin/vexfs-init")
+        (root / "sbin/vexfs-init").chmod(0o755)
+        shutil.copy2(GUEST_DIR / "sshd_config", root / "etc/ssh/sshd_config")
+        for old in (root / "etc/ssh").glob("ssh_host_*"):
+            old.unlink()
+        self._run("generate guest host key",
+                  ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vexfs-guest-{self.digest}",
+                   "-f", str(root / "etc/ssh/ssh_host_ed25519_key")])
+        (root / "etc/hostname").write_text("vexfs-guest\n")
+        (root / "etc/fstab").write_text("/dev/vda / ext4 rw,noatime 0 1\n")
+        (root / "etc/resolv.conf").write_text("nameserver 10.0.2.3\n")
+        self._run("add unprivileged user", ["chroot", str(root), "useradd", "-m", "-u", "1000",
+                                            "-s", "/bin/bash", "vexfs"])
+        for junk in ("usr/share/doc", "usr/share/man", "usr/share/locale", "var/cache/apt",
+                     "var/lib/apt/lists"):
+            shutil.rmtree(root / junk, ignore_errors=True)
+            (root / junk).mkdir(parents=True, exist_ok=True)
+
+    def _extract_vmlinux(self, bzimage: Path, dest: Path) -> None:
+        """Slice the compressed payload out of a bzImage (boot protocol header) and decompress it."""
+        data = bzimage.read_bytes()
+        setup_sects = data[0x1F1] or 4
+        payload_offset, payload_length = struct.unpack_from("<II", data, 0x248)
+        start = (setup_sects + 1) * 512 + payload_offset
+        payload = data[start:start + payload_length]
+        for magic, argv in ((b"\x28\xb5\x2f\xfd", ["zstd", "-dcq"]), (b"\xfd7zXZ", ["xz", "-dcq"]),
+                            (b"\x1f\x8b", ["gzip", "-dcq"])):
+            if payload.startswith(magic):
+                break
+        else:
+            raise ImageBuildError("extract vmlinux", f"unknown compression {payload[:4].hex()}")
+        proc = subprocess.run(argv, input=payload, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if not proc.stdout.startswith(b"\x7fELF"):
+            raise ImageBuildError("extract vmlinux", proc.stderr.decode(errors="replace"))
+        dest.write_bytes(proc.stdout)
+
+    def _build_initramfs(self, root: Path, release: str, dest: Path) -> None:
+        self.progress("build initramfs")
+        moddir = _modules_dir(root, release)
+        order = _module_load_order(moddir, BOOT_MODULES)
+        stage = dest.parent / "initramfs"
+        for sub in ("bin", "proc", "dev", "newroot", "modules"):
+            (stage / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(require_tool("busybox", "busybox-static"), stage / "bin/busybox")
+        for link in ("sh", "mount", "insmod", "cat", "switch_root", "usleep", "umount"):
+            (stage / "bin" / link).symlink_to("busybox")
+        shutil.copy2(GUEST_DIR / "initramfs-init", stage / "init")
+        (stage / "init").chmod(0o755)
+        names = []
+        for rel in order:
+            src = moddir / rel
+            name = Path(rel).name.split(".ko")[0] + ".ko"
+            _decompress_module(src, stage / "modules" / name)
+            names.append(name)
+        (stage / "modules.order").write_text("\n".join(names) + "\n")
+        files = subprocess.run(["find", "."], cwd=stage, stdout=subprocess.PIPE, check=True).stdout
+        with dest.open("wb") as fh:
+            subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=stage, input=files,
+                           stdout=fh, check=True)
+        shutil.rmtree(stage)
+
+    def _make_disk(self, root: Path, out: Path) -> None:
+        raw = out / "rootfs.ext4"
+        used = int(subprocess.run(["du", "-sb", str(root)], stdout=subprocess.PIPE,
+                                  check=True).stdout.split()[0])
+        size_mb = max(2048, int(used * 1.6 / 1024**2) + 1024)
+        self._run(f"mkfs.ext4 -d rootfs ({size_mb} MiB)",
+                  ["mkfs.ext4", "-q", "-F", "-L", "vexfs-root", "-E", "root_owner=0:0", "-d", str(root),
+                   str(raw), f"{size_mb}M"])
+        self._run("convert to qcow2", ["qemu-img", "convert", "-O", "qcow2", str(raw),
+                                       str(out / "rootfs.qcow2")])
+        raw.unlink()
+
+    def _package_versions(self, root: Path) -> dict[str, str]:
+        out = subprocess.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n"],
+                             stdout=subprocess.PIPE, text=True).stdout
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def _modules_dir(root: Path, release: str) -> Path:
+    for cand in (root / "usr/lib/modules" / release, root / "lib/modules" / release):
+        if (cand / "modules.dep").exists():
+            return cand
+    raise ImageBuildError("find kernel modules", f"no modules.dep for {release} under {root}")
+
+
+def _module_load_order(moddir: Path, wanted: Iterable[str]) -> list[str]:
+    """Dependency-first list of module paths (relative to moddir) for the wanted module names."""
+    deps: dict[str, list[str]] = {}
+    by_name: dict[str, str] = {}
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+        by_name[Path(path).name.split(".ko")[0].replace("-", "_")] = path
+    order: list[str] = []
+
+    def visit(path: str) -> None:
+        if path in order:
+            return
+        for dep in deps.get(path, []):
+            visit(dep)
+        order.append(path)
+
+    for name in wanted:
+        path = by_name.get(name.replace("-", "_"))
+        if path:  # absent means built in
+            visit(path)
+    return order
+
+
+def _decompress_module(src: Path, dest: Path) -> None:
+    data = src.read_bytes()
+    if src.name.endswith(".xz"):
+        data = subprocess.run(["xz", "-dc"], input=data, stdout=subprocess.PIPE, check=True).stdout
+    elif src.name.endswith(".zst"):
+        data = subprocess.run(["zstd", "-dc"], input=data, stdout=subprocess.PIPE, check=True).stdout
+    elif src.name.endswith(".gz"):
+        data = subprocess.run(["gzip", "-dc"], input=data, stdout=subprocess.PIPE, check=True).stdout
+    dest.write_bytes(data)
