@@ -1,0 +1,232 @@
+"""pytest hooks of the reporting: options, per-result recording, HTML extras, outputs at the end.
+
+Registered by the core plugin from its ``pytest_addoption``. On the xdist controller (or a run
+without xdist) :func:`pytest_configure` registers a :class:`ReportingPlugin` holding the run's
+:class:`~pytest_vexfs.reporting.recorder.RunRecorder`; workers only forward their reports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_vexfs.errors import ConfigError, VexfsError
+
+from . import html as html_parts
+from .junit import add_console_excerpts
+from .recorder import Outcome, RunRecorder
+from .redact import Redactor, redact_url
+from .results import CONSOLE_SECTION, FAILING, RunInfo, git_code_version, new_run_id, result_from_phases
+from .settings import OPTIONS, ReportingSettings, find_value, resolve
+
+RECORDER_KEY = pytest.StashKey[RunRecorder]()
+
+
+def is_console_section(title: str) -> bool:
+    """Whether a report section holds a console excerpt (``vexfs console``, or
+    ``Captured vexfs console call`` when added with ``item.add_report_section``)."""
+    return title == CONSOLE_SECTION or title.startswith(f"Captured {CONSOLE_SECTION} ")
+
+
+def _redact_in_place(obj: object, redactor: Redactor, depth: int = 0) -> object:
+    """Redact every string inside a longrepr object tree, keeping its structure (and so its
+    terminal formatting and crash message). Works on attributes, lists, tuples and dicts."""
+    if isinstance(obj, str):
+        return redactor.redact(obj)
+    if depth > 12 or obj is None or isinstance(obj, (int, float, bool)):
+        return obj
+    if isinstance(obj, list):
+        obj[:] = [_redact_in_place(x, redactor, depth + 1) for x in obj]
+        return obj
+    if isinstance(obj, tuple):
+        return tuple(_redact_in_place(x, redactor, depth + 1) for x in obj)
+    if isinstance(obj, dict):
+        for key in list(obj):
+            obj[key] = _redact_in_place(obj[key], redactor, depth + 1)
+        return obj
+    for name, value in list(getattr(obj, "__dict__", {}).items()):
+        # object.__setattr__: some repr classes are frozen dataclasses.
+        object.__setattr__(obj, name, _redact_in_place(value, redactor, depth + 1))
+    return obj
+PLUGIN_NAME = "vexfs-reporting-run"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The ``--vexfs-results-db``, ``--vexfs-results-json``, ``--vexfs-metrics``, ``--vexfs-pushgateway``
+    options and their ini keys."""
+    group = parser.getgroup("vexfs")
+    for option in OPTIONS:
+        group.addoption(option.flag, dest=option.dest, metavar=option.metavar, default=None,
+                        help=f"{option.help} (env {option.env}, ini {option.dest})")
+        parser.addini(option.dest, f"{option.help} ({option.flag} and {option.env} take precedence)",
+                      default="")
+
+
+def load_settings(config: pytest.Config) -> ReportingSettings:
+    """The reporting settings of ``config``; a bad value raises ``pytest.UsageError``."""
+    ini_source = str(config.inipath) if config.inipath else "the ini file"
+    raw = {
+        option.flag: find_value(option, config.getoption(option.dest), os.environ,
+                                str(config.getini(option.dest) or ""), ini_source,
+                                config.invocation_params.dir, config.rootpath)
+        for option in OPTIONS
+    }
+    try:
+        return resolve(raw)
+    except ConfigError as err:
+        raise pytest.UsageError(str(err)) from err
+
+
+def _env_name(config: pytest.Config) -> str:
+    value = config.getoption("vexfs_env", None) or os.environ.get("VEXFS_ENV")
+    if not value:
+        try:
+            value = config.getini("vexfs_env")
+        except ValueError:  # the core plugin is not loaded, so the ini key is unknown
+            value = None
+    return str(value or "default")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Check the settings; on the controller, set up the run's recorder and its plugin object."""
+    settings = load_settings(config)
+    if hasattr(config, "workerinput") or config.getoption("collectonly", False):
+        return
+    redactor = Redactor()
+    redactor.add_environment()
+    redactor.add_url(settings.results_db)
+    redactor.add_url(settings.pushgateway)
+    explicit = os.environ.get("VEXFS_CODE_VERSION")
+    code_version = explicit or git_code_version(config.rootpath) or "unknown"
+    run = RunInfo(run_id=new_run_id(), started_at=time.time(), code_version=code_version,
+                  env_name=redactor.redact(_env_name(config)))
+    recorder = RunRecorder(settings, run, redactor, explicit_code_version=bool(explicit))
+    config.stash[RECORDER_KEY] = recorder
+    config.pluginmanager.register(ReportingPlugin(config, recorder), PLUGIN_NAME)
+
+
+class ReportingPlugin:
+    """Hooks of one recorded run (controller only)."""
+
+    def __init__(self, config: pytest.Config, recorder: RunRecorder) -> None:
+        self.config = config
+        self.recorder = recorder
+        self.outcome: Outcome | None = None
+        self._excerpts: dict[str, str] = {}
+        self._with_extras: set[str] = set()
+
+    # -- run lifecycle --------------------------------------------------------------------------
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Open the results history and record the run as started."""
+        try:
+            self.recorder.start()
+        except VexfsError as err:
+            raise pytest.UsageError(f"{err} (from {self.recorder.settings.sources.get('--vexfs-results-db')})"
+                                    ) from err
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        """Where the results of this run go."""
+        s = self.recorder.settings
+        parts = [f"run {self.recorder.run.run_id}", f"code {self.recorder.run.code_version}",
+                 f"history {redact_url(s.results_db) if s.results_db else 'off'}"]
+        json_path = s.json_path(self.recorder.run.run_id)
+        parts.append(f"json {json_path if json_path else 'off'}")
+        if s.metrics:
+            parts.append(f"metrics {s.metrics}")
+        if s.pushgateway:
+            parts.append(f"push {redact_url(s.pushgateway)}")
+        return ["vexfs reporting: " + ", ".join(parts)]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Redact the report before anyone writes it, add HTML extras, record the result."""
+        redactor = self.recorder.redactor
+        report.user_properties = [(k, redactor.redact_value(v)) for k, v in report.user_properties]
+        report.sections = [(t, redactor.redact(text)) for t, text in report.sections]
+        if report.longrepr is not None and redactor.redact(report.longreprtext) != report.longreprtext:
+            if isinstance(report.longrepr, (str, tuple)):
+                report.longrepr = redactor.redact_value(report.longrepr)  # type: ignore[assignment]
+            else:
+                _redact_in_place(report.longrepr, redactor)
+        for title, text in report.sections:
+            if is_console_section(title) and text.strip():
+                self._excerpts[report.nodeid] = text
+        if report.failed and report.nodeid not in self._with_extras:
+            partial = result_from_phases({report.when: report}, redactor)
+            extras = html_parts.failure_extras(partial, redactor)
+            if extras:
+                report.extras = [*getattr(report, "extras", []), *extras]  # type: ignore[attr-defined]
+                self._with_extras.add(report.nodeid)
+        result = self.recorder.add(report)
+        if result is not None and result.environment:
+            self._update_metadata()
+
+    def _update_metadata(self) -> None:
+        try:
+            from pytest_metadata.plugin import metadata_key
+        except ImportError:
+            return
+        metadata = self.config.stash.get(metadata_key, None)
+        if metadata is not None:
+            metadata.update(html_parts.environment_rows(self.recorder.collector.environment()))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session,
+                             exitstatus: int | pytest.ExitCode) -> Generator[None, Any, Any]:
+        """Write history, JSON and metrics before the other reports, then complete the JUnit XML."""
+        interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+        self.outcome = self.recorder.finish(interrupted=interrupted, exitstatus=int(exitstatus))
+        self._update_metadata()
+        result = yield
+        xmlpath = self.config.getoption("xmlpath", None)
+        if xmlpath and self._excerpts and Path(xmlpath).is_file():
+            try:
+                add_console_excerpts(Path(xmlpath), self._excerpts,
+                                     self.config.getoption("junitprefix", None))
+            except VexfsError as err:
+                self.outcome.errors.append(err)
+        return result
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Say where the results went and which output failed."""
+        if self.outcome is None:
+            return
+        terminalreporter.write_sep("-", "vexfs reporting")
+        for line in self.outcome.written:
+            terminalreporter.write_line(line)
+        if self.recorder.run.status != "complete":
+            terminalreporter.write_line(f"run {self.recorder.run.run_id} recorded as "
+                                        f"{self.recorder.run.status}", yellow=True)
+        for err in self.outcome.errors:
+            terminalreporter.write_line(f"vexfs reporting error: {self.recorder.redactor.redact(str(err))}",
+                                        red=True)
+
+    # -- pytest-html ----------------------------------------------------------------------------
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
+                                    session: pytest.Session) -> None:
+        """A table of results per domain above the results table."""
+        prefix.append(html_parts.domain_summary_html(self.recorder.results))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        """Domain and kernel-fault columns after the test id."""
+        cells.insert(2, '<th class="sortable" data-column-type="domain">Domain</th>')
+        cells.insert(3, '<th data-column-type="fault">Kernel fault</th>')
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        """The test's domain and, if any, its kernel fault title."""
+        partial = result_from_phases({report.when: report}, self.recorder.redactor)
+        fault = ""
+        if partial.finding is not None and (report.outcome in FAILING or report.failed):
+            fault = partial.finding.title
+        from html import escape
+
+        cells.insert(2, f'<td class="col-domain">{escape(partial.domain)}</td>')
+        cells.insert(3, f'<td class="col-fault">{escape(fault)}</td>')
