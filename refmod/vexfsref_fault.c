@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vexfsref_fault.c - on-demand kernel faults for the harness's own tests.
+ *
+ * Write one word to /proc/vexfsref_fault (root only, write-only):
+ *   null_deref   write through a NULL pointer: "BUG: kernel NULL pointer dereference", Oops
+ *   gpf          write to a non-canonical address: "general protection fault"
+ *   bug          BUG(): "kernel BUG at"
+ *   panic        panic(): "Kernel panic - not syncing: vexfsref: injected panic"
+ *   soft_lockup  spin lockup_secs (30) seconds with preemption off:
+ *                "watchdog: BUG: soft lockup" (and an RCU stall report)
+ *   hung_task    take a mutex twice: the writer sleeps in D state forever,
+ *                "INFO: task ... blocked for more than N seconds"
+ *   warn         WARN(): "WARNING: CPU: ... vexfsref_fault_warn"
+ *   leak         kmalloc leak_kib KiB (4096) in 4 KiB pieces and forget them
+ * Each fault runs in a function named vexfsref_fault_<word>, so a call trace
+ * names it.  Module parameters fail_init and hang_on_exit fault module
+ * load and unload.
+ */
+#include <linux/module.h>
+#include <linux/proc_fs.h>
+#include <linux/uaccess.h>
+#include <linux/slab.h>
+#include <linux/delay.h>
+#include <linux/mutex.h>
+#include <linux/string.h>
+#include <linux/jiffies.h>
+#include <linux/preempt.h>
+
+#include "vexfsref.h"
+
+#define VEXFSREF_FAULT_PROC "vexfsref_fault"
+
+int vexfsref_fail_init;
+module_param_named(fail_init, vexfsref_fail_init, int, 0444);
+MODULE_PARM_DESC(fail_init, "1: module_init fails with -ENOMEM");
+
+int vexfsref_hang_on_exit;
+module_param_named(hang_on_exit, vexfsref_hang_on_exit, int, 0644);
+MODULE_PARM_DESC(hang_on_exit, "1: module_exit never returns (rmmod hangs)");
+
+static unsigned int lockup_secs = 30;
+module_param(lockup_secs, uint, 0644);
+MODULE_PARM_DESC(lockup_secs, "soft_lockup fault: seconds to spin with preemption off");
+
+static unsigned int leak_kib = 4096;
+module_param(leak_kib, uint, 0644);
+MODULE_PARM_DESC(leak_kib, "leak fault: KiB to allocate and forget");
+
+static DEFINE_MUTEX(vexfsref_fault_mutex);
+static struct proc_dir_entry *vexfsref_fault_entry;
+
+static noinline void vexfsref_fault_null_deref(void)
+{
+	int *volatile p = NULL;
+
+	*p = 0x5eed;
+}
+
+static noinline void vexfsref_fault_gpf(void)
+{
+	unsigned long *volatile p = (unsigned long *)0xdead000000000000UL;
+
+	*p = 0x5eed;
+}
+
+static noinline void vexfsref_fault_bug(void)
+{
+	BUG();
+}
+
+static noinline void vexfsref_fault_panic(void)
+{
+	panic("vexfsref: injected panic");
+}
+
+static noinline void vexfsref_fault_soft_lockup(void)
+{
+	unsigned long end = jiffies + (unsigned long)lockup_secs * HZ;
+
+	preempt_disable();
+	while (time_before(jiffies, end))
+		cpu_relax();
+	preempt_enable();
+}
+
+static noinline void vexfsref_fault_hung_task(void)
+{
+	mutex_lock(&vexfsref_fault_mutex);
+	mutex_lock(&vexfsref_fault_mutex);	/* self-deadlock: never returns */
+}
+
+static noinline void vexfsref_fault_warn(void)
+{
+	WARN(1, "vexfsref: injected warning\n");
+}
+
+static noinline void vexfsref_fault_leak(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < leak_kib / 4; i++) {
+		void *p = kmalloc(4096, GFP_KERNEL);
+
+		if (!p)
+			break;
+		memset(p, 0xa5, 4096);	/* forgotten on purpose */
+	}
+	pr_err("vexfsref: injected leak of %u KiB\n", i * 4);
+}
+
+/* module_exit with hang_on_exit=1: sleep forever, rmmod never returns. */
+void vexfsref_hang_forever(void)
+{
+	pr_err("vexfsref: hang_on_exit=1: module_exit will never return\n");
+	for (;;)
+		msleep(1000);
+}
+
+static const struct {
+	const char *word;
+	void (*fn)(void);
+} vexfsref_faults[] = {
+	{ "null_deref", vexfsref_fault_null_deref },
+	{ "gpf", vexfsref_fault_gpf },
+	{ "bug", vexfsref_fault_bug },
+	{ "panic", vexfsref_fault_panic },
+	{ "soft_lockup", vexfsref_fault_soft_lockup },
+	{ "hung_task", vexfsref_fault_hung_task },
+	{ "warn", vexfsref_fault_warn },
+	{ "leak", vexfsref_fault_leak },
+};
+
+static ssize_t vexfsref_fault_write(struct file *file, const char __user *ubuf,
+				    size_t len, loff_t *ppos)
+{
+	char buf[32];
+	char *word;
+	size_t i;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, len))
+		return -EFAULT;
+	buf[len] = 0;
+	word = strim(buf);
+	for (i = 0; i < ARRAY_SIZE(vexfsref_faults); i++) {
+		if (strcmp(word, vexfsref_faults[i].word))
+			continue;
+		pr_err("vexfsref: injecting fault %s\n", word);
+		vexfsref_faults[i].fn();
+		return len;
+	}
+	return -EINVAL;
+}
+
+static const struct proc_ops vexfsref_fault_ops = {
+	.proc_write	= vexfsref_fault_write,
+	.proc_lseek	= noop_llseek,
+};
+
+int vexfsref_fault_init(void)
+{
+	vexfsref_fault_entry = proc_create(VEXFSREF_FAULT_PROC, 0200, NULL,
+					   &vexfsref_fault_ops);
+	return vexfsref_fault_entry ? 0 : -ENOMEM;
+}
+
+void vexfsref_fault_exit(void)
+{
+	proc_remove(vexfsref_fault_entry);
+}
