@@ -1,0 +1,501 @@
+"""The ``libvirt`` backend: the machine of a MachineSpec rendered as libvirt domain XML.
+
+The domain boots like the ``qemu`` backend's VM: direct kernel boot (kernel, initrd, command line),
+a copy-on-write qcow2 overlay on the image's root disk (``/dev/vda``) and a scratch disk (``/dev/vdb``),
+the serial console written to a file, and QEMU user-mode networking with guest SSH forwarded to a host
+port (``<qemu:commandline>``: libvirt has no user-mode NIC with port forwarding of its own). ``q35`` and
+``microvm`` are both rendered (microvm needs virtio-mmio addresses and no USB controller).
+
+Any libvirt URI works. On a local URI the disks live in ``spec.run_dir``; on a remote one (``qemu+ssh://``)
+they are volumes of a storage pool there (option ``libvirt_pool``), the console is streamed through
+libvirt, and kernel/initrd/base image paths must exist on that host. Connecting runs under a deadline,
+so an unreachable URI fails within seconds instead of hanging.
+
+Every domain is named ``spec.name`` (per run: ``vexfs-<runid>-...``) and carries ownership metadata
+(host, pid, disks); cleanup touches only the domain and disks it created, and :func:`reap_stale`
+removes leftovers whose owning process has died.
+
+Options (keyword arguments, else ``spec.extra``): ``libvirt_uri`` (default ``$LIBVIRT_DEFAULT_URI`` or
+``qemu:///system``), ``libvirt_connect_timeout`` (10 s), ``libvirt_pool`` (remote URIs), ``libvirt_console``
+(``file`` or ``stream``), ``libvirt_dac_label`` (``+0:+0`` for a local URI as root, else libvirt's own
+labelling), ``ssh_port`` (a free port), ``ssh_address`` / ``ssh_bind`` (loopback locally).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import zlib
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape, quoteattr
+
+import libvirt
+
+from ..errors import ConfigError, VMBootError, VMError
+from .base import MachineSpec, SSHEndpoint
+
+METADATA_NS = "https://github.com/vexfs/pytest-vexfs/libvirt/1"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+#: Linux input keycodes for SysRq through dom.sendKey (KEY_LEFTALT, KEY_SYSRQ, then the key).
+_KEY_LEFTALT, _KEY_SYSRQ = 56, 99
+_LINUX_KEYCODES = {
+    **dict(zip("1234567890", range(2, 12))),
+    **dict(zip("qwertyuiop", range(16, 26))),
+    **dict(zip("asdfghjkl", range(30, 39))),
+    **dict(zip("zxcvbnm", range(44, 51))),
+}
+_SHUTOFF_REASONS = {0: "unknown", 1: "guest powered off", 2: "destroyed", 3: "crashed (QEMU exited)",
+                    4: "migrated", 5: "saved", 6: "failed to start", 7: "restored from snapshot",
+                    8: "daemon stopped"}
+
+
+class LibvirtUnreachable(VMBootError):
+    """The libvirt URI could not be opened before the deadline."""
+
+
+class LibvirtDomainError(VMError):
+    """libvirt refused to define, start or control the domain."""
+
+
+def _silence_libvirt(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; ours are raised as typed exceptions instead."""
+
+
+libvirt.registerErrorHandler(_silence_libvirt, None)
+
+
+def open_connection(uri: str, timeout: float = 10.0) -> libvirt.virConnect:
+    """Open `uri` in a helper thread and give up after `timeout` seconds (qemu+ssh can hang)."""
+    result: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            result["conn"] = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=connect, name=f"libvirt-open {uri}", daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        # The thread cannot be cancelled; it is a daemon and ends with libvirt's own timeout.
+        raise LibvirtUnreachable(f"libvirt URI {uri!r} did not answer within {timeout:g}s",
+                                 hint="check the host is up and reachable; for qemu+ssh:// that "
+                                      "key-based SSH login works without a prompt")
+    if "error" in result:
+        raise LibvirtUnreachable(
+            f"cannot open libvirt URI {uri!r} ({time.monotonic() - started:.1f}s): "
+            f"{result['error'].get_error_message()}",
+            hint="is libvirtd running there? (without systemd: virtlogd -d && libvirtd -d)")
+    return result["conn"]
+
+
+def is_local_uri(uri: str) -> bool:
+    """True when the URI names the hypervisor on this machine (no host part)."""
+    return not urllib.parse.urlsplit(uri).hostname
+
+
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def guest_cmdline(spec: MachineSpec) -> str:
+    """The kernel command line: spec.cmdline plus what the guest init needs that it does not set."""
+    words = shlex.split(spec.cmdline) if spec.cmdline else []
+    keys = {w.split("=", 1)[0] for w in words}
+    defaults = [("root", "/dev/vda"), ("console", "ttyS0"), ("panic", "-1"), ("vexfs.host", spec.name),
+                ("vexfs.time", str(int(time.time())))]
+    if spec.authorized_key:
+        defaults.append(("vexfs.key", ":".join(spec.authorized_key.split()[:2])))
+    words += [f"{k}={v}" for k, v in defaults if k not in keys]
+    if "rw" not in keys and "ro" not in keys:
+        words.append("rw")
+    return " ".join(words)
+
+
+class LibvirtMachine:
+    """One VM as a persistent libvirt domain, defined and started from a MachineSpec."""
+
+    backend = "libvirt"
+
+    def __init__(self, spec: MachineSpec, *, uri: str | None = None, connect_timeout: float | None = None,
+                 pool: str | None = None, console: str | None = None, dac_label: str | None = None,
+                 ssh_port: int | None = None, ssh_address: str | None = None,
+                 ssh_bind: str | None = None) -> None:
+        self.spec = spec
+        extra = spec.extra
+        self.uri = (uri or extra.get("libvirt_uri") or os.environ.get("LIBVIRT_DEFAULT_URI")
+                    or "qemu:///system")
+        self.local = is_local_uri(self.uri)
+        self.connect_timeout = float(connect_timeout or extra.get("libvirt_connect_timeout", 10.0))
+        self.pool_name = pool or extra.get("libvirt_pool")
+        if not self.local and not self.pool_name:
+            raise ConfigError(f"libvirt URI {self.uri!r} is remote: name a storage pool there for the "
+                              "VM disks", key="libvirt_pool")
+        self.console_mode = console or extra.get("libvirt_console") or ("file" if self.local else "stream")
+        if self.console_mode not in ("file", "stream"):
+            raise ConfigError(f"unknown libvirt console mode {self.console_mode!r}", key="libvirt_console",
+                              allowed="file, stream")
+        default_label = "+0:+0" if self.local and os.geteuid() == 0 else None
+        self.dac_label = dac_label if dac_label is not None else extra.get("libvirt_dac_label", default_label)
+        host = urllib.parse.urlsplit(self.uri).hostname
+        self.ssh_address = ssh_address or extra.get("ssh_address") or (host or "127.0.0.1")
+        self.ssh_bind = ssh_bind or extra.get("ssh_bind") or ("127.0.0.1" if self.local else "0.0.0.0")
+        self.ssh_port = int(ssh_port or extra.get("ssh_port") or
+                            (free_local_port() if self.local else 20000 + zlib.crc32(spec.name.encode()) % 20000))
+        self.machine_type = spec.machine_type
+        self._conn: libvirt.virConnect | None = None
+        self._dom: libvirt.virDomain | None = None
+        self._disks: list[Path] = []
+        self._volumes: list[str] = []
+        self._xml = ""
+        self._cmdline = guest_cmdline(spec)
+        self._console_thread: threading.Thread | None = None
+        self._console_stream: Any = None
+        self._stopping = threading.Event()
+        self._exit_reason = ""
+
+    # -- rendering -------------------------------------------------------------------------------
+    def domain_xml(self, root_disk: str, scratch_disk: str, *, disk_type: str = "file") -> str:
+        """The domain XML of this machine (`disk_type` "file" takes paths, "volume" takes pool/name)."""
+        spec = self.spec
+        microvm = self.machine_type == "microvm"
+        for required in ("kernel", "initrd"):
+            if getattr(spec, required) is None:
+                raise ConfigError(f"the libvirt backend boots a kernel directly: spec.{required} is unset",
+                                  key=required)
+
+        def disk(source: str, dev: str) -> str:
+            if disk_type == "volume":
+                src = f"<source pool={quoteattr(self.pool_name or '')} volume={quoteattr(source)}/>"
+            else:
+                src = f"<source file={quoteattr(source)}/>"
+            addr = "<address type='virtio-mmio'/>" if microvm else ""
+            return (f"<disk type='{disk_type}' device='disk'><driver name='qemu' type='qcow2' cache='unsafe'/>"
+                    f"{src}<target dev='{dev}' bus='virtio'/>{addr}</disk>")
+
+        if self.console_mode == "file":
+            serial = (f"<serial type='file'><source path={quoteattr(str(spec.console_log))} append='on'/>"
+                      "<target port='0'/></serial>")
+        else:
+            serial = "<serial type='pty'><target port='0'/></serial>"
+        nic = ("virtio-net-device,netdev=vexfsnet" if microvm
+               else "virtio-net-pci,netdev=vexfsnet,bus=pcie.0,addr=0x10")
+        hostfwd = f"user,id=vexfsnet,hostfwd=tcp:{self.ssh_bind}:{self.ssh_port}-:22"
+        seclabel = (f"<seclabel type='static' model='dac' relabel='no'><label>{escape(self.dac_label)}"
+                    "</label></seclabel>" if self.dac_label else "")
+        owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                            "disks": [str(p) for p in self._disks], "volumes": self._volumes,
+                            "pool": self.pool_name})
+        return f"""<domain type='{"kvm" if spec.accel == "kvm" else "qemu"}' xmlns:qemu='{QEMU_NS}'>
+  <name>{escape(spec.name)}</name>
+  <metadata><vexfs:machine xmlns:vexfs='{METADATA_NS}'>{escape(owner)}</vexfs:machine></metadata>
+  <memory unit='MiB'>{int(spec.memory_mb)}</memory>
+  <vcpu>{int(spec.cpus)}</vcpu>
+  <os>
+    <type arch='x86_64' machine='{escape(self.machine_type)}'>hvm</type>
+    <kernel>{escape(str(spec.kernel))}</kernel>
+    <initrd>{escape(str(spec.initrd))}</initrd>
+    <cmdline>{escape(self._cmdline)}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  {seclabel}
+  <devices>
+    {disk(root_disk, "vda")}
+    {disk(scratch_disk, "vdb")}
+    {serial}
+    {"<controller type='usb' model='none'/>" if microvm else ""}
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-netdev'/><qemu:arg value={quoteattr(hostfwd)}/>
+    <qemu:arg value='-device'/><qemu:arg value={quoteattr(nic)}/>
+  </qemu:commandline>
+</domain>
+"""
+
+    # -- disks -----------------------------------------------------------------------------------
+    def _make_local_disks(self) -> tuple[str, str]:
+        spec = self.spec
+        root = spec.run_dir / "root.qcow2"
+        scratch = spec.run_dir / "scratch.qcow2"
+        self._disks = [root, scratch]
+        steps = [["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(spec.base_disk), str(root)],
+                 ["qemu-img", "create", "-q", "-f", "qcow2", str(scratch), f"{int(spec.scratch_disk_mb)}M"]]
+        for argv in steps:
+            proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+            if proc.returncode != 0:
+                raise VMBootError(f"creating a disk failed: {' '.join(argv)}", vm=spec.name, stderr=proc.stderr)
+        return str(root), str(scratch)
+
+    def _make_pool_volumes(self, conn: libvirt.virConnect) -> tuple[str, str]:
+        spec = self.spec
+        try:
+            pool = conn.storagePoolLookupByName(self.pool_name)
+        except libvirt.libvirtError as exc:
+            raise ConfigError(f"storage pool {self.pool_name!r} not found at {self.uri}: "
+                              f"{exc.get_error_message()}", key="libvirt_pool") from None
+        base_size = 8 * 1024**3
+        with contextlib.suppress(libvirt.libvirtError):
+            base_size = conn.storageVolLookupByPath(str(spec.base_disk)).info()[1]
+        names = (f"{spec.name}-root.qcow2", f"{spec.name}-scratch.qcow2")
+        root_xml = (f"<volume><name>{escape(names[0])}</name><capacity>{base_size}</capacity>"
+                    "<target><format type='qcow2'/></target>"
+                    f"<backingStore><path>{escape(str(spec.base_disk))}</path><format type='qcow2'/>"
+                    "</backingStore></volume>")
+        scratch_xml = (f"<volume><name>{escape(names[1])}</name>"
+                       f"<capacity unit='MiB'>{int(spec.scratch_disk_mb)}</capacity>"
+                       "<target><format type='qcow2'/></target></volume>")
+        for name, xml in zip(names, (root_xml, scratch_xml)):
+            try:
+                pool.createXML(xml, 0)
+            except libvirt.libvirtError as exc:
+                raise LibvirtDomainError(f"creating volume {name} in pool {self.pool_name} failed: "
+                                         f"{exc.get_error_message()}", vm=spec.name) from None
+            self._volumes.append(name)
+        return names
+
+    def _remove_disks(self) -> None:
+        for path in self._disks:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._disks = []
+        if self._volumes and self._conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                pool = self._conn.storagePoolLookupByName(self.pool_name)
+                for name in self._volumes:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        pool.storageVolLookupByName(name).delete(0)
+        self._volumes = []
+
+    # -- Machine protocol ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect (with a deadline), create the disks, define and start the domain."""
+        spec = self.spec
+        if spec.base_disk is None:
+            raise ConfigError("the libvirt backend needs spec.base_disk (the image's root qcow2)", key="base_disk")
+        self._conn = open_connection(self.uri, self.connect_timeout)
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.pool_name:
+                root, scratch = self._make_pool_volumes(self._conn)
+                self._xml = self.domain_xml(root, scratch, disk_type="volume")
+            else:
+                root, scratch = self._make_local_disks()
+                self._xml = self.domain_xml(root, scratch)
+            (spec.run_dir / "domain.xml").write_text(self._xml)
+            try:
+                self._dom = self._conn.defineXML(self._xml)
+            except libvirt.libvirtError as exc:
+                raise LibvirtDomainError(f"libvirt rejected the domain XML: {exc.get_error_message()}",
+                                         vm=spec.name, hint=f"see {spec.run_dir / 'domain.xml'}") from None
+            try:
+                self._dom.create()
+            except libvirt.libvirtError as exc:
+                raise LibvirtDomainError(f"the domain did not start: {exc.get_error_message()}", vm=spec.name,
+                                         stderr=self._qemu_log_tail()) from None
+            if self.console_mode == "stream":
+                self._start_console_stream()
+        except BaseException:
+            self.kill()
+            raise
+
+    def endpoint(self) -> SSHEndpoint:
+        """The forwarded SSH port of the guest."""
+        return SSHEndpoint(host=self.ssh_address, port=self.ssh_port, user="root",
+                           host_key=self.spec.host_key, key_file=self.spec.key_file)
+
+    def is_running(self) -> bool:
+        """False once the domain is no longer active (powered off, panicked, destroyed)."""
+        if self._dom is None:
+            return False
+        try:
+            return bool(self._dom.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def exit_reason(self) -> str:
+        """libvirt's reason for the shut-off state and the tail of QEMU's log ("" while running)."""
+        if self._dom is None:
+            return self._exit_reason or "not started"
+        try:
+            state, reason = self._dom.state()
+        except libvirt.libvirtError as exc:
+            return self._exit_reason or f"domain gone: {exc.get_error_message()}"
+        if state != libvirt.VIR_DOMAIN_SHUTOFF:
+            return ""
+        text = f"domain shut off: {_SHUTOFF_REASONS.get(reason, str(reason))}"
+        tail = self._qemu_log_tail()
+        return f"{text}\n{tail}" if tail else text
+
+    def console_path(self) -> Path:
+        """The serial console log (written by QEMU, or by the console stream on remote URIs)."""
+        return self.spec.console_log
+
+    def sysrq(self, key: str) -> None:
+        """Send Alt+SysRq+`key` as keyboard input (q35's PS/2 keyboard); works when SSH is dead."""
+        if self._dom is None:
+            raise LibvirtDomainError("sysrq on a machine that is not running", vm=self.spec.name)
+        code = _LINUX_KEYCODES.get(key.lower())
+        if code is None:
+            raise ValueError(f"unsupported SysRq key {key!r}")
+        if self.machine_type == "microvm":
+            raise LibvirtDomainError("microvm has no keyboard to send SysRq through", vm=self.spec.name,
+                                     hint="use machine_type q35 with the libvirt backend for SysRq")
+        try:
+            self._dom.sendKey(libvirt.VIR_KEYCODE_SET_LINUX, 100, [_KEY_LEFTALT, _KEY_SYSRQ, code], 3, 0)
+        except libvirt.libvirtError as exc:
+            raise LibvirtDomainError(f"sending SysRq {key!r} failed: {exc.get_error_message()}",
+                                     vm=self.spec.name) from None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the guest to power off (SysRq o), wait up to `timeout`, then destroy and clean up."""
+        if self.is_running() and self.machine_type != "microvm":
+            with contextlib.suppress(LibvirtDomainError):
+                self.sysrq("o")
+            deadline = time.monotonic() + timeout
+            while self.is_running() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.kill()
+
+    def kill(self) -> None:
+        """Destroy and undefine the domain, delete its disks; safe to call more than once."""
+        self._stopping.set()
+        dom, self._dom = self._dom, None
+        if dom is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                state, reason = dom.state()
+                if state == libvirt.VIR_DOMAIN_SHUTOFF:
+                    self._exit_reason = f"domain shut off: {_SHUTOFF_REASONS.get(reason, str(reason))}"
+            with contextlib.suppress(libvirt.libvirtError):
+                if dom.isActive():
+                    dom.destroy()
+                    self._exit_reason = "destroyed by the harness"
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+        stream, self._console_stream = self._console_stream, None
+        if stream is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+        if self._console_thread is not None:
+            self._console_thread.join(timeout=5.0)
+            self._console_thread = None
+        self._remove_disks()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    def describe(self) -> dict:
+        """Facts for reports."""
+        return {"backend": self.backend, "uri": self.uri, "libvirt_domain": self.spec.name,
+                "machine": self.machine_type, "accel": self.spec.accel, "ssh_port": self.ssh_port,
+                "console_mode": self.console_mode, "domain_xml": str(self.spec.run_dir / "domain.xml"),
+                "cmdline": self._cmdline}
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _qemu_log_tail(self, lines: int = 20) -> str:
+        if not self.local:
+            return ""
+        log = Path("/var/log/libvirt/qemu") / f"{self.spec.name}.log"
+        try:
+            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _start_console_stream(self) -> None:
+        assert self._conn is not None and self._dom is not None
+        stream = self._conn.newStream(0)
+        try:
+            self._dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        except libvirt.libvirtError as exc:
+            raise LibvirtDomainError(f"cannot attach to the serial console: {exc.get_error_message()}",
+                                     vm=self.spec.name) from None
+        self._console_stream = stream
+        self._stopping.clear()
+        self._console_thread = threading.Thread(target=self._pump_console, args=(stream,),
+                                                name=f"console-{self.spec.name}", daemon=True)
+        self._console_thread.start()
+
+    def _pump_console(self, stream: Any) -> None:
+        with open(self.spec.console_log, "ab", buffering=0) as log:
+            while not self._stopping.is_set():
+                try:
+                    data = stream.recv(65536)
+                except libvirt.libvirtError:
+                    return
+                if isinstance(data, int) or not data:  # -2: would block; b"": console closed
+                    if data == b"":
+                        return
+                    time.sleep(0.05)
+                    continue
+                log.write(data)
+
+
+def reap_stale(uri: str = "qemu:///system", prefix: str = "vexfs-", *, timeout: float = 10.0) -> list[str]:
+    """Remove domains (and their disks) left by runs of this host whose process has died.
+
+    Only domains named `prefix`... that carry this backend's metadata, recorded by this host, and whose
+    owning pid is gone are touched; other users' domains and live runs are left alone.
+    """
+    conn = open_connection(uri, timeout)
+    reaped = []
+    try:
+        for dom in conn.listAllDomains(0):
+            if not dom.name().startswith(prefix):
+                continue
+            try:
+                element = ElementTree.fromstring(
+                    dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0))
+                owner = json.loads(element.text or "")
+            except (libvirt.libvirtError, ValueError, ElementTree.ParseError):
+                continue
+            if owner.get("host") != socket.gethostname() or _pid_alive(int(owner.get("pid", 0))):
+                continue
+            with contextlib.suppress(libvirt.libvirtError):
+                if dom.isActive():
+                    dom.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+            for disk in owner.get("disks", []):
+                with contextlib.suppress(OSError):
+                    Path(disk).unlink()
+            if owner.get("pool"):
+                with contextlib.suppress(libvirt.libvirtError):
+                    pool = conn.storagePoolLookupByName(owner["pool"])
+                    for name in owner.get("volumes", []):
+                        with contextlib.suppress(libvirt.libvirtError):
+                            pool.storageVolLookupByName(name).delete(0)
+            reaped.append(dom.name())
+    finally:
+        conn.close()
+    return reaped
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

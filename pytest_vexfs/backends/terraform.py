@@ -1,0 +1,48 @@
+"""The ``terraform`` backend: VMs of a fleet applied from ``terraform/``, found through its outputs.
+
+Reads ``terraform output -json`` (run in ``terraform_dir``, or recorded in ``terraform_output``), maps the
+``vms`` output to hosts by test domain, then behaves like the static backend: the fleet is Terraform's to
+create and destroy, never this backend's. When the VM's ``console_path`` is readable here (libvirt on this
+host) it is the console file; otherwise the kernel log is streamed over SSH.
+
+Options (keyword arguments, else ``spec.extra``): ``terraform_dir`` or ``terraform_output`` (one is
+required), ``host``, ``domain``, ``index``, ``connect_timeout``, ``console_stream`` as for ``static``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..inventory import InventoryHost, hosts_from_terraform_output, read_terraform_output
+from .base import MachineSpec
+from .static import StaticMachine
+
+
+class TerraformMachine(StaticMachine):
+    """A VM of a Terraform-managed fleet, reached like a static host."""
+
+    backend = "terraform"
+
+    def __init__(self, spec: MachineSpec, *, terraform_dir: str | Path | None = None,
+                 terraform_output: str | Path | None = None, **options) -> None:
+        self.terraform_dir = terraform_dir if terraform_dir is not None else spec.extra.get("terraform_dir")
+        self.terraform_output = (terraform_output if terraform_output is not None
+                                 else spec.extra.get("terraform_output"))
+        super().__init__(spec, **options)
+
+    def _load_hosts(self) -> tuple[list[InventoryHost], str]:
+        if not self.terraform_dir and not self.terraform_output:
+            raise ConfigError("the terraform backend needs the Terraform directory or a recorded output",
+                              key="terraform_dir",
+                              hint="pass --vexfs-terraform-dir=terraform (after `terraform apply`), or a "
+                                   "file holding `terraform output -json`")
+        source = str(self.terraform_output or self.terraform_dir)
+        outputs = read_terraform_output(self.terraform_dir, self.terraform_output)
+        return hosts_from_terraform_output(outputs, source=source), source
+
+    def describe(self) -> dict:
+        """Facts for reports, with the libvirt domain Terraform created."""
+        facts = super().describe()
+        facts["libvirt_domain"] = self.host.variables.get("libvirt_domain")
+        return facts
