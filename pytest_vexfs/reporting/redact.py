@@ -28,7 +28,7 @@ _WEBHOOK = re.compile(
     r"(?:discord(?:app)?\.com)/api/webhooks|outlook\.office(?:365)?\.com/webhook|"
     r"[\w.-]+\.webhook\.office\.com/webhookb2|chat\.googleapis\.com/v1/spaces))/(?P<rest>[^\s'\"<>]+)",
     re.IGNORECASE)
-_KEYVALUE = re.compile(r"(?P<key>\b(?:password|passwd|secret|token)\s*[=:]\s*)(?P<value>[^\s,;'\"]+)",
+_KEYVALUE = re.compile(r"(?P<key>\b(?:password|passwd|secret|token)\s*[=:]\s*)(?P<value>[^\s,;&*'\"]+)",
                        re.IGNORECASE)
 
 
