@@ -276,7 +276,7 @@ def test_xdist_reports_reach_the_controller(pytester: pytest.Pytester, monkeypat
 class _Gateway(http.server.BaseHTTPRequestHandler):
     received: list[tuple[str, str, dict[str, str], bytes]]
 
-    def do_PUT(self) -> None:  # noqa: N802 (http.server naming)
+    def do_PUT(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.received.append((self.command, self.path, dict(self.headers), body))
         self.send_response(200)
@@ -377,14 +377,14 @@ def test_precedence_cli_over_env_over_ini_over_default(pytester: pytest.Pytester
 
 @pytest.mark.parametrize(("how", "value", "expected"), [
     ("cli", "--vexfs-metrics=out.txt",
-     "*--vexfs-metrics: invalid value 'out.txt': the textfile collector only reads files ending in .prom "
-     "(from command line option --vexfs-metrics) allowed: a file path ending in .prom*"),
+     ("*--vexfs-metrics: invalid value 'out.txt': the textfile collector only reads files ending in .prom "
+     "(from command line option --vexfs-metrics) allowed: a file path ending in .prom*")),
     ("env", "mysql://vexfs:hunter2hunter2@db/results",
-     "*--vexfs-results-db: invalid value 'mysql://vexfs:***@db/results': unsupported database scheme 'mysql' "
-     "(from environment variable VEXFS_RESULTS_DB) allowed: *postgresql://*"),
+     ("*--vexfs-results-db: invalid value 'mysql://vexfs:***@db/results': unsupported database scheme 'mysql' "
+     "(from environment variable VEXFS_RESULTS_DB) allowed: *postgresql://*")),
     ("ini", "ftp://gateway:9091",
-     "*--vexfs-pushgateway: invalid value 'ftp://gateway:9091': not an http(s)://host*port* URL "
-     "(from ini key vexfs_pushgateway in */tox.ini) allowed: *"),
+     ("*--vexfs-pushgateway: invalid value 'ftp://gateway:9091': not an http(s)://host*port* URL "
+     "(from ini key vexfs_pushgateway in */tox.ini) allowed: *")),
 ])
 def test_bad_values_are_usage_errors_naming_value_and_source(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str, value: str, expected: str) -> None:
@@ -411,8 +411,8 @@ def test_unreachable_postgresql_is_a_usage_error_without_password(pytester: pyte
         port = probe.getsockname()[1]
     result = run(pytester, f"--vexfs-results-db=postgresql://vexfs:NoSuchPw123@127.0.0.1:{port}/results")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*results database postgresql://vexfs:***@127.0.0.1:{port}/results: "
-                                 "connect failed*"])
+    result.stderr.fnmatch_lines([(f"*results database postgresql://vexfs:***@127.0.0.1:{port}/results: "
+                                 "connect failed*")])
     assert "NoSuchPw123" not in result.stderr.str() + result.stdout.str()
 
 
