@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -321,7 +322,7 @@ class _Report:
         if rip:
             self._add_frame(self.rip_frames, rip.group("frame"))
             return
-        if self.kind == LOCKDEP and not self.header_frames:
+        if self.rule == "lockdep" and not self.header_frames:
             at = _LOCK_AT.match(text)
             if at:
                 self._add_frame(self.header_frames, at.group("frame"))
@@ -356,7 +357,7 @@ class _Report:
             return
         if self.in_irq and self.kind in _SKIP_IRQ_FRAMES:
             return
-        if self.in_trace or self.kind in (KMEMLEAK, LOCKDEP, KASAN, KFENCE, UBSAN, HUNG_TASK):
+        if self.in_trace or self.kind in (KMEMLEAK, KFENCE):  # their stacks come without "Call Trace:"
             self._add_frame(self.trace_frames, text)
 
     @staticmethod
@@ -366,7 +367,9 @@ class _Report:
             frames.append((_clean_name(frame.group("func")), frame.group("mod")))
 
     def quiet_done(self) -> bool:
-        """Whether a quiet-ended report has printed at least one complete stack trace."""
+        """Whether a report without end marker has printed at least one complete stack trace."""
+        if self.kind == KMEMLEAK:
+            return bool(self.trace_frames)
         return self.traces_done > 0 and not self.in_trace
 
     def blame(self, generic: re.Pattern[str]) -> tuple[str | None, str | None]:
@@ -465,12 +468,17 @@ class KernelLogMonitor:
         return out
 
     def settle(self) -> list[Finding]:
-        """Release a report already complete but held back in case a panic follows it.
+        """The stream went quiet: release reports that look complete.
 
-        Call it when the stream went quiet; unlike :meth:`flush` it never cuts a report short.
+        That is a report held back after its end marker in case a panic follows, and a report with no
+        end marker (hung task, lockup, stall...) whose stack trace is complete.  Unlike :meth:`flush`
+        it never cuts a stack trace short.
         """
         out: list[Finding] = []
         self._release_held(out)
+        report = self._report
+        if report is not None and report.end in ("quiet", "indent") and report.quiet_done():
+            self._finish(out)
         return out
 
     def tail(self, lines: int | None = None) -> str:
@@ -563,7 +571,7 @@ class KernelLogMonitor:
             text = lead[index][1]
             if text.startswith("------------[ cut here ]"):
                 return [raw for raw, _ in lead[index:]]
-            if text.startswith("=====") and rule in ("kasan", "kfence", "ubsan"):
+            if text.startswith("=====") and rule in ("kasan", "kfence", "ubsan", "lockdep"):
                 return [raw for raw, _ in lead[index:]]
         return []
 
@@ -664,16 +672,21 @@ class ConsoleFollower:
 
     Call :meth:`poll` on demand, or :meth:`start` a background thread that polls every
     ``interval`` seconds; :meth:`stop` (or leaving the ``with`` block) reads the rest and flushes.
-    ``on_finding`` is called (from the polling thread) for each new finding.
+    Once the file has not grown for ``settle_after`` seconds, reports that look complete are
+    released (:meth:`KernelLogMonitor.settle`).  ``on_finding`` is called (from the polling thread)
+    for each new finding.  Use one follower per VM start: a log rewritten from the start is only
+    noticed if it is shorter than what was read.
     """
 
     def __init__(self, path: str | os.PathLike[str], monitor: KernelLogMonitor | None = None, *,
-                 offset: int = 0, interval: float = 0.1, read_size: int = 1 << 20,
+                 offset: int = 0, interval: float = 0.1, settle_after: float = 0.5, read_size: int = 1 << 20,
                  on_finding: Callable[[Finding], None] | None = None) -> None:
         self.path = Path(path)
         self.monitor = monitor if monitor is not None else KernelLogMonitor()
         self.offset = offset
         self.interval = interval
+        self.settle_after = settle_after
+        self._last_growth = time.monotonic()
         self._read_size = read_size
         self._on_finding = on_finding
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -687,7 +700,10 @@ class ConsoleFollower:
         """Read what was appended since the last call; return the findings it completed."""
         with self._lock:
             out = self._read()
-            if self._idle:
+            now = time.monotonic()
+            if not self._idle:
+                self._last_growth = now
+            elif now - self._last_growth >= self.settle_after:
                 settled = self.monitor.settle()
                 self._notify(settled)
                 out += settled
