@@ -168,6 +168,11 @@ class LibvirtMachine:
         self._stopping = threading.Event()
         self._exit_reason = ""
 
+    @property
+    def control_path(self) -> Path:
+        """Host end of the guest's virtio-serial control port, as the qemu backend names it."""
+        return self.spec.run_dir / "ctl.sock"
+
     # -- rendering -------------------------------------------------------------------------------
     def domain_xml(self, root_disk: str, scratch_disk: str, *, disk_type: str = "file") -> str:
         """The domain XML of this machine (`disk_type` "file" takes paths, "volume" takes pool/name)."""
@@ -195,6 +200,16 @@ class LibvirtMachine:
         nic = ("virtio-net-device,netdev=vexfsnet" if microvm
                else "virtio-net-pci,netdev=vexfsnet,bus=pcie.0,addr=0x10")
         hostfwd = f"user,id=vexfsnet,hostfwd=tcp:{self.ssh_bind}:{self.ssh_port}-:22"
+        if spec.accel == "kvm":
+            cpu = "<cpu mode='host-passthrough'/>"
+        elif microvm:  # qemu64 without a PIT (libvirt cannot set microvm's pit=on) stalls TSC calibration
+            cpu = ""
+        else:  # as the qemu backend: a plain model plus rdrand, which TCG emulates
+            cpu = ("<cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model>"
+                   "<feature policy='require' name='rdrand'/></cpu>")
+        # The qemu backend's control channel (virtio-serial port "vexfs.ctl"), on local URIs only.
+        channel = (f"<channel type='unix'><source mode='bind' path={quoteattr(str(self.control_path))}/>"
+                   "<target type='virtio' name='vexfs.ctl'/></channel>" if self.local else "")
         seclabel = (f"<seclabel type='static' model='dac' relabel='no'><label>{escape(self.dac_label)}"
                     "</label></seclabel>" if self.dac_label else "")
         owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
@@ -212,6 +227,7 @@ class LibvirtMachine:
     <cmdline>{escape(self._cmdline)}</cmdline>
   </os>
   <features><acpi/></features>
+  {cpu}
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
@@ -220,7 +236,10 @@ class LibvirtMachine:
     {disk(root_disk, "vda")}
     {disk(scratch_disk, "vdb")}
     {serial}
+    {channel}
     {"<controller type='usb' model='none'/>" if microvm else ""}
+    {"<controller type='virtio-serial' index='0'><address type='virtio-mmio'/></controller>"
+     if microvm and channel else ""}
     <memballoon model='none'/>
   </devices>
   <qemu:commandline>
