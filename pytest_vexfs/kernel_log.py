@@ -147,30 +147,34 @@ _HEADER_STARTS = (
 _HEADER_FIRST = frozenset(s[0] for s in _HEADER_STARTS)
 
 _MOD = r"(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[(?P<mod>[\w-]+)[^\]]*\])?"
-_HEADERS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"BUG: kernel NULL pointer dereference"), "null_deref"),
-    (re.compile(r"BUG: unable to handle (?:page fault|kernel paging request|kernel NULL pointer)"), "paging"),
-    (re.compile(r"BUG: KASAN: (?P<what>[\w-]+) in (?P<func>[\w.$]+)" + _MOD), "kasan"),
-    (re.compile(r"BUG: KFENCE: (?P<what>[\w -]+?) in (?P<func>[\w.$]+)" + _MOD), "kfence"),
-    (re.compile(r"BUG: KFENCE: (?P<what>[\w -]+)"), "kfence"),
-    (re.compile(r"(?:NMI )?(?:watchdog: )?BUG: soft lockup"), "soft_lockup"),
-    (re.compile(r"(?:NMI )?watchdog: Watchdog detected hard LOCKUP"), "hard_lockup"),
-    (re.compile(r"BUG: sleeping function called from invalid context"), "might_sleep"),
-    (re.compile(r"BUG: scheduling while atomic"), "sched_atomic"),
-    (re.compile(r"BUG: (?P<what>.+)"), "bug_generic"),
-    (re.compile(r"kernel BUG at (?P<file>[^\s:]+):\d+"), "kernel_bug"),
-    (re.compile(r"(?:Oops: )?general protection fault"), "gpf"),
-    (re.compile(r"(?:Oops: )?invalid opcode: "), "invalid_opcode"),
-    (re.compile(r"Oops: "), "oops_generic"),
+# (pattern, rule, characters a matching line can start with), in priority order.
+_HEADERS: list[tuple[re.Pattern[str], str, str]] = [
+    (re.compile(r"BUG: kernel NULL pointer dereference"), "null_deref", "B"),
+    (re.compile(r"BUG: unable to handle (?:page fault|kernel paging request|kernel NULL pointer)"), "paging", "B"),
+    (re.compile(r"BUG: KASAN: (?P<what>[\w-]+) in (?P<func>[\w.$]+)" + _MOD), "kasan", "B"),
+    (re.compile(r"BUG: KFENCE: (?P<what>[\w -]+?) in (?P<func>[\w.$]+)" + _MOD), "kfence", "B"),
+    (re.compile(r"BUG: KFENCE: (?P<what>[\w -]+)"), "kfence", "B"),
+    (re.compile(r"(?:NMI )?(?:watchdog: )?BUG: soft lockup"), "soft_lockup", "BNw"),
+    (re.compile(r"(?:NMI )?watchdog: Watchdog detected hard LOCKUP"), "hard_lockup", "Nw"),
+    (re.compile(r"BUG: sleeping function called from invalid context"), "might_sleep", "B"),
+    (re.compile(r"BUG: scheduling while atomic"), "sched_atomic", "B"),
+    (re.compile(r"BUG: (?P<what>.+)"), "bug_generic", "B"),
+    (re.compile(r"kernel BUG at (?P<file>[^\s:]+):\d+"), "kernel_bug", "k"),
+    (re.compile(r"(?:Oops: )?general protection fault"), "gpf", "Og"),
+    (re.compile(r"(?:Oops: )?invalid opcode: "), "invalid_opcode", "Oi"),
+    (re.compile(r"Oops: "), "oops_generic", "O"),
     (re.compile(r"WARNING: (?:CPU: \d+ PID: \d+ )?at \S+(?: (?P<func>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+"
-                r"(?: \[(?P<mod>[\w-]+)[^\]]*\])?)?"), "warning"),
-    (re.compile(r"WARNING: (?!CPU: )(?P<what>.+)"), "lockdep"),
-    (re.compile(r"Kernel panic - not syncing: ?(?P<what>.*)"), "panic"),
-    (re.compile(r"(?:rcu: )?INFO: rcu\w* (?:self-)?detected (?:expedited )?stall"), "rcu_stall"),
-    (re.compile(r"INFO: task .+:\d+ blocked for more than \d+ seconds"), "hung_task"),
-    (re.compile(r"UBSAN: (?P<what>[\w-]+) in (?P<file>\S+)"), "ubsan"),
-    (re.compile(r"unreferenced object 0x[0-9a-f]+ \(size \d+\)"), "kmemleak"),
+                r"(?: \[(?P<mod>[\w-]+)[^\]]*\])?)?"), "warning", "W"),
+    (re.compile(r"WARNING: (?!CPU: )(?P<what>.+)"), "lockdep", "W"),
+    (re.compile(r"Kernel panic - not syncing: ?(?P<what>.*)"), "panic", "K"),
+    (re.compile(r"(?:rcu: )?INFO: rcu\w* (?:self-)?detected (?:expedited )?stall"), "rcu_stall", "rI"),
+    (re.compile(r"INFO: task .+:\d+ blocked for more than \d+ seconds"), "hung_task", "I"),
+    (re.compile(r"UBSAN: (?P<what>[\w-]+) in (?P<file>\S+)"), "ubsan", "U"),
+    (re.compile(r"unreferenced object 0x[0-9a-f]+ \(size \d+\)"), "kmemleak", "u"),
 ]
+_HEADERS_BY_FIRST: dict[str, list[tuple[re.Pattern[str], str]]] = {
+    first: [(pattern, rule) for pattern, rule, firsts in _HEADERS if first in firsts] for first in _HEADER_FIRST
+}
 
 # rule -> (kind, title prefix, end style).  End styles: "trace" (---[ end trace), "ruler" (=====),
 # "quiet" (after the last stack trace, at the first line that is not part of the report), "indent"
@@ -442,18 +446,35 @@ class KernelLogMonitor:
         """Every finding returned so far, in order."""
         self.ignored: list[Finding] = []
         """Findings dropped by ``ignore`` (the first hundred)."""
-        self.lines_seen = 0
 
     def feed(self, text: str) -> list[Finding]:
         """Consume a chunk of log text (lines may be split anywhere); return findings it completed."""
         if not text:
             return []
-        data = self._partial + text
-        lines = data.split("\n")
+        lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
         out: list[Finding] = []
+        # The fast path, inlined: most lines are ordinary messages outside any report.
+        tail_append, lead_append = self._tail.append, self._lead.append
+        timestamp_match, firsts, starts = _TIMESTAMP.match, _HEADER_FIRST, _HEADER_STARTS
         for line in lines:
-            self._line(line.rstrip("\r"), out)
+            raw = line.rstrip("\r")
+            tail_append(raw)
+            stamp = timestamp_match(raw) if raw[:1] in ("[", "<") else None
+            if stamp is not None:
+                text = raw[stamp.end():]
+                if self._timestamps is None:
+                    self._timestamps = True
+            elif self._timestamps:
+                self._untimestamped(raw, out)
+                continue
+            else:
+                text = raw
+            if self._report is None and self._held is None and not (
+                    text[:1] in firsts and text.startswith(starts)):
+                lead_append((raw, text))
+                continue
+            self._kernel_line(raw, text, stamp, out)
         return out
 
     def flush(self) -> list[Finding]:
@@ -461,7 +482,7 @@ class KernelLogMonitor:
         out: list[Finding] = []
         if self._partial:
             line, self._partial = self._partial, ""
-            self._line(line.rstrip("\r"), out)
+            out += self.feed(line + "\n")
         self._release_held(out)
         if self._report is not None:
             self._finish(out)
@@ -488,35 +509,22 @@ class KernelLogMonitor:
 
     # -- per line -----------------------------------------------------------------------------------
 
-    def _line(self, raw: str, out: list[Finding]) -> None:
-        self.lines_seen += 1
-        self._tail.append(raw)
-        text = raw
-        timestamp: float | None = None
-        if raw[:1] in ("[", "<"):
-            stamp = _TIMESTAMP.match(raw)
-            if stamp:
-                text = raw[stamp.end():]
-                timestamp = float(stamp.group(1))
-                if self._timestamps is None:
-                    self._timestamps = True
-        if timestamp is None and self._timestamps:
-            inside = _TIMESTAMP_INSIDE.search(raw) if "]" in raw else None
-            if inside is None:
-                return  # other console output (user space, firmware) is no part of a report
-            stamp = _TIMESTAMP.match(raw, inside.start())
-            if stamp is None:
-                return
-            text = raw[stamp.end():]
-            timestamp = float(stamp.group(1))
+    def _untimestamped(self, raw: str, out: list[Finding]) -> None:
+        """A line without timestamp in a stream that has them: other output, or a kernel line after it."""
+        inside = _TIMESTAMP_INSIDE.search(raw) if "]" in raw else None
+        stamp = _TIMESTAMP.match(raw, inside.start()) if inside is not None else None
+        if stamp is not None:
+            self._kernel_line(raw, raw[stamp.end():], stamp, out)
+        # else: user space or firmware output, no part of any report
 
+    def _kernel_line(self, raw: str, text: str, stamp: re.Match[str] | None, out: list[Finding]) -> None:
         header = text[:1] in _HEADER_FIRST and text.startswith(_HEADER_STARTS)
         if header and text.startswith("vexfs-test-"):
             self._marker(text, out)
             return
         report = self._report
         if report is not None:
-            if header and self._header(raw, text, timestamp, out):
+            if header and self._header(raw, text, stamp, out):
                 return
             self._continue(report, raw, text, out)
             return
@@ -528,7 +536,7 @@ class KernelLogMonitor:
             if _is_tail_line(text):
                 return
             self._release_held(out)
-        if header and self._header(raw, text, timestamp, out):
+        if header and self._header(raw, text, stamp, out):
             return
         self._lead.append((raw, text))
 
@@ -542,9 +550,9 @@ class KernelLogMonitor:
             self.current_test = None
         self._lead.clear()
 
-    def _header(self, raw: str, text: str, timestamp: float | None, out: list[Finding]) -> bool:
+    def _header(self, raw: str, text: str, stamp: re.Match[str] | None, out: list[Finding]) -> bool:
         """Start (or merge) a report if ``text`` is a header; False if it is an ordinary line."""
-        for pattern, rule in _HEADERS:
+        for pattern, rule in _HEADERS_BY_FIRST[text[0]]:
             match = pattern.match(text)
             if match is None:
                 continue
@@ -559,6 +567,7 @@ class KernelLogMonitor:
                     return False
                 self._finish(out)
             lead = self._lead_lines(rule)
+            timestamp = float(stamp.group(1)) if stamp is not None else None
             self._report = _Report(rule, match, raw, text, timestamp, self.current_test, lead)
             self._lead.clear()
             return True
