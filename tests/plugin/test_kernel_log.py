@@ -476,3 +476,14 @@ def test_console_follower_thread(tmp_path: Path) -> None:
         assert done.wait(10)
     assert [f.kind for f in seen] == ["oops"]
     assert follower.findings() == seen
+
+
+def test_panic_right_after_a_lockup_report_joins_it() -> None:
+    text = capture("soft_lockup")
+    end = text.index("\n", text.index("</TASK>", text.index("watchdog: BUG"))) + 1
+    panicked = text[:end] + "[   48.836200] Kernel panic - not syncing: softlockup: hung tasks\r\n" + \
+        "[   48.836300] Kernel Offset: disabled\r\n"
+    stall, lockup = find_faults(panicked)
+    assert (stall.kinds, lockup.kinds) == (("rcu_stall",), ("soft_lockup", "panic"))
+    assert lockup.title == "soft lockup in klogfault_soft_lockup"
+    assert lockup.excerpt.splitlines()[-1].endswith("Kernel Offset: disabled")
