@@ -288,7 +288,7 @@ def plot(report: TrendReport, fmt: str = "png") -> bytes:
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise TrendError("plotting needs matplotlib",
+        raise TrendError(f"plotting needs matplotlib ({err})",
                          hint="pip install 'pytest-vexfs[plot]' (or matplotlib)") from err
     if fmt not in ("png", "svg"):
         raise TrendError(f"cannot plot to {fmt!r}", hint="use a file name ending in .png or .svg")
