@@ -37,7 +37,7 @@ POSTGRES_VARIABLE = "VEXFS_TEST_POSTGRES_URL"
 #: v1 runs: test_module_flaky fails once (flaky on the same code), test_module_oops oopses every time
 #: (a recurring fault). v2: test_module_load is 0.6 s slower (a duration regression), test_module_break
 #: fails (newly failing), test_module_oops is fixed, and seq_write_mbps halves (a metric regression).
-PLANTED = (
+PLANTED: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("v1", "tcg", {}),
     ("v1", "tcg", {"SIM_FLAKY_FAIL": "1"}),
     ("v1", "tcg", {}),
@@ -110,11 +110,12 @@ class _Tables(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
-        if tag == "table" and a.get("id"):
-            self._table = a["id"]
-            self.tables[self._table] = []
-        elif tag == "p" and a.get("class") == "none" and a.get("id"):
-            self.tables[a["id"] or ""] = []
+        ident = a.get("id") or ""
+        if tag == "table" and ident:
+            self._table = ident
+            self.tables[ident] = []
+        elif tag == "p" and a.get("class") == "none" and ident:
+            self.tables[ident] = []
         elif tag == "tr" and self._table:
             self.tables[self._table].append([])
         elif tag == "td" and self._table:
