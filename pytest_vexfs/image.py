@@ -6,7 +6,8 @@ An image directory holds::
     rootfs.qcow2     the same tree as an ext4 disk, base of every VM's copy-on-write overlay
     vmlinux          the uncompressed kernel (boots ~2.5 s faster under TCG than the bzImage)
     vmlinuz          the compressed kernel (the "naive" boot, kept for comparison)
-    initrd.cpio      busybox + the drivers needed to mount the root disk
+    initrd-<h>.cpio  busybox + the drivers needed to mount the root disk + the guest init; built from
+                     the guest files (hash <h>) so that changing the init never rebuilds the root disk
     manifest.json    what went in: suite, packages, kernel release, host key, digest
 
 Images are built in a temporary directory beside the cache and renamed into place when complete, under a
@@ -98,7 +99,7 @@ class Image:
 
     @property
     def initrd(self) -> Path:
-        return self.path / "initrd.cpio"
+        return self.path / f"initrd-{initramfs_digest()}.cpio"
 
     @property
     def headers(self) -> Path:
@@ -129,17 +130,29 @@ def require_tool(tool: str, package: str) -> str:
     return found
 
 
+ROOTFS_GUEST_FILES = ("sshd_config",)
+INITRAMFS_GUEST_FILES = ("initramfs-init", "vexfs-init")
+
+
+def _hash_files(names: Iterable[str]) -> dict[str, str]:
+    return {name: hashlib.sha256((GUEST_DIR / name).read_bytes()).hexdigest() for name in names}
+
+
+def initramfs_digest() -> str:
+    """Hash of what goes into the initramfs besides the kernel's own modules."""
+    blob = json.dumps([_hash_files(INITRAMFS_GUEST_FILES), list(BOOT_MODULES)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def recipe(flavour: KernelFlavour) -> dict:
-    """Everything that decides an image's content; its hash is the image digest."""
-    guest_files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                   for p in sorted(GUEST_DIR.iterdir()) if p.is_file()}
+    """Everything that decides a root disk's content; its hash is the image digest."""
+    guest_files = _hash_files(ROOTFS_GUEST_FILES)
     return {
         "recipe_version": RECIPE_VERSION,
         "suite": flavour.suite,
         "mirror": DEBIAN_MIRROR,
         "packages": sorted(BASE_PACKAGES + (flavour.compiler,) + flavour.extra_packages),
         "kernel": "linux-image-amd64",
-        "boot_modules": list(BOOT_MODULES),
         "guest_files": guest_files,
     }
 
@@ -165,13 +178,18 @@ def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
     cache.mkdir(parents=True, exist_ok=True)
     digest = image_digest(flavour)
     final = cache / f"{flavour.name}-{digest}"
-    if (final / "manifest.json").exists():
+    if (final / "manifest.json").exists() and Image.load(final).initrd.exists():
         return Image.load(final)
     with filelock.FileLock(str(cache / f".{flavour.name}-{digest}.lock")):
-        if (final / "manifest.json").exists():  # another worker built it while we waited
-            return Image.load(final)
-        ImageBuilder(flavour, cache, digest, progress).build(final)
-    return Image.load(final)
+        builder = ImageBuilder(flavour, cache, digest, progress)
+        if not (final / "manifest.json").exists():  # else another worker built it while we waited
+            builder.build(final)
+        image = Image.load(final)
+        if not image.initrd.exists():
+            tmp = image.initrd.with_suffix(f".tmp{os.getpid()}")
+            builder.build_initramfs(image.rootfs, image.kernel_release, tmp)
+            os.replace(tmp, image.initrd)
+    return image
 
 
 class ImageBuilder:
@@ -243,7 +261,6 @@ class ImageBuilder:
         self._configure_rootfs(root, out)
         self._extract_vmlinux(root / "boot" / f"vmlinuz-{release}", out / "vmlinux")
         shutil.copy2(root / "boot" / f"vmlinuz-{release}", out / "vmlinuz")
-        self._build_initramfs(root, release, out / "initrd.cpio")
         self._make_disk(root, out)
         host_key = (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
         manifest = {
@@ -281,8 +298,6 @@ class ImageBuilder:
 
     def _configure_rootfs(self, root: Path, out: Path) -> None:
         self.progress("configure rootfs (init, sshd, host key, user)")
-        shutil.copy2(GUEST_DIR / "vexfs-init", root / "sbin/vexfs-init")
-        (root / "sbin/vexfs-init").chmod(0o755)
         shutil.copy2(GUEST_DIR / "sshd_config", root / "etc/ssh/sshd_config")
         for old in (root / "etc/ssh").glob("ssh_host_*"):
             old.unlink()
@@ -317,18 +332,20 @@ class ImageBuilder:
             raise ImageBuildError("extract vmlinux", proc.stderr.decode(errors="replace"))
         dest.write_bytes(proc.stdout)
 
-    def _build_initramfs(self, root: Path, release: str, dest: Path) -> None:
+    def build_initramfs(self, root: Path, release: str, dest: Path) -> None:
+        """Write a newc cpio with busybox, the boot drivers (decompressed) and both init scripts."""
         self.progress("build initramfs")
         moddir = _modules_dir(root, release)
         order = _module_load_order(moddir, BOOT_MODULES)
-        stage = dest.parent / "initramfs"
+        stage = Path(tempfile.mkdtemp(prefix=".initramfs-", dir=dest.parent))
         for sub in ("bin", "proc", "dev", "newroot", "modules"):
             (stage / sub).mkdir(parents=True, exist_ok=True)
         shutil.copy2(require_tool("busybox", "busybox-static"), stage / "bin/busybox")
-        for link in ("sh", "mount", "insmod", "cat", "switch_root", "usleep", "umount"):
+        for link in ("sh", "mount", "insmod", "cat", "switch_root", "usleep", "umount", "cp", "poweroff"):
             (stage / "bin" / link).symlink_to("busybox")
-        shutil.copy2(GUEST_DIR / "initramfs-init", stage / "init")
-        (stage / "init").chmod(0o755)
+        for name, dest_name in (("initramfs-init", "init"), ("vexfs-init", "vexfs-init")):
+            shutil.copy2(GUEST_DIR / name, stage / dest_name)
+            (stage / dest_name).chmod(0o755)
         names = []
         for rel in order:
             src = moddir / rel

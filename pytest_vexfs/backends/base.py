@@ -32,15 +32,16 @@ class MachineSpec:
     cpus: int = 1
     scratch_disk_mb: int = 512        # second disk (/dev/vdb) for the filesystem under test
     accel: str = "tcg"                # "kvm" or "tcg"
-    machine_type: str = "microvm"     # "microvm" (fast) or "q35" (the plain way)
+    machine_type: str = "q35"         # "q35" or "microvm"
     host_key: str | None = None
     authorized_key: str | None = None
     key_file: Path | None = None
+    console_log_path: Path | None = None   # kept after the VM is gone (reports link to it)
     extra: dict = dataclasses.field(default_factory=dict)
 
     @property
     def console_log(self) -> Path:
-        return self.run_dir / "console.log"
+        return self.console_log_path or self.run_dir / "console.log"
 
 
 @runtime_checkable

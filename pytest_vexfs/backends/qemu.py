@@ -1,0 +1,322 @@
+"""QEMU run directly (the embedded default: no daemon).
+
+Each VM gets a run directory with a copy-on-write overlay of the image's root disk, a scratch disk for
+the filesystem under test, a QMP socket, a control socket (virtio-serial) and a telnet-mode serial socket
+whose output is also logged to the console file. QEMU is started in its own session with
+PR_SET_PDEATHSIG, so it dies with the pytest process that started it even on SIGKILL; the run-state
+record lets the next run reap whatever survived anyway.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from ..errors import HostToolMissing, VMBootError, VMError
+from ..qmp import QMPClient, QMPError
+from .base import MachineSpec, SSHEndpoint
+
+QEMU_BINARY = os.environ.get("VEXFS_QEMU", "qemu-system-x86_64")
+_PR_SET_PDEATHSIG = 1
+_TELNET_BREAK = b"\xff\xf3"
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def find_free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (QEMU may still lose a race: start() retries)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def qemu_version(binary: str = QEMU_BINARY) -> str:
+    path = shutil.which(binary)
+    if not path:
+        raise HostToolMissing(binary, "qemu-system-x86")
+    out = subprocess.run([path, "--version"], stdout=subprocess.PIPE, text=True, check=False).stdout
+    match = re.search(r"version (\S+)", out)
+    return match.group(1) if match else out.strip()
+
+
+class QemuMachine:
+    """One QEMU process. See the module docstring for what it owns."""
+
+    backend_name = "qemu"
+
+    def __init__(self, spec: MachineSpec, *, incoming: Path | None = None, port: int | None = None,
+                 on_start=None) -> None:
+        self.spec = spec
+        self.incoming = incoming
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self._on_start = on_start  # callback(machine) once QEMU runs: records it for the reaper
+        self._stderr_path = spec.run_dir / "qemu.stderr"
+        self._exit_reason = ""
+
+    # -- paths -----------------------------------------------------------------------------------
+    @property
+    def root_overlay(self) -> Path:
+        return self.spec.run_dir / "root.qcow2"
+
+    @property
+    def scratch_disk(self) -> Path:
+        return self.spec.run_dir / "scratch.qcow2"
+
+    @property
+    def qmp_path(self) -> Path:
+        return self.spec.run_dir / "qmp.sock"
+
+    @property
+    def control_path(self) -> Path:
+        return self.spec.run_dir / "ctl.sock"
+
+    @property
+    def serial_path(self) -> Path:
+        return self.spec.run_dir / "con.sock"
+
+    def console_path(self) -> Path:
+        return self.spec.console_log
+
+    # -- command line ----------------------------------------------------------------------------
+    def command_line(self) -> list[str]:
+        spec = self.spec
+        micro = spec.machine_type == "microvm"
+        dev = "device" if micro else "pci"
+        if spec.accel == "kvm":
+            accel, cpu = ["-accel", "kvm"], ["-cpu", "host"]
+        else:
+            accel, cpu = ["-accel", "tcg,tb-size=64"], ["-cpu", "qemu64,+rdrand"]
+        machine = "microvm,pit=on,rtc=on" if micro else "q35"
+        port = self.port or 0
+        argv = [
+            QEMU_BINARY, "-name", f"{spec.name},debug-threads=off", "-M", machine, *accel, *cpu,
+            "-m", str(spec.memory_mb), "-smp", str(spec.cpus),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-kernel", str(spec.kernel), "-append", spec.cmdline,
+        ]
+        if spec.initrd:
+            argv += ["-initrd", str(spec.initrd)]
+        argv += [
+            "-drive", f"id=root,file={self.root_overlay},format=qcow2,if=none,cache=unsafe",
+            "-device", f"virtio-blk-{dev},drive=root",
+            "-drive", f"id=scratch,file={self.scratch_disk},format=qcow2,if=none,cache=unsafe",
+            "-device", f"virtio-blk-{dev},drive=scratch",
+            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device", f"virtio-net-{dev},netdev=net0" + ("" if micro else ",addr=0x5"),
+            "-device", f"virtio-serial-{dev}",
+            "-chardev", f"socket,id=ctl,path={self.control_path},server=on,wait=off",
+            "-device", "virtserialport,chardev=ctl,name=vexfs.ctl",
+            "-chardev", f"socket,id=con,path={self.serial_path},server=on,wait=off,telnet=on,"
+                        f"logfile={spec.console_log},logappend=on",
+            "-serial", "chardev:con",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+        ]
+        if self.incoming:
+            argv += ["-incoming", f"exec:cat {shlex.quote(str(self.incoming))}"]
+        return argv
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def prepare_disks(self) -> None:
+        spec = self.spec
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        if spec.base_disk is None:
+            raise VMError("MachineSpec.base_disk is required for the qemu backend", vm=spec.name)
+        qemu_img = shutil.which("qemu-img")
+        if not qemu_img:
+            raise HostToolMissing("qemu-img", "qemu-utils")
+        for argv in ([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(spec.base_disk), "-F", "qcow2",
+                      str(self.root_overlay)],
+                     [qemu_img, "create", "-q", "-f", "qcow2", str(self.scratch_disk),
+                      f"{spec.scratch_disk_mb}M"]):
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if proc.returncode != 0:
+                raise VMBootError(f"qemu-img failed: {proc.stdout.strip()}", vm=spec.name, cmdline=argv,
+                                  hint="check free disk space under the cache directory")
+
+    def start(self) -> None:
+        """Launch QEMU; returns once its QMP socket answers (the guest is booting or restoring)."""
+        if not shutil.which(QEMU_BINARY):
+            raise HostToolMissing(QEMU_BINARY, "qemu-system-x86")
+        self.prepare_disks()
+        self.spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(4):
+            if self.port is None or attempt:
+                self.port = find_free_port()
+            argv = self.command_line()
+            with open(self._stderr_path, "wb") as err:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=err, start_new_session=True,
+                                             preexec_fn=_die_with_parent)
+            if self._on_start:
+                self._on_start(self)
+            try:
+                self._wait_qmp(time.monotonic() + 15)
+                return
+            except VMBootError:
+                if "host forwarding" in self.stderr() and attempt < 3:
+                    continue  # lost the port race to another worker: take another port
+                raise
+
+    def _wait_qmp(self, deadline: float) -> None:
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise VMBootError(f"QEMU exited with status {self.proc.returncode} while starting",
+                                  vm=self.spec.name, cmdline=self.command_line(), stderr=self.stderr(),
+                                  console_tail=self.console_tail())
+            if self.qmp_path.exists():
+                try:
+                    with QMPClient(self.qmp_path, timeout=5) as qmp:
+                        qmp.execute("query-status")
+                    return
+                except QMPError:
+                    pass
+            time.sleep(0.02)
+        raise VMBootError("QEMU did not open its QMP socket within 15s", vm=self.spec.name,
+                          cmdline=self.command_line(), stderr=self.stderr())
+
+    def endpoint(self) -> SSHEndpoint:
+        assert self.port is not None
+        return SSHEndpoint("127.0.0.1", self.port, "root", self.spec.host_key, self.spec.key_file)
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_reason(self) -> str:
+        if self.proc is None or self.proc.poll() is None:
+            return ""
+        return self._exit_reason or f"QEMU exited with status {self.proc.returncode}"
+
+    def stderr(self) -> str:
+        try:
+            return self._stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def console_tail(self, max_bytes: int = 16384) -> str:
+        try:
+            with open(self.spec.console_log, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - max_bytes))
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def qmp(self, command: str, **args: object) -> object:
+        with QMPClient(self.qmp_path, timeout=10) as client:
+            return client.execute(command, **args)
+
+    def wait_running(self, deadline: float) -> None:
+        """Wait for the guest CPU to run (after an incoming migration has loaded)."""
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise VMBootError("QEMU exited while restoring the snapshot", vm=self.spec.name,
+                                  cmdline=self.command_line(), stderr=self.stderr())
+            status = self.qmp("query-status")
+            state = status.get("status") if isinstance(status, dict) else None
+            if state == "running":
+                return
+            if state == "paused":  # the snapshot was taken from a stopped guest: resume it
+                self.qmp("cont")
+                continue
+            time.sleep(0.02)
+        raise VMBootError("snapshot restore did not finish in time", vm=self.spec.name,
+                          cmdline=self.command_line(), stderr=self.stderr())
+
+    def save_state(self, path: Path, timeout: float = 120) -> None:
+        """Stop the guest and write its full state to `path` (restorable with `incoming=path`)."""
+        tmp = path.with_suffix(".partial")
+        with QMPClient(self.qmp_path, timeout=10) as qmp:
+            qmp.execute("stop")
+            qmp.execute("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
+            deadline = time.monotonic() + timeout
+            while True:
+                info = qmp.execute("query-migrate")
+                status = info.get("status") if isinstance(info, dict) else None
+                if status == "completed":
+                    break
+                if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                    raise VMError(f"saving VM state failed: {info}", vm=self.spec.name)
+                time.sleep(0.05)
+        os.replace(tmp, path)
+
+    def control(self, lines: list[str], timeout: float = 10.0) -> list[str]:
+        """Send lines over the guest's control channel and return its acknowledgements."""
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.connect(str(self.control_path))
+            sock.sendall("".join(f"{line}\n" for line in lines).encode())
+            buf = b""
+            while buf.count(b"\n") < len(lines):
+                if time.monotonic() > deadline:
+                    raise VMError(f"guest control channel did not answer within {timeout}s",
+                                  vm=self.spec.name, console_tail=self.console_tail())
+                try:
+                    chunk = sock.recv(4096)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    break
+                buf += chunk
+        return buf.decode(errors="replace").splitlines()
+
+    def sysrq(self, key: str) -> None:
+        """Magic SysRq through the serial console (telnet BREAK + key): works with SSH dead."""
+        if not self.is_running():
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(self.serial_path))
+            sock.sendall(_TELNET_BREAK)
+            time.sleep(0.05)
+            sock.sendall(key.encode())
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Quit QEMU (disks are disposable, so no guest shutdown is needed) and remove its files."""
+        if self.is_running():
+            try:
+                self.qmp("quit")
+            except (QMPError, OSError):
+                pass
+            self._wait_exit(timeout)
+        self.kill()
+
+    def _wait_exit(self, timeout: float) -> None:
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def kill(self) -> None:
+        """Kill QEMU if still running and delete the run directory; idempotent."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        shutil.rmtree(self.spec.run_dir, ignore_errors=True)
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.backend_name,
+            "vm_id": self.spec.name,
+            "accelerator": self.spec.accel,
+            "machine": self.spec.machine_type,
+            "ssh_port": self.port,
+            "pid": self.proc.pid if self.proc else None,
+            "command_line": " ".join(shlex.quote(a) for a in self.command_line()),
+            "console_log": str(self.spec.console_log),
+        }

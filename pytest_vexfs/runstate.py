@@ -1,0 +1,134 @@
+"""Bookkeeping of live VMs so that leftovers of dead runs (and only those) can be found and reaped.
+
+Every VM a run starts gets a record `<state dir>/<name>.json` naming its owner (the pytest process: pid
+plus start time, so a recycled pid is not mistaken for it), its QEMU pid (plus start time) and its run
+directory. A record whose owner is gone belongs to a dead run: its QEMU is killed, but only after checking
+that the process's command line still carries the VM's name, and its files are removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot (field 22 of /proc/pid/stat), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[19])
+
+
+def process_alive(pid: int, start_time: int | None) -> bool:
+    """True if `pid` runs and is the same process (same start time) as recorded."""
+    current = process_start_time(pid)
+    if current is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    if state == "Z":
+        return False
+    return start_time is None or current == start_time
+
+
+@dataclasses.dataclass
+class VMRecord:
+    """What the harness needs to know to reap one VM."""
+
+    name: str
+    run_id: str
+    owner_pid: int
+    owner_start: int | None
+    run_dir: str
+    backend: str = "qemu"
+    qemu_pid: int | None = None
+    qemu_start: int | None = None
+    ssh_port: int | None = None
+    created: float = dataclasses.field(default_factory=time.time)
+
+    @property
+    def owner_alive(self) -> bool:
+        return process_alive(self.owner_pid, self.owner_start)
+
+    @property
+    def qemu_alive(self) -> bool:
+        return self.qemu_pid is not None and process_alive(self.qemu_pid, self.qemu_start)
+
+
+def state_dir(cache_dir: Path) -> Path:
+    path = cache_dir / "vms"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_record(cache_dir: Path, record: VMRecord) -> Path:
+    path = state_dir(cache_dir) / f"{record.name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(record)))
+    os.replace(tmp, path)
+    return path
+
+
+def remove_record(cache_dir: Path, name: str) -> None:
+    try:
+        (state_dir(cache_dir) / f"{name}.json").unlink()
+    except FileNotFoundError:
+        pass
+
+
+def list_records(cache_dir: Path) -> list[VMRecord]:
+    records = []
+    for path in sorted(state_dir(cache_dir).glob("*.json")):
+        try:
+            records.append(VMRecord(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue
+    return records
+
+
+def _cmdline_mentions(pid: int, name: str) -> bool:
+    try:
+        return name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def kill_vm_process(record: VMRecord, timeout: float = 3.0) -> bool:
+    """Kill the record's QEMU if it is still that process; True if it was running."""
+    pid = record.qemu_pid
+    if pid is None or not record.qemu_alive or not _cmdline_mentions(pid, record.name):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process_alive(pid, record.qemu_start):
+            time.sleep(0.05)
+        if process_alive(pid, record.qemu_start):
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord]:
+    """Kill and clean up VMs whose owner process is gone (or all ours, with include_live_owners)."""
+    reaped = []
+    for record in list_records(cache_dir):
+        if record.owner_alive and not include_live_owners:
+            continue
+        kill_vm_process(record)
+        shutil.rmtree(record.run_dir, ignore_errors=True)
+        remove_record(cache_dir, record.name)
+        reaped.append(record)
+    return reaped

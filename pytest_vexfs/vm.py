@@ -1,0 +1,326 @@
+"""A guest VM's lifecycle: off → booting → ready → (broken | stopped), usable without pytest.
+
+`GuestVM` boots a machine from the image (restoring a cached snapshot of an already booted guest when it
+can: ~1-2 s instead of a cold boot), hands out a persistent SSH connection, follows the serial console
+with the kernel-log fault detector, and throws everything away on exit. A VM whose QEMU died or whose
+kernel faulted is marked broken once; it is never retried command by command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import filelock
+
+from .accel import AccelChoice
+from .backends.base import MachineSpec
+from .backends.qemu import QemuMachine, qemu_version
+from .errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
+from .image import Image
+from .kernel_log import ConsoleFollower, Finding, KernelLogMonitor
+from .runstate import VMRecord, process_start_time, remove_record, write_record
+from .ssh import CommandResult, KeyPair, SSHConnection, generate_keypair, ssh_banner_ready
+
+BASE_CMDLINE = ("console=ttyS0,115200 root=/dev/vda rw panic=-1 quiet random.trust_cpu=on "
+                "sysrq_always_enabled=1 tsc=reliable")
+SNAPSHOT_VERSION = 1
+
+
+@dataclasses.dataclass
+class VMSettings:
+    """How to make a VM (resolved from options/ini/environment files by the plugin)."""
+
+    cache_dir: Path
+    artifacts_dir: Path
+    memory_mb: int = 1024
+    cpus: int = 1
+    scratch_disk_mb: int = 512
+    machine: str = "q35"
+    boot_timeout: float = 180.0
+    snapshot: bool = True
+    hung_task_timeout: int = 10
+    cmdline_extra: str = ""
+    ignore_patterns: tuple[str, ...] = ()
+
+
+class VMState(enum.Enum):
+    """Where a GuestVM is in its life."""
+
+    OFF = "off"
+    BOOTING = "booting"
+    READY = "ready"
+    BROKEN = "broken"
+    STOPPED = "stopped"
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+class GuestVM:
+    """One disposable guest. Use as a context manager: `with GuestVM(...) as vm: vm.run("uname -r")`."""
+
+    def __init__(self, name: str, image: Image, settings: VMSettings, accel: AccelChoice, *,
+                 keypair: KeyPair, run_id: str, owner_pid: int | None = None,
+                 on_finding: Callable[[Finding], None] | None = None) -> None:
+        self.name = name
+        self.image = image
+        self.settings = settings
+        self.accel = accel
+        self.keypair = keypair
+        self.run_id = run_id
+        self.owner_pid = owner_pid or os.getpid()
+        self.state = VMState.OFF
+        self.broken_reason = ""
+        self.boot_seconds: float | None = None
+        self.boot_mode = ""
+        self.machine: QemuMachine | None = None
+        self.ssh: SSHConnection | None = None
+        self.console: ConsoleFollower | None = None
+        self._on_finding = on_finding
+
+    # -- boot ------------------------------------------------------------------------------------
+    def _spec(self, name: str, run_dir: Path, base_disk: Path, console: Path, key: KeyPair) -> MachineSpec:
+        s = self.settings
+        cmdline = " ".join(filter(None, (BASE_CMDLINE, s.cmdline_extra, f"vexfs.key={key.cmdline_token}",
+                                         f"vexfs.host={name}")))
+        return MachineSpec(name=name, run_dir=run_dir, kernel=self.image.vmlinux, initrd=self.image.initrd,
+                           base_disk=base_disk, cmdline=cmdline, memory_mb=s.memory_mb, cpus=s.cpus,
+                           scratch_disk_mb=s.scratch_disk_mb, accel=self.accel.name,
+                           machine_type=s.machine, host_key=self.image.host_key,
+                           authorized_key=key.public_line, key_file=key.private_path,
+                           console_log_path=console)
+
+    def _record(self, machine: QemuMachine) -> None:
+        assert machine.proc is not None
+        write_record(self.settings.cache_dir, VMRecord(
+            name=machine.spec.name, run_id=self.run_id, owner_pid=self.owner_pid,
+            owner_start=process_start_time(self.owner_pid), run_dir=str(machine.spec.run_dir),
+            qemu_pid=machine.proc.pid, qemu_start=process_start_time(machine.proc.pid),
+            ssh_port=machine.port))
+
+    def boot(self) -> "GuestVM":
+        """Bring the VM to READY (snapshot restore if possible, else cold boot); raise VMBootError."""
+        if self.state is VMState.READY:
+            return self
+        self.state = VMState.BOOTING
+        start = time.monotonic()
+        run_dir = self.settings.cache_dir / "run" / self.name
+        console = self.settings.artifacts_dir / "consoles" / f"{self.name}.log"
+        console.parent.mkdir(parents=True, exist_ok=True)
+        console.write_bytes(b"")
+        try:
+            snap = ensure_snapshot(self.image, self.settings, self.accel) if self.settings.snapshot else None
+            base = snap.disk if snap else self.image.disk
+            spec = self._spec(self.name, run_dir, base, console, self.keypair)
+            self.machine = QemuMachine(spec, incoming=snap.state if snap else None, on_start=self._record)
+            self._start_console(console)
+            self.machine.start()
+            deadline = start + self.settings.boot_timeout
+            if snap:
+                self.machine.wait_running(deadline)
+                self.machine.control([f"time {int(time.time())}", f"key {self.keypair.cmdline_token}"],
+                                     timeout=max(1.0, deadline - time.monotonic()))
+                self.boot_mode = "snapshot"
+            else:
+                self.boot_mode = "cold"
+            self._connect(deadline)
+            self._configure_guest()
+        except BaseException:
+            self.state = VMState.BROKEN
+            self.broken_reason = "boot failed"
+            self.destroy()
+            raise
+        self.boot_seconds = time.monotonic() - start
+        self.state = VMState.READY
+        return self
+
+    def _start_console(self, console: Path) -> None:
+        monitor = KernelLogMonitor(ignore=self.settings.ignore_patterns)
+        self.console = ConsoleFollower(console, monitor, on_finding=self._on_finding).start()
+
+    def _connect(self, deadline: float) -> None:
+        assert self.machine is not None
+        machine = self.machine
+        while True:
+            if not machine.is_running():
+                raise VMBootError(f"QEMU exited during boot ({machine.exit_reason()})", vm=self.name,
+                                  cmdline=machine.command_line(), stderr=machine.stderr(),
+                                  console_tail=machine.console_tail())
+            if ssh_banner_ready("127.0.0.1", machine.port or 0, timeout=1.0):
+                break
+            if time.monotonic() > deadline:
+                raise VMBootError(f"guest did not become SSH-ready within {self.settings.boot_timeout:g}s",
+                                  vm=self.name, cmdline=machine.command_line(), stderr=machine.stderr(),
+                                  console_tail=machine.console_tail(),
+                                  hint="look at the console tail above; raise --vexfs-boot-timeout if the "
+                                       "machine is merely slow")
+            time.sleep(0.05)
+        self.ssh = SSHConnection(machine.endpoint(), name=self.name, console_tail=self.console_tail)
+        self.ssh.connect(timeout=max(5.0, deadline - time.monotonic()))
+
+    def _configure_guest(self) -> None:
+        self.run(f"echo {int(self.settings.hung_task_timeout)} > /proc/sys/kernel/hung_task_timeout_secs; "
+                 "echo 8 > /proc/sys/kernel/printk; echo 1 > /proc/sys/kernel/sysrq", timeout=30, check=True)
+
+    # -- use -------------------------------------------------------------------------------------
+    def console_tail(self, lines: int = 60) -> str:
+        if self.machine is not None:
+            return "\n".join(self.machine.console_tail().splitlines()[-lines:])
+        return ""
+
+    def run(self, command: str, *, timeout: float | None = 60.0, check: bool = False,
+            input: str | bytes | None = None, user: str | None = None) -> CommandResult:
+        """Run a shell command in the guest. Raises CommandTimeout, VMCrashed or SSHError."""
+        if self.state is VMState.BROKEN:
+            raise VMCrashed(f"VM is broken ({self.broken_reason}); not running {command!r}", vm=self.name)
+        if self.ssh is None:
+            raise VMError("VM is not booted", vm=self.name)
+        try:
+            return self.ssh.run(command, timeout=timeout, check=check, input=input, user=user)
+        except CommandTimeout:
+            raise
+        except SSHError as exc:
+            if self.machine is not None and not self._wait_alive(1.0):
+                self.mark_broken(self.machine.exit_reason() or "QEMU exited")
+                raise VMCrashed(f"VM died while running {command!r}: {self.broken_reason}", vm=self.name,
+                                console_tail=self.console_tail()) from exc
+            raise
+
+    def _wait_alive(self, seconds: float) -> bool:
+        """False if QEMU exits within `seconds` (a panicking guest takes a moment to go)."""
+        assert self.machine is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self.machine.is_running():
+                return False
+            time.sleep(0.05)
+        return self.machine.is_running()
+
+    def is_alive(self) -> bool:
+        return self.machine is not None and self.machine.is_running() and self.state is not VMState.BROKEN
+
+    def mark_broken(self, reason: str) -> None:
+        """Record that this VM must not be used again (it is destroyed by its owner)."""
+        if self.state is not VMState.BROKEN:
+            self.state = VMState.BROKEN
+            self.broken_reason = reason
+
+    def sysrq(self, key: str) -> None:
+        """SysRq over the serial line (works when SSH does not)."""
+        if self.machine is not None:
+            self.machine.sysrq(key)
+
+    def poll_findings(self) -> list[Finding]:
+        return self.console.poll() if self.console else []
+
+    def describe(self) -> dict:
+        info = self.machine.describe() if self.machine else {"backend": "qemu", "vm_id": self.name}
+        info.update({"kernel_release": self.image.kernel_release, "image_digest": self.image.digest,
+                     "accel_reason": self.accel.reason, "boot_mode": self.boot_mode,
+                     "boot_seconds": self.boot_seconds})
+        return info
+
+    # -- teardown --------------------------------------------------------------------------------
+    def destroy(self) -> None:
+        """Stop QEMU, remove disks/sockets and the reaper record; safe to call repeatedly."""
+        if self.ssh is not None:
+            self.ssh.close()
+            self.ssh = None
+        if self.console is not None:
+            try:
+                self.console.stop()
+            except OSError:
+                pass
+        if self.machine is not None:
+            self.machine.stop(timeout=3)
+            remove_record(self.settings.cache_dir, self.machine.spec.name)
+        if self.state is not VMState.BROKEN:
+            self.state = VMState.STOPPED
+
+    def __enter__(self) -> "GuestVM":
+        return self.boot()
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A booted, idle guest saved to disk: restoring it replaces a cold boot."""
+
+    path: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.path / "disk.qcow2"
+
+    @property
+    def state(self) -> Path:
+        return self.path / "state.bin"
+
+
+def snapshot_key(image: Image, settings: VMSettings, accel: AccelChoice) -> str:
+    blob = json.dumps({
+        "v": SNAPSHOT_VERSION, "image": image.digest, "initrd": image.initrd.name,
+        "memory": settings.memory_mb, "cpus": settings.cpus, "machine": settings.machine,
+        "accel": accel.name, "qemu": qemu_version(), "cmdline": BASE_CMDLINE + settings.cmdline_extra,
+        "scratch": settings.scratch_disk_mb,
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice) -> Snapshot:
+    """Return the cached snapshot for this image and machine shape, cold-booting once to make it."""
+    root = settings.cache_dir / "snapshots"
+    root.mkdir(parents=True, exist_ok=True)
+    key = snapshot_key(image, settings, accel)
+    snap = Snapshot(root / key)
+    if snap.state.exists():
+        return snap
+    with filelock.FileLock(str(root / f".{key}.lock")):
+        if snap.state.exists():
+            return snap
+        tmp = root / f".{key}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            _make_snapshot(image, settings, accel, tmp)
+            os.rename(tmp, snap.path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return snap
+
+
+def _make_snapshot(image: Image, settings: VMSettings, accel: AccelChoice, out: Path) -> None:
+    cold = dataclasses.replace(settings, snapshot=False)
+    name = f"vexfs-snap-{new_run_id()}"
+    key = generate_keypair(out / "key")
+    vm = GuestVM(name, image, cold, accel, keypair=key, run_id="snapshot")
+    try:
+        vm.boot()
+        # an idle guest with empty caches and no authorized key: restores are small and keyless
+        vm.run("sync; echo 3 > /proc/sys/vm/drop_caches; rm -f /root/.ssh/authorized_keys; sync",
+               timeout=60, check=True)
+        assert vm.ssh is not None and vm.machine is not None
+        vm.ssh.close()
+        vm.ssh = None
+        vm.machine.save_state(out / "state.bin")
+        assert vm.machine.proc is not None
+        vm.machine.qmp("quit")
+        vm.machine.proc.wait(10)
+        shutil.move(str(vm.machine.root_overlay), out / "disk.qcow2")
+    finally:
+        vm.destroy()
+        shutil.rmtree(out / "key", ignore_errors=True)
