@@ -1,0 +1,7 @@
+"""Project-level pytest configuration: the pytest-vexfs plugin is loaded through its entry point.
+
+The suite's own options (VM size, kernel, environment) are the plugin's `--vexfs-*` options; see
+README.md. Nothing here boots a VM: collection stays VM-free.
+"""
+
+pytest_plugins = ["pytester"]

@@ -1,0 +1,282 @@
+"""Settings: one table of every knob, resolved from the command line, environment, environment file,
+ini file and defaults, in that order of precedence (the first that sets a value wins):
+
+    1. command line        --vexfs-memory 2048
+    2. environment         VEXFS_MEMORY=2048
+    3. environment file    environments/<--vexfs-env>.yml   (vm: {memory_mb: 2048})
+    4. ini file            vexfs_memory = 2048               (pytest.ini / pyproject.toml / tox.ini)
+    5. built-in default
+
+Every bad value is a ConfigError naming the value, where it came from and what is allowed; the plugin
+turns it into pytest.UsageError. Usable without pytest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+PACKAGE_ENV_DIR = Path(__file__).parent / "environments"
+ENV_NAMES = ("dev", "test", "ci", "staging")
+
+
+def _positive_int(value: Any) -> int:
+    number = int(str(value))
+    if number <= 0:
+        raise ValueError("must be > 0")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(str(value))
+    if number <= 0:
+        raise ValueError("must be > 0")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("not a boolean")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError("must be a single value")
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One knob: its name everywhere, type, default and allowed values."""
+
+    name: str              # attribute name; CLI --vexfs-<name with dashes>, ini vexfs_<name>, env VEXFS_<NAME>
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+    env_file_key: str = ""  # dotted path in environments/*.yml
+    choices: tuple[str, ...] = ()
+    allowed: str = ""
+
+    @property
+    def cli(self) -> str:
+        return "--vexfs-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "vexfs_" + self.name
+
+    @property
+    def env_var(self) -> str:
+        return "VEXFS_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("backend", _text, "qemu", "VM backend", "backend",
+            choices=("qemu", "libvirt", "terraform", "static")),
+    Setting("kernel", _text, "6.12", "guest kernel: 6.12 (Debian 13), 6.1 (Debian 12)", "vm.kernel",
+            allowed="6.12, 6.1"),
+    Setting("accel", _text, "auto", "accelerator; auto probes KVM by booting and falls back to TCG",
+            "vm.accel", choices=("auto", "kvm", "tcg")),
+    Setting("memory", _positive_int, 1024, "VM memory in MiB", "vm.memory_mb", allowed="integer > 0"),
+    Setting("cpus", _positive_int, 1, "VM CPUs", "vm.cpus", allowed="integer > 0"),
+    Setting("scratch_disk", _positive_int, 512, "size in MiB of the VM's scratch disk /dev/vdb",
+            "vm.scratch_disk_mb", allowed="integer > 0"),
+    Setting("machine", _text, "q35", "QEMU machine type", "vm.machine", choices=("q35", "microvm")),
+    Setting("snapshot", _boolean, True, "restore VMs from a cached snapshot of a booted guest",
+            "vm.snapshot", allowed="true/false"),
+    Setting("boot_timeout", _positive_float, 180.0, "seconds a VM may take to become SSH-ready",
+            "timeouts.boot", allowed="number > 0"),
+    Setting("hang_timeout", _positive_float, 120.0,
+            "default seconds a guest command may run before it counts as a hang", "timeouts.hang",
+            allowed="number > 0"),
+    Setting("hung_task_timeout", _positive_int, 10, "guest kernel.hung_task_timeout_secs",
+            "timeouts.hung_task", allowed="integer > 0"),
+    Setting("cache_dir", _text, "", "image/snapshot cache (default $XDG_CACHE_HOME/pytest-vexfs)",
+            "cache_dir"),
+    Setting("source", _text, "", "module source directory (Kbuild/Makefile); default: the bundled "
+            "reference module", "module.source"),
+    Setting("profile", _text, "", "module profile YAML (fs type, mkfs, params, capabilities)",
+            "module.profile"),
+    Setting("max_vms", _positive_int, 8, "most VMs this run may have at once", "limits.max_vms",
+            allowed="integer > 0"),
+    Setting("max_total_memory_gb", _positive_float, 16.0, "memory budget of all VMs (GiB)",
+            "limits.max_total_memory_gb", allowed="number > 0"),
+    Setting("max_total_cpus", _positive_int, 8, "CPU budget of all VMs", "limits.max_total_cpus",
+            allowed="integer > 0"),
+    Setting("max_total_disk_gb", _positive_float, 40.0, "disk budget of all VMs (GiB)",
+            "limits.max_total_disk_gb", allowed="number > 0"),
+    Setting("libvirt_uri", _text, "qemu:///system", "libvirt connection URI (backend libvirt)",
+            "libvirt.uri"),
+    Setting("inventory", _text, "", "Ansible inventory of existing hosts (backend static)",
+            "static.inventory"),
+    Setting("terraform_dir", _text, "", "Terraform working dir or recorded output JSON (backend "
+            "terraform)", "terraform.dir"),
+)
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+ENV_FILE_SECTIONS = {"backend", "vm", "timeouts", "cache_dir", "module", "limits", "libvirt", "static",
+                     "terraform", "description", "domains"}
+
+
+@dataclasses.dataclass
+class ResolvedSettings:
+    """The values in effect and where each came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    env_name: str = ""
+    env_file: Path | None = None
+    env_data: dict = dataclasses.field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def find_env_file(name: str, rootdir: Path) -> Path:
+    """environments/<name>.yml under the project root, else the copy bundled with the plugin."""
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"invalid environment name {name!r}", key="vexfs_env",
+                          allowed="letters, digits, - and _")
+    for base in (rootdir / "environments", PACKAGE_ENV_DIR):
+        for ext in (".yml", ".yaml"):
+            path = base / f"{name}{ext}"
+            if path.is_file():
+                return path
+    known = sorted({p.stem for base in (rootdir / "environments", PACKAGE_ENV_DIR) if base.is_dir()
+                    for p in base.glob("*.y*ml")})
+    raise ConfigError(f"unknown environment {name!r}: no environments/{name}.yml",
+                      key="vexfs_env", allowed=", ".join(known) or ", ".join(ENV_NAMES),
+                      hint=f"create environments/{name}.yml or pick one of the allowed names")
+
+
+def load_env_file(path: Path) -> dict:
+    """Parse and structurally check an environment file."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}", source=str(path),
+                          hint="fix the YAML syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read environment file: {exc.strerror}", source=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("an environment file must be a mapping of sections", source=str(path))
+    for key in data:
+        if key not in ENV_FILE_SECTIONS:
+            raise ConfigError(f"unknown section {key!r}", source=str(path), key=str(key),
+                              allowed=", ".join(sorted(ENV_FILE_SECTIONS)))
+    known_leaves: dict[str, set[str]] = {}
+    for s in SETTINGS:
+        if "." in s.env_file_key:
+            section, leaf = s.env_file_key.split(".", 1)
+            known_leaves.setdefault(section, set()).add(leaf)
+    for section, leaves in known_leaves.items():
+        block = data.get(section)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise ConfigError(f"section {section!r} must be a mapping", source=str(path), key=section)
+        for leaf in block:
+            if leaf not in leaves:
+                raise ConfigError(f"unknown key {section}.{leaf}", source=str(path), key=f"{section}.{leaf}",
+                                  allowed=", ".join(f"{section}.{k}" for k in sorted(leaves)))
+    return data
+
+
+def _from_env_file(data: Mapping, dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def resolve(cli: Mapping[str, Any], ini: Mapping[str, Any], environ: Mapping[str, str], rootdir: Path,
+            env_name: str | None = None, env_name_source: str = "") -> ResolvedSettings:
+    """Resolve every setting; `cli`/`ini` map setting names to raw values (None = not given)."""
+    env_file: Path | None = None
+    env_data: dict = {}
+    if env_name:
+        env_file = find_env_file(env_name, rootdir)
+        env_data = load_env_file(env_file)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for s in SETTINGS:
+        candidates = (
+            (cli.get(s.name), f"command line {s.cli}"),
+            (environ.get(s.env_var), f"environment variable {s.env_var}"),
+            (_from_env_file(env_data, s.env_file_key) if s.env_file_key else None,
+             f"{env_file} key {s.env_file_key}"),
+            (ini.get(s.name), f"ini key {s.ini}"),
+        )
+        raw, source = next(((v, src) for v, src in candidates if v not in (None, "")), (s.default, "default"))
+        try:
+            value = s.convert(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"bad value {raw!r} for {s.name} ({exc})", source=source, key=s.name,
+                              allowed=s.allowed or ", ".join(s.choices)) from None
+        if s.choices and value not in s.choices:
+            raise ConfigError(f"bad value {raw!r} for {s.name}", source=source, key=s.name,
+                              allowed=", ".join(s.choices))
+        values[s.name], sources[s.name] = value, source
+    _check_kernel(values["kernel"], sources["kernel"])
+    return ResolvedSettings(values, sources, env_name or "", env_file, env_data)
+
+
+def _check_kernel(value: str, source: str) -> None:
+    from .image import KERNELS
+
+    if value in KERNELS:
+        return
+    path = Path(value).expanduser()
+    if ("/" in value or value.startswith(".")) and not path.is_file():
+        raise ConfigError(f"kernel file {value} does not exist", source=source, key="kernel",
+                          allowed=", ".join(KERNELS) + " or the path of a kernel image (vmlinux/bzImage)",
+                          hint="build your kernel first, or pick 6.12 or 6.1")
+    if "/" not in value and not value.startswith("."):
+        raise ConfigError(f"unknown kernel {value!r}", source=source, key="kernel",
+                          allowed=", ".join(KERNELS) + " or the path of a kernel image")
+
+
+def check_budget(values: Mapping[str, Any], vm_count: int) -> None:
+    """Fail up front, with the numbers, when `vm_count` VMs would exceed the run's resource budget."""
+    mem_gb = vm_count * values["memory"] / 1024
+    cpus = vm_count * values["cpus"]
+    disk_gb = vm_count * values["scratch_disk"] / 1024 + vm_count * 0.5  # scratch + overlay growth
+    problems = []
+    if vm_count > values["max_vms"]:
+        problems.append(f"{vm_count} VMs > max_vms {values['max_vms']}")
+    if mem_gb > values["max_total_memory_gb"]:
+        problems.append(f"{vm_count} x {values['memory']} MiB = {mem_gb:.1f} GiB memory > "
+                        f"max_total_memory_gb {values['max_total_memory_gb']:g}")
+    if cpus > values["max_total_cpus"]:
+        problems.append(f"{vm_count} x {values['cpus']} CPUs = {cpus} > max_total_cpus "
+                        f"{values['max_total_cpus']}")
+    if disk_gb > values["max_total_disk_gb"]:
+        problems.append(f"about {disk_gb:.1f} GiB disk > max_total_disk_gb {values['max_total_disk_gb']:g}")
+    if problems:
+        from .errors import ResourceLimitError
+
+        raise ResourceLimitError("this run would exceed its resource budget: " + "; ".join(problems),
+                                 hint="use fewer workers (-n), smaller VMs, or raise the limits in the "
+                                      "environment file")
+
+
+def default_env_name(environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get("VEXFS_ENV", "")

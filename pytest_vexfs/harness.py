@@ -1,0 +1,250 @@
+"""The test harness beneath the pytest plugin: one VM slot per worker, per-test fault attribution and
+verdicts, hang handling. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .accel import AccelChoice, choose_accel
+from .config import ResolvedSettings
+from .errors import CommandTimeout, VexfsError
+from .image import Image, get_image
+from .kernel_log import Finding, begin_marker, end_marker, summarise
+from .ssh import CommandResult, KeyPair, generate_keypair
+from .vm import GuestVM, VMSettings
+
+FATAL_KINDS = {"panic"}
+HANG_DUMP_SETTLE = 3.0
+
+
+class GuestHang(CommandTimeout):
+    """A guest command outlived its hang timeout; the VM was dumped (SysRq t/w) and killed."""
+
+    def __init__(self, base: CommandTimeout, findings: Sequence[Finding], dumps: str) -> None:
+        super().__init__(base.command, base.timeout, stdout=base.stdout, stderr=base.cmd_stderr,
+                         vm=base.vm, console_tail=dumps)
+        self.findings = list(findings)
+        self.dumps = dumps
+
+
+@dataclasses.dataclass
+class Verdict:
+    """What the kernel log says about one test."""
+
+    findings: list[Finding]
+    expected: tuple[str, ...]
+    hang: GuestHang | None = None
+    vm_died: str = ""
+
+    @property
+    def kinds(self) -> set[str]:
+        return {k for f in self.findings for k in f.kinds} | {f.kind for f in self.findings}
+
+    @property
+    def expected_seen(self) -> bool:
+        if not self.expected:
+            return False
+        seen = self.kinds | ({"hang"} if self.hang else set()) | ({"panic"} if self.vm_died else set())
+        return bool(seen & set(self.expected))
+
+    @property
+    def primary(self) -> Finding | None:
+        fatal = [f for f in self.findings if f.fatal]
+        return (fatal or self.findings or [None])[0]
+
+    @property
+    def fault_kind(self) -> str:
+        if self.primary is not None:
+            return "panic" if self.primary.fatal else self.primary.kind
+        return "hang" if self.hang else ("crash" if self.vm_died else "")
+
+    @property
+    def title(self) -> str:
+        if self.hang is not None:
+            blame = next((f.function for f in self.findings if f.function), None)
+            where = f" in {blame}" if blame else ""
+            return f"hang{where}: {self.hang.command!r} did not finish within {self.hang.timeout:g}s"
+        if self.primary is not None:
+            return self.primary.title
+        if self.vm_died:
+            return f"VM died: {self.vm_died}"
+        return ""
+
+    def excerpt(self) -> str:
+        parts = [f.excerpt for f in self.findings]
+        if self.hang is not None and self.hang.dumps:
+            parts.append("--- task dumps (SysRq t, w) ---\n" + self.hang.dumps)
+        return "\n\n".join(parts)
+
+    def message(self) -> str:
+        text = self.title
+        if self.findings:
+            text += "\n" + summarise(self.findings)
+        return text
+
+
+class VMSlot:
+    """The VM of one worker: booted lazily on first use, replaced after a crash, hang or fresh_vm test."""
+
+    def __init__(self, settings: ResolvedSettings, worker: str, run_id: str, artifacts_dir: Path,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.worker = worker
+        self.run_id = run_id
+        self.artifacts_dir = artifacts_dir
+        self.progress = progress or (lambda msg: None)
+        self.vm: GuestVM | None = None
+        self.count = 0
+        self.boots: list[float] = []
+        self._image: Image | None = None
+        self._accel: AccelChoice | None = None
+        self._keypair: KeyPair | None = None
+        self.last_boot_error: BaseException | None = None
+
+    @property
+    def cache_dir(self) -> Path:
+        from .image import default_cache_dir
+
+        return Path(self.settings.cache_dir) if self.settings.cache_dir else default_cache_dir()
+
+    def image(self) -> Image:
+        if self._image is None:
+            self._image = get_image(self.settings.kernel, self.cache_dir, progress=self.progress)
+        return self._image
+
+    def accel(self) -> AccelChoice:
+        if self._accel is None:
+            self._accel = choose_accel(self.settings.accel, self.image(), self.cache_dir)
+        return self._accel
+
+    def vm_settings(self) -> VMSettings:
+        s = self.settings
+        return VMSettings(cache_dir=self.cache_dir, artifacts_dir=self.artifacts_dir, memory_mb=s.memory,
+                          cpus=s.cpus, scratch_disk_mb=s.scratch_disk, machine=s.machine,
+                          boot_timeout=s.boot_timeout, snapshot=s.snapshot,
+                          hung_task_timeout=s.hung_task_timeout,
+                          ignore_patterns=tuple(s.env_data.get("ignore_kernel_messages", ()) or ()))
+
+    def acquire(self) -> GuestVM:
+        """The worker's ready VM, booting a fresh one if there is none or the last one broke."""
+        if self.vm is not None and not self.vm.is_alive():
+            self.release(discard=True)
+        if self.vm is None:
+            if self.last_boot_error is not None:  # never retried test by test until all time out
+                raise VexfsError(f"not booting again: the previous boot of this worker failed: "
+                                 f"{self.last_boot_error}")
+            if self._keypair is None:
+                key_dir = self.cache_dir / "run" / f"keys-{self.run_id}-{self.worker}"
+                self._keypair = generate_keypair(key_dir, comment=f"pytest-vexfs run {self.run_id}")
+            self.count += 1
+            name = f"vexfs-{self.run_id}-{self.worker}-{self.count}"
+            vm = GuestVM(name, self.image(), self.vm_settings(), self.accel(), keypair=self._keypair,
+                         run_id=self.run_id)
+            try:
+                vm.boot()
+            except VexfsError as exc:
+                self.last_boot_error = exc
+                raise
+            self.boots.append(vm.boot_seconds or 0.0)
+            self.vm = vm
+        return self.vm
+
+    def release(self, discard: bool = False) -> None:
+        if self.vm is not None and discard:
+            self.vm.destroy()
+            self.vm = None
+
+    def close(self) -> None:
+        self.release(discard=True)
+        if self._keypair is not None:
+            for path in (self._keypair.private_path, self._keypair.private_path.with_suffix(".pub")):
+                path.unlink(missing_ok=True)
+            try:
+                os.rmdir(self._keypair.private_path.parent)
+            except OSError:
+                pass
+
+
+class TestSession:
+    """Per-test view of the slot's VM: writes attribution markers, turns hangs into dumps + verdicts."""
+
+    __test__ = False
+
+    def __init__(self, vm: GuestVM, nodeid: str, hang_timeout: float) -> None:
+        self.vm = vm
+        self.nodeid = nodeid
+        self.hang_timeout = hang_timeout
+        self.hang: GuestHang | None = None
+
+    def begin(self) -> None:
+        self._mark(begin_marker(self.nodeid))
+
+    def end(self) -> None:
+        if self.vm.is_alive():
+            try:
+                self._mark(end_marker(self.nodeid))
+            except Exception:  # noqa: BLE001 - the VM may have just died; the verdict says so
+                pass
+
+    def _mark(self, line: str) -> None:
+        self.vm.run(f"echo {shlex.quote('<5>' + line)} > /dev/kmsg", timeout=30)
+
+    def run(self, command: str, *, timeout: float | None = None, check: bool = False,
+            input: str | bytes | None = None, user: str | None = None) -> CommandResult:
+        """Run a guest command; past the hang timeout the VM is dumped and killed (GuestHang)."""
+        try:
+            return self.vm.run(command, timeout=timeout or self.hang_timeout, check=check, input=input,
+                               user=user)
+        except CommandTimeout as exc:
+            raise self._handle_hang(exc) from exc
+
+    def _handle_hang(self, exc: CommandTimeout) -> GuestHang:
+        vm = self.vm
+        offset = len(vm.machine.console_tail(1 << 30)) if vm.machine else 0
+        for key in ("w", "t"):  # blocked tasks first: they are what a hang is about
+            try:
+                vm.sysrq(key)
+            except OSError:
+                pass
+        deadline = time.monotonic() + HANG_DUMP_SETTLE
+        last = -1
+        while time.monotonic() < deadline:  # wait until the dump output stops growing
+            size = len(vm.machine.console_tail(1 << 30)) if vm.machine else 0
+            if size == last:
+                break
+            last = size
+            time.sleep(0.5)
+        dumps = vm.machine.console_tail(1 << 30)[offset:] if vm.machine else ""
+        findings = vm.poll_findings()
+        vm.mark_broken(f"hang: {exc.command!r} exceeded {exc.timeout:g}s")
+        self.hang = GuestHang(exc, [f for f in findings], dumps[-200_000:])
+        return self.hang
+
+    def verdict(self, expected: tuple[str, ...]) -> Verdict:
+        vm = self.vm
+        died = ""
+        if vm.machine is not None and not vm.machine.is_running():
+            died = vm.machine.exit_reason() or "QEMU exited"
+            vm.mark_broken(died)
+        if vm.console is not None:
+            vm.console.poll()
+            if died or self.hang:
+                vm.console.stop()  # read everything and finish pending reports
+            else:
+                time.sleep(0.2)
+                vm.console.poll()
+                vm.console.monitor.settle()
+        findings = vm.console.findings(self.nodeid) if vm.console else []
+        if any(f.fatal for f in findings):
+            vm.mark_broken("kernel panic")
+        elif findings and any(f.kind in ("oops", "gpf", "bug", "invalid_opcode", "soft_lockup", "hung_task",
+                                         "rcu_stall") for f in findings):
+            vm.mark_broken(f"kernel fault: {findings[0].title}")
+        return Verdict(findings, expected, self.hang, died)
+
