@@ -35,6 +35,7 @@
 #include <linux/xarray.h>
 #include <linux/mm.h>
 #include <linux/dcache.h>
+#include <linux/backing-dev.h>
 
 #include "vexfsref.h"
 
@@ -707,7 +708,7 @@ static int vx_attach_all(struct super_block *sb, struct vx_load *ld)
 					return err;
 				}
 			} else {
-				inc_nlink(inode);
+				set_nlink(inode, inode->i_nlink + 1);	/* from 0 at load */
 			}
 			d_add(d, inode);	/* our reference from d_alloc_name is the pin */
 		}
@@ -890,6 +891,10 @@ static int vx_fill_super(struct super_block *sb, struct fs_context *fc)
 
 	if (!sb_set_blocksize(sb, VEXFSREF_BLOCK_SIZE))
 		return invalf(fc, "vexfsref: device block size above %d", VEXFSREF_BLOCK_SIZE);
+	/* Like ramfs, data pages stay dirty in memory and are never written
+	 * back by the VM: use the no-writeback bdi instead of the disk's. */
+	bdi_put(sb->s_bdi);
+	sb->s_bdi = &noop_backing_dev_info;
 	sb->s_maxbytes = MAX_LFS_FILESIZE;
 	sb->s_magic = VEXFSREF_STATFS_MAGIC;
 	sb->s_op = &vexfsref_sops;

@@ -2,6 +2,8 @@
 /*
  * vexctl - guest-side client for the vexfsref vector ioctls.
  *
+ * add and gen create FILE when missing.
+ *
  *   vexctl add FILE [--dim D] [--format text|f32] [--start-id N]
  *       vectors on stdin: text (D numbers per line, spaces or commas) or raw
  *       little-endian float32; ids start-id, start-id+1, ... (default: the
@@ -103,7 +105,7 @@ static void get_stats(int fd, struct vexfs_ref_stats *st)
 
 static int open_file(const char *path, int flags)
 {
-	int fd = open(path, flags);
+	int fd = open(path, flags, 0644);
 
 	if (fd < 0)
 		die(path, errno);
@@ -202,7 +204,7 @@ static char *read_all(int fd, size_t *lenp)
 
 static int cmd_add(const char *path, struct opts *o)
 {
-	int fd = open_file(path, O_RDWR);
+	int fd = open_file(path, O_RDWR | O_CREAT);
 	struct vexfs_ref_stats st;
 	size_t len, nvals;
 	char *buf;
@@ -247,7 +249,7 @@ static int cmd_add(const char *path, struct opts *o)
 
 static int cmd_gen(const char *path, struct opts *o)
 {
-	int fd = open_file(path, O_RDWR);
+	int fd = open_file(path, O_RDWR | O_CREAT);
 	unsigned int batch = o->batch ? o->batch : default_batch(o->dim);
 	struct vexfs_ref_stats st;
 	uint64_t state = o->seed, done = 0, first;
