@@ -7,8 +7,9 @@
  *   gpf          write to a non-canonical address: "general protection fault"
  *   bug          BUG(): "kernel BUG at"
  *   panic        panic(): "Kernel panic - not syncing: vexfsref: injected panic"
- *   soft_lockup  spin lockup_secs (30) seconds with preemption off:
- *                "watchdog: BUG: soft lockup" (and an RCU stall report)
+ *   soft_lockup  spin lockup_secs (60) seconds with preemption off: an RCU
+ *                stall report at ~21 s, "watchdog: BUG: soft lockup" at ~45 s
+ *                (the stall report resets the soft-lockup clock)
  *   hung_task    take a mutex twice: the writer sleeps in D state forever,
  *                "INFO: task ... blocked for more than N seconds"
  *   warn         WARN(): "WARNING: CPU: ... vexfsref_fault_warn"
@@ -39,7 +40,7 @@ int vexfsref_hang_on_exit;
 module_param_named(hang_on_exit, vexfsref_hang_on_exit, int, 0644);
 MODULE_PARM_DESC(hang_on_exit, "1: module_exit never returns (rmmod hangs)");
 
-static unsigned int lockup_secs = 30;
+static unsigned int lockup_secs = 60;
 module_param(lockup_secs, uint, 0644);
 MODULE_PARM_DESC(lockup_secs, "soft_lockup fault: seconds to spin with preemption off");
 

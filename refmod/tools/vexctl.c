@@ -397,7 +397,7 @@ static int cmd_abuse(const char *path)
 	float *q;
 	struct vexfs_ref_result res[4];
 	uint64_t ids[2] = { 1, 2 };
-	float nan_data[2] = { 0.0f, __builtin_nanf("") };
+	float *nan_data;
 	struct vexfs_ref_search s;
 	struct vexfs_ref_add a;
 	int first = 1;
@@ -405,6 +405,10 @@ static int cmd_abuse(const char *path)
 	get_stats(fd, &st);
 	dim = st.dim ? st.dim : 2;
 	q = calloc(VEXFS_REF_MAX_DIM + 1, sizeof(float));
+	nan_data = calloc(dim, sizeof(float));
+	if (!q || !nan_data)
+		die("calloc", ENOMEM);
+	nan_data[dim - 1] = __builtin_nanf("");
 	printf("{");
 #define CASE(name, expr) do { \
 		int e_ = (expr); \
@@ -436,7 +440,7 @@ static int cmd_abuse(const char *path)
 	CASE("add_null_ids", ADD(.ids = 0));
 	CASE("add_null_data", ADD(.data = 0));
 	CASE("add_bad_data_ptr", ADD(.data = 16));
-	CASE("add_nan", dim == 2 ? ADD(.data = (uintptr_t)nan_data) : -1);
+	CASE("add_nan", ADD(.data = (uintptr_t)nan_data));
 	CASE("add_readonly_fd", (a = (struct vexfs_ref_add){ .dim = dim, .count = 1,
 		.ids = (uintptr_t)ids, .data = (uintptr_t)q },
 		try_ioctl(rofd, VEXFS_REF_IOC_ADD, &a)));

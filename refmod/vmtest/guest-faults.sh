@@ -1,6 +1,7 @@
 #!/bin/sh
 # Guest-side fault-injection checks for vexfsref.  The kernel messages are
 # judged on the host from the console log; this script only triggers.
+# Order matters: after an oops (TAINT_DIE) the kernel stops reporting hung tasks.
 F=/proc/vexfsref_fault
 P=/sys/module/vexfsref/parameters
 step() { echo "VXT STEP $*"; }
@@ -32,6 +33,12 @@ s=$(date +%s)
 echo soft_lockup > $F
 echo "VXT INFO soft_lockup returned after $(( $(date +%s) - s )) s"
 
+step hung_task
+sh -c "echo hung_task > $F" &
+hpid=$!
+sleep 30
+echo "VXT INFO hung_task writer state $(sed -n 's/^State:\t//p' /proc/$hpid/status)"
+
 step hang_on_exit
 echo 1 > $P/hang_on_exit
 rmmod vexfsref &
@@ -46,12 +53,6 @@ step gpf
 sh -c "echo gpf > $F"; echo "VXT INFO gpf writer exit status $?"
 step bug
 sh -c "echo bug > $F"; echo "VXT INFO bug writer exit status $?"
-
-step hung_task
-sh -c "echo hung_task > $F" &
-hpid=$!
-sleep 30
-echo "VXT INFO hung_task writer state $(sed -n 's/^State:\t//p' /proc/$hpid/status)"
 
 step panic
 echo panic > $F
