@@ -89,6 +89,9 @@ static noinline void vexfsref_fault_hung_task(void)
 {
 	mutex_lock(&vexfsref_fault_mutex);
 	mutex_lock(&vexfsref_fault_mutex);	/* self-deadlock: never returns */
+	/* unreachable; keeps the second lock a call, so traces name this function */
+	mutex_unlock(&vexfsref_fault_mutex);
+	mutex_unlock(&vexfsref_fault_mutex);
 }
 
 static noinline void vexfsref_fault_warn(void)
