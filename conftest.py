@@ -5,3 +5,6 @@ README.md. Nothing here boots a VM: collection stays VM-free.
 """
 
 pytest_plugins = ["pytester"]
+
+# Test data of the self-tests (sample projects run through pytester) is not part of this suite.
+collect_ignore = ["tests/plugin/data"]

@@ -93,8 +93,9 @@ class VMSlot:
     """The VM of one worker: booted lazily on first use, replaced after a crash, hang or fresh_vm test."""
 
     def __init__(self, settings: ResolvedSettings, worker: str, run_id: str, artifacts_dir: Path,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, ignore_patterns: tuple[str, ...] = ()) -> None:
         self.settings = settings
+        self.ignore_patterns = ignore_patterns
         self.worker = worker
         self.run_id = run_id
         self.artifacts_dir = artifacts_dir
@@ -129,7 +130,7 @@ class VMSlot:
                           cpus=s.cpus, scratch_disk_mb=s.scratch_disk, machine=s.machine,
                           boot_timeout=s.boot_timeout, snapshot=s.snapshot,
                           hung_task_timeout=s.hung_task_timeout,
-                          ignore_patterns=tuple(s.env_data.get("ignore_kernel_messages", ()) or ()))
+                          ignore_patterns=self.ignore_patterns)
 
     def acquire(self) -> GuestVM:
         """The worker's ready VM, booting a fresh one if there is none or the last one broke."""

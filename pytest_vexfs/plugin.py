@@ -20,6 +20,7 @@ from . import config as cfg
 from .errors import CommandTimeout, ConfigError, SSHError, VexfsError, VMError
 from .harness import GuestHang, TestSession, VMSlot
 from .kernel_log import Finding
+from .module import BuiltModule, LoadedModule, ModuleProfile, build_module, find_profile, load_seed_config
 from .vm import new_run_id
 
 DOMAINS = ("kernel_module", "filesystem_ops", "vector_ops", "performance", "safety", "integration")
@@ -30,6 +31,7 @@ SLOT_KEY = pytest.StashKey[VMSlot]()
 DOMAINS_KEY = pytest.StashKey[tuple[str, ...]]()
 RUN_ID_KEY = pytest.StashKey[str]()
 TEST_SESSION_KEY = pytest.StashKey[TestSession]()
+PROFILE_KEY = pytest.StashKey[ModuleProfile]()
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -80,6 +82,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
     settings = _resolve_settings(config)
     config.stash[SETTINGS_KEY] = settings
+    if settings.source or settings.profile:  # named by the user: check it now, before any VM boots
+        try:
+            config.stash[PROFILE_KEY] = find_profile(settings.source, settings.profile, config.rootpath)
+        except ConfigError as err:
+            raise pytest.UsageError(f"pytest-vexfs: {err}") from err
     workerinput = getattr(config, "workerinput", None)
     run_id = (workerinput or {}).get("testrunuid", "")[:8] or new_run_id()
     config.stash[RUN_ID_KEY] = run_id
@@ -203,7 +210,12 @@ def vexfs_slot(pytestconfig: pytest.Config) -> Generator[VMSlot, None, None]:
         else:
             print(f"[vexfs] {msg}", file=sys.stderr, flush=True)
 
-    slot = VMSlot(settings, _worker_id(pytestconfig), pytestconfig.stash[RUN_ID_KEY], artifacts, progress)
+    try:
+        ignore = tuple(_profile(pytestconfig).ignore_kernel_messages)
+    except ConfigError:
+        ignore = ()  # tests that need the module report the profile problem themselves
+    slot = VMSlot(settings, _worker_id(pytestconfig), pytestconfig.stash[RUN_ID_KEY], artifacts, progress,
+                  ignore_patterns=ignore)
     pytestconfig.stash[SLOT_KEY] = slot
     try:
         yield slot
@@ -238,6 +250,63 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
         session.end()
         if item.get_closest_marker("fresh_vm") or not vm.is_alive():
             vexfs_slot.release(discard=True)
+
+
+def _profile(config: pytest.Config) -> ModuleProfile:
+    if PROFILE_KEY not in config.stash:
+        settings = config.stash[SETTINGS_KEY]
+        config.stash[PROFILE_KEY] = find_profile(settings.source, settings.profile, config.rootpath)
+    return config.stash[PROFILE_KEY]
+
+
+@pytest.fixture(scope="session")
+def vexfs_profile(pytestconfig: pytest.Config) -> ModuleProfile:
+    """The profile of the module under test (--vexfs-profile / --vexfs-source / the reference module)."""
+    try:
+        return _profile(pytestconfig)
+    except ConfigError as err:
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vexfs_built_module(vexfs_slot: VMSlot, vexfs_profile: ModuleProfile) -> BuiltModule:
+    """The module compiled against the guest kernel (cached by source content and kernel)."""
+    return build_module(vexfs_profile, vexfs_slot.image(), vexfs_slot.cache_dir, progress=vexfs_slot.progress)
+
+
+@pytest.fixture
+def vexfs_seed(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The seed settings (max_load_time, memory_leak_threshold, ...) of the test's domain directory."""
+    return load_seed_config(request.node.path.parent)
+
+
+@pytest.fixture
+def vexfs_module(vexfs_vm: TestSession, vexfs_built_module: BuiltModule, vexfs_profile: ModuleProfile,
+                 vexfs_seed: dict[str, Any]) -> LoadedModule:
+    """The module under test, installed and loaded in this test's VM."""
+    assert vexfs_vm.vm.ssh is not None
+    module = LoadedModule(vexfs_vm, vexfs_built_module, vexfs_profile, vexfs_seed, put=vexfs_vm.vm.ssh.put)
+    if not module.is_installed():
+        module.install()
+    if not module.is_loaded():
+        module.load()
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _vexfs_requires(request: pytest.FixtureRequest) -> None:
+    marker = request.node.get_closest_marker("requires")
+    if marker is None:
+        return
+    try:
+        profile = _profile(request.config)
+    except ConfigError as err:
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+    missing = [cap for cap in marker.args if not profile.has(cap)]
+    if missing:
+        pytest.skip(f"module {profile.name!r} lacks capability {', '.join(missing)} "
+                    f"(profile {profile.path or 'derived'} capabilities: "
+                    f"{', '.join(sorted(profile.capabilities)) or 'none'})")
 
 
 # -- verdicts ------------------------------------------------------------------------------------

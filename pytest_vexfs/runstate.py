@@ -56,6 +56,10 @@ class VMRecord:
     qemu_start: int | None = None
     ssh_port: int | None = None
     created: float = dataclasses.field(default_factory=time.time)
+    detached: bool = False          # started by `vexfs-vm up`: lives until `vexfs-vm down`
+    key_file: str | None = None
+    host_key: str | None = None
+    console_log: str | None = None
 
     @property
     def owner_alive(self) -> bool:
@@ -125,7 +129,7 @@ def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord
     """Kill and clean up VMs whose owner process is gone (or all ours, with include_live_owners)."""
     reaped = []
     for record in list_records(cache_dir):
-        if record.owner_alive and not include_live_owners:
+        if (record.owner_alive or (record.detached and record.qemu_alive)) and not include_live_owners:
             continue
         kill_vm_process(record)
         shutil.rmtree(record.run_dir, ignore_errors=True)

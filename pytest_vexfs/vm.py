@@ -71,7 +71,8 @@ class GuestVM:
 
     def __init__(self, name: str, image: Image, settings: VMSettings, accel: AccelChoice, *,
                  keypair: KeyPair, run_id: str, owner_pid: int | None = None,
-                 on_finding: Callable[[Finding], None] | None = None) -> None:
+                 on_finding: Callable[[Finding], None] | None = None, detached: bool = False) -> None:
+        self.detached = detached
         self.name = name
         self.image = image
         self.settings = settings
@@ -106,7 +107,8 @@ class GuestVM:
             name=machine.spec.name, run_id=self.run_id, owner_pid=self.owner_pid,
             owner_start=process_start_time(self.owner_pid), run_dir=str(machine.spec.run_dir),
             qemu_pid=machine.proc.pid, qemu_start=process_start_time(machine.proc.pid),
-            ssh_port=machine.port))
+            ssh_port=machine.port, detached=self.detached, key_file=str(self.keypair.private_path),
+            host_key=self.image.host_key, console_log=str(machine.spec.console_log)))
 
     def boot(self) -> "GuestVM":
         """Bring the VM to READY (snapshot restore if possible, else cold boot); raise VMBootError."""
@@ -122,19 +124,22 @@ class GuestVM:
             snap = ensure_snapshot(self.image, self.settings, self.accel) if self.settings.snapshot else None
             base = snap.disk if snap else self.image.disk
             spec = self._spec(self.name, run_dir, base, console, self.keypair)
-            self.machine = QemuMachine(spec, incoming=snap.state if snap else None, on_start=self._record)
+            self.machine = QemuMachine(spec, incoming=snap.state if snap else None, on_start=self._record,
+                                       die_with_parent=not self.detached)
             self._start_console(console)
             self.machine.start()
             deadline = start + self.settings.boot_timeout
             if snap:
                 self.machine.wait_running(deadline)
-                self.machine.control([f"time {int(time.time())}", f"key {self.keypair.cmdline_token}"],
+                self.machine.control([f"time {int(time.time())}", f"host {self.name}",
+                                      f"key {self.keypair.cmdline_token}"],
                                      timeout=max(1.0, deadline - time.monotonic()))
                 self.boot_mode = "snapshot"
             else:
                 self.boot_mode = "cold"
             self._connect(deadline)
             self._configure_guest()
+            self._record(self.machine)  # now with the port QEMU really got
         except BaseException:
             self.state = VMState.BROKEN
             self.broken_reason = "boot failed"

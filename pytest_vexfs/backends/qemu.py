@@ -56,8 +56,9 @@ class QemuMachine:
     backend_name = "qemu"
 
     def __init__(self, spec: MachineSpec, *, incoming: Path | None = None, port: int | None = None,
-                 on_start=None) -> None:
+                 on_start=None, die_with_parent: bool = True) -> None:
         self.spec = spec
+        self.die_with_parent = die_with_parent
         self.incoming = incoming
         self.port = port
         self.proc: subprocess.Popen | None = None
@@ -158,7 +159,7 @@ class QemuMachine:
             with open(self._stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                              stderr=err, start_new_session=True,
-                                             preexec_fn=_die_with_parent)
+                                             preexec_fn=_die_with_parent if self.die_with_parent else None)
             if self._on_start:
                 self._on_start(self)
             try:

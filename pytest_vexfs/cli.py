@@ -1,0 +1,204 @@
+"""`vexfs-vm`: build the image ahead of time, get a shell in the same kind of VM the tests use, and
+list or reap VMs.
+
+    vexfs-vm image build [--kernel 6.12]    build (or find) the guest image, with progress
+    vexfs-vm up [--name N]                  boot a VM that outlives this command; prints how to reach it
+    vexfs-vm ssh NAME [COMMAND...]          shell (or command) in that VM
+    vexfs-vm console NAME [--follow]        its serial console
+    vexfs-vm down NAME | --all              stop it and remove its disks
+    vexfs-vm list                           VMs known on this machine, and whose they are
+    vexfs-vm reap [--all]                   kill VMs left behind by dead runs (--all: every VM of ours)
+    vexfs-vm accel                          which accelerator would be used, and why
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import config as cfg
+from .errors import VexfsError
+from .image import default_cache_dir, get_image
+from .runstate import kill_vm_process, list_records, reap, remove_record
+
+
+def _settings(args: argparse.Namespace) -> cfg.ResolvedSettings:
+    cli = {s.name: None for s in cfg.SETTINGS}
+    cli.update({"kernel": getattr(args, "kernel", None), "memory": getattr(args, "memory", None),
+                "accel": getattr(args, "accel", None), "cache_dir": getattr(args, "cache_dir", None)})
+    return cfg.resolve(cli, {}, os.environ, Path.cwd(), getattr(args, "env", None) or None)
+
+
+def _cache(settings: cfg.ResolvedSettings) -> Path:
+    return Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    image = get_image(settings.kernel, _cache(settings))
+    print(f"image {image.digest}: kernel {image.kernel_release}, {image.path}")
+    return 0
+
+
+def cmd_accel(args: argparse.Namespace) -> int:
+    from .accel import choose_accel
+
+    settings = _settings(args)
+    image = get_image(settings.kernel, _cache(settings))
+    print(choose_accel(settings.accel, image, _cache(settings)))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .harness import VMSlot
+    from .ssh import generate_keypair
+    from .vm import GuestVM, new_run_id
+
+    settings = _settings(args)
+    cache = _cache(settings)
+    slot = VMSlot(settings, "cli", new_run_id(), cache / "cli-artifacts")
+    name = args.name or f"vexfs-dev-{new_run_id()}"
+    key = generate_keypair(cache / "run" / f"keys-{name}", comment=f"vexfs-vm {name}")
+    vm = GuestVM(name, slot.image(), slot.vm_settings(), slot.accel(), keypair=key, run_id="cli",
+                 detached=True)
+    vm.boot()
+    if vm.ssh:
+        vm.ssh.close()
+    if vm.console:
+        vm.console.stop()
+    print(f"{name} is up ({vm.boot_mode} boot in {vm.boot_seconds:.1f}s, accel {vm.accel.name}).")
+    print(f"  shell:   vexfs-vm ssh {name}\n  console: vexfs-vm console {name}\n  stop:    vexfs-vm down {name}")
+    return 0
+
+
+def _find(cache: Path, name: str):
+    for record in list_records(cache):
+        if record.name == name:
+            return record
+    raise VexfsError(f"no VM named {name!r}", hint="see `vexfs-vm list`")
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    record = _find(_cache(settings), args.name)
+    if not record.qemu_alive:
+        raise VexfsError(f"VM {args.name} is not running", hint=f"vexfs-vm down {args.name}; vexfs-vm up")
+    known = Path(tempfile.mkdtemp(prefix="vexfs-known-")) / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{record.ssh_port} {record.host_key}\n")
+    argv = ["ssh", "-q", "-i", str(record.key_file), "-p", str(record.ssh_port), "-o",
+            f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
+            "root@127.0.0.1", *args.command]
+    os.execvp("ssh", argv)
+    return 1  # not reached
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    record = _find(_cache(_settings(args)), args.name)
+    path = Path(record.console_log or Path(record.run_dir) / "console.log")
+    with open(path, "rb") as fh:
+        while True:
+            data = fh.read(65536)
+            if data:
+                sys.stdout.write(data.decode(errors="replace"))
+                sys.stdout.flush()
+                continue
+            if not args.follow or not record.qemu_alive:
+                return 0
+            time.sleep(0.2)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    import shutil
+
+    cache = _cache(_settings(args))
+    records = list_records(cache) if args.all else [_find(cache, args.name)]
+    for record in records:
+        if args.all and not record.detached and record.owner_alive:
+            continue  # a live test run's VM: not ours to stop
+        kill_vm_process(record)
+        shutil.rmtree(record.run_dir, ignore_errors=True)
+        if record.key_file and record.detached:
+            shutil.rmtree(Path(record.key_file).parent, ignore_errors=True)
+        remove_record(cache, record.name)
+        print(f"stopped {record.name}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    records = list_records(_cache(_settings(args)))
+    if not records:
+        print("no VMs")
+        return 0
+    print(f"{'NAME':32} {'QEMU':>8} {'PORT':>6}  OWNER")
+    for r in records:
+        qemu = f"{r.qemu_pid}" if r.qemu_alive else "dead"
+        owner = "detached (vexfs-vm up)" if r.detached else (
+            f"pid {r.owner_pid} (alive)" if r.owner_alive else f"pid {r.owner_pid} (dead run: reapable)")
+        print(f"{r.name:32} {qemu:>8} {r.ssh_port or '-':>6}  {owner}")
+    return 0
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    reaped = reap(_cache(_settings(args)), include_live_owners=args.all)
+    for r in reaped:
+        print(f"reaped {r.name} (qemu pid {r.qemu_pid}, run dir {r.run_dir})")
+    if not reaped:
+        print("nothing to reap")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vexfs-vm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env", help="environment file name (environments/NAME.yml)")
+    common.add_argument("--cache-dir", help="image/VM cache directory")
+    common.add_argument("--kernel", help="6.12 (default) or 6.1")
+    common.add_argument("--memory", help="VM memory in MiB")
+    common.add_argument("--accel", choices=("auto", "kvm", "tcg"))
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    image = sub.add_parser("image", help="guest image").add_subparsers(dest="image_cmd", required=True)
+    image.add_parser("build", parents=[common], help="build the guest image").set_defaults(func=cmd_image_build)
+    sub.add_parser("accel", parents=[common], help="show the accelerator choice").set_defaults(func=cmd_accel)
+    up = sub.add_parser("up", parents=[common], help="boot a VM that stays up")
+    up.add_argument("--name")
+    up.set_defaults(func=cmd_up)
+    ssh = sub.add_parser("ssh", parents=[common], help="ssh into a VM")
+    ssh.add_argument("name")
+    ssh.add_argument("command", nargs=argparse.REMAINDER)
+    ssh.set_defaults(func=cmd_ssh)
+    console = sub.add_parser("console", parents=[common], help="show a VM's serial console")
+    console.add_argument("name")
+    console.add_argument("--follow", "-f", action="store_true")
+    console.set_defaults(func=cmd_console)
+    down = sub.add_parser("down", parents=[common], help="stop a VM")
+    down.add_argument("name", nargs="?")
+    down.add_argument("--all", action="store_true", help="every detached VM and every VM of a dead run")
+    down.set_defaults(func=cmd_down)
+    sub.add_parser("list", parents=[common], help="list VMs").set_defaults(func=cmd_list)
+    reap_p = sub.add_parser("reap", parents=[common], help="reap VMs of dead runs")
+    reap_p.add_argument("--all", action="store_true", help="also VMs of live runs and detached ones")
+    reap_p.set_defaults(func=cmd_reap)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "down" and not args.all and not args.name:
+        parser.error("down needs a NAME or --all")
+    try:
+        return int(args.func(args))
+    except VexfsError as exc:
+        print(f"vexfs-vm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

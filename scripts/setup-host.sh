@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12/13 host for pytest-vexfs: system packages, the Python package, the guest image.
+#   sudo scripts/setup-host.sh          developer machine
+#   scripts/setup-host.sh --ci          also what the project's own test suite needs (CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ci=false
+[ "${1:-}" = "--ci" ] && ci=true
+
+packages=(qemu-system-x86 qemu-utils debootstrap busybox-static e2fsprogs cpio zstd xz-utils
+          openssh-client kmod patch ca-certificates)
+if $ci; then
+    # PostgreSQL for the results-history tests, promtool for the alert rules,
+    # libvirt for the libvirt backend tests.
+    packages+=(postgresql prometheus libvirt-daemon-system libvirt-dev pkg-config python3-dev)
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${packages[@]}"
+
+extras="dev"
+$ci && extras="dev,postgres,plot,libvirt"
+python3 -m pip install -q -e ".[${extras}]"
+if $ci; then
+    python3 -m pip install -q ansible-core python-hcl2
+fi
+
+# Build the guest image now (about 2 minutes the first time; cached afterwards).
+vexfs-vm image build
