@@ -2,11 +2,11 @@
 # Build a busybox initramfs holding vexfsref.ko, the tools and the guest test
 # scripts, for a quick QEMU check without the plugin's image.
 #   build-initramfs.sh TRIXIE_ROOT BUILD_DIR OUT.cpio.gz
-# TRIXIE_ROOT: unpacked Debian 13 tree with the 6.12 kernel modules;
+# TRIXIE_ROOT: unpacked Debian tree holding the guest kernel's modules;
 # BUILD_DIR: a refmod tree where `make all` has run.
 set -eu
 root=$1 build=$2 out=$3
-kver=$(ls "$root/usr/lib/modules" | head -n1)
+moddir=$(ls -d "$root"/usr/lib/modules/* "$root"/lib/modules/* 2>/dev/null | head -n1)
 here=$(cd "$(dirname "$0")" && pwd)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -18,8 +18,13 @@ cp /usr/bin/busybox "$stage/bin/busybox"
 for app in $(/usr/bin/busybox --list); do
 	[ "$app" = busybox ] || ln -s busybox "$stage/bin/$app"
 done
-for m in drivers/block/virtio_blk drivers/block/loop; do
-	xz -dc "$root/usr/lib/modules/$kver/kernel/$m.ko.xz" > "$stage/lib/modules/$(basename $m).ko"
+# block drivers the kernel has as modules (6.12: virtio_blk, loop; 6.1: the virtio stack too)
+: > "$stage/lib/modules/load.list"
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk loop; do
+	f=$(find "$moddir/kernel/drivers" -name "$m.ko" -o -name "$m.ko.xz" | head -n1)
+	[ -n "$f" ] || continue
+	case $f in *.xz) xz -dc "$f" ;; *) cat "$f" ;; esac > "$stage/lib/modules/$m.ko"
+	echo "$m" >> "$stage/lib/modules/load.list"
 done
 cp "$build/vexfsref.ko" "$stage/lib/modules/"
 cp "$build/tools/mkfs.vexfsref" "$build/tools/vexctl" "$stage/bin/"
@@ -32,8 +37,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs -o size=256m tmp /tmp
-insmod /lib/modules/virtio_blk.ko
-insmod /lib/modules/loop.ko
+for m in $(cat /lib/modules/load.list); do insmod /lib/modules/$m.ko; done
 test=$(sed -n 's/.*vxtest=\([a-z]*\).*/\1/p' /proc/cmdline)
 echo "VXT START $test"
 sh "/guest-$test.sh"
