@@ -8,6 +8,7 @@ markers around it, and its report carries the fault the kernel reported during i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -47,10 +48,12 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         parser.addini(s.ini, s.help, default="")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
+    from . import fsfixtures
     from .reporting import plugin as reporting_plugin
 
-    if not pluginmanager.is_registered(reporting_plugin):
-        pluginmanager.register(reporting_plugin, "vexfs-reporting")
+    for name, module in (("vexfs-reporting", reporting_plugin), ("vexfs-fs", fsfixtures)):
+        if not pluginmanager.is_registered(module):
+            pluginmanager.register(module, name)
 
 
 def _resolve_settings(config: pytest.Config) -> cfg.ResolvedSettings:
@@ -189,6 +192,15 @@ def domain_of(item: pytest.Item) -> str | None:
 
 # -- fixtures ------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _as_test_failure() -> Generator[None, None, None]:
+    """A VexfsError in a fixture is the user's problem to fix, not ours: one paragraph, no traceback."""
+    try:
+        yield
+    except VexfsError as err:
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def vexfs_settings(pytestconfig: pytest.Config) -> cfg.ResolvedSettings:
     """The resolved pytest-vexfs settings (values and where each came from)."""
@@ -239,7 +251,8 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
                                     f"got {marker.args!r}")
         hang_timeout = float(marker.args[0])
     booted_before = vexfs_slot.count
-    vm = vexfs_slot.acquire()
+    with _as_test_failure():
+        vm = vexfs_slot.acquire()
     session = TestSession(vm, item.nodeid, hang_timeout)
     session.booted = vexfs_slot.count != booted_before  # type: ignore[attr-defined]
     item.stash[TEST_SESSION_KEY] = session
@@ -271,13 +284,16 @@ def vexfs_profile(pytestconfig: pytest.Config) -> ModuleProfile:
 @pytest.fixture(scope="session")
 def vexfs_built_module(vexfs_slot: VMSlot, vexfs_profile: ModuleProfile) -> BuiltModule:
     """The module compiled against the guest kernel (cached by source content and kernel)."""
-    return build_module(vexfs_profile, vexfs_slot.image(), vexfs_slot.cache_dir, progress=vexfs_slot.progress)
+    with _as_test_failure():
+        return build_module(vexfs_profile, vexfs_slot.image(), vexfs_slot.cache_dir,
+                            progress=vexfs_slot.progress)
 
 
 @pytest.fixture
 def vexfs_seed(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The seed settings (max_load_time, memory_leak_threshold, ...) of the test's domain directory."""
-    return load_seed_config(request.node.path.parent)
+    with _as_test_failure():
+        return load_seed_config(request.node.path.parent)
 
 
 @pytest.fixture
@@ -286,10 +302,11 @@ def vexfs_module(vexfs_vm: TestSession, vexfs_built_module: BuiltModule, vexfs_p
     """The module under test, installed and loaded in this test's VM."""
     assert vexfs_vm.vm.ssh is not None
     module = LoadedModule(vexfs_vm, vexfs_built_module, vexfs_profile, vexfs_seed, put=vexfs_vm.vm.ssh.put)
-    if not module.is_installed():
-        module.install()
-    if not module.is_loaded():
-        module.load()
+    with _as_test_failure():
+        if not module.is_installed():
+            module.install()
+        if not module.is_loaded():
+            module.load()
     return module
 
 
