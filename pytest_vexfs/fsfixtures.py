@@ -1,0 +1,97 @@
+"""pytest fixtures for a mounted filesystem of the module under test and its vector client.
+
+Thin wrappers over `fs.MountedFilesystem` and `vectors.VexctlClient`, on the VM and loaded module of
+the core plugin's `vexfs_vm` and `vexfs_module`. Registered as a plugin module by `pytest_vexfs.plugin`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator
+from typing import Any
+
+import pytest
+
+from .fs import FilesystemError, MountedFilesystem
+from .harness import TestSession
+from .module import LoadedModule, ModuleProfile
+from .vectors import VexctlClient
+
+
+def _mounted(vm: TestSession, module: LoadedModule, profile: ModuleProfile,
+             **kw: Any) -> MountedFilesystem:
+    return MountedFilesystem(vm, profile, ko_path=module.guest_ko, **kw)
+
+
+@pytest.fixture
+def vexfs_fs(vexfs_vm: TestSession, vexfs_module: LoadedModule,
+             vexfs_profile: ModuleProfile) -> Generator[MountedFilesystem, None, None]:
+    """The module's filesystem, freshly formatted on the VM's scratch disk and mounted at /mnt/vexfs;
+    unmounted at teardown (a busy unmount is an error naming the holders)."""
+    fs = _mounted(vexfs_vm, vexfs_module, vexfs_profile)
+    try:
+        fs.__enter__()
+    except FilesystemError as err:
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+    try:
+        yield fs
+    finally:
+        if vexfs_vm.vm.is_alive():
+            fs.__exit__(None, None, None)
+
+
+@pytest.fixture
+def vexfs_mount_factory(vexfs_vm: TestSession, vexfs_module: LoadedModule,
+                        vexfs_profile: ModuleProfile) -> Generator[Callable[..., MountedFilesystem], None, None]:
+    """A function making more mounts: `vexfs_mount_factory(device="/dev/loop0", mountpoint="/mnt/small")`
+    formats and mounts (keyword arguments of MountedFilesystem); all are unmounted at teardown, last first."""
+    with contextlib.ExitStack() as stack:
+        def make(**kw: Any) -> MountedFilesystem:
+            fs = _mounted(vexfs_vm, vexfs_module, vexfs_profile, **kw)
+            return stack.enter_context(fs)
+
+        yield make
+        if not vexfs_vm.vm.is_alive():
+            stack.pop_all()
+
+
+@pytest.fixture
+def vexfs_loop_device(vexfs_vm: TestSession) -> Generator[Callable[[int], str], None, None]:
+    """A function making small block devices: `vexfs_loop_device(4)` returns "/dev/loopN" backed by a
+    4 MiB file in the guest's /tmp; detached and removed at teardown (request it before the mounts that
+    use it, so those are unmounted first)."""
+    made: list[tuple[str, str]] = []
+
+    def make(size_mib: int) -> str:
+        backing = f"/tmp/vexfs-loop-{len(made)}-{size_mib}M.img"
+        result = vexfs_vm.run(f"modprobe -q loop; truncate -s {int(size_mib)}M {backing} && "
+                              f"losetup -f --show {backing}")
+        if not result.ok:
+            pytest.fail(f"pytest-vexfs: cannot make a {size_mib} MiB loop device in the guest: "
+                        f"{result.stderr.strip()}", pytrace=False)
+        device = result.stdout.strip()
+        made.append((device, backing))
+        return device
+
+    yield make
+    if vexfs_vm.vm.is_alive():
+        for device, backing in reversed(made):
+            vexfs_vm.run(f"losetup -d {device}; rm -f {backing}", timeout=60)
+
+
+@pytest.fixture
+def vexfs_vectors(vexfs_vm: TestSession, vexfs_module: LoadedModule,
+                  vexfs_profile: ModuleProfile) -> VexctlClient:
+    """The guest-side vector client (`vexctl`): add/gen/search/stats/clear/delete/abuse on files of a mount.
+
+    Skips when the module's profile lacks the "vectors" capability; fails clearly when vexctl is missing."""
+    if not vexfs_profile.has("vectors"):
+        pytest.skip(f"module {vexfs_profile.name!r} lacks capability vectors (profile "
+                    f"{vexfs_profile.path or 'derived'} capabilities: "
+                    f"{', '.join(sorted(vexfs_profile.capabilities)) or 'none'})")
+    client = VexctlClient(vexfs_vm)
+    if not vexfs_vm.run(f"command -v {client.tool}").ok:
+        pytest.fail(f"pytest-vexfs: the vector client {client.tool!r} is not on the guest's PATH; list its make "
+                    f"target under tools: in {vexfs_profile.path or 'the profile'} (tools now: "
+                    f"{', '.join(vexfs_profile.tools) or 'none'})", pytrace=False)
+    return client

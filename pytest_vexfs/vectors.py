@@ -1,0 +1,286 @@
+"""Vector operations on a mounted filesystem of the module under test, and their exact answers.
+
+`VexctlClient` drives the guest-side `vexctl` tool (built from the module's tools, see the profile) over
+any runner's `run()` and parses the one JSON object it prints. `generate` reproduces `vexctl gen`'s
+deterministic dataset on the host (numpy) and `knn` computes exact k-nearest neighbours the way the
+module defines them, so a test can compare what the kernel answered with a brute force of its own.
+Nothing here imports pytest; numpy is needed only by the host-side functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import shlex
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import VexfsError
+from .module import Runner
+
+if TYPE_CHECKING:
+    import numpy as np
+
+METRICS = ("l2", "cosine", "dot")
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+#: strerror text -> errno name, to name what vexctl's "vexctl: search: Invalid argument" means
+_STRERROR = {os.strerror(code): name for code, name in sorted(errno.errorcode.items(), reverse=True)}
+
+
+class VectorError(VexfsError):
+    """A vector request failed; `errno_name` is the kernel's answer (EINVAL, E2BIG, ...) when known."""
+
+    def __init__(self, message: str, *, command: str = "", exit_status: int = 0, stderr: str = "",
+                 errno_name: str = "") -> None:
+        text = message + (f"\n  command: {command}" if command else "")
+        if stderr.strip():
+            text += f"\n  stderr: {stderr.strip()}"
+        super().__init__(text)
+        self.command, self.exit_status, self.stderr, self.errno_name = command, exit_status, stderr, errno_name
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """Best-first results of one k-NN search: ids and scores (l2: squared distance; cosine/dot: similarity)."""
+
+    metric: str
+    k: int
+    ids: list[int]
+    scores: list[float]
+
+    @property
+    def found(self) -> int:
+        return len(self.ids)
+
+    def pairs(self) -> list[tuple[int, float]]:
+        return list(zip(self.ids, self.scores))
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorStats:
+    """What a file holds: vector count, dimension (0 while empty), bytes of ids + data."""
+
+    count: int
+    dim: int
+    bytes: int
+
+
+class VexctlClient:
+    """Runs `vexctl` in a guest: add/gen/search/stats/clear/delete/abuse, each returning parsed JSON."""
+
+    def __init__(self, guest: Runner, tool: str = "vexctl", timeout: float = 300.0) -> None:
+        self.guest = guest
+        self.tool = tool
+        self.timeout = timeout
+
+    def _call(self, sub: str, path: str, *args: str, input: bytes | str | None = None,
+              timeout: float | None = None) -> dict[str, Any]:
+        command = shlex.join([self.tool, sub, path, *args])
+        result = self.guest.run(command, timeout=timeout or self.timeout, input=input)
+        if not result.ok:
+            stderr = result.stderr.strip()
+            reason = stderr.rsplit(": ", 1)[-1] if stderr else ""
+            name = _STRERROR.get(reason, "")
+            raise VectorError(f"vexctl {sub} on {path} failed" + (f" with {name}" if name else
+                                                                   f" (exit {result.exit_status})"),
+                              command=command, exit_status=result.exit_status, stderr=result.stderr,
+                              errno_name=name)
+        try:
+            data = json.loads(result.stdout)
+        except ValueError as exc:
+            raise VectorError(f"vexctl {sub} printed no JSON object: {exc}", command=command,
+                              stderr=result.stdout + result.stderr) from None
+        if not isinstance(data, dict):
+            raise VectorError(f"vexctl {sub} printed {type(data).__name__}, not an object", command=command)
+        return data
+
+    def add(self, path: str, vectors: Any, *, start_id: int | None = None, dim: int | None = None) -> dict:
+        """Append `vectors` (rows of floats: numpy array or lists) sent as raw float32; returns
+        {"added", "count", "dim"}. Ids are start_id, start_id+1, ... (default: the current count)."""
+        import numpy as np
+
+        data = np.ascontiguousarray(vectors, dtype="<f4")
+        if data.ndim != 2:
+            raise ValueError(f"vectors must be 2-D (rows x dim), got shape {data.shape}")
+        args = ["--format", "f32", "--dim", str(dim or data.shape[1])]
+        if start_id is not None:
+            args += ["--start-id", str(start_id)]
+        return self._call("add", path, *args, input=data.tobytes())
+
+    def gen(self, path: str, count: int, dim: int, seed: int, *, start_id: int | None = None,
+            batch: int | None = None) -> dict:
+        """Add `count` generated vectors (the same as `generate(count, dim, seed)`); returns
+        {"added", "count", "dim", "seconds"} (seconds spent in the guest generating and adding)."""
+        args = ["--count", str(count), "--dim", str(dim), "--seed", str(seed)]
+        if start_id is not None:
+            args += ["--start-id", str(start_id)]
+        if batch is not None:
+            args += ["--batch", str(batch)]
+        return self._call("gen", path, *args)
+
+    def search(self, path: str, k: int, metric: str = "l2", *, seed: int | None = None,
+               query: Sequence[float] | None = None, dim: int | None = None) -> SearchResult:
+        """k-NN search with the generated query of `seed`, or an explicit `query`."""
+        if (seed is None) == (query is None):
+            raise ValueError("give exactly one of seed= or query=")
+        args = ["--k", str(k), "--metric", metric]
+        if dim is not None:
+            args += ["--dim", str(dim)]
+        if seed is not None:
+            args += ["--seed", str(seed)]
+        else:
+            args += ["--query", ",".join(repr(float(x)) for x in query)]  # type: ignore[union-attr]
+        data = self._call("search", path, *args)
+        results = data.get("results", [])
+        return SearchResult(str(data.get("metric", metric)), int(data.get("k", k)),
+                            [int(r["id"]) for r in results], [float(r["score"]) for r in results])
+
+    def stats(self, path: str) -> VectorStats:
+        data = self._call("stats", path)
+        return VectorStats(int(data["count"]), int(data["dim"]), int(data["bytes"]))
+
+    def clear(self, path: str) -> None:
+        self._call("clear", path)
+
+    def delete(self, path: str, vector_id: int) -> int:
+        """Remove every vector with this id; returns how many went (VectorError ENOENT if none)."""
+        return int(self._call("delete", path, "--id", str(vector_id))["deleted"])
+
+    def abuse(self, path: str) -> dict[str, str]:
+        """Send vexctl's malformed requests; returns {case: errno name the kernel answered}."""
+        return {str(k): str(v) for k, v in self._call("abuse", path).items()}
+
+    def search_latencies(self, path: str, *, k: int, metric: str, seeds: Sequence[int], dim: int,
+                         warmup: int = 1) -> list[float]:
+        """Seconds taken by each search ioctl, timed inside the guest (no SSH or exec cost).
+
+        Issues the vexfsref search ioctl (vexfs_ref_ioctl.h) from guest python3, one query per seed
+        (the generated query of that seed), after `warmup` untimed searches.
+        """
+        script = _LATENCY_SCRIPT
+        args = [path, str(k), str(METRICS.index(metric)), str(dim), str(warmup)] + [str(s) for s in seeds]
+        command = "python3 - " + shlex.join(args)
+        result = self.guest.run(command, timeout=self.timeout, input=script)
+        if not result.ok:
+            stderr = result.stderr.strip()
+            raise VectorError("timed search failed", command=command, exit_status=result.exit_status,
+                              stderr=stderr, errno_name=_STRERROR.get(stderr.rsplit(": ", 1)[-1], ""))
+        return [float(x) for x in json.loads(result.stdout)["seconds"]]
+
+
+# Runs in the guest (python3, standard library only). struct vexfs_ref_search is
+# {u32 dim, k, metric, found; u64 query, results}; _IOWR(0xE7, 2, 32 bytes).
+_LATENCY_SCRIPT = r'''
+import ctypes, fcntl, json, os, struct, sys, time
+path, k, metric, dim, warmup = sys.argv[1], *map(int, sys.argv[2:6])
+seeds = [int(s) for s in sys.argv[6:]]
+M = (1 << 64) - 1
+def query(seed):
+    s, out = seed, []
+    for _ in range(dim):
+        s = (s + 0x9E3779B97F4A7C15) & M
+        z = ((s ^ (s >> 30)) * 0xBF58476D1CE4E5B9) & M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+        z ^= z >> 31
+        out.append(((z >> 40) - (1 << 23)) / (1 << 23))
+    return (ctypes.c_float * dim)(*out)
+IOC = (3 << 30) | (32 << 16) | (0xE7 << 8) | 2
+fd = os.open(path, os.O_RDONLY)
+res = (ctypes.c_char * (16 * k))()
+def search(q):
+    req = bytearray(struct.pack("<IIIIQQ", dim, k, metric, 0, ctypes.addressof(q), ctypes.addressof(res)))
+    t0 = time.perf_counter()
+    fcntl.ioctl(fd, IOC, req, True)
+    return time.perf_counter() - t0
+qs = [query(s) for s in seeds]
+for q in qs[:warmup]:
+    search(q)
+print(json.dumps({"seconds": [search(q) for q in qs]}))
+'''
+
+
+# -- the generator and exact answers, on the host ----------------------------------------------------
+
+def splitmix64(state: int) -> tuple[int, int]:
+    """Advance `state` once; return (new_state, output). The scalar reference of `generate`."""
+    state = (state + GOLDEN) & MASK64
+    z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return state, z ^ (z >> 31)
+
+
+def generate(count: int, dim: int, seed: int) -> np.ndarray:
+    """The (count, dim) float32 array `vexctl gen --count C --dim D --seed S` adds (ids 0..count-1 when
+    the file was empty). Each value is ((x >> 40) - 2^23) / 2^23 for splitmix64 outputs x: exact in float32."""
+    import numpy as np
+
+    n = count * dim
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed & MASK64) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    values = ((z >> np.uint64(40)).astype(np.int64) - (1 << 23)).astype(np.float32) / np.float32(1 << 23)
+    return values.reshape(count, dim)
+
+
+def query_for_seed(dim: int, seed: int) -> np.ndarray:
+    """The query `vexctl search --seed S` uses: the first generated vector of that seed."""
+    return generate(1, dim, seed)[0]
+
+
+def scores(data: np.ndarray, query: Any, metric: str) -> np.ndarray:
+    """Every row's score in float64: l2 = squared distance; cosine (0 when a norm is 0); dot."""
+    import numpy as np
+
+    d = np.asarray(data, dtype=np.float64)
+    q = np.asarray(query, dtype=np.float64)
+    if metric == "l2":
+        diff = d - q
+        return np.einsum("ij,ij->i", diff, diff)
+    dots = d @ q
+    if metric == "dot":
+        return dots
+    if metric == "cosine":
+        norms = np.sqrt(np.einsum("ij,ij->i", d, d) * float(q @ q))
+        return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
+
+
+def knn(data: np.ndarray, query: Any, k: int, metric: str, start_id: int = 0) -> SearchResult:
+    """Exact k-NN by brute force, ordered as the module orders them: l2 ascending, cosine/dot
+    descending, ties to the earlier row."""
+    import numpy as np
+
+    s = scores(data, query, metric)
+    order = np.argsort(s if metric == "l2" else -s, kind="stable")[:k]
+    return SearchResult(metric, k, [start_id + int(i) for i in order], [float(s[i]) for i in order])
+
+
+def recall(found: Sequence[int], truth: Sequence[int]) -> float:
+    """|found ∩ truth| / |truth|: 1.0 for an exact search."""
+    if not truth:
+        return 1.0
+    return len(set(found) & set(truth)) / len(set(truth))
+
+
+def assert_same_neighbours(got: SearchResult, want: SearchResult, *, rel: float = 1e-9) -> None:
+    """Same ids in the same order and scores within `rel`, or an AssertionError listing the first difference.
+
+    Where exact ties make the order ambiguous (equal scores), ids may be swapped among the tied rows.
+    """
+    __tracebackhide__ = True
+    if got.found != want.found:
+        raise AssertionError(f"{got.metric}: {got.found} results, expected {want.found}")
+    for rank, ((gid, gs), (wid, ws)) in enumerate(zip(got.pairs(), want.pairs())):
+        if abs(gs - ws) > rel * max(1.0, abs(ws)):
+            raise AssertionError(f"{got.metric} rank {rank}: score {gs!r} (id {gid}), expected {ws!r} (id {wid})"
+                                 f"\n  got      {got.pairs()[:rank + 3]}\n  expected {want.pairs()[:rank + 3]}")
+        if gid != wid and not any(abs(s - gs) <= rel * max(1.0, abs(gs)) and i == gid
+                                  for i, s in want.pairs()):
+            raise AssertionError(f"{got.metric} rank {rank}: id {gid}, expected {wid} (score {ws!r})"
+                                 f"\n  got      {got.ids}\n  expected {want.ids}")
+

@@ -1,0 +1,100 @@
+"""Reading and writing files: seek, append, holes, truncate, and files of several MiB checked by SHA-256."""
+
+import hashlib
+
+from pytest_vexfs.fs import run_guest_python
+
+
+def test_write_read_seek_append_truncate(vexfs_fs, vexfs_vm):
+    answers = run_guest_python(vexfs_vm, """
+p = sys.argv[1] + "/f"
+r = {}
+with open(p, "wb") as f:
+    f.write(b"0123456789")
+with open(p, "r+b") as f:
+    f.seek(4); f.write(b"xy")               # overwrite in the middle
+    f.seek(0); r["overwrite"] = f.read().decode()
+    r["tell"] = f.tell()
+    f.seek(-3, os.SEEK_END); r["tail"] = f.read().decode()
+with open(p, "ab") as f:
+    f.write(b"AB")                            # O_APPEND goes to the end wherever the offset is
+    f.seek(0); f.write(b"CD")
+r["append"] = open(p, "rb").read().decode()
+fd = os.open(p, os.O_RDWR)
+os.pwrite(fd, b"Z", 1 << 20)                  # a hole of ~1 MiB
+st = os.fstat(fd)
+r["sparse_size"] = st.st_size
+r["hole_zero"] = os.pread(fd, 4096, 4096) == bytes(4096)
+r["after_hole"] = os.pread(fd, 8, (1 << 20) - 2).decode("latin1")
+os.ftruncate(fd, 5)
+r["truncated"] = os.pread(fd, 100, 0).decode()
+r["truncated_size"] = os.fstat(fd).st_size
+os.ftruncate(fd, 12)                          # growing again must read back zeros, not old data
+r["regrown"] = os.pread(fd, 100, 0).decode("latin1")
+os.close(fd)
+r["eof_read"] = open(p, "rb").read()[12:] == b""
+out(r)
+""", vexfs_fs.mountpoint)
+    assert answers == {
+        "overwrite": "0123xy6789", "tell": 10, "tail": "789",
+        "append": "0123xy6789ABCD",
+        "sparse_size": (1 << 20) + 1, "hole_zero": True, "after_hole": "\0\0Z",
+        "truncated": "0123x", "truncated_size": 5,
+        "regrown": "0123x" + "\0" * 7, "eof_read": True,
+    }
+
+
+def test_truncate_and_size_survive_remount(vexfs_fs, vexfs_vm):
+    vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && printf 'abcdefgh' > t && truncate -s 3 t && "
+                 "truncate -s 100000 grown && printf q >> grown", check=True)
+    vexfs_fs.cycle()
+    out = vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && cat t && echo && stat -c %s grown && "
+                       "tail -c 2 grown | od -An -c", check=True).stdout.split("\n")
+    assert out[0] == "abc"
+    assert out[1] == "100001"
+    assert out[2].split() == ["\\0", "q"]
+
+
+def test_multi_mib_files_keep_their_checksums(vexfs_fs, vexfs_vm, tmp_path):
+    # one file made on the host and copied in, one made in the guest; both read back across a remount
+    payload = hashlib.sha256(b"seed").digest() * (6 * 1024 * 1024 // 32 + 77)
+    host_file = tmp_path / "payload.bin"
+    host_file.write_bytes(payload)
+    vexfs_vm.vm.ssh.put(host_file, "/tmp/payload.bin")
+    vexfs_vm.run(f"cp /tmp/payload.bin {vexfs_fs / 'host.bin'} && rm /tmp/payload.bin && "
+                 f"head -c 7340033 /dev/urandom > {vexfs_fs / 'guest.bin'}", check=True)
+
+    def sums() -> dict[str, tuple[str, int]]:
+        text = vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && for f in host.bin guest.bin; do "
+                            "echo $f $(sha256sum < $f | cut -d' ' -f1) $(stat -c %s $f); done",
+                            check=True).stdout
+        return {name: (digest, int(size)) for name, digest, size in map(str.split, text.splitlines())}
+
+    before = sums()
+    assert before["host.bin"] == (hashlib.sha256(payload).hexdigest(), len(payload))
+    assert before["guest.bin"][1] == 7340033
+    vexfs_fs.cycle()
+    assert sums() == before
+    back = tmp_path / "back.bin"
+    vexfs_vm.vm.ssh.get(vexfs_fs.path("host.bin"), back)
+    assert back.read_bytes() == payload
+
+
+def test_overwrite_in_place_and_concurrent_readers(vexfs_fs, vexfs_vm):
+    """A block rewritten in the middle of a file: another open fd sees it, its neighbours are intact."""
+    answers = run_guest_python(vexfs_vm, """
+p = sys.argv[1] + "/blocks"
+with open(p, "wb") as f:
+    for i in range(256):
+        f.write(bytes([i]) * 4096)
+reader = open(p, "rb")
+with open(p, "r+b") as w:
+    w.seek(100 * 4096); w.write(b"\\xee" * 4096); w.flush(); os.fsync(w.fileno())
+reader.seek(100 * 4096)
+blk = reader.read(4096)
+reader.seek(99 * 4096)
+prev = reader.read(4096)
+out({"rewritten": blk == b"\\xee" * 4096, "neighbour": prev == bytes([99]) * 4096,
+     "size": os.path.getsize(p)})
+""", vexfs_fs.mountpoint)
+    assert answers == {"rewritten": True, "neighbour": True, "size": 256 * 4096}

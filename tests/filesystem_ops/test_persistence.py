@@ -1,0 +1,48 @@
+"""A nested tree (files several levels deep, links, modes, owners) survives unmount/remount and a module
+reload, byte for byte."""
+
+from pytest_vexfs.fs import tree_manifest
+
+BUILD_TREE = """set -e; cd {root}
+for a in 1 2 3; do
+  for b in x y; do
+    d=lvl1-$a/lvl2-$b/lvl3/lvl4
+    mkdir -p $d
+    head -c $((a * 70000 + 13)) /dev/urandom > $d/data.bin
+    echo "$a $b" > lvl1-$a/lvl2-$b/note.txt
+    : > lvl1-$a/lvl2-$b/lvl3/empty
+  done
+done
+head -c 3M /dev/urandom > lvl1-1/big.bin
+truncate -s 200000 lvl1-2/sparse && printf end >> lvl1-2/sparse
+ln lvl1-1/lvl2-x/note.txt lvl1-3/hardlink
+ln -s ../lvl1-1/lvl2-x/lvl3/lvl4/data.bin lvl1-2/symlink
+chmod 600 lvl1-1/lvl2-y/note.txt; chmod 2750 lvl1-3/lvl2-y
+chown -R 1000:1000 lvl1-2/lvl2-x
+mkdir emptydir; mkfifo lvl1-3/fifo
+"""
+
+
+def test_nested_tree_survives_remount_and_reload(vexfs_fs, vexfs_vm, vexfs_module):
+    vexfs_vm.run(BUILD_TREE.format(root=vexfs_fs.mountpoint), check=True)
+    before = tree_manifest(vexfs_vm, vexfs_fs.mountpoint)
+    assert len(before) > 40
+    deep = [p for p, attrs in before.items() if p.count("/") >= 4 and "sha256:" in attrs]
+    assert len(deep) == 6, deep
+
+    vexfs_fs.cycle()
+    assert tree_manifest(vexfs_vm, vexfs_fs.mountpoint) == before
+
+    vexfs_fs.unmount()
+    vexfs_module.reload()
+    vexfs_fs.mount()
+    after_reload = tree_manifest(vexfs_vm, vexfs_fs.mountpoint)
+    assert after_reload == before
+
+    # changes after the reload are saved too
+    vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && rm -r lvl1-3 && mv lvl1-1 renamed && "
+                 "echo more >> renamed/lvl2-x/note.txt", check=True)
+    changed = tree_manifest(vexfs_vm, vexfs_fs.mountpoint)
+    vexfs_fs.cycle()
+    assert tree_manifest(vexfs_vm, vexfs_fs.mountpoint) == changed
+    assert not any(p.startswith("lvl1-3") for p in changed)
