@@ -1,6 +1,7 @@
 """The ``terraform`` backend: VMs of a fleet applied from ``terraform/``, found through its outputs.
 
-Reads ``terraform output -json`` (run in ``terraform_dir``, or recorded in ``terraform_output``), maps the
+Reads ``terraform output -json`` (run in ``terraform_dir``, or recorded in ``terraform_output``
+or in a file given as ``terraform_dir``), maps the
 ``vms`` output to hosts by test domain, then behaves like the static backend: the fleet is Terraform's to
 create and destroy, never this backend's. When the VM's ``console_path`` is readable here (libvirt on this
 host) it is the console file; otherwise the kernel log is streamed over SSH.
@@ -29,6 +30,9 @@ class TerraformMachine(StaticMachine):
         self.terraform_dir = terraform_dir if terraform_dir is not None else spec.extra.get("terraform_dir")
         self.terraform_output = (terraform_output if terraform_output is not None
                                  else spec.extra.get("terraform_output"))
+        if self.terraform_dir and not self.terraform_output and Path(self.terraform_dir).is_file():
+            # --vexfs-terraform-dir may name a recorded `terraform output -json` file instead of a directory
+            self.terraform_dir, self.terraform_output = None, self.terraform_dir
         super().__init__(spec, **options)
 
     def _load_hosts(self) -> tuple[list[InventoryHost], str]:

@@ -178,6 +178,9 @@ def test_terraform_backend_maps_recorded_vms_to_domains(tmp_path: Path) -> None:
     assert (endpoint.host, endpoint.port, endpoint.user) == ("127.0.0.1", 22401, "root")
     assert endpoint.key_file == Path("~/.ssh/vexfs_ed25519").expanduser()
     assert machine.describe()["libvirt_domain"] == "vexfs-ci-filesystem-ops-0"
+    as_dir_setting = TerraformMachine(MachineSpec(name="vexfs-t-1", run_dir=tmp_path), terraform_dir=SAMPLE,
+                                      domain="safety")
+    assert as_dir_setting.host.name == "vexfs-ci-safety-0"
 
 
 def test_terraform_backend_reports_an_unserved_domain(tmp_path: Path) -> None:
