@@ -35,9 +35,10 @@ class ConfigError(VexfsError):
         parts = [message]
         if source:
             parts.append(f"(from {source}{', key ' + repr(key) if key else ''})")
+        text = " ".join(parts)
         if allowed:
-            parts.append(f"allowed: {allowed}")
-        super().__init__(" ".join(parts), hint=hint)
+            text += f"; allowed: {allowed}"
+        super().__init__(text, hint=hint)
         self.source, self.key, self.allowed = source, key, allowed
 
 

@@ -70,6 +70,15 @@ class VMRecord:
         return self.qemu_pid is not None and process_alive(self.qemu_pid, self.qemu_start)
 
 
+def socket_dir(run_dir: Path | str) -> Path:
+    """A short per-VM directory for unix sockets (their paths must stay under 108 bytes)."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha1(str(run_dir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"vexfs-{os.getuid()}-{digest}"
+
+
 def state_dir(cache_dir: Path) -> Path:
     path = cache_dir / "vms"
     path.mkdir(parents=True, exist_ok=True)
@@ -133,6 +142,7 @@ def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord
             continue
         kill_vm_process(record)
         shutil.rmtree(record.run_dir, ignore_errors=True)
+        shutil.rmtree(socket_dir(record.run_dir), ignore_errors=True)
         remove_record(cache_dir, record.name)
         reaped.append(record)
     return reaped

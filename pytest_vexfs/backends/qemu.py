@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import HostToolMissing, VMBootError, VMError
 from ..qmp import QMPClient, QMPError
+from ..runstate import socket_dir
 from .base import MachineSpec, SSHEndpoint
 
 QEMU_BINARY = os.environ.get("VEXFS_QEMU", "qemu-system-x86_64")
@@ -76,16 +77,20 @@ class QemuMachine:
         return self.spec.run_dir / "scratch.qcow2"
 
     @property
+    def sock_dir(self) -> Path:
+        return socket_dir(self.spec.run_dir)
+
+    @property
     def qmp_path(self) -> Path:
-        return self.spec.run_dir / "qmp.sock"
+        return self.sock_dir / "qmp.sock"
 
     @property
     def control_path(self) -> Path:
-        return self.spec.run_dir / "ctl.sock"
+        return self.sock_dir / "ctl.sock"
 
     @property
     def serial_path(self) -> Path:
-        return self.spec.run_dir / "con.sock"
+        return self.sock_dir / "con.sock"
 
     def console_path(self) -> Path:
         return self.spec.console_log
@@ -132,6 +137,7 @@ class QemuMachine:
     def prepare_disks(self) -> None:
         spec = self.spec
         spec.run_dir.mkdir(parents=True, exist_ok=True)
+        self.sock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if spec.base_disk is None:
             raise VMError("MachineSpec.base_disk is required for the qemu backend", vm=spec.name)
         qemu_img = shutil.which("qemu-img")
@@ -309,6 +315,7 @@ class QemuMachine:
             self.proc.kill()
             self.proc.wait(5)
         shutil.rmtree(self.spec.run_dir, ignore_errors=True)
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
 
     def describe(self) -> dict:
         return {
