@@ -77,7 +77,8 @@ def test_busy_unmount_names_the_holder(vexfs_fs, vexfs_vm):
         assert "target is busy" in str(info.value) and f"{pid} sleep" in str(info.value)
         assert vexfs_fs.is_mounted()
     finally:
-        vexfs_vm.run(f"kill {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.05; done", timeout=30)
+        vexfs_vm.run(f"kill {pid}; for i in $(seq 200); do kill -0 {pid} 2>/dev/null || break; sleep 0.05; done",
+                     timeout=30)
     vexfs_fs.unmount()
 
 

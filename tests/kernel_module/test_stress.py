@@ -1,0 +1,66 @@
+"""Repeated load → mount → work → unmount → unload cycles: no kernel memory lost, every load and unload
+within the domain's time limits; and the module refuses to go while its filesystem is mounted."""
+
+import pytest
+
+from pytest_vexfs.errors import ModuleUnloadError
+from pytest_vexfs.fs import MountedFilesystem
+
+CYCLES = 10
+
+
+def test_load_unload_cycles_leak_nothing(vexfs_module, vexfs_vm, vexfs_profile, vexfs_seed, record_property):
+    load_times, unload_times = [], []
+    vectors = vexfs_profile.has("vectors")
+
+    def work() -> None:  # runs between each load and unload of the leak check
+        if load_times:
+            unload_times.append(vexfs_module.last_unload_seconds)
+        load_times.append(vexfs_module.last_load_seconds)
+        with MountedFilesystem(vexfs_vm, vexfs_profile, ko_path=vexfs_module.guest_ko) as fs:
+            vexfs_vm.run(f"cd {fs.mountpoint} && mkdir -p a/b && head -c 1M /dev/urandom > a/b/f && "
+                         "ln a/b/f hard && ln -s a/b/f soft"
+                         + (" && vexctl gen vec --count 2000 --dim 32 --seed 1 > /dev/null" if vectors else ""),
+                         check=True)
+            fs.cycle()  # a save and a load of the image in every cycle
+            vexfs_vm.run(f"cmp {fs / 'hard'} {fs / 'soft'} && rm -r {fs / 'a'}", check=True)
+
+    report = vexfs_module.leak_check(work=work, cycles=CYCLES)
+    unload_times.append(vexfs_module.last_unload_seconds)
+    record_property("metric:module_leak_kib", round(report.delta / 1024, 1))
+    record_property("metric:module_load_max_s", round(max(load_times), 3))
+    record_property("metric:module_unload_max_s", round(max(unload_times), 3))
+    assert len(load_times) == len(unload_times) == CYCLES
+    assert not report.leaked, report.describe() + (f"\nkmemleak:\n{report.kmemleak}" if report.kmemleak else "")
+    assert max(load_times) < vexfs_seed["max_load_time"], load_times
+    assert max(unload_times) < vexfs_seed["max_unload_time"], unload_times
+    assert not vexfs_module.is_loaded()
+    vexfs_module.load()  # as the fixture left it
+
+
+def test_unload_refused_while_mounted(vexfs_fs, vexfs_module, vexfs_vm):
+    assert vexfs_module.refcount() >= 1
+    with pytest.raises(ModuleUnloadError) as info:
+        vexfs_module.unload()
+    assert "busy" in str(info.value) or "in use" in str(info.value)
+    assert vexfs_fs.mountpoint in str(info.value)  # the error shows the mount holding it
+    assert vexfs_module.is_loaded()
+    assert vexfs_vm.run(f"ls {vexfs_fs.mountpoint}", check=True).ok  # still usable
+
+    # an open file of an unmounted (lazily detached) filesystem still pins the module
+    vexfs_vm.run(f"echo x > {vexfs_fs / 'f'}; sleep 600 < {vexfs_fs / 'f'} > /dev/null 2>&1 & "
+                 "echo $! > /tmp/pin.pid", check=True)
+    pid = vexfs_vm.run("cat /tmp/pin.pid", check=True).stdout.strip()
+    try:
+        vexfs_vm.run(f"umount -l {vexfs_fs.mountpoint}", check=True)
+        with pytest.raises(ModuleUnloadError):
+            vexfs_module.unload()
+    finally:
+        vexfs_vm.run(f"kill {pid}; for i in $(seq 200); do kill -0 {pid} 2>/dev/null || break; sleep 0.05; done",
+                     timeout=30)
+    wait_unpinned = (f"for i in $(seq 200); do [ $(cat /sys/module/{vexfs_module.name}/refcnt) = 0 ] && exit 0; "
+                    "sleep 0.05; done; exit 1")
+    assert vexfs_vm.run(wait_unpinned, timeout=30).ok, "refcount did not drop after the last user went"
+    vexfs_module.unload()
+    assert not vexfs_module.is_loaded()
+    vexfs_module.load()
