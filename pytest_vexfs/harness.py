@@ -60,6 +60,8 @@ class Verdict:
 
     @property
     def fault_kind(self) -> str:
+        if self.hang is not None:
+            return "hang"
         if self.primary is not None:
             return "panic" if self.primary.fatal else self.primary.kind
         return "hang" if self.hang else ("crash" if self.vm_died else "")

@@ -118,7 +118,7 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
         cfg.check_budget(settings.values, max(1, int(numprocesses)))
     except ConfigError as err:
         raise pytest.UsageError(f"pytest-vexfs: {err}") from err
-    if settings.backend == "qemu" and not config.option.collectonly:
+    if settings.backend == "qemu":  # cheap, and only ever touches VMs of dead runs
         from .image import default_cache_dir
         from .runstate import reap
 
@@ -343,30 +343,33 @@ def _expected_kinds(item: pytest.Item) -> tuple[str, ...]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, Any]:
     report = yield
+    if report.when != "call":
+        return report
+
+    def record(name: str, value: object) -> None:
+        # the call report feeds the reporting plugin; item.user_properties reaches the teardown report,
+        # which is the one pytest's junitxml writes <property> elements from
+        if value not in ("", None):
+            report.user_properties.append((name, value))
+            item.user_properties.append((name, value))
+
     domain = domain_of(item)
-    if domain and report.when == "setup":
-        report.user_properties.append(("domain", domain))
+    if domain:
+        record("domain", domain)
     session = item.stash.get(TEST_SESSION_KEY, None)
     if session is None:
-        if domain and report.when == "call":
-            report.user_properties.append(("domain", domain))
-        return report
-    if report.when != "call":
         return report
     vm = session.vm
     info = vm.describe()
-    props = [("domain", domain or ""), ("kernel_release", info["kernel_release"]),
-             ("image_digest", info["image_digest"]), ("backend", info["backend"]),
-             ("accelerator", info.get("accelerator", "")), ("vm_id", info["vm_id"]),
-             ("console_log", info.get("console_log", ""))]
+    for name in ("kernel_release", "image_digest", "backend", "accelerator", "vm_id", "console_log"):
+        record(name, info.get(name, ""))
     if getattr(session, "booted", False) and vm.boot_seconds is not None:
-        props.append(("metric:vm_boot_seconds", round(vm.boot_seconds, 3)))
-    report.user_properties.extend(p for p in props if p[1] != "")
+        record("metric:vm_boot_seconds", round(vm.boot_seconds, 3))
     expected = _expected_kinds(item)
     verdict = session.verdict(expected)
     if verdict.findings or verdict.hang or verdict.vm_died:
-        report.user_properties.append(("fault_kind", verdict.fault_kind))
-        report.user_properties.append(("fault_title", verdict.title))
+        record("fault_kind", verdict.fault_kind)
+        record("fault_title", verdict.title)
         report.sections.append((CONSOLE_SECTION, verdict.excerpt() or vm.console_tail()))
     vm_error = call.excinfo is not None and isinstance(call.excinfo.value, _VM_ERRORS)
     if expected:
