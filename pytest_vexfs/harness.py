@@ -17,7 +17,7 @@ from .errors import CommandTimeout, VexfsError
 from .image import Image, get_image
 from .kernel_log import Finding, begin_marker, end_marker, summarise
 from .ssh import CommandResult, KeyPair, generate_keypair
-from .vm import GuestVM, VMSettings
+from .vm import GuestVM, VMSettings, read_tail
 
 FATAL_KINDS = {"panic"}
 HANG_DUMP_SETTLE = 3.0
@@ -132,7 +132,24 @@ class VMSlot:
                           cpus=s.cpus, scratch_disk_mb=s.scratch_disk, machine=s.machine,
                           boot_timeout=s.boot_timeout, snapshot=s.snapshot,
                           hung_task_timeout=s.hung_task_timeout,
-                          ignore_patterns=self.ignore_patterns)
+                          ignore_patterns=self.ignore_patterns, backend=s.backend,
+                          backend_options=self.backend_options())
+
+    def backend_options(self) -> dict:
+        """spec.extra for the non-default backends, from the settings."""
+        s = self.settings
+        if s.backend == "libvirt":
+            return {"libvirt_uri": s.libvirt_uri}
+        if s.backend == "static":
+            return {"inventory": s.inventory, "index": self.worker_index}
+        if s.backend == "terraform":
+            return {"terraform_dir": s.terraform_dir, "index": self.worker_index}
+        return {}
+
+    @property
+    def worker_index(self) -> int:
+        digits = "".join(ch for ch in self.worker if ch.isdigit())
+        return int(digits) if digits else 0
 
     def acquire(self) -> GuestVM:
         """The worker's ready VM, booting a fresh one if there is none or the last one broke."""
@@ -209,7 +226,12 @@ class TestSession:
 
     def _handle_hang(self, exc: CommandTimeout) -> GuestHang:
         vm = self.vm
-        offset = len(vm.machine.console_tail(1 << 30)) if vm.machine else 0
+        console = Path(vm.machine.console_path()) if vm.machine else None
+
+        def console_size() -> int:
+            return console.stat().st_size if console and console.exists() else 0
+
+        offset = console_size()
         for key in ("w", "t"):  # blocked tasks first: they are what a hang is about
             try:
                 vm.sysrq(key)
@@ -218,12 +240,12 @@ class TestSession:
         deadline = time.monotonic() + HANG_DUMP_SETTLE
         last = -1
         while time.monotonic() < deadline:  # wait until the dump output stops growing
-            size = len(vm.machine.console_tail(1 << 30)) if vm.machine else 0
+            size = console_size()
             if size == last:
                 break
             last = size
             time.sleep(0.5)
-        dumps = vm.machine.console_tail(1 << 30)[offset:] if vm.machine else ""
+        dumps = read_tail(console, max(0, console_size() - offset)) if console else ""
         findings = vm.poll_findings()
         vm.mark_broken(f"hang: {exc.command!r} exceeded {exc.timeout:g}s")
         self.hang = GuestHang(exc, [f for f in findings], dumps[-200_000:])

@@ -211,8 +211,6 @@ def vexfs_settings(pytestconfig: pytest.Config) -> cfg.ResolvedSettings:
 def vexfs_slot(pytestconfig: pytest.Config) -> Generator[VMSlot, None, None]:
     """This worker's VM slot (one VM at a time, booted on first use, torn down at the end)."""
     settings = pytestconfig.stash[SETTINGS_KEY]
-    if settings.backend != "qemu":
-        pytest.skip(f"backend {settings.backend!r} is driven through its own fixtures")
     artifacts = pytestconfig.rootpath / ".vexfs"
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
 

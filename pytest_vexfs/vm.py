@@ -17,11 +17,12 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import filelock
 
 from .accel import AccelChoice
+from .backends import get_backend
 from .backends.base import MachineSpec
 from .backends.qemu import QemuMachine, qemu_version
 from .errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
@@ -50,6 +51,8 @@ class VMSettings:
     hung_task_timeout: int = 10
     cmdline_extra: str = ""
     ignore_patterns: tuple[str, ...] = ()
+    backend: str = "qemu"
+    backend_options: dict = dataclasses.field(default_factory=dict)  # spec.extra for other backends
 
 
 class VMState(enum.Enum):
@@ -84,7 +87,7 @@ class GuestVM:
         self.broken_reason = ""
         self.boot_seconds: float | None = None
         self.boot_mode = ""
-        self.machine: QemuMachine | None = None
+        self.machine: Any = None  # a backends.base.Machine; QemuMachine for the default backend
         self.ssh: SSHConnection | None = None
         self.console: ConsoleFollower | None = None
         self._on_finding = on_finding
@@ -99,10 +102,11 @@ class GuestVM:
                            scratch_disk_mb=s.scratch_disk_mb, accel=self.accel.name,
                            machine_type=s.machine, host_key=self.image.host_key,
                            authorized_key=key.public_line, key_file=key.private_path,
-                           console_log_path=console)
+                           console_log_path=console, extra=dict(s.backend_options))
 
     def _record(self, machine: QemuMachine) -> None:
-        assert machine.proc is not None
+        if getattr(machine, "proc", None) is None:
+            return  # only local QEMU processes are ours to reap
         write_record(self.settings.cache_dir, VMRecord(
             name=machine.spec.name, run_id=self.run_id, owner_pid=self.owner_pid,
             owner_start=process_start_time(self.owner_pid), run_dir=str(machine.spec.run_dir),
@@ -121,12 +125,17 @@ class GuestVM:
         console.parent.mkdir(parents=True, exist_ok=True)
         console.write_bytes(b"")
         try:
-            snap = ensure_snapshot(self.image, self.settings, self.accel) if self.settings.snapshot else None
+            qemu = self.settings.backend == "qemu"
+            snap = ensure_snapshot(self.image, self.settings, self.accel) \
+                if self.settings.snapshot and qemu else None
             base = snap.disk if snap else self.image.disk
             spec = self._spec(self.name, run_dir, base, console, self.keypair)
-            self.machine = QemuMachine(spec, incoming=snap.state if snap else None, on_start=self._record,
-                                       die_with_parent=not self.detached)
-            self._start_console(console)
+            if qemu:
+                self.machine = QemuMachine(spec, incoming=snap.state if snap else None, on_start=self._record,
+                                           die_with_parent=not self.detached)
+            else:
+                self.machine = get_backend(self.settings.backend)(spec)
+            self._start_console(Path(self.machine.console_path()))
             self.machine.start()
             deadline = start + self.settings.boot_timeout
             if snap:
@@ -156,21 +165,23 @@ class GuestVM:
     def _connect(self, deadline: float) -> None:
         assert self.machine is not None
         machine = self.machine
+        endpoint = machine.endpoint()
+        cmdline = machine.command_line() if hasattr(machine, "command_line") else []
+        stderr = machine.stderr if hasattr(machine, "stderr") else (lambda: "")
         while True:
             if not machine.is_running():
-                raise VMBootError(f"QEMU exited during boot ({machine.exit_reason()})", vm=self.name,
-                                  cmdline=machine.command_line(), stderr=machine.stderr(),
-                                  console_tail=machine.console_tail())
-            if ssh_banner_ready("127.0.0.1", machine.port or 0, timeout=1.0):
+                raise VMBootError(f"the machine stopped during boot ({machine.exit_reason()})", vm=self.name,
+                                  cmdline=cmdline, stderr=stderr(), console_tail=self.console_tail())
+            if ssh_banner_ready(endpoint.host, endpoint.port, timeout=1.0):
                 break
             if time.monotonic() > deadline:
                 raise VMBootError(f"guest did not become SSH-ready within {self.settings.boot_timeout:g}s",
-                                  vm=self.name, cmdline=machine.command_line(), stderr=machine.stderr(),
-                                  console_tail=machine.console_tail(),
+                                  vm=self.name, cmdline=cmdline, stderr=stderr(),
+                                  console_tail=self.console_tail(),
                                   hint="look at the console tail above; raise --vexfs-boot-timeout if the "
                                        "machine is merely slow")
             time.sleep(0.05)
-        self.ssh = SSHConnection(machine.endpoint(), name=self.name, console_tail=self.console_tail)
+        self.ssh = SSHConnection(endpoint, name=self.name, console_tail=self.console_tail)
         self.ssh.connect(timeout=max(5.0, deadline - time.monotonic()))
 
     def _configure_guest(self) -> None:
@@ -179,9 +190,13 @@ class GuestVM:
 
     # -- use -------------------------------------------------------------------------------------
     def console_tail(self, lines: int = 60) -> str:
-        if self.machine is not None:
-            return "\n".join(self.machine.console_tail().splitlines()[-lines:])
-        return ""
+        if self.machine is None:
+            return ""
+        if hasattr(self.machine, "console_tail"):
+            text = self.machine.console_tail()
+        else:
+            text = read_tail(Path(self.machine.console_path()))
+        return "\n".join(text.splitlines()[-lines:])
 
     def run(self, command: str, *, timeout: float | None = 60.0, check: bool = False,
             input: str | bytes | None = None, user: str | None = None) -> CommandResult:
@@ -248,6 +263,8 @@ class GuestVM:
                 pass
         if self.machine is not None:
             self.machine.stop(timeout=3)
+            if hasattr(self.machine, "kill"):
+                self.machine.kill()
             remove_record(self.settings.cache_dir, self.machine.spec.name)
         if self.state is not VMState.BROKEN:
             self.state = VMState.STOPPED
@@ -257,6 +274,17 @@ class GuestVM:
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
+
+
+def read_tail(path: Path, max_bytes: int = 16384) -> str:
+    """The last `max_bytes` of a (console) file, decoded leniently; "" if it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 # -- snapshots -----------------------------------------------------------------------------------
