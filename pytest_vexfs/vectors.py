@@ -155,28 +155,45 @@ class VexctlClient:
 
     def search_latencies(self, path: str, *, k: int, metric: str, seeds: Sequence[int], dim: int,
                          warmup: int = 1) -> list[float]:
-        """Seconds taken by each search ioctl, timed inside the guest (no SSH or exec cost).
+        """Seconds taken by each search ioctl, timed inside the guest (no SSH or exec cost)."""
+        return self.timed_searches([path], k=k, metric=metric, seeds=seeds, dim=dim, warmup=warmup).seconds[path]
 
-        Issues the vexfsref search ioctl (vexfs_ref_ioctl.h) from guest python3, one query per seed
-        (the generated query of that seed), after `warmup` untimed searches.
+    def timed_searches(self, paths: Sequence[str], *, k: int, metric: str, seeds: Sequence[int], dim: int,
+                       warmup: int = 1, reference_file: str = "") -> TimedSearches:
+        """Time search ioctls inside the guest, interleaved: for each seed, one search in every file of
+        `paths` (same dim) and, if given, one full read of `reference_file`, so that figures compared
+        with each other saw the same machine load.
+
+        Issues the vexfsref search ioctl (vexfs_ref_ioctl.h) from guest python3 with the generated query
+        of each seed, after `warmup` untimed rounds.
         """
-        script = _LATENCY_SCRIPT
-        args = [path, str(k), str(METRICS.index(metric)), str(dim), str(warmup)] + [str(s) for s in seeds]
+        args = [str(k), str(METRICS.index(metric)), str(dim), str(warmup), reference_file or "-",
+                ",".join(str(s) for s in seeds), *paths]
         command = "python3 - " + shlex.join(args)
-        result = self.guest.run(command, timeout=self.timeout, input=script)
+        result = self.guest.run(command, timeout=self.timeout, input=_LATENCY_SCRIPT)
         if not result.ok:
             stderr = result.stderr.strip()
             raise VectorError("timed search failed", command=command, exit_status=result.exit_status,
                               stderr=stderr, errno_name=_STRERROR.get(stderr.rsplit(": ", 1)[-1], ""))
-        return [float(x) for x in json.loads(result.stdout)["seconds"]]
+        data = json.loads(result.stdout)
+        return TimedSearches({p: [float(x) for x in data["seconds"][p]] for p in paths},
+                             [float(x) for x in data["reference"]])
+
+
+@dataclasses.dataclass(frozen=True)
+class TimedSearches:
+    """Per-file search times (seconds, one per seed) and the times to read the reference file."""
+
+    seconds: dict[str, list[float]]
+    reference: list[float]
 
 
 # Runs in the guest (python3, standard library only). struct vexfs_ref_search is
 # {u32 dim, k, metric, found; u64 query, results}; _IOWR(0xE7, 2, 32 bytes).
 _LATENCY_SCRIPT = r'''
 import ctypes, fcntl, json, os, struct, sys, time
-path, k, metric, dim, warmup = sys.argv[1], *map(int, sys.argv[2:6])
-seeds = [int(s) for s in sys.argv[6:]]
+k, metric, dim, warmup = map(int, sys.argv[1:5])
+reference, seeds, paths = sys.argv[5], [int(s) for s in sys.argv[6].split(",")], sys.argv[7:]
 M = (1 << 64) - 1
 def query(seed):
     s, out = seed, []
@@ -188,17 +205,31 @@ def query(seed):
         out.append(((z >> 40) - (1 << 23)) / (1 << 23))
     return (ctypes.c_float * dim)(*out)
 IOC = (3 << 30) | (32 << 16) | (0xE7 << 8) | 2
-fd = os.open(path, os.O_RDONLY)
+fds = {p: os.open(p, os.O_RDONLY) for p in paths}
 res = (ctypes.c_char * (16 * k))()
-def search(q):
+def search(fd, q):
     req = bytearray(struct.pack("<IIIIQQ", dim, k, metric, 0, ctypes.addressof(q), ctypes.addressof(res)))
     t0 = time.perf_counter()
     fcntl.ioctl(fd, IOC, req, True)
     return time.perf_counter() - t0
+def read_reference():
+    t0 = time.perf_counter()
+    with open(reference, "rb", buffering=0) as f:
+        while f.read(1 << 20):
+            pass
+    return time.perf_counter() - t0
 qs = [query(s) for s in seeds]
-for q in qs[:warmup]:
-    search(q)
-print(json.dumps({"seconds": [search(q) for q in qs]}))
+times, ref = {p: [] for p in paths}, []
+for i, q in enumerate(qs[:warmup] + qs):
+    if reference != "-":
+        t = read_reference()
+        if i >= warmup:
+            ref.append(t)
+    for p in paths:
+        t = search(fds[p], q)
+        if i >= warmup:
+            times[p].append(t)
+print(json.dumps({"seconds": times, "reference": ref}))
 '''
 
 
