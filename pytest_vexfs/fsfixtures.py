@@ -80,15 +80,17 @@ def vexfs_loop_device(vexfs_vm: TestSession) -> Generator[Callable[[int], str], 
 
 
 @pytest.fixture
-def vexfs_vectors(vexfs_vm: TestSession, vexfs_module: LoadedModule,
-                  vexfs_profile: ModuleProfile) -> VexctlClient:
+def vexfs_vectors(request: pytest.FixtureRequest, vexfs_profile: ModuleProfile) -> VexctlClient:
     """The guest-side vector client (`vexctl`): add/gen/search/stats/clear/delete/abuse on files of a mount.
 
-    Skips when the module's profile lacks the "vectors" capability; fails clearly when vexctl is missing."""
+    Skips (before any VM boots) when the module's profile lacks the "vectors" capability; fails clearly
+    when vexctl is missing from the guest."""
     if not vexfs_profile.has("vectors"):
         pytest.skip(f"module {vexfs_profile.name!r} lacks capability vectors (profile "
                     f"{vexfs_profile.path or 'derived'} capabilities: "
                     f"{', '.join(sorted(vexfs_profile.capabilities)) or 'none'})")
+    vexfs_vm: TestSession = request.getfixturevalue("vexfs_vm")
+    request.getfixturevalue("vexfs_module")  # installs the tools with the module
     client = VexctlClient(vexfs_vm)
     if not vexfs_vm.run(f"command -v {client.tool}").ok:
         pytest.fail(f"pytest-vexfs: the vector client {client.tool!r} is not on the guest's PATH; list its make "

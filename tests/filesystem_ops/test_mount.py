@@ -102,8 +102,7 @@ def test_statfs_accounts_for_written_data(vexfs_fs, vexfs_vm):
 
 def test_context_manager_unmounts_on_error(vexfs_module, vexfs_vm, vexfs_profile):
     fs = MountedFilesystem(vexfs_vm, vexfs_profile, mountpoint="/mnt/ctx", ko_path=vexfs_module.guest_ko)
-    with pytest.raises(ZeroDivisionError):
-        with fs:
-            assert fs.is_mounted()
-            1 / 0
+    with pytest.raises(RuntimeError, match="the test failed"), fs:
+        assert fs.is_mounted()
+        raise RuntimeError("the test failed")
     assert not fs.is_mounted()
