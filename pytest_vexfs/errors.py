@@ -102,6 +102,7 @@ class CommandTimeout(VMError):
         super().__init__(f"command {command!r} did not finish within {timeout:g}s", vm=vm,
                          console_tail=console_tail)
         self.command, self.timeout, self.stdout, self.cmd_stderr = command, timeout, stdout, stderr
+        self.abort_reason = ""  # set when the wait was cut short because the kernel reported a hang
 
 
 class CommandFailed(VexfsError):

@@ -19,8 +19,10 @@ from .kernel_log import Finding, begin_marker, end_marker, summarise
 from .ssh import CommandResult, KeyPair, generate_keypair
 from .vm import GuestVM, VMSettings, read_tail
 
-FATAL_KINDS = {"panic"}
 HANG_DUMP_SETTLE = 3.0
+#: kernel reports that mean the running command will not come back: stop waiting for its timeout
+#: (an RCU stall alone may clear up, so it does not cut the wait short)
+HANG_KINDS = {"hung_task", "soft_lockup", "hard_lockup"}
 
 
 class GuestHang(CommandTimeout):
@@ -71,6 +73,8 @@ class Verdict:
         if self.hang is not None:
             blame = next((f.function for f in self.findings if f.function), None)
             where = f" in {blame}" if blame else ""
+            if self.hang.abort_reason:
+                return f"hang{where}: {self.hang.command!r} stuck ({self.hang.abort_reason})"
             return f"hang{where}: {self.hang.command!r} did not finish within {self.hang.timeout:g}s"
         if self.primary is not None:
             return self.primary.title
@@ -220,9 +224,18 @@ class TestSession:
         """Run a guest command; past the hang timeout the VM is dumped and killed (GuestHang)."""
         try:
             return self.vm.run(command, timeout=timeout or self.hang_timeout, check=check, input=input,
-                               user=user)
+                               user=user, abort=self._kernel_reported_hang)
         except CommandTimeout as exc:
             raise self._handle_hang(exc) from exc
+
+    def _kernel_reported_hang(self) -> str | None:
+        console = self.vm.console
+        if console is None:
+            return None
+        for finding in console.findings(self.nodeid):
+            if finding.kind in HANG_KINDS:
+                return f"the kernel reported {finding.title}"
+        return None
 
     def _handle_hang(self, exc: CommandTimeout) -> GuestHang:
         vm = self.vm
@@ -249,6 +262,7 @@ class TestSession:
         findings = vm.poll_findings()
         vm.mark_broken(f"hang: {exc.command!r} exceeded {exc.timeout:g}s")
         self.hang = GuestHang(exc, [f for f in findings], dumps[-200_000:])
+        self.hang.abort_reason = exc.abort_reason
         return self.hang
 
     def verdict(self, expected: tuple[str, ...]) -> Verdict:

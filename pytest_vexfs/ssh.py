@@ -169,8 +169,12 @@ class SSHConnection:
 
     # -- commands --------------------------------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = None, check: bool = False,
-            input: str | bytes | None = None, user: str | None = None) -> CommandResult:
-        """Run `command` through the guest's shell; never waits longer than `timeout` seconds."""
+            input: str | bytes | None = None, user: str | None = None,
+            abort: Callable[[], str | None] | None = None) -> CommandResult:
+        """Run `command` through the guest's shell; never waits longer than `timeout` seconds.
+
+        `abort`, polled while waiting, may return a reason to give up early (the kernel already
+        reported the command's task as hung): CommandTimeout then carries that reason."""
         timeout = self.default_timeout if timeout is None else timeout
         if user and user != self.endpoint.user:
             command = f"setpriv --reuid={shlex.quote(user)} --regid={shlex.quote(user)} --init-groups " \
@@ -194,10 +198,13 @@ class SSHConnection:
                 if chan.exit_status_ready() and not drained:
                     self._drain(chan, out, err)
                     break
-                if time.monotonic() > deadline:
+                reason = abort() if abort is not None else None
+                if time.monotonic() > deadline or reason:
                     chan.close()
-                    raise CommandTimeout(command, timeout, stdout=_text(out), stderr=_text(err),
-                                         vm=self.name, console_tail=self._console_tail())
+                    error = CommandTimeout(command, timeout, stdout=_text(out), stderr=_text(err),
+                                           vm=self.name, console_tail=self._console_tail())
+                    error.abort_reason = reason or ""
+                    raise error
                 if not self.connected:
                     raise SSHError(f"SSH connection died while running {command!r}", vm=self.name,
                                    console_tail=self._console_tail())

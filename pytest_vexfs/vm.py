@@ -215,14 +215,15 @@ class GuestVM:
         return "\n".join(text.splitlines()[-lines:])
 
     def run(self, command: str, *, timeout: float | None = 60.0, check: bool = False,
-            input: str | bytes | None = None, user: str | None = None) -> CommandResult:
+            input: str | bytes | None = None, user: str | None = None,
+            abort: Callable[[], str | None] | None = None) -> CommandResult:
         """Run a shell command in the guest. Raises CommandTimeout, VMCrashed or SSHError."""
         if self.state is VMState.BROKEN:
             raise VMCrashed(f"VM is broken ({self.broken_reason}); not running {command!r}", vm=self.name)
         if self.ssh is None:
             raise VMError("VM is not booted", vm=self.name)
         try:
-            return self.ssh.run(command, timeout=timeout, check=check, input=input, user=user)
+            return self.ssh.run(command, timeout=timeout, check=check, input=input, user=user, abort=abort)
         except CommandTimeout:
             raise
         except SSHError as exc:

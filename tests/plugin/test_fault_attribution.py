@@ -75,7 +75,7 @@ def test_hang_is_dumped_killed_and_the_run_goes_on(pytester: pytest.Pytester) ->
     pytester.makepyfile(test_hang="""
         import pytest
 
-        @pytest.mark.hang_timeout(25)
+        @pytest.mark.hang_timeout(120)
         def test_deadlocks(vexfs_vm, vexfs_module, vexfs_profile):
             vexfs_vm.run(f"echo hung_task > {vexfs_profile.fault_control}")
 
@@ -86,10 +86,12 @@ def test_hang_is_dumped_killed_and_the_run_goes_on(pytester: pytest.Pytester) ->
     result = pytester.runpytest_subprocess(*ARGS)
     elapsed = time.monotonic() - start
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*hang in vexfsref_fault_hung_task: *did not finish within 25s*"])
+    result.stdout.fnmatch_lines(["*hang in vexfsref_fault_hung_task: 'echo hung_task > /proc/vexfsref_fault' "
+                                 "stuck (the kernel reported task hung in vexfsref_fault_hung_task)*"])
     cases = junit_cases(pytester)
     assert cases["test_deadlocks"]["fault_kind"] == "hang"
-    assert elapsed < 25 + 120, f"the run took {elapsed:.0f}s: a hang must cost its timeout plus dump+boot"
+    # khungtaskd reports after 10-20 s (hung_task_timeout_secs=10): the run does not wait out the 120 s
+    assert elapsed < 100, f"the run took {elapsed:.0f}s: a reported hang must not wait for its timeout"
     console = Path(cases["test_deadlocks"]["console_log"]).read_text(errors="replace")
     assert "blocked for more than" in console  # khungtaskd's report
     assert re.search(r"task:\S+\s+state:D", console)  # the SysRq w/t task dump
