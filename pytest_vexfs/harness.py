@@ -58,7 +58,8 @@ class Verdict:
     @property
     def primary(self) -> Finding | None:
         fatal = [f for f in self.findings if f.fatal]
-        return (fatal or self.findings or [None])[0]
+        candidates = fatal or self.findings
+        return candidates[0] if candidates else None
 
     @property
     def fault_kind(self) -> str:

@@ -402,9 +402,9 @@ def _module_load_order(moddir: Path, wanted: Iterable[str]) -> list[str]:
         order.append(path)
 
     for name in wanted:
-        path = by_name.get(name.replace("-", "_"))
-        if path:  # absent means built in
-            visit(path)
+        found = by_name.get(name.replace("-", "_"))
+        if found:  # absent means built in
+            visit(found)
     return order
 
 

@@ -106,12 +106,13 @@ class GuestVM:
                            console_log_path=console, extra=dict(s.backend_options))
 
     def _record(self, machine: QemuMachine) -> None:
-        if getattr(machine, "proc", None) is None:
+        proc = getattr(machine, "proc", None)
+        if proc is None:
             return  # only local QEMU processes are ours to reap
         write_record(self.settings.cache_dir, VMRecord(
             name=machine.spec.name, run_id=self.run_id, owner_pid=self.owner_pid,
             owner_start=process_start_time(self.owner_pid), run_dir=str(machine.spec.run_dir),
-            qemu_pid=machine.proc.pid, qemu_start=process_start_time(machine.proc.pid),
+            qemu_pid=proc.pid, qemu_start=process_start_time(proc.pid),
             ssh_port=machine.port, detached=self.detached, key_file=str(self.keypair.private_path),
             host_key=self.image.host_key, console_log=str(machine.spec.console_log)))
 
