@@ -131,7 +131,8 @@ def require_tool(tool: str, package: str) -> str:
 
 
 ROOTFS_GUEST_FILES = ("sshd_config",)
-INITRAMFS_GUEST_FILES = ("initramfs-init", "vexfs-init")
+INITRAMFS_GUEST_FILES = ("initramfs-init", "vexfs-init") + tuple(  # guest/bin: helpers for manual work
+    f"bin/{p.name}" for p in sorted((GUEST_DIR / "bin").glob("*")) if p.is_file())
 
 
 def _hash_files(names: Iterable[str]) -> dict[str, str]:
@@ -346,6 +347,9 @@ class ImageBuilder:
         for name, dest_name in (("initramfs-init", "init"), ("vexfs-init", "vexfs-init")):
             shutil.copy2(GUEST_DIR / name, stage / dest_name)
             (stage / dest_name).chmod(0o755)
+        (stage / "helpers").mkdir()  # copied to the guest's /usr/local/bin by initramfs-init
+        for helper in INITRAMFS_GUEST_FILES[2:]:
+            shutil.copy2(GUEST_DIR / helper, stage / "helpers" / Path(helper).name)
         names = []
         for rel in order:
             src = moddir / rel
