@@ -192,12 +192,18 @@ class SSHConnection:
                            console_tail=self._console_tail()) from exc
         out, err = io.BytesIO(), io.BytesIO()
         chan.settimeout(0.1)
+        eof_wait: float | None = None
         try:
             while True:
                 drained = self._drain(chan, out, err)
                 if chan.exit_status_ready() and not drained:
-                    self._drain(chan, out, err)
-                    break
+                    # sshd may send the exit status before the command's last output: wait for EOF,
+                    # briefly (a background child holding the output open must not stall us)
+                    eof_wait = eof_wait or time.monotonic() + 2.0
+                    if chan.eof_received or time.monotonic() > eof_wait:
+                        self._drain(chan, out, err)
+                        break
+                    time.sleep(0.01)
                 reason = abort() if abort is not None else None
                 if time.monotonic() > deadline or reason:
                     chan.close()
