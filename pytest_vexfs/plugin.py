@@ -48,10 +48,11 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         parser.addini(s.ini, s.help, default="")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
-    from . import fsfixtures
+    from . import collect, fsfixtures
     from .reporting import plugin as reporting_plugin
 
-    for name, module in (("vexfs-reporting", reporting_plugin), ("vexfs-fs", fsfixtures)):
+    for name, module in (("vexfs-reporting", reporting_plugin), ("vexfs-fs", fsfixtures),
+                         ("vexfs-collect", collect)):
         if not pluginmanager.is_registered(module):
             pluginmanager.register(module, name)
 

@@ -1,0 +1,422 @@
+"""pytest items for legacy shell scripts and old-framework domain classes, run like Python tests.
+
+Both kinds of item are ``pytest.Function`` subclasses whose call object only declares the fixtures they
+need (``vexfs_vm``, and ``vexfs_module`` when asked), so fixtures, markers, the per-test kernel-log
+markers, hang timeouts and the core plugin's fault verdicts apply to them exactly as to a Python test.
+
+* Shell scripts (rules in :mod:`pytest_vexfs.legacy`): ``test_*.sh`` in domain directories and every
+  ``*.sh`` under the ini key ``vexfs_shell_dirs``; exit status 0 passes, 77 skips (reason: the last
+  output line), anything else fails with the script's stdout and stderr.
+* Domain classes (:mod:`pytest_vexfs.domains`): ``DomainBase`` subclasses defined in a collected test
+  module; each ``test_*`` method is an item; setup_domain/validate_domain_constraints run once per class
+  (again only if the VM was replaced), teardown_domain after the class's last test.
+* A further domain can come from the ini key ``vexfs_domains`` or from the hook ``pytest_vexfs_domains``.
+
+Registered as a plugin module by :mod:`pytest_vexfs.plugin`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import inspect
+import io
+import json
+import shlex
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .domains import DomainBase, DomainError, TestResult, TestStatus, call_maybe_async, constraint_problem
+from .harness import TestSession
+from .legacy import SKIP_STATUS, ScriptHeader, ScriptHeaderError, is_shell_test, read_header
+from .plugin import DOMAINS_KEY, domain_of
+
+SHELL_DIRS_INI = "vexfs_shell_dirs"
+GUEST_SHELL_DIR = "/tmp/vexfs-shell"
+MAX_COPY_BYTES = 64 * 1024 * 1024
+NEXT_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
+COPIED_KEY = pytest.StashKey[set]()
+
+
+# -- options and the domain hook ---------------------------------------------------------------------
+
+class DomainHookSpecs:
+    """Hooks this plugin adds."""
+
+    @pytest.hookspec
+    def pytest_vexfs_domains(self, config: pytest.Config) -> list[str]:  # type: ignore[empty-body]
+        """Return extra test domains (directory name = marker = report label), e.g. ["networking"]."""
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(DomainHookSpecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(SHELL_DIRS_INI, "directories (relative to the rootdir) whose *.sh scripts are tests, "
+                                  "one per line", type="linelist", default=[])
+
+
+@pytest.hookimpl(trylast=True)  # after the core plugin's pytest_configure has set the domains
+def pytest_configure(config: pytest.Config) -> None:
+    extra = [d for names in config.hook.pytest_vexfs_domains(config=config) for d in (names or [])]
+    known: tuple[str, ...] = config.stash[DOMAINS_KEY]
+    new = tuple(d for d in dict.fromkeys(extra) if d not in known)
+    for domain in new:
+        if not domain.isidentifier():
+            raise pytest.UsageError(f"pytest-vexfs: pytest_vexfs_domains returned {domain!r}; a domain "
+                                    "name must be a Python identifier (it is a directory and a marker)")
+        config.addinivalue_line("markers", f"{domain}: VexFS test domain {domain!r} (applied from the "
+                                           f"tests/{domain}/ directory)")
+    config.stash[DOMAINS_KEY] = known + new
+    config.stash[COPIED_KEY] = set()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    item.stash[NEXT_ITEM_KEY] = nextitem  # a domain class tears down after its last test
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    report = yield
+    if isinstance(item, (ShellScriptItem, DomainTest)) and report.skipped and isinstance(report.longrepr, tuple):
+        path, line, _ = item.reportinfo()  # "-rs" names the script or method, not this module
+        report.longrepr = (str(path), None if line is None else line + 1, report.longrepr[2])
+    return report
+
+
+def _requesting(names: list[str]) -> Callable[..., None]:
+    """A call object whose signature asks pytest for the fixtures `names` (it is never called)."""
+    def fixtures(**kwargs: Any) -> None:
+        raise AssertionError("not called: the item's runtest() does the work")
+
+    fixtures.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in dict.fromkeys(names)])
+    return fixtures
+
+
+def _mark(name: str, *args: Any) -> pytest.MarkDecorator:
+    return getattr(pytest.mark, name).with_args(*args) if args else getattr(pytest.mark, name)
+
+
+# -- shell scripts ---------------------------------------------------------------------------------
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix != ".sh":
+        return None
+    config = parent.config
+    domains: tuple[str, ...] = config.stash[DOMAINS_KEY]
+    if is_shell_test(file_path, config.rootpath, config.getini(SHELL_DIRS_INI), domains):
+        return ShellScriptFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ShellScriptFile(pytest.File):
+    """A legacy shell test script: one test."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            header = read_header(self.path)
+        except ScriptHeaderError as exc:
+            raise self.CollectError(str(exc)) from None
+        domains = self.config.stash[DOMAINS_KEY]
+        if header.domain and header.domain not in domains:
+            raise self.CollectError(f"{self.path}: domain={header.domain!r} is not a test domain (allowed: "
+                                    f"{', '.join(domains)}; add new ones to the ini key vexfs_domains)")
+        yield ShellScriptItem.from_parent(self, name=self.path.stem, header=header)
+
+
+class ShellScriptFailed(Exception):
+    """A shell test exited with a status other than 0 or 77."""
+
+    def __init__(self, script: str, status: int, stdout: str, stderr: str) -> None:
+        super().__init__(f"{script} exited with status {status}")
+        self.script, self.status, self.stdout, self.stderr = script, status, stdout, stderr
+
+    def describe(self, max_chars: int = 8000) -> str:
+        parts = [str(self)]
+        for name, text in (("stdout", self.stdout), ("stderr", self.stderr)):
+            text = text.rstrip()
+            if text:
+                clipped = text if len(text) <= max_chars else "[...]\n" + text[-max_chars:]
+                parts.append(f"--- {name} ---\n{clipped}")
+        return "\n".join(parts)
+
+
+class ShellScriptItem(pytest.Function):
+    """Runs one script in the test's guest (copied with its directory to /tmp/vexfs-shell/)."""
+
+    def __init__(self, *, header: ScriptHeader, **kwargs: Any) -> None:
+        self.header = header
+        needs = ["vexfs_vm"] + (["vexfs_module"] if header.module else [])
+        super().__init__(callobj=_requesting(needs), **kwargs)
+        if header.domain:
+            self.add_marker(_mark(header.domain))
+        if header.hang_timeout is not None:
+            self.add_marker(_mark("hang_timeout", header.hang_timeout))
+        if header.expect_fault:
+            self.add_marker(_mark("expect_fault", *header.expect_fault))
+        if header.requires:
+            self.add_marker(_mark("requires", *header.requires))
+        if header.fresh_vm:
+            self.add_marker(_mark("fresh_vm"))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.path.name
+
+    def runtest(self) -> None:
+        session: TestSession = self.funcargs["vexfs_vm"]  # type: ignore[assignment]
+        module: Any = self.funcargs.get("vexfs_module")
+        remote_dir = self._copy_directory(session)
+        env = {"VEXFS_TEST": self.nodeid, "VEXFS_DOMAIN": domain_of(self) or "",
+               "VEXFS_SCRIPT_DIR": remote_dir, "VEXFS_SCRATCH_DEVICE": "/dev/vdb"}
+        if module is not None:
+            if self.header.module == "installed" and module.is_loaded():
+                module.unload()
+            profile = module.profile
+            env.update({"VEXFS_MODULE": module.name, "VEXFS_MODULE_KO": module.guest_ko,
+                        "VEXFS_FS_TYPE": profile.fs_type, "VEXFS_FAULT_CONTROL": profile.fault_control,
+                        "VEXFS_MKFS": " ".join(a.replace("{device}", "/dev/vdb") for a in profile.mkfs)})
+        name = self.path.name
+        with open(self.path, "rb") as fh:
+            shebang = fh.read(2) == b"#!"
+        runner = f"./{shlex.quote(name)}" if shebang else f"bash ./{shlex.quote(name)}"
+        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        command = f"cd {shlex.quote(remote_dir)} && chmod +x {shlex.quote(name)} && env {assignments} {runner}"
+        result = session.run(command, user=self.header.user or None)
+        for section, text in (("script stdout", result.stdout), ("script stderr", result.stderr)):
+            if text:
+                self.add_report_section("call", section, text)
+        if result.exit_status == 0:
+            return
+        if result.exit_status == SKIP_STATUS:
+            lines = [ln.strip() for ln in (result.stdout or result.stderr).splitlines() if ln.strip()]
+            pytest.skip(lines[-1] if lines else f"{name} exited with status {SKIP_STATUS} (skip)")
+        raise ShellScriptFailed(name, result.exit_status, result.stdout, result.stderr)
+
+    def _copy_directory(self, session: TestSession) -> str:
+        """Copy the script's directory (scripts source their helpers) once per VM; return its guest path."""
+        local = self.path.parent
+        tag = hashlib.sha256(str(local.resolve()).encode()).hexdigest()[:8]
+        remote = f"{GUEST_SHELL_DIR}/{local.name}-{tag}"
+        copied = self.config.stash[COPIED_KEY]
+        key = (session.vm.name, remote)
+        if key in copied:
+            return remote
+        buf = io.BytesIO()
+        total = 0
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for path in sorted(local.rglob("*")):
+                rel = path.relative_to(local)
+                if "__pycache__" in rel.parts or any(p.startswith(".") for p in rel.parts):
+                    continue
+                if path.is_file():
+                    total += path.stat().st_size
+                    if total > MAX_COPY_BYTES:
+                        raise DomainError(f"{local} holds more than {MAX_COPY_BYTES >> 20} MiB; move large "
+                                          "data out of a shell test directory")
+                tar.add(str(path), arcname=str(rel), recursive=False)
+        session.run(f"mkdir -p {shlex.quote(remote)} && tar -x -m -C {shlex.quote(remote)} && "
+                    f"chmod -R a+rX {GUEST_SHELL_DIR}", input=buf.getvalue(), check=True, timeout=120)
+        copied.add(key)
+        return remote
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
+        if isinstance(excinfo.value, ShellScriptFailed):
+            return excinfo.value.describe()
+        return super().repr_failure(excinfo)
+
+
+# -- domain classes --------------------------------------------------------------------------------
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+    if not (inspect.isclass(obj) and issubclass(obj, DomainBase)) or obj is DomainBase:
+        return None
+    module = getattr(collector, "obj", None)
+    if (not isinstance(collector, pytest.Module) or obj.__module__ != getattr(module, "__name__", None)
+            or name.startswith("_") or obj.__dict__.get("__test__", True) is False):
+        return []  # imported, private or disabled: a domain class is collected where it is defined
+    return DomainClass.from_parent(collector, name=name, obj=obj)
+
+
+@dataclasses.dataclass
+class _ClassState:
+    """One domain class's life in this worker: its instance, event loop, setup and teardown."""
+
+    instance: DomainBase | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    vm: Any = None                   # the GuestVM setup_domain last ran on
+    session: TestSession | None = None
+    setup_error: str = ""            # "in <nodeid>: <error>" once setup_domain failed
+    constraint: tuple[str, str] | None = None
+    pending_teardown: bool = False
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return call_maybe_async(fn, self.loop.run_until_complete)
+
+
+class DomainClass(pytest.Collector):
+    """A DomainBase subclass: its test_* methods are the items."""
+
+    def __init__(self, *, obj: type[DomainBase], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.obj = obj
+        self.state = _ClassState()
+        for mark in getattr(obj, "pytestmark", []):
+            self.add_marker(_mark(mark.name, *mark.args))
+        domain = obj.domain_name
+        if domain:
+            domains = self.config.stash[DOMAINS_KEY]
+            if domain not in domains:
+                raise self.CollectError(f"{obj.__qualname__}.domain_name = {domain!r} is not a test domain "
+                                        f"(allowed: {', '.join(domains)}; add new ones to the ini key "
+                                        "vexfs_domains)")
+            self.add_marker(_mark(domain))
+
+    def collect(self) -> Iterator[pytest.Item]:
+        for name in self.obj.test_methods():
+            yield DomainTest.from_parent(self, name=name)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        try:
+            line = inspect.getsourcelines(self.obj)[1] - 1
+        except (OSError, TypeError):
+            line = None
+        return self.path, line, self.obj.__qualname__
+
+    def instance(self) -> DomainBase:
+        if self.state.instance is None:
+            try:
+                self.state.instance = self.obj()
+            except TypeError as exc:
+                raise DomainError(f"cannot create {self.obj.__qualname__}(): {exc}",
+                                  hint="a domain class is created without arguments; set what __init__ "
+                                       "took from self.config (the domain's config.json/yml)") from exc
+        return self.state.instance
+
+    def ensure_setup(self, item: DomainTest, session: TestSession) -> None:
+        """setup_domain + validate_domain_constraints, once per class and VM."""
+        state = self.state
+        if state.setup_error:
+            pytest.fail(f"not run: {self.obj.__qualname__}.setup_domain failed {state.setup_error}",
+                        pytrace=False)
+        if state.vm is session.vm:
+            self._apply_constraint()
+            return
+        instance = self.instance()
+        state.vm, state.session, state.constraint, state.pending_teardown = session.vm, session, None, True
+        try:
+            state.call(instance.setup_domain)
+        except Exception as exc:
+            state.setup_error = f"in {item.nodeid}: {type(exc).__name__}: {exc}"
+            raise
+        state.constraint = constraint_problem(state.call(instance.validate_domain_constraints))
+        self._apply_constraint()
+
+    def _apply_constraint(self) -> None:
+        if self.state.constraint is not None:
+            outcome, reason = self.state.constraint
+            text = f"{self.obj.__qualname__}: {reason}"
+            pytest.skip(text) if outcome == "skip" else pytest.fail(text, pytrace=False)
+
+    def run_teardown(self) -> BaseException | None:
+        """teardown_domain on the VM setup ran on, if it is still alive; the error, if any."""
+        state = self.state
+        if not state.pending_teardown or state.instance is None:
+            return None
+        state.pending_teardown = False
+        if state.vm is None or not state.vm.is_alive():
+            return None  # the VM is gone, and with it whatever setup_domain did
+        try:
+            state.call(state.instance.teardown_domain)
+        except Exception as exc:  # noqa: BLE001 - returned to be reported by the caller
+            return exc
+        return None
+
+    def teardown(self) -> None:
+        """Fallback when the class's last test did not run (deselected, -x, skipped by a marker)."""
+        try:
+            error = self.run_teardown()
+        finally:
+            if self.state.loop is not None:
+                self.state.loop.close()
+                self.state.loop = None
+        if error is not None:
+            raise DomainError(f"{self.obj.__qualname__}.teardown_domain failed: {type(error).__name__}: "
+                              f"{error}") from error
+
+
+class DomainTest(pytest.Function):
+    """One test_* method of a domain class, on the test's VM session."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        cls: type[DomainBase] = kwargs["parent"].obj
+        needs = ["vexfs_vm", "vexfs_seed"] + (["vexfs_module"] if cls.requires_module else [])
+        needs += list(cls.use_fixtures)
+        super().__init__(callobj=_requesting(needs), **kwargs)
+        self.method = getattr(cls, self.name)
+        for mark in getattr(self.method, "pytestmark", []):
+            self.add_marker(_mark(mark.name, *mark.args))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        try:
+            line = inspect.getsourcelines(self.method)[1] - 1
+        except (OSError, TypeError):
+            line = None
+        return self.path, line, f"{self.parent.name}.{self.name}"  # type: ignore[union-attr]
+
+    def runtest(self) -> None:
+        domain_class: DomainClass = self.parent  # type: ignore[assignment]
+        session: TestSession = self.funcargs["vexfs_vm"]  # type: ignore[assignment]
+        instance = domain_class.instance()
+        instance.vm = session
+        instance.config = dict(self.funcargs["vexfs_seed"])  # type: ignore[call-overload]
+        instance.module = self.funcargs.get("vexfs_module")
+        instance.fixtures = {n: self.funcargs[n] for n in type(instance).use_fixtures}
+        nextitem = self.stash.get(NEXT_ITEM_KEY, None)
+        last = nextitem is None or nextitem.parent is not domain_class
+        try:
+            domain_class.ensure_setup(self, session)
+            value = domain_class.state.call(getattr(instance, self.name))
+        finally:
+            teardown_error = domain_class.run_teardown() if last else None
+        problem = _result_problem(value)
+        if teardown_error is not None:
+            note = f"{domain_class.obj.__qualname__}.teardown_domain failed: " \
+                   f"{type(teardown_error).__name__}: {teardown_error}"
+            pytest.fail(note + (f"\n(and the test itself: {problem[1]})" if problem else ""), pytrace=False)
+        if problem is not None:
+            outcome, text = problem
+            pytest.skip(text) if outcome == "skip" else pytest.fail(text, pytrace=False)
+        if isinstance(value, TestResult) and value.message:
+            self.user_properties.append(("domain_message", value.message))
+
+
+def _result_problem(value: Any) -> tuple[str, str] | None:
+    """None when a test method's return value means "passed", else ("skip" | "fail", text)."""
+    if value is None or value is True:
+        return None
+    if value is False:
+        return "fail", "the test returned False"
+    if not isinstance(value, TestResult):
+        return "fail", f"the test returned {value!r}; expected a TestResult (or None/bool)"
+    if value.status is TestStatus.PASSED:
+        return None
+    text = value.message or f"status {value.status.name}"
+    if value.details:
+        text += "\ndetails: " + json.dumps(value.details, indent=2, sort_keys=True, default=str)
+    if value.status is TestStatus.SKIPPED:
+        return "skip", text
+    if value.status is TestStatus.ERROR:
+        return "fail", f"ERROR: {text}"
+    return "fail", text
