@@ -378,13 +378,13 @@ def test_precedence_cli_over_env_over_ini_over_default(pytester: pytest.Pytester
 @pytest.mark.parametrize(("how", "value", "expected"), [
     ("cli", "--vexfs-metrics=out.txt",
      ("*--vexfs-metrics: invalid value 'out.txt': the textfile collector only reads files ending in .prom "
-     "(from command line option --vexfs-metrics) allowed: a file path ending in .prom*")),
+     "(from command line option --vexfs-metrics); allowed: a file path ending in .prom*")),
     ("env", "mysql://vexfs:hunter2hunter2@db/results",
      ("*--vexfs-results-db: invalid value 'mysql://vexfs:***@db/results': unsupported database scheme 'mysql' "
-     "(from environment variable VEXFS_RESULTS_DB) allowed: *postgresql://*")),
+     "(from environment variable VEXFS_RESULTS_DB); allowed: *postgresql://*")),
     ("ini", "ftp://gateway:9091",
      ("*--vexfs-pushgateway: invalid value 'ftp://gateway:9091': not an http(s)://host*port* URL "
-     "(from ini key vexfs_pushgateway in */tox.ini) allowed: *")),
+     "(from ini key vexfs_pushgateway in */tox.ini); allowed: *")),
 ])
 def test_bad_values_are_usage_errors_naming_value_and_source(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str, value: str, expected: str) -> None:
