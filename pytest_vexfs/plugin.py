@@ -360,7 +360,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         return report
     vm = session.vm
     info = vm.describe()
-    for name in ("kernel_release", "image_digest", "backend", "accelerator", "vm_id", "console_log"):
+    for name in ("kernel_release", "image_digest", "backend", "accelerator", "qemu_version", "vm_id",
+                 "console_log"):
         record(name, info.get(name, ""))
     if getattr(session, "booted", False) and vm.boot_seconds is not None:
         record("metric:vm_boot_seconds", round(vm.boot_seconds, 3))

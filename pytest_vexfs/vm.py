@@ -263,6 +263,8 @@ class GuestVM:
 
     def describe(self) -> dict:
         info = self.machine.describe() if self.machine else {"backend": "qemu", "vm_id": self.name}
+        if self.settings.backend == "qemu":
+            info["qemu_version"] = qemu_version()
         info.update({"kernel_release": self.image.kernel_release, "image_digest": self.image.digest,
                      "accel_reason": self.accel.reason, "boot_mode": self.boot_mode,
                      "boot_seconds": self.boot_seconds})

@@ -10,6 +10,7 @@ record lets the next run reap whatever survived anyway.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import shlex
@@ -42,6 +43,7 @@ def find_free_port() -> int:
         return sock.getsockname()[1]
 
 
+@functools.lru_cache(maxsize=None)
 def qemu_version(binary: str = QEMU_BINARY) -> str:
     path = shutil.which(binary)
     if not path:
