@@ -424,7 +424,7 @@ class LibvirtMachine:
 
     def describe(self) -> dict:
         """Facts for reports."""
-        return {"backend": self.backend, "uri": self.uri, "libvirt_domain": self.spec.name,
+        return {"backend": self.backend, "vm_id": self.spec.name, "uri": self.uri, "libvirt_domain": self.spec.name,
                 "machine": self.machine_type, "accel": self.spec.accel, "ssh_port": self.ssh_port,
                 "console_mode": self.console_mode, "domain_xml": str(self.spec.run_dir / "domain.xml"),
                 "cmdline": self._cmdline}

@@ -6,12 +6,14 @@ into the console file. ``sysrq()`` writes to ``/proc/sysrq-trigger`` over SSH.
 
 Options (keyword arguments, else ``spec.extra``): ``inventory`` (path, required), ``host`` (inventory
 host name), ``domain`` (test domain; picks the ``index``-th host whose ``vexfs_domain`` matches),
-``index`` (default 0), ``connect_timeout`` (seconds, default 10), ``console_stream`` (default True).
+``index`` (default 0; the environment variable ``VEXFS_DOMAIN`` is the default domain, as set by
+``ansible/run_domain_tests.yml``), ``connect_timeout`` (seconds, default 10), ``console_stream`` (default True).
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import shlex
 import threading
 import time
@@ -68,7 +70,8 @@ class StaticMachine:
         self.console_stream = bool(console_stream if console_stream is not None
                                    else extra.get("console_stream", True))
         self._host_name = host if host is not None else extra.get("host")
-        self._domain = domain if domain is not None else extra.get("domain")
+        # the domain run_domain_tests.yml runs (VEXFS_DOMAIN) picks among the hosts serving it
+        self._domain = domain if domain is not None else extra.get("domain") or os.environ.get("VEXFS_DOMAIN") or None
         self._index = int(index if index is not None else extra.get("index", 0))
         self._inventory = inventory if inventory is not None else extra.get("inventory")
         self.host = self._resolve_host()
@@ -157,7 +160,7 @@ class StaticMachine:
 
     def describe(self) -> dict:
         """Facts for reports."""
-        return {"backend": self.backend, "host": self.host.name, "address": self.host.address,
+        return {"backend": self.backend, "vm_id": self.host.name, "host": self.host.name, "address": self.host.address,
                 "ssh_port": self.host.port, "user": self.host.user, "domain": self.host.domain,
                 "source": self.host.source, "console": str(self.console_path()),
                 "console_error": self._console_error}
