@@ -87,6 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("qemu", "libvirt", "terraform", "static")),
     Setting("kernel", _text, "6.12", "guest kernel: 6.12 (Debian 13), 6.1 (Debian 12)", "vm.kernel",
             allowed="6.12, 6.1"),
+    Setting("kernel_build", _text, "", "build tree of a kernel given by path (for module builds)",
+            "vm.kernel_build"),
     Setting("accel", _text, "auto", "accelerator; auto probes KVM by booting and falls back to TCG",
             "vm.accel", choices=("auto", "kvm", "tcg")),
     Setting("memory", _positive_int, 1024, "VM memory in MiB", "vm.memory_mb", allowed="integer > 0"),

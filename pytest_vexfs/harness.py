@@ -123,7 +123,8 @@ class VMSlot:
 
     def image(self) -> Image:
         if self._image is None:
-            self._image = get_image(self.settings.kernel, self.cache_dir, progress=self.progress)
+            self._image = get_image(self.settings.kernel, self.cache_dir, progress=self.progress,
+                                    build_tree=self.settings.kernel_build or None)
         return self._image
 
     def accel(self) -> AccelChoice:

@@ -80,6 +80,8 @@ class Image:
     kernel_flavour: str
     host_key: str  # "ssh-ed25519 AAAA..." of the guest, pinned by the SSH client
     compiler: str
+    kernel_override: Path | None = None  # a kernel the user built (bzImage or vmlinux)...
+    build_tree: Path | None = None       # ...and its build tree, for module builds on the host
 
     @property
     def rootfs(self) -> Path:
@@ -91,7 +93,7 @@ class Image:
 
     @property
     def vmlinux(self) -> Path:
-        return self.path / "vmlinux"
+        return self.kernel_override or self.path / "vmlinux"
 
     @property
     def vmlinuz(self) -> Path:
@@ -103,8 +105,8 @@ class Image:
 
     @property
     def headers(self) -> Path:
-        """The kernel build tree, as seen from inside the rootfs chroot."""
-        return Path("/usr/src") / f"linux-headers-{self.kernel_release}"
+        """The kernel build tree: the user's for a custom kernel, else as seen inside the rootfs chroot."""
+        return self.build_tree or Path("/usr/src") / f"linux-headers-{self.kernel_release}"
 
     @classmethod
     def load(cls, path: Path) -> "Image":
@@ -171,9 +173,48 @@ def resolve_flavour(name: str) -> KernelFlavour:
                           allowed=", ".join(KERNELS) + " or a path to a kernel image") from None
 
 
+def kernel_release_of(kernel: Path) -> str:
+    """The release string of a bzImage (boot protocol header) or an ELF vmlinux ("Linux version X")."""
+    data = kernel.read_bytes()
+    if data[0x202:0x206] == b"HdrS":
+        offset = struct.unpack_from("<H", data, 0x20E)[0] + 0x200
+        return data[offset:offset + 256].split(b"\0")[0].split()[0].decode(errors="replace")
+    marker = data.find(b"Linux version ")
+    if marker < 0:
+        raise ConfigError(f"{kernel} is neither a bzImage nor a vmlinux with a version string", key="kernel")
+    return data[marker + 14:marker + 270].split()[0].decode(errors="replace")
+
+
+def custom_kernel_image(base: Image, kernel: Path, build_tree: Path | None) -> Image:
+    """The base image's root filesystem with a kernel the user built.
+
+    The kernel needs virtio-pci, virtio-blk, virtio-net, ext4 and the 8250 console built in (the
+    initramfs carries the base kernel's modules, which it cannot load); `make defconfig kvm_guest.config`
+    gives that. Modules are built on the host against `build_tree` with the host's compiler."""
+    if not kernel.is_file():
+        raise ConfigError(f"kernel file {kernel} does not exist", key="kernel")
+    release = kernel_release_of(kernel)
+    if build_tree is not None:
+        if not (build_tree / "Makefile").is_file():
+            raise ConfigError(f"kernel build tree {build_tree} has no Makefile", key="kernel_build",
+                              hint="pass the directory you ran `make` in (or its O= output directory)")
+        stamp = build_tree / "include/config/kernel.release"
+        if stamp.is_file() and stamp.read_text().strip() != release:
+            raise ConfigError(f"build tree {build_tree} is for {stamp.read_text().strip()}, the kernel is "
+                              f"{release}", key="kernel_build", hint="rebuild, or pass the matching tree")
+    digest = hashlib.sha256(base.digest.encode() + kernel.read_bytes()).hexdigest()[:16]
+    return dataclasses.replace(base, digest=digest, kernel_release=release, kernel_flavour="custom",
+                               kernel_override=kernel.resolve(), build_tree=build_tree, compiler="host")
+
+
 def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
-              progress: Progress = _stderr_progress) -> Image:
-    """Return the cached image for `kernel`, building it first if needed (serialised by a file lock)."""
+              progress: Progress = _stderr_progress, build_tree: str | Path | None = None) -> Image:
+    """Return the cached image for `kernel`, building it first if needed (serialised by a file lock).
+
+    `kernel` is a flavour name (6.12, 6.1) or the path of a kernel the user built."""
+    if kernel not in KERNELS and ("/" in kernel or kernel.startswith(".")):
+        base = get_image(DEFAULT_KERNEL, cache_dir, progress=progress)
+        return custom_kernel_image(base, Path(kernel).expanduser(), Path(build_tree) if build_tree else None)
     flavour = resolve_flavour(kernel)
     cache = (cache_dir or default_cache_dir()) / "images"
     cache.mkdir(parents=True, exist_ok=True)

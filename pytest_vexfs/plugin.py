@@ -244,6 +244,10 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
     item = request.node
     marker = item.get_closest_marker("hang_timeout")
     hang_timeout = float(vexfs_slot.settings.hang_timeout)
+    with _as_test_failure():
+        seed = load_seed_config(item.path.parent)
+    if seed.get("hang_detection_timeout"):  # the domain's seed config overrides the run-wide default
+        hang_timeout = float(seed["hang_detection_timeout"])
     if marker is not None:
         if len(marker.args) != 1 or not isinstance(marker.args[0], (int, float)) or marker.args[0] <= 0:
             raise pytest.UsageError(f"{item.nodeid}: hang_timeout takes one positive number of seconds, "
@@ -296,8 +300,8 @@ def vexfs_seed(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def vexfs_module(vexfs_vm: TestSession, vexfs_built_module: BuiltModule, vexfs_profile: ModuleProfile,
-                 vexfs_seed: dict[str, Any]) -> LoadedModule:
+def vexfs_module(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_built_module: BuiltModule,
+                 vexfs_profile: ModuleProfile, vexfs_seed: dict[str, Any]) -> LoadedModule:
     """The module under test, installed and loaded in this test's VM."""
     assert vexfs_vm.vm.ssh is not None
     module = LoadedModule(vexfs_vm, vexfs_built_module, vexfs_profile, vexfs_seed, put=vexfs_vm.vm.ssh.put)
@@ -305,7 +309,8 @@ def vexfs_module(vexfs_vm: TestSession, vexfs_built_module: BuiltModule, vexfs_p
         if not module.is_installed():
             module.install()
         if not module.is_loaded():
-            module.load()
+            seconds = module.load()
+            request.node.user_properties.append(("metric:module_load_seconds", round(seconds, 3)))
     return module
 
 
@@ -328,6 +333,8 @@ def _vexfs_requires(request: pytest.FixtureRequest) -> None:
 # -- verdicts ------------------------------------------------------------------------------------
 
 _VM_ERRORS = (VMError, CommandTimeout, SSHError)
+#: faults after which a domain with stop_on_critical_failure stops the run
+CRITICAL_KINDS = {"panic", "oops", "gpf", "bug", "hang", "hung_task", "soft_lockup", "crash", "kasan"}
 
 
 def _expected_kinds(item: pytest.Item) -> tuple[str, ...]:
@@ -385,6 +392,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         original = report.longreprtext if report.longrepr else ""
         report.outcome = "failed"
         report.longrepr = verdict.message() + ("\n\n" + original if original else "")
+        if verdict.fault_kind in CRITICAL_KINDS and load_seed_config(item.path.parent).get("stop_on_critical_failure"):
+            item.session.shouldstop = f"stop_on_critical_failure: {verdict.title} in {item.nodeid}"
     return report
 
 

@@ -189,7 +189,7 @@ class GuestVM:
             if time.monotonic() > deadline:
                 raise VMBootError(f"guest did not become SSH-ready within {self.settings.boot_timeout:g}s",
                                   vm=self.name, cmdline=cmdline, stderr=stderr(),
-                                  console_tail=self.console_tail(),
+                                  console_tail=self.console_tail() or "(nothing on the serial console yet)",
                                   hint="look at the console tail above; raise --vexfs-boot-timeout if the "
                                        "machine is merely slow")
             time.sleep(0.05)
