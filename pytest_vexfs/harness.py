@@ -9,7 +9,7 @@ import os
 import shlex
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .accel import AccelChoice, choose_accel
 from .config import ResolvedSettings

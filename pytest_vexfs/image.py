@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import filelock
 
@@ -109,7 +109,7 @@ class Image:
         return self.build_tree or Path("/usr/src") / f"linux-headers-{self.kernel_release}"
 
     @classmethod
-    def load(cls, path: Path) -> "Image":
+    def load(cls, path: Path) -> Image:
         manifest = json.loads((path / "manifest.json").read_text())
         return cls(path=path, digest=manifest["digest"], kernel_release=manifest["kernel_release"],
                    kernel_flavour=manifest["kernel_flavour"], host_key=manifest["host_key"],
@@ -363,13 +363,12 @@ class ImageBuilder:
         payload_offset, payload_length = struct.unpack_from("<II", data, 0x248)
         start = (setup_sects + 1) * 512 + payload_offset
         payload = data[start:start + payload_length]
-        for magic, argv in ((b"\x28\xb5\x2f\xfd", ["zstd", "-dcq"]), (b"\xfd7zXZ", ["xz", "-dcq"]),
-                            (b"\x1f\x8b", ["gzip", "-dcq"])):
-            if payload.startswith(magic):
-                break
-        else:
+        decompressors = {b"\x28\xb5\x2f\xfd": ["zstd", "-dcq"], b"\xfd7zXZ": ["xz", "-dcq"],
+                         b"\x1f\x8b": ["gzip", "-dcq"]}
+        argv = next((cmd for magic, cmd in decompressors.items() if payload.startswith(magic)), None)
+        if argv is None:
             raise ImageBuildError("extract vmlinux", f"unknown compression {payload[:4].hex()}")
-        proc = subprocess.run(argv, input=payload, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.run(argv, input=payload, capture_output=True)
         if not proc.stdout.startswith(b"\x7fELF"):
             raise ImageBuildError("extract vmlinux", proc.stderr.decode(errors="replace"))
         dest.write_bytes(proc.stdout)

@@ -17,7 +17,8 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Mapping
 
 import filelock
 import yaml
@@ -79,7 +80,7 @@ class ModuleProfile:
         return capability in self.capabilities
 
     @classmethod
-    def load(cls, path: Path, source_override: Path | None = None) -> "ModuleProfile":
+    def load(cls, path: Path, source_override: Path | None = None) -> ModuleProfile:
         """Read a profile YAML; unknown keys and wrong types are ConfigErrors naming the file."""
         try:
             data = yaml.safe_load(path.read_text()) or {}
@@ -457,7 +458,7 @@ class LoadedModule:
                        timeout=120)
         return self.guest.run("cat /sys/kernel/debug/kmemleak", timeout=60).stdout
 
-    def leak_check(self, work: Callable[[], None] | None = None, cycles: int = 3) -> "LeakReport":
+    def leak_check(self, work: Callable[[], None] | None = None, cycles: int = 3) -> LeakReport:
         """Load → work → unload `cycles` times; compare kernel memory before and after."""
         if self.is_loaded():
             self.unload()

@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
+from collections.abc import Generator
 
 import pytest
 

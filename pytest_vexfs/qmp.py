@@ -48,7 +48,7 @@ class QMPClient:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> "QMPClient":
+    def __enter__(self) -> QMPClient:
         if self._sock is None:
             self.connect()
         return self

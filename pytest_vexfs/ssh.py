@@ -10,7 +10,7 @@ import shlex
 import socket
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -34,7 +34,7 @@ class CommandResult:
     def ok(self) -> bool:
         return self.exit_status == 0
 
-    def check(self) -> "CommandResult":
+    def check(self) -> CommandResult:
         """Return self, or raise CommandFailed if the command exited non-zero."""
         if self.exit_status != 0:
             raise CommandFailed(self.command, self.exit_status, self.stdout, self.stderr)
@@ -150,7 +150,7 @@ class SSHConnection:
             self._client.close()
             self._client = None
 
-    def __enter__(self) -> "SSHConnection":
+    def __enter__(self) -> SSHConnection:
         if not self.connected:
             self.connect()
         return self
@@ -235,7 +235,7 @@ class SSHConnection:
                 if data:
                     out.write(data)
                     got = True
-            except socket.timeout:
+            except TimeoutError:
                 pass
         return got
 

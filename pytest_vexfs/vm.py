@@ -18,7 +18,8 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import filelock
 
@@ -116,7 +117,7 @@ class GuestVM:
             ssh_port=machine.port, detached=self.detached, key_file=str(self.keypair.private_path),
             host_key=self.image.host_key, console_log=str(machine.spec.console_log)))
 
-    def boot(self) -> "GuestVM":
+    def boot(self) -> GuestVM:
         """Bring the VM to READY (snapshot restore if possible, else cold boot); raise VMBootError."""
         if self.state is VMState.READY:
             return self
@@ -289,7 +290,7 @@ class GuestVM:
         if self.state is not VMState.BROKEN:
             self.state = VMState.STOPPED
 
-    def __enter__(self) -> "GuestVM":
+    def __enter__(self) -> GuestVM:
         return self.boot()
 
     def __exit__(self, *exc: object) -> None:

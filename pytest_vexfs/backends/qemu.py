@@ -43,7 +43,7 @@ def find_free_port() -> int:
         return sock.getsockname()[1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def qemu_version(binary: str = QEMU_BINARY) -> str:
     path = shutil.which(binary)
     if not path:
@@ -275,7 +275,7 @@ class QemuMachine:
                                   vm=self.spec.name, console_tail=self.console_tail())
                 try:
                     chunk = sock.recv(4096)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 if not chunk:
                     break

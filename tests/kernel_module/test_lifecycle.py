@@ -1,6 +1,5 @@
 """Load/unload lifecycle of the module under test."""
 
-import pytest
 
 
 def test_module_loads_and_registers_its_filesystem(vexfs_module, vexfs_vm, vexfs_profile):

@@ -142,22 +142,21 @@ def test_sigkill_leaves_no_qemu_and_the_next_run_reaps(pytester: pytest.Pytester
     """)
     cache = Path(os.environ["VEXFS_CACHE_DIR"])
     before = {r.name for r in list_records(cache)}
-    log = open(tmp_path / "inner.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2",
-                             "--vexfs-accel", "tcg", "test_slow.py"], cwd=pytester.path, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        new = []
-        while time.monotonic() < deadline and not new:
-            new = [r for r in list_records(cache) if r.name not in before and r.qemu_alive and r.ssh_port]
-            time.sleep(0.5)
-        assert new, (tmp_path / "inner.log").read_text()
-        time.sleep(3)  # let the test start its command in the guest
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole inner run: controller and workers, no cleanup
-        proc.wait()
-        log.close()
+    with open(tmp_path / "inner.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2",
+                                 "--vexfs-accel", "tcg", "test_slow.py"], cwd=pytester.path, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            new = []
+            while time.monotonic() < deadline and not new:
+                new = [r for r in list_records(cache) if r.name not in before and r.qemu_alive and r.ssh_port]
+                time.sleep(0.5)
+            assert new, (tmp_path / "inner.log").read_text()
+            time.sleep(3)  # let the test start its command in the guest
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole inner run: controller and workers, no cleanup
+            proc.wait()
     record = new[0]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and process_alive(record.qemu_pid, record.qemu_start):
