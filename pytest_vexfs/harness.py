@@ -146,10 +146,11 @@ class VMSlot:
         s = self.settings
         if s.backend == "libvirt":
             return {"libvirt_uri": s.libvirt_uri}
+        domain = os.environ.get("VEXFS_DOMAIN") or None  # set by ansible/run_domain_tests.yml
         if s.backend == "static":
-            return {"inventory": s.inventory, "index": self.worker_index}
+            return {"inventory": s.inventory, "index": self.worker_index, "domain": domain}
         if s.backend == "terraform":
-            return {"terraform_dir": s.terraform_dir, "index": self.worker_index}
+            return {"terraform_dir": s.terraform_dir, "index": self.worker_index, "domain": domain}
         return {}
 
     @property
