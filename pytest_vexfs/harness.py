@@ -17,7 +17,8 @@ from .errors import CommandTimeout, VexfsError
 from .image import Image, get_image
 from .kernel_log import Finding, begin_marker, end_marker, summarise
 from .ssh import CommandResult, KeyPair, generate_keypair
-from .vm import GuestVM, VMSettings, read_tail
+from .backends.base import read_tail
+from .vm import GuestVM, VMSettings
 
 HANG_DUMP_SETTLE = 3.0
 #: kernel reports that mean the running command will not come back: stop waiting for its timeout

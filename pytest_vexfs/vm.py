@@ -25,7 +25,7 @@ import filelock
 
 from .accel import AccelChoice
 from .backends import get_backend
-from .backends.base import MachineSpec
+from .backends.base import MachineSpec, read_tail
 from .backends.qemu import QemuMachine, qemu_version
 from .errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
 from .image import Image
@@ -295,17 +295,6 @@ class GuestVM:
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
-
-
-def read_tail(path: Path, max_bytes: int = 16384) -> str:
-    """The last `max_bytes` of a (console) file, decoded leniently; "" if it does not exist."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - max_bytes))
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 # -- snapshots -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -76,3 +77,14 @@ class Machine(Protocol):
 
     def describe(self) -> dict:
         """Facts for reports: backend, accel, command line, ids."""
+
+
+def read_tail(path: Path, max_bytes: int = 16384) -> str:
+    """The last `max_bytes` of a (console) file, decoded leniently; "" if it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""

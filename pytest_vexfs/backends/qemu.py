@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import HostToolMissing, VMBootError, VMError
 from ..qmp import QMPClient, QMPError
 from ..runstate import socket_dir
-from .base import MachineSpec, SSHEndpoint
+from .base import MachineSpec, SSHEndpoint, read_tail
 
 QEMU_BINARY = os.environ.get("VEXFS_QEMU", "qemu-system-x86_64")
 _PR_SET_PDEATHSIG = 1
@@ -215,13 +215,7 @@ class QemuMachine:
             return ""
 
     def console_tail(self, max_bytes: int = 16384) -> str:
-        try:
-            with open(self.spec.console_log, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - max_bytes))
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return read_tail(self.spec.console_log, max_bytes)
 
     def qmp(self, command: str, **args: object) -> object:
         with QMPClient(self.qmp_path, timeout=10) as client:
