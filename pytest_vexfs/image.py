@@ -56,7 +56,8 @@ class KernelFlavour:
 
 KERNELS: dict[str, KernelFlavour] = {
     "6.12": KernelFlavour("6.12", "trixie", "gcc-14", ("dwarves",)),
-    "6.1": KernelFlavour("6.1", "bookworm", "gcc-12"),
+    # bookworm's minbase lacks useradd (package passwd); trixie's has it
+    "6.1": KernelFlavour("6.1", "bookworm", "gcc-12", ("passwd",)),
 }
 DEFAULT_KERNEL = "6.12"
 
