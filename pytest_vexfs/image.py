@@ -328,9 +328,9 @@ class ImageBuilder:
         debs.mkdir(parents=True, exist_ok=True)
         image_pkg = f"linux-image-{release}"
         # apt inside the chroot knows the suite; download only, then unpack with dpkg-deb.
-        self._run("apt-get update (in rootfs)", ["chroot", str(root), "apt-get", "update", "-q"])
+        self._run("apt-get update (in rootfs)", [*_chroot(root), "apt-get", "update", "-q"])
         self._run(f"download {image_pkg}",
-                  ["chroot", str(root), "sh", "-c",
+                  [*_chroot(root), "sh", "-c",
                    f"cd /var/cache/vexfs-debs && apt-get download -q {image_pkg} "
                    f"|| apt-get download -q {image_pkg}-unsigned"])
         for deb in debs.glob("*.deb"):
@@ -350,7 +350,7 @@ class ImageBuilder:
         (root / "etc/hostname").write_text("vexfs-guest\n")
         (root / "etc/fstab").write_text("/dev/vda / ext4 rw,noatime 0 1\n")
         (root / "etc/resolv.conf").write_text("nameserver 10.0.2.3\n")
-        self._run("add unprivileged user", ["chroot", str(root), "useradd", "-m", "-u", "1000",
+        self._run("add unprivileged user", [*_chroot(root), "useradd", "-m", "-u", "1000",
                                             "-s", "/bin/bash", "vexfs"])
         for junk in ("usr/share/doc", "usr/share/man", "usr/share/locale", "var/cache/apt",
                      "var/lib/apt/lists"):
@@ -417,9 +417,14 @@ class ImageBuilder:
         raw.unlink()
 
     def _package_versions(self, root: Path) -> dict[str, str]:
-        out = subprocess.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n"],
+        out = subprocess.run([*_chroot(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n"],
                              stdout=subprocess.PIPE, text=True).stdout
         return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def _chroot(root: Path) -> list[str]:
+    """argv prefix running a command in `root` with the guest's PATH (the caller's may lack sbin)."""
+    return ["chroot", str(root), "env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"]
 
 
 def _modules_dir(root: Path, release: str) -> Path:
