@@ -245,9 +245,11 @@ class ImageBuilder:
     def _run(self, step: str, argv: list[str], **kw) -> str:
         t0 = time.monotonic()
         self.progress(f"{step} ...")
+        env = dict(os.environ)
+        env["PATH"] = env.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"  # debootstrap, mkfs.ext4
         try:
             proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  errors="replace", stdin=subprocess.DEVNULL, **kw)
+                                  errors="replace", stdin=subprocess.DEVNULL, env=env, **kw)
         except FileNotFoundError as exc:
             raise ImageBuildError(step, str(exc)) from exc
         if proc.returncode != 0:
