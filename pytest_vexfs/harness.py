@@ -112,6 +112,7 @@ class VMSlot:
         self.count = 0
         self.boots: list[float] = []
         self._image: Image | None = None
+        self._image_error: VexfsError | None = None
         self._accel: AccelChoice | None = None
         self._keypair: KeyPair | None = None
         self.last_boot_error: BaseException | None = None
@@ -123,9 +124,16 @@ class VMSlot:
         return Path(self.settings.cache_dir) if self.settings.cache_dir else default_cache_dir()
 
     def image(self) -> Image:
+        """The guest image, built on first use; a failed build is reported again, never retried per test."""
+        if self._image_error is not None:
+            raise self._image_error
         if self._image is None:
-            self._image = get_image(self.settings.kernel, self.cache_dir, progress=self.progress,
-                                    build_tree=self.settings.kernel_build or None)
+            try:
+                self._image = get_image(self.settings.kernel, self.cache_dir, progress=self.progress,
+                                        build_tree=self.settings.kernel_build or None)
+            except VexfsError as exc:
+                self._image_error = exc
+                raise
         return self._image
 
     def accel(self) -> AccelChoice:
