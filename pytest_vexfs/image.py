@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -336,7 +337,11 @@ class ImageBuilder:
                    f"cd /var/cache/vexfs-debs && apt-get download -q {image_pkg} "
                    f"|| apt-get download -q {image_pkg}-unsigned"])
         for deb in debs.glob("*.deb"):
-            self._run(f"unpack {deb.name}", ["dpkg-deb", "-x", str(deb), str(root)])
+            # through tar with --keep-directory-symlink: bookworm's kernel package ships ./lib/modules,
+            # and a plain `dpkg-deb -x` would replace the usr-merged /lib symlink with a directory
+            pipeline = (f"dpkg-deb --fsys-tarfile {shlex.quote(str(deb))} | "
+                        f"tar -x --keep-directory-symlink -C {shlex.quote(str(root))}")
+            self._run(f"unpack {deb.name}", ["sh", "-c", pipeline])
         shutil.rmtree(debs)
         self._run("depmod", ["depmod", "-b", str(root), release])
         return release
