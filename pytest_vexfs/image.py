@@ -63,7 +63,8 @@ KERNELS: dict[str, KernelFlavour] = {
 DEFAULT_KERNEL = "6.12"
 
 #: Modules the initramfs loads (with their dependencies) to reach the root disk and network.
-BOOT_MODULES = ("virtio_mmio", "virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net")
+BOOT_MODULES = ("virtio_mmio", "virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net",
+                "virtio_console")  # the control channel; built in on 6.12, a module on 6.1
 
 Progress = Callable[[str], None]
 
