@@ -261,8 +261,8 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
                                            [f"patch {patch['file']} does not apply"])
         kdir = image.headers
         steps = [["make", "-C", str(kdir), f"M={inside}", "modules"]]
-        if profile.tools:
-            steps.append(["make", "-C", inside] + [str(t) for t in profile.tools])
+        if profile.tools:  # userspace tools with the guest's compiler (Debian installs no plain `cc` with it)
+            steps.append(["make", "-C", inside, f"CC={image.compiler}"] + [str(t) for t in profile.tools])
         for argv in steps:
             proc = subprocess.run(["chroot", str(image.rootfs), "env", "LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                                    *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
