@@ -96,7 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cpus", _positive_int, 1, "VM CPUs", "vm.cpus", allowed="integer > 0"),
     Setting("scratch_disk", _positive_int, 512, "size in MiB of the VM's scratch disk /dev/vdb",
             "vm.scratch_disk_mb", allowed="integer > 0"),
-    Setting("machine", _text, "q35", "QEMU machine type", "vm.machine", choices=("q35", "microvm")),
+    Setting("machine", _text, "q35", "QEMU machine type (microvm: its kernel's TSC calibration fails "
+            "intermittently under TCG on a loaded host)", "vm.machine", choices=("q35", "microvm")),
     Setting("snapshot", _boolean, True, "restore VMs from a cached snapshot of a booted guest",
             "vm.snapshot", allowed="true/false"),
     Setting("boot_timeout", _positive_float, 180.0, "seconds a VM may take to become SSH-ready",
