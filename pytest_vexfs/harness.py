@@ -176,7 +176,7 @@ class VMSlot:
                 raise VexfsError(f"not booting again: the previous boot of this worker failed: "
                                  f"{self.last_boot_error}")
             if self._keypair is None:
-                key_dir = self.cache_dir / "run" / f"keys-{self.run_id}-{self.worker}"
+                key_dir = self.cache_dir / "run" / f"keys-{os.getpid()}-{self.run_id}-{self.worker}"
                 self._keypair = generate_keypair(key_dir, comment=f"pytest-vexfs run {self.run_id}")
             self.count += 1
             name = f"vexfs-{self.run_id}-{self.worker}-{self.count}"

@@ -145,4 +145,13 @@ def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord
         shutil.rmtree(socket_dir(record.run_dir), ignore_errors=True)
         remove_record(cache_dir, record.name)
         reaped.append(record)
+    _reap_key_dirs(cache_dir)
     return reaped
+
+
+def _reap_key_dirs(cache_dir: Path) -> None:
+    """Remove the SSH key directories (run/keys-<pid>-...) of runs whose process is gone."""
+    for key_dir in (cache_dir / "run").glob("keys-*"):
+        pid = key_dir.name.split("-")[1]
+        if pid.isdigit() and process_start_time(int(pid)) is None:
+            shutil.rmtree(key_dir, ignore_errors=True)

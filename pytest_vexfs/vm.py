@@ -286,6 +286,7 @@ class GuestVM:
             self.machine.stop(timeout=3)
             if hasattr(self.machine, "kill"):
                 self.machine.kill()
+            shutil.rmtree(self.machine.spec.run_dir, ignore_errors=True)  # whatever the backend left
             remove_record(self.settings.cache_dir, self.machine.spec.name)
         if self.state is not VMState.BROKEN:
             self.state = VMState.STOPPED
