@@ -221,7 +221,8 @@ class ResultsStore:
         self._execute("finish run", [(
             ("UPDATE runs SET finished_at = ?, status = ?, exitstatus = ?, code_version = ?, kernel_release = ?, "
             "image_digest = ?, backend = ?, accelerator = ?, qemu_version = ? WHERE run_id = ?"),
-            (run.finished_at, run.status, run.exitstatus, run.code_version, env.get("kernel_release"), env.get("image_digest"),
+            (run.finished_at, run.status, run.exitstatus, run.code_version, env.get("kernel_release"),
+             env.get("image_digest"),
              env.get("backend"), env.get("accelerator"), env.get("qemu_version"), run.run_id))])
 
     # -- reading ------------------------------------------------------------------------------

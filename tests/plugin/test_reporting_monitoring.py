@@ -81,7 +81,7 @@ def test_dashboard_has_the_four_sections_and_valid_panels() -> None:
     assert variables == {"datasource", "env", "domain"}
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}"
             assert panel["targets"] and all(t["expr"] for t in panel["targets"])
