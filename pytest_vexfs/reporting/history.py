@@ -232,16 +232,7 @@ class ResultsStore:
 
         ``where`` selects runs by column (``("env_name", "ci")``); columns are from ``RUN_SELECTORS``.
         """
-        clauses: list[str] = ["r.started_at >= ?"]
-        params: list[Any] = [since]
-        if domain:
-            clauses.append("t.domain = ?")
-            params.append(domain)
-        for column, value in where:
-            if column not in RUN_SELECTORS:
-                raise ValueError(f"cannot select runs by {column!r}; allowed: {', '.join(RUN_SELECTORS)}")
-            clauses.append(f"r.{column} = ?")
-            params.append(value)
+        clauses, params = _run_filter(since, "t", domain, where)
         rows = self.query(
             "SELECT r.run_id, r.started_at, r.status, r.code_version, r.env_name, t.nodeid, t.domain, "
             "t.outcome, t.duration, f.kind, f.title FROM results t JOIN runs r ON r.run_id = t.run_id "
@@ -252,16 +243,7 @@ class ResultsStore:
     def metric_history(self, since: float, domain: str | None = None,
                        where: Sequence[tuple[str, str]] = ()) -> list[tuple[str, float, str, str, str, float]]:
         """``(run_id, started_at, code_version, nodeid, name, value)`` of runs since ``since``."""
-        clauses: list[str] = ["r.started_at >= ?"]
-        params: list[Any] = [since]
-        if domain:
-            clauses.append("m.domain = ?")
-            params.append(domain)
-        for column, value in where:
-            if column not in RUN_SELECTORS:
-                raise ValueError(f"cannot select runs by {column!r}; allowed: {', '.join(RUN_SELECTORS)}")
-            clauses.append(f"r.{column} = ?")
-            params.append(value)
+        clauses, params = _run_filter(since, "m", domain, where)
         rows = self.query(
             "SELECT r.run_id, r.started_at, r.code_version, m.nodeid, m.name, m.value FROM metrics m "
             f"JOIN runs r ON r.run_id = m.run_id WHERE {' AND '.join(clauses)} "
@@ -298,3 +280,19 @@ def open_store(url: str, base_dir: Path | None = None) -> ResultsStore:
     except (OSError, sqlite3.Error) as err:
         raise ResultsStoreError(url, "open", err) from err
     return ResultsStore(url, sqlite_conn, "?", (sqlite3.Error,))
+
+
+def _run_filter(since: float, table: str, domain: str | None,
+                where: Sequence[tuple[str, str]]) -> tuple[list[str], list[Any]]:
+    """WHERE clauses and parameters selecting runs since ``since``, a domain of ``table``, and run columns."""
+    clauses: list[str] = ["r.started_at >= ?"]
+    params: list[Any] = [since]
+    if domain:
+        clauses.append(f"{table}.domain = ?")
+        params.append(domain)
+    for column, value in where:
+        if column not in RUN_SELECTORS:
+            raise ValueError(f"cannot select runs by {column!r}; allowed: {', '.join(RUN_SELECTORS)}")
+        clauses.append(f"r.{column} = ?")
+        params.append(value)
+    return clauses, params
