@@ -14,7 +14,6 @@ turns it into pytest.UsageError. Usable without pytest.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Mapping
@@ -281,6 +280,3 @@ def check_budget(values: Mapping[str, Any], vm_count: int) -> None:
                                  hint="use fewer workers (-n), smaller VMs, or raise the limits in the "
                                       "environment file")
 
-
-def default_env_name(environ: Mapping[str, str] = os.environ) -> str:
-    return environ.get("VEXFS_ENV", "")

@@ -212,10 +212,11 @@ class TestSession:
 
     __test__ = False
 
-    def __init__(self, vm: GuestVM, nodeid: str, hang_timeout: float) -> None:
+    def __init__(self, vm: GuestVM, nodeid: str, hang_timeout: float, *, booted: bool = False) -> None:
         self.vm = vm
         self.nodeid = nodeid
         self.hang_timeout = hang_timeout
+        self.booted = booted  # this test's VM was booted for it (its boot time is reported with it)
         self.hang: GuestHang | None = None
 
     def begin(self) -> None:

@@ -21,7 +21,6 @@ import pytest
 from . import config as cfg
 from .errors import CommandTimeout, ConfigError, SSHError, VexfsError, VMError
 from .harness import GuestHang, TestSession, VMSlot
-from .kernel_log import Finding
 from .module import BuiltModule, LoadedModule, ModuleProfile, build_module, find_profile, load_seed_config
 from .vm import new_run_id
 
@@ -34,6 +33,7 @@ DOMAINS_KEY = pytest.StashKey[tuple[str, ...]]()
 RUN_ID_KEY = pytest.StashKey[str]()
 TEST_SESSION_KEY = pytest.StashKey[TestSession]()
 PROFILE_KEY = pytest.StashKey[ModuleProfile]()
+REAPED_KEY = pytest.StashKey[list]()
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -130,8 +130,6 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
             if reaped:
                 config.stash[REAPED_KEY] = [r.name for r in reaped]
 
-
-REAPED_KEY = pytest.StashKey[list]()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -257,8 +255,7 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
     booted_before = vexfs_slot.count
     with _as_test_failure():
         vm = vexfs_slot.acquire()
-    session = TestSession(vm, item.nodeid, hang_timeout)
-    session.booted = vexfs_slot.count != booted_before  # type: ignore[attr-defined]
+    session = TestSession(vm, item.nodeid, hang_timeout, booted=vexfs_slot.count != booted_before)
     item.stash[TEST_SESSION_KEY] = session
     session.begin()
     try:
@@ -371,7 +368,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     for name in ("kernel_release", "image_digest", "backend", "accelerator", "qemu_version", "vm_id",
                  "console_log"):
         record(name, info.get(name, ""))
-    if getattr(session, "booted", False) and vm.boot_seconds is not None:
+    if session.booted and vm.boot_seconds is not None:
         record("metric:vm_boot_seconds", round(vm.boot_seconds, 3))
     expected = _expected_kinds(item)
     verdict = session.verdict(expected)
@@ -398,12 +395,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     return report
 
 
-def findings_of(item: pytest.Item) -> list[Finding]:
-    """Findings attributed to `item` so far (for tests that inspect them)."""
-    session = item.stash.get(TEST_SESSION_KEY, None)
-    if session is None or session.vm.console is None:
-        return []
-    return session.vm.console.findings(item.nodeid)
-
-
-__all__ = ["DOMAINS", "GuestHang", "VexfsError", "domain_of", "findings_of"]
+__all__ = ["DOMAINS", "GuestHang", "VexfsError", "domain_of"]
