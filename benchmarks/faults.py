@@ -22,9 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_vexfs import config as cfg  # noqa: E402
 from pytest_vexfs.errors import VexfsError  # noqa: E402
-from pytest_vexfs.harness import TestSession, VMSlot  # noqa: E402
-from pytest_vexfs.module import LoadedModule, build_module, find_profile  # noqa: E402
-from pytest_vexfs.vm import new_run_id  # noqa: E402
+from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
+from pytest_vexfs.module.build import build_module  # noqa: E402
+from pytest_vexfs.module.loaded import LoadedModule  # noqa: E402
+from pytest_vexfs.module.profile import find_profile  # noqa: E402
+from pytest_vexfs.guest.vm import new_run_id  # noqa: E402
 
 # fault word -> (expected kind, how long the command may run before it counts as a hang)
 FAULTS = {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_vexfs.kernel_log import KernelLogMonitor
+from pytest_vexfs.faults.kernel_log import KernelLogMonitor
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "plugin" / "data" / "kernel_logs"
 FAULTS = ("null_deref", "warning", "hung_task", "soft_lockup", "kfence")

@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import config as cfg
-from .errors import VexfsError
-from .image import default_cache_dir, get_image
-from .runstate import kill_vm_process, list_records, reap, remove_record
+from pytest_vexfs import settings as cfg
+from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.guest.image import default_cache_dir, get_image
+from pytest_vexfs.guest.runstate import kill_vm_process, list_records, reap, remove_record
 
 
 def _settings(args: argparse.Namespace) -> cfg.ResolvedSettings:
@@ -45,7 +45,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_accel(args: argparse.Namespace) -> int:
-    from .accel import choose_accel
+    from pytest_vexfs.guest.accel import choose_accel
 
     settings = _settings(args)
     image = get_image(settings.kernel, _cache(settings))
@@ -54,9 +54,9 @@ def cmd_accel(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .harness import VMSlot
-    from .ssh import generate_keypair
-    from .vm import GuestVM, new_run_id
+    from pytest_vexfs.guest.session import VMSlot
+    from pytest_vexfs.guest.ssh import generate_keypair
+    from pytest_vexfs.guest.vm import GuestVM, new_run_id
 
     settings = _settings(args)
     cache = _cache(settings)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import ConfigError
-from .base import Machine, MachineSpec, SSHEndpoint
+from pytest_vexfs.errors import ConfigError
+from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
 
 BACKENDS: dict[str, str] = {
     "qemu": "pytest_vexfs.backends.qemu:QemuMachine",

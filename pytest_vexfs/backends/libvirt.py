@@ -40,8 +40,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
-from ..errors import ConfigError, VMBootError, VMError
-from .base import MachineSpec, SSHEndpoint
+from pytest_vexfs.errors import ConfigError, VMBootError, VMError
+from pytest_vexfs.backends.base import MachineSpec, SSHEndpoint
 
 METADATA_NS = "https://github.com/vexfs/pytest-vexfs/libvirt/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"

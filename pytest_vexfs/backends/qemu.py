@@ -21,10 +21,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import HostToolMissing, VMBootError, VMError
-from ..qmp import QMPClient, QMPError
-from ..runstate import socket_dir
-from .base import MachineSpec, SSHEndpoint, read_tail
+from pytest_vexfs.errors import HostToolMissing, VMBootError, VMError
+from pytest_vexfs.backends.qmp import QMPClient, QMPError
+from pytest_vexfs.guest.runstate import socket_dir
+from pytest_vexfs.backends.base import MachineSpec, SSHEndpoint, read_tail
 
 QEMU_BINARY = os.environ.get("VEXFS_QEMU", "qemu-system-x86_64")
 _PR_SET_PDEATHSIG = 1

@@ -22,9 +22,9 @@ from typing import Any
 
 import paramiko
 
-from ..errors import ConfigError, SSHError
-from ..inventory import HostUnreachable, InventoryHost, load_inventory, select_host, wait_for_ssh
-from .base import MachineSpec, SSHEndpoint
+from pytest_vexfs.errors import ConfigError, SSHError
+from pytest_vexfs.backends.inventory import HostUnreachable, InventoryHost, load_inventory, select_host, wait_for_ssh
+from pytest_vexfs.backends.base import MachineSpec, SSHEndpoint
 
 #: Follow only messages logged after we attach; fall back to the whole buffer on old util-linux.
 DMESG_FOLLOW = "dmesg --follow-new 2>/dev/null || exec dmesg --follow"

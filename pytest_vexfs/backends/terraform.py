@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..inventory import InventoryHost, hosts_from_terraform_output, read_terraform_output
-from .base import MachineSpec
-from .static import StaticMachine
+from pytest_vexfs.errors import ConfigError
+from pytest_vexfs.backends.inventory import InventoryHost, hosts_from_terraform_output, read_terraform_output
+from pytest_vexfs.backends.base import MachineSpec
+from pytest_vexfs.backends.static import StaticMachine
 
 
 class TerraformMachine(StaticMachine):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from pytest_vexfs.errors import VexfsError
 
-from .history import open_store
-from .junit import merge
-from .redact import Redactor
-from .trend import analyse, compare, plot, render_html, render_text, write_output
+from pytest_vexfs.reporting.history import open_store
+from pytest_vexfs.reporting.junit import merge
+from pytest_vexfs.reporting.redact import Redactor
+from pytest_vexfs.reporting.trend import analyse, compare, plot, render_html, render_text, write_output
 
 DEFAULT_DB = ".vexfs/results.db"
 

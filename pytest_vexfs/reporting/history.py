@@ -17,8 +17,8 @@ from typing import Any
 
 from pytest_vexfs.errors import VexfsError
 
-from .redact import redact_url
-from .results import RunInfo, TestResult
+from pytest_vexfs.reporting.redact import redact_url
+from pytest_vexfs.reporting.results import RunInfo, TestResult
 
 SCHEMA_VERSION = 1
 

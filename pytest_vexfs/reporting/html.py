@@ -11,8 +11,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .redact import Redactor
-from .results import OUTCOMES, TestResult, call_trace_excerpt, summarise
+from pytest_vexfs.reporting.redact import Redactor
+from pytest_vexfs.reporting.results import OUTCOMES, TestResult, call_trace_excerpt, summarise
 
 #: Largest console log attached to the report; longer logs keep their tail.
 MAX_CONSOLE_BYTES = 4 * 1024 * 1024

@@ -17,8 +17,8 @@ from prometheus_client.exposition import default_handler
 
 from pytest_vexfs.errors import VexfsError
 
-from .redact import Redactor, redact_url
-from .results import FAILING, OUTCOMES, RUN_INCOMPLETE, RunInfo, TestResult, write_atomically
+from pytest_vexfs.reporting.redact import Redactor, redact_url
+from pytest_vexfs.reporting.results import FAILING, OUTCOMES, RUN_INCOMPLETE, RunInfo, TestResult, write_atomically
 
 JOB = "vexfs"
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)

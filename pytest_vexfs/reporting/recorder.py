@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from pytest_vexfs.errors import VexfsError
 
-from .history import ResultsStore, open_store
-from .metrics import build_registry, push, write_textfile
-from .redact import Redactor, redact_url
-from .results import (
+from pytest_vexfs.reporting.history import ResultsStore, open_store
+from pytest_vexfs.reporting.metrics import build_registry, push, write_textfile
+from pytest_vexfs.reporting.redact import Redactor, redact_url
+from pytest_vexfs.reporting.results import (
     RUN_COMPLETE,
     RUN_INCOMPLETE,
     PhaseReport,
@@ -24,7 +24,7 @@ from .results import (
     TestResult,
     write_run_document,
 )
-from .settings import ReportingSettings
+from pytest_vexfs.reporting.settings import ReportingSettings
 
 
 @dataclass

@@ -21,14 +21,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_vexfs.domains import DOMAINS
 from pytest_vexfs.errors import VexfsError
 
-from .redact import Redactor
+from pytest_vexfs.reporting.redact import Redactor
 
 SCHEMA = "pytest-vexfs/results/1"
 
 #: The six test domains; a user may add more, a test without one is ``none``.
-DOMAINS = ("kernel_module", "filesystem_ops", "vector_ops", "performance", "safety", "integration")
 NO_DOMAIN = "none"
 
 #: The environment properties that describe where a test ran, in display order.

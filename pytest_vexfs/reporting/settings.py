@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 from pytest_vexfs.errors import ConfigError
 
-from .history import database_kind
-from .redact import redact_url
+from pytest_vexfs.reporting.history import database_kind
+from pytest_vexfs.reporting.redact import redact_url
 
 OFF_VALUES = ("off", "none", "no", "false", "0")
 

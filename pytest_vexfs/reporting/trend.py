@@ -24,8 +24,8 @@ from pathlib import Path
 
 from pytest_vexfs.errors import VexfsError
 
-from .history import RUN_SELECTORS, HistoryRow, ResultsStore
-from .results import FAILING, normalise_fault_title
+from pytest_vexfs.reporting.history import RUN_SELECTORS, HistoryRow, ResultsStore
+from pytest_vexfs.reporting.results import FAILING, normalise_fault_title
 
 #: Metric names ending like this are better when higher; all others are better when lower.
 HIGHER_IS_BETTER = ("_mbps", "_iops", "_ops", "_per_second", "_per_sec", "_throughput", "_qps", "_recall")

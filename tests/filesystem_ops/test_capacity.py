@@ -1,7 +1,7 @@
 """ENOSPC on a small device: writes and new names are refused when it is full, the full filesystem
 survives a remount, and removing a file gives the space back."""
 
-from pytest_vexfs.fs import run_guest_python
+from pytest_vexfs.module.fs import run_guest_python
 
 FILL = """
 root = sys.argv[1]

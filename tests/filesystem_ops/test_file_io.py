@@ -2,7 +2,7 @@
 
 import hashlib
 
-from pytest_vexfs.fs import run_guest_python
+from pytest_vexfs.module.fs import run_guest_python
 
 
 def test_write_read_seek_append_truncate(vexfs_fs, vexfs_vm):

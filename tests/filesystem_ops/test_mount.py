@@ -3,7 +3,7 @@ busy unmounts, the capacity it reports."""
 
 import pytest
 
-from pytest_vexfs.fs import BusyUnmount, MountedFilesystem, MountError, run_guest_python
+from pytest_vexfs.module.fs import BusyUnmount, MountedFilesystem, MountError, run_guest_python
 
 # mount(2) straight from libc, so the test sees the kernel's errno and not mount(8)'s wording
 MOUNT_SCRIPT = """

@@ -1,6 +1,6 @@
 """Directories, renames, hard links and symlinks, and the errno of every refused namespace operation."""
 
-from pytest_vexfs.fs import run_guest_python
+from pytest_vexfs.module.fs import run_guest_python
 
 
 def test_directory_operations(vexfs_fs, vexfs_vm):

@@ -1,6 +1,6 @@
 """Permissions and ownership enforced for the unprivileged user `vexfs` (uid 1000)."""
 
-from pytest_vexfs.fs import run_guest_python
+from pytest_vexfs.module.fs import run_guest_python
 
 USER = "vexfs"
 

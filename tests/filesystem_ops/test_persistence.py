@@ -1,7 +1,7 @@
 """A nested tree (files several levels deep, links, modes, owners) survives unmount/remount and a module
 reload, byte for byte."""
 
-from pytest_vexfs.fs import tree_manifest
+from pytest_vexfs.module.fs import tree_manifest
 
 BUILD_TREE = """set -e; cd {root}
 for a in 1 2 3; do

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from pytest_vexfs.fs import MountedFilesystem, tree_manifest
-from pytest_vexfs.kernel_log import begin_marker
-from pytest_vexfs.vectors import METRICS, VexctlClient, assert_same_neighbours, generate, knn, query_for_seed
+from pytest_vexfs.module.fs import MountedFilesystem, tree_manifest
+from pytest_vexfs.faults.kernel_log import begin_marker
+from pytest_vexfs.module.vectors import METRICS, VexctlClient, assert_same_neighbours, generate, knn, query_for_seed
 
 pytestmark = pytest.mark.requires("files", "vectors", "persistence")
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from pytest_vexfs import config as cfg
-from pytest_vexfs.image import default_cache_dir
-from pytest_vexfs.module import DEFAULT_SOURCE
+from pytest_vexfs.guest.image import default_cache_dir
+from pytest_vexfs.module.profile import DEFAULT_SOURCE
 
 INNER_TESTS = """
 import pytest

@@ -4,7 +4,7 @@ log every mount and save; a bad parameter value refuses the load cleanly."""
 import pytest
 
 from pytest_vexfs.errors import ModuleLoadError
-from pytest_vexfs.fs import MountedFilesystem
+from pytest_vexfs.module.fs import MountedFilesystem
 
 
 def _module_lines(vexfs_vm, since: int, name: str) -> list[str]:

@@ -4,7 +4,7 @@ within the domain's time limits; and the module refuses to go while its filesyst
 import pytest
 
 from pytest_vexfs.errors import ModuleUnloadError
-from pytest_vexfs.fs import MountedFilesystem
+from pytest_vexfs.module.fs import MountedFilesystem
 
 CYCLES = 10
 

@@ -1,4 +1,4 @@
-"""Guest-side measurement scripts of the performance domain (run with pytest_vexfs.fs.run_guest_python)."""
+"""Guest-side measurement scripts of the performance domain (run with pytest_vexfs.module.fs.run_guest_python)."""
 
 import statistics
 

@@ -3,7 +3,7 @@ tmpfs measured in the same VM in the same test (rounds interleaved, medians)."""
 
 from perf_guest import METADATA, SEQUENTIAL, median
 
-from pytest_vexfs.fs import run_guest_python
+from pytest_vexfs.module.fs import run_guest_python
 
 ROUNDS = 7
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from perf_guest import INSERT, median
 
-from pytest_vexfs.fs import run_guest_python
+from pytest_vexfs.module.fs import run_guest_python
 
 pytestmark = pytest.mark.requires("vectors")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vexfs.image import default_cache_dir
+from pytest_vexfs.guest.image import default_cache_dir
 
 OUTER_CACHE = default_cache_dir()  # evaluated at import, before pytester moves HOME
 

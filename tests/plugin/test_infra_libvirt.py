@@ -24,7 +24,7 @@ from pytest_vexfs.backends.base import MachineSpec
 from pytest_vexfs.backends.libvirt import LibvirtMachine, LibvirtUnreachable, open_connection
 from pytest_vexfs.backends.static import StaticMachine, ssh_client
 from pytest_vexfs.backends.terraform import TerraformMachine
-from pytest_vexfs.inventory import wait_for_ssh
+from pytest_vexfs.backends.inventory import wait_for_ssh
 
 URI = "qemu:///system"
 ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
@@ -41,7 +41,7 @@ def _libvirtd_or_skip() -> None:
 @pytest.fixture(scope="module")
 def image():
     _libvirtd_or_skip()  # before get_image(), which may have to build the image first
-    from pytest_vexfs.image import get_image
+    from pytest_vexfs.guest.image import get_image
     return get_image()
 
 

@@ -12,7 +12,7 @@ from pytest_vexfs.backends import get_backend
 from pytest_vexfs.backends.base import Machine, MachineSpec
 from pytest_vexfs.backends.static import StaticMachine
 from pytest_vexfs.errors import ConfigError
-from pytest_vexfs.inventory import HostUnreachable, InventoryError, load_inventory
+from pytest_vexfs.backends.inventory import HostUnreachable, InventoryError, load_inventory
 
 ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
 

@@ -18,7 +18,7 @@ import pytest
 
 from pytest_vexfs.backends.base import MachineSpec
 from pytest_vexfs.backends.terraform import TerraformMachine
-from pytest_vexfs.inventory import (
+from pytest_vexfs.backends.inventory import (
     TERRAFORM_VM_KEYS,
     HostUnreachable,
     InventoryError,

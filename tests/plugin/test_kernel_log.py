@@ -1,4 +1,4 @@
-"""Tests of the kernel-log fault detector (pytest_vexfs.kernel_log).
+"""Tests of the kernel-log fault detector (pytest_vexfs.faults.kernel_log).
 
 The ``data/kernel_logs/6.12-*.log`` files are real serial-console captures: Debian's 6.12.117 kernel
 booted under QEMU (TCG, q35) with a busybox initramfs and a tiny module that plants one fault per boot,
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vexfs.kernel_log import (
+from pytest_vexfs.faults.kernel_log import (
     KINDS,
     MARKER_TOKEN_MAX,
     ConsoleFollower,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from pytest_vexfs.legacy import main as migrate_main
-from pytest_vexfs.legacy import parse_header, ScriptHeaderError, suggest_domain
+from pytest_vexfs.compat.shell import main as migrate_main
+from pytest_vexfs.compat.shell import parse_header, ScriptHeaderError, suggest_domain
 from pytest_vexfs.reporting.junit import case_properties
 
 ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg", "--junitxml=junit.xml", "-rfEs")

@@ -4,7 +4,7 @@ latency measured inside the guest (recorded as metrics)."""
 import numpy as np
 import pytest
 
-from pytest_vexfs.vectors import METRICS, assert_same_neighbours, generate, knn, query_for_seed, recall
+from pytest_vexfs.module.vectors import METRICS, assert_same_neighbours, generate, knn, query_for_seed, recall
 
 pytestmark = pytest.mark.requires("vectors")
 

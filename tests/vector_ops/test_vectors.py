@@ -1,11 +1,11 @@
 """Vector storage and exact k-NN search through the module's ioctls, checked against numpy brute force
-on the host with the same deterministic dataset (`pytest_vexfs.vectors.generate`)."""
+on the host with the same deterministic dataset (`pytest_vexfs.module.vectors.generate`)."""
 
 import numpy as np
 import pytest
 
-from pytest_vexfs.fs import run_guest_python
-from pytest_vexfs.vectors import METRICS, VectorError, assert_same_neighbours, generate, knn, query_for_seed
+from pytest_vexfs.module.fs import run_guest_python
+from pytest_vexfs.module.vectors import METRICS, VectorError, assert_same_neighbours, generate, knn, query_for_seed
 
 pytestmark = pytest.mark.requires("vectors")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, VMBootError
+from pytest_vexfs.errors import ConfigError, VMBootError
 
 #: Attributes of each entry of the Terraform ``vms`` output that the terraform backend reads.
 TERRAFORM_VM_KEYS = ("address", "ssh_port", "ssh_user", "domain", "libvirt_domain", "console_path")

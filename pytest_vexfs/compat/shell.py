@@ -1,7 +1,7 @@
 """Legacy shell test scripts: which ones are tests, what their header asks for, which domain they suit,
 and the ``vexfs-migrate`` command that lists them and copies them into ``tests/<domain>/``.
 
-Which ``*.sh`` files pytest collects (see :mod:`pytest_vexfs.collect`):
+Which ``*.sh`` files pytest collects (see :mod:`pytest_vexfs.plugin.collect`):
 
 * in a domain directory (a directory named after a domain, e.g. ``tests/safety/``): ``test_*.sh`` and
   ``*_test.sh``, like Python test files;
@@ -31,7 +31,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-DOMAINS = ("kernel_module", "filesystem_ops", "vector_ops", "performance", "safety", "integration")
+from pytest_vexfs.domains import DOMAINS
+
 SKIP_STATUS = 77
 HEADER_LINES = 30
 HELPER_PREFIXES = ("_", "lib", "common")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import VMError
+from pytest_vexfs.errors import VMError
 
 
 class QMPError(VMError):

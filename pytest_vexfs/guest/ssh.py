@@ -16,8 +16,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from .backends.base import SSHEndpoint
-from .errors import CommandFailed, CommandTimeout, SSHError
+from pytest_vexfs.backends.base import SSHEndpoint
+from pytest_vexfs.errors import CommandFailed, CommandTimeout, SSHError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 from collections.abc import Callable, Sequence
 
-from .accel import AccelChoice, choose_accel
-from .config import ResolvedSettings
-from .errors import CommandTimeout, VexfsError
-from .image import Image, get_image
-from .kernel_log import Finding, begin_marker, end_marker, summarise
-from .ssh import CommandResult, KeyPair, generate_keypair
-from .backends.base import read_tail
-from .vm import GuestVM, VMSettings
+from pytest_vexfs.guest.accel import AccelChoice, choose_accel
+from pytest_vexfs.settings import ResolvedSettings
+from pytest_vexfs.errors import CommandTimeout, VexfsError
+from pytest_vexfs.guest.image import Image, get_image
+from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, summarise
+from pytest_vexfs.guest.ssh import CommandResult, KeyPair, generate_keypair
+from pytest_vexfs.backends.base import read_tail
+from pytest_vexfs.guest.vm import GuestVM, VMSettings
 
 HANG_DUMP_SETTLE = 3.0
 #: kernel reports that mean the running command will not come back: stop waiting for its timeout
@@ -119,7 +119,7 @@ class VMSlot:
 
     @property
     def cache_dir(self) -> Path:
-        from .image import default_cache_dir
+        from pytest_vexfs.guest.image import default_cache_dir
 
         return Path(self.settings.cache_dir) if self.settings.cache_dir else default_cache_dir()
 

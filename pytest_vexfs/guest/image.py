@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable
 
 import filelock
 
-from .errors import ConfigError, DiskFullError, HostToolMissing, ImageBuildError
+from pytest_vexfs.errors import ConfigError, DiskFullError, HostToolMissing, ImageBuildError
 
-GUEST_DIR = Path(__file__).parent / "guest"
+GUEST_DIR = Path(__file__).parent / "files"
 RECIPE_VERSION = 3
 MIN_FREE_BYTES = 3 * 1024**3
 DEBIAN_MIRROR = os.environ.get("VEXFS_DEBIAN_MIRROR", "http://deb.debian.org/debian")

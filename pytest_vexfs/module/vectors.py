@@ -17,8 +17,8 @@ import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import VexfsError
-from .module import Runner
+from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.module.profile import Runner
 
 if TYPE_CHECKING:
     import numpy as np

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .backends.qemu import QEMU_BINARY, qemu_version
-from .image import Image
+from pytest_vexfs.backends.qemu import QEMU_BINARY, qemu_version
+from pytest_vexfs.guest.image import Image
 
 PROBE_MARKER = "VEXFS-ACCEL-PROBE-OK"
 PROBE_TIMEOUT = 12.0

@@ -1,7 +1,7 @@
 """pytest fixtures for a mounted filesystem of the module under test and its vector client.
 
 Thin wrappers over `fs.MountedFilesystem` and `vectors.VexctlClient`, on the VM and loaded module of
-the core plugin's `vexfs_vm` and `vexfs_module`. Registered as a plugin module by `pytest_vexfs.plugin`.
+the core plugin's `vexfs_vm` and `vexfs_module`. Registered as a plugin module by `pytest_vexfs.plugin.hooks`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from .fs import FilesystemError, MountedFilesystem
-from .harness import TestSession
-from .module import LoadedModule, ModuleProfile
-from .vectors import VexctlClient
+from pytest_vexfs.module.fs import FilesystemError, MountedFilesystem
+from pytest_vexfs.guest.session import TestSession
+from pytest_vexfs.module.loaded import LoadedModule
+from pytest_vexfs.module.profile import ModuleProfile
+from pytest_vexfs.module.vectors import VexctlClient
 
 
 def _mounted(vm: TestSession, module: LoadedModule, profile: ModuleProfile,

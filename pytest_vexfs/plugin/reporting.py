@@ -17,12 +17,13 @@ import pytest
 
 from pytest_vexfs.errors import ConfigError, VexfsError
 
-from . import html as html_parts
-from .junit import add_console_excerpts
-from .recorder import Outcome, RunRecorder
-from .redact import Redactor, redact_url
-from .results import CONSOLE_SECTION, FAILING, RunInfo, git_code_version, new_run_id, result_from_phases
-from .settings import OPTIONS, ReportingSettings, find_value, resolve
+from pytest_vexfs.reporting import html as html_parts
+from pytest_vexfs.reporting.junit import add_console_excerpts
+from pytest_vexfs.reporting.recorder import Outcome, RunRecorder
+from pytest_vexfs.reporting.redact import Redactor, redact_url
+from pytest_vexfs.reporting.results import (CONSOLE_SECTION, FAILING, RunInfo, git_code_version, new_run_id,
+                                           result_from_phases)
+from pytest_vexfs.reporting.settings import OPTIONS, ReportingSettings, find_value, resolve
 
 RECORDER_KEY = pytest.StashKey[RunRecorder]()
 

@@ -23,15 +23,15 @@ from collections.abc import Callable
 
 import filelock
 
-from .accel import AccelChoice
-from .backends import get_backend
-from .backends.base import MachineSpec, read_tail
-from .backends.qemu import QemuMachine, qemu_version
-from .errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
-from .image import Image
-from .kernel_log import ConsoleFollower, Finding, KernelLogMonitor
-from .runstate import VMRecord, process_start_time, remove_record, write_record
-from .ssh import CommandResult, KeyPair, SSHConnection, generate_keypair, ssh_banner_ready
+from pytest_vexfs.guest.accel import AccelChoice
+from pytest_vexfs.backends import get_backend
+from pytest_vexfs.backends.base import MachineSpec, read_tail
+from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
+from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
+from pytest_vexfs.guest.image import Image
+from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
+from pytest_vexfs.guest.runstate import VMRecord, process_start_time, remove_record, write_record
+from pytest_vexfs.guest.ssh import CommandResult, KeyPair, SSHConnection, generate_keypair, ssh_banner_ready
 
 BASE_CMDLINE = ("console=ttyS0,115200 root=/dev/vda rw panic=-1 quiet random.trust_cpu=on "
                 "sysrq_always_enabled=1 tsc=reliable")

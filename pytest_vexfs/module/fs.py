@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from .errors import VexfsError
-from .module import ModuleProfile, Runner
-from .ssh import CommandResult
+from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.module.profile import ModuleProfile, Runner
+from pytest_vexfs.guest.ssh import CommandResult
 
 DEFAULT_DEVICE = "/dev/vdb"  # the VM's scratch disk
 DEFAULT_MOUNTPOINT = "/mnt/vexfs"

@@ -8,32 +8,24 @@ markers around it, and its report carries the fault the kernel reported during i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 from collections.abc import Generator
 
 import pytest
 
-from . import config as cfg
-from .errors import CommandTimeout, ConfigError, SSHError, VexfsError, VMError
-from .harness import GuestHang, TestSession, VMSlot
-from .module import BuiltModule, LoadedModule, ModuleProfile, build_module, find_profile, load_seed_config
-from .vm import new_run_id
+from pytest_vexfs import settings as cfg
+from pytest_vexfs.errors import CommandTimeout, ConfigError, SSHError, VMError
+from pytest_vexfs.module.profile import find_profile, load_seed_config
+from pytest_vexfs.domains import DOMAINS
+from pytest_vexfs.guest.vm import new_run_id
+from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PROFILE_KEY, REAPED_KEY, RUN_ID_KEY, SETTINGS_KEY, TEST_SESSION_KEY,
+                                      domain_of)
 
-DOMAINS = ("kernel_module", "filesystem_ops", "vector_ops", "performance", "safety", "integration")
 CONSOLE_SECTION = "vexfs console"
 
-SETTINGS_KEY = pytest.StashKey[cfg.ResolvedSettings]()
-SLOT_KEY = pytest.StashKey[VMSlot]()
-DOMAINS_KEY = pytest.StashKey[tuple[str, ...]]()
-RUN_ID_KEY = pytest.StashKey[str]()
-TEST_SESSION_KEY = pytest.StashKey[TestSession]()
-PROFILE_KEY = pytest.StashKey[ModuleProfile]()
-REAPED_KEY = pytest.StashKey[list]()
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -49,10 +41,9 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         parser.addini(s.ini, s.help, default="")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
-    from . import collect, fsfixtures
-    from .reporting import plugin as reporting_plugin
+    from pytest_vexfs.plugin import collect, fixtures, fs_fixtures, reporting
 
-    for name, module in (("vexfs-reporting", reporting_plugin), ("vexfs-fs", fsfixtures),
+    for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-fs", fs_fixtures),
                          ("vexfs-collect", collect)):
         if not pluginmanager.is_registered(module):
             pluginmanager.register(module, name)
@@ -67,10 +58,6 @@ def _resolve_settings(config: pytest.Config) -> cfg.ResolvedSettings:
     except ConfigError as err:
         raise pytest.UsageError(f"pytest-vexfs: {err}") from err
 
-
-def _worker_id(config: pytest.Config) -> str:
-    workerinput = getattr(config, "workerinput", None)
-    return workerinput["workerid"] if workerinput else "main"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -121,8 +108,8 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
     except ConfigError as err:
         raise pytest.UsageError(f"pytest-vexfs: {err}") from err
     if settings.backend == "qemu":  # cheap, and only ever touches VMs of dead runs
-        from .image import default_cache_dir
-        from .runstate import reap
+        from pytest_vexfs.guest.image import default_cache_dir
+        from pytest_vexfs.guest.runstate import reap
 
         cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
         if cache.exists():
@@ -134,7 +121,7 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
-    from .image import KERNELS, default_cache_dir, image_digest
+    from pytest_vexfs.guest.image import KERNELS, default_cache_dir, image_digest
 
     kernel = settings.kernel
     digest = image_digest(KERNELS[kernel]) if kernel in KERNELS else "custom kernel"
@@ -152,7 +139,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def _cached_accel(settings: cfg.ResolvedSettings, cache: Path) -> str:
     """The accelerator if it can be told without booting; collection never boots a VM."""
-    from .image import KERNELS, Image, image_digest
+    from pytest_vexfs.guest.image import KERNELS, Image, image_digest
 
     if settings.accel == "tcg":
         return "tcg (requested)"
@@ -161,7 +148,7 @@ def _cached_accel(settings: cfg.ResolvedSettings, cache: Path) -> str:
     path = cache / "images" / f"{settings.kernel}-{image_digest(KERNELS[settings.kernel])}"
     if not (path / "manifest.json").exists() or not Image.load(path).initrd.exists():
         return f"{settings.accel} (probed by booting once the image is built)"
-    from .accel import choose_accel
+    from pytest_vexfs.guest.accel import choose_accel
 
     return str(choose_accel(settings.accel, Image.load(path), cache))
 
@@ -173,159 +160,6 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     domain = domain_of(item)
     if domain and not item.get_closest_marker(domain):
         item.add_marker(getattr(pytest.mark, domain))
-
-
-def domain_of(item: pytest.Item) -> str | None:
-    domains = item.config.stash[DOMAINS_KEY]
-    try:
-        parts = item.path.relative_to(item.config.rootpath).parts[:-1]
-    except ValueError:
-        parts = item.path.parts[:-1]
-    for part in parts:
-        if part in domains:
-            return part
-    for mark in item.iter_markers():
-        if mark.name in domains:
-            return mark.name
-    return None
-
-
-# -- fixtures ------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _as_test_failure() -> Generator[None, None, None]:
-    """A VexfsError in a fixture is the user's problem to fix, not ours: one paragraph, no traceback."""
-    try:
-        yield
-    except VexfsError as err:
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def vexfs_settings(pytestconfig: pytest.Config) -> cfg.ResolvedSettings:
-    """The resolved pytest-vexfs settings (values and where each came from)."""
-    return pytestconfig.stash[SETTINGS_KEY]
-
-
-@pytest.fixture(scope="session")
-def vexfs_slot(pytestconfig: pytest.Config) -> Generator[VMSlot, None, None]:
-    """This worker's VM slot (one VM at a time, booted on first use, torn down at the end)."""
-    settings = pytestconfig.stash[SETTINGS_KEY]
-    artifacts = pytestconfig.rootpath / ".vexfs"
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-
-    def progress(msg: str) -> None:
-        if reporter is not None and _worker_id(pytestconfig) == "main":
-            reporter.write_line(f"[vexfs] {msg}")
-        else:
-            print(f"[vexfs] {msg}", file=sys.stderr, flush=True)
-
-    try:
-        ignore = tuple(_profile(pytestconfig).ignore_kernel_messages)
-    except ConfigError:
-        ignore = ()  # tests that need the module report the profile problem themselves
-    slot = VMSlot(settings, _worker_id(pytestconfig), pytestconfig.stash[RUN_ID_KEY], artifacts, progress,
-                  ignore_patterns=ignore)
-    pytestconfig.stash[SLOT_KEY] = slot
-    try:
-        yield slot
-    finally:
-        slot.close()
-
-
-@pytest.fixture
-def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[TestSession, None, None]:
-    """A ready guest for this test: `vexfs_vm.run("cmd")` returns a CommandResult.
-
-    Kernel faults during the test fail it (or satisfy `expect_fault`); a command running past the
-    hang timeout dumps the guest's tasks, kills the VM and fails the test as a hang.
-    """
-    item = request.node
-    marker = item.get_closest_marker("hang_timeout")
-    hang_timeout = float(vexfs_slot.settings.hang_timeout)
-    with _as_test_failure():
-        seed = load_seed_config(item.path.parent)
-    if seed.get("hang_detection_timeout"):  # the domain's seed config overrides the run-wide default
-        hang_timeout = float(seed["hang_detection_timeout"])
-    if marker is not None:
-        if len(marker.args) != 1 or not isinstance(marker.args[0], (int, float)) or marker.args[0] <= 0:
-            raise pytest.UsageError(f"{item.nodeid}: hang_timeout takes one positive number of seconds, "
-                                    f"got {marker.args!r}")
-        hang_timeout = float(marker.args[0])
-    booted_before = vexfs_slot.count
-    with _as_test_failure():
-        vm = vexfs_slot.acquire()
-    session = TestSession(vm, item.nodeid, hang_timeout, booted=vexfs_slot.count != booted_before)
-    item.stash[TEST_SESSION_KEY] = session
-    session.begin()
-    try:
-        yield session
-    finally:
-        session.end()
-        if item.get_closest_marker("fresh_vm") or not vm.is_alive():
-            vexfs_slot.release(discard=True)
-
-
-def _profile(config: pytest.Config) -> ModuleProfile:
-    if PROFILE_KEY not in config.stash:
-        settings = config.stash[SETTINGS_KEY]
-        config.stash[PROFILE_KEY] = find_profile(settings.source, settings.profile, config.rootpath)
-    return config.stash[PROFILE_KEY]
-
-
-@pytest.fixture(scope="session")
-def vexfs_profile(pytestconfig: pytest.Config) -> ModuleProfile:
-    """The profile of the module under test (--vexfs-profile / --vexfs-source / the reference module)."""
-    try:
-        return _profile(pytestconfig)
-    except ConfigError as err:
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def vexfs_built_module(vexfs_slot: VMSlot, vexfs_profile: ModuleProfile) -> BuiltModule:
-    """The module compiled against the guest kernel (cached by source content and kernel)."""
-    with _as_test_failure():
-        return build_module(vexfs_profile, vexfs_slot.image(), vexfs_slot.cache_dir,
-                            progress=vexfs_slot.progress)
-
-
-@pytest.fixture
-def vexfs_seed(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The seed settings (max_load_time, memory_leak_threshold, ...) of the test's domain directory."""
-    with _as_test_failure():
-        return load_seed_config(request.node.path.parent)
-
-
-@pytest.fixture
-def vexfs_module(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_built_module: BuiltModule,
-                 vexfs_profile: ModuleProfile, vexfs_seed: dict[str, Any]) -> LoadedModule:
-    """The module under test, installed and loaded in this test's VM."""
-    assert vexfs_vm.vm.ssh is not None
-    module = LoadedModule(vexfs_vm, vexfs_built_module, vexfs_profile, vexfs_seed, put=vexfs_vm.vm.ssh.put)
-    with _as_test_failure():
-        if not module.is_installed():
-            module.install()
-        if not module.is_loaded():
-            seconds = module.load()
-            request.node.user_properties.append(("metric:module_load_seconds", round(seconds, 3)))
-    return module
-
-
-@pytest.fixture(autouse=True)
-def _vexfs_requires(request: pytest.FixtureRequest) -> None:
-    marker = request.node.get_closest_marker("requires")
-    if marker is None:
-        return
-    try:
-        profile = _profile(request.config)
-    except ConfigError as err:
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
-    missing = [cap for cap in marker.args if not profile.has(cap)]
-    if missing:
-        pytest.skip(f"module {profile.name!r} lacks capability {', '.join(missing)} "
-                    f"(profile {profile.path or 'derived'} capabilities: "
-                    f"{', '.join(sorted(profile.capabilities)) or 'none'})")
 
 
 # -- verdicts ------------------------------------------------------------------------------------
@@ -393,6 +227,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         if verdict.fault_kind in CRITICAL_KINDS and load_seed_config(item.path.parent).get("stop_on_critical_failure"):
             item.session.shouldstop = f"stop_on_critical_failure: {verdict.title} in {item.nodeid}"
     return report
-
-
-__all__ = ["DOMAINS", "GuestHang", "VexfsError", "domain_of"]

@@ -4,15 +4,15 @@ Both kinds of item are ``pytest.Function`` subclasses whose call object only dec
 need (``vexfs_vm``, and ``vexfs_module`` when asked), so fixtures, markers, the per-test kernel-log
 markers, hang timeouts and the core plugin's fault verdicts apply to them exactly as to a Python test.
 
-* Shell scripts (rules in :mod:`pytest_vexfs.legacy`): ``test_*.sh`` in domain directories and every
+* Shell scripts (rules in :mod:`pytest_vexfs.compat.shell`): ``test_*.sh`` in domain directories and every
   ``*.sh`` under the ini key ``vexfs_shell_dirs``; exit status 0 passes, 77 skips (reason: the last
   output line), anything else fails with the script's stdout and stderr.
-* Domain classes (:mod:`pytest_vexfs.domains`): ``DomainBase`` subclasses defined in a collected test
+* Domain classes (:mod:`pytest_vexfs.compat.domains`): ``DomainBase`` subclasses defined in a collected test
   module; each ``test_*`` method is an item; setup_domain/validate_domain_constraints run once per class
   (again only if the VM was replaced), teardown_domain after the class's last test.
 * A further domain can come from the ini key ``vexfs_domains`` or from the hook ``pytest_vexfs_domains``.
 
-Registered as a plugin module by :mod:`pytest_vexfs.plugin`.
+Registered as a plugin module by :mod:`pytest_vexfs.plugin.hooks`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from typing import Any
 
 import pytest
 
-from .domains import DomainBase, DomainError, TestResult, TestStatus, call_maybe_async, constraint_problem
-from .harness import TestSession
-from .legacy import SKIP_STATUS, ScriptHeader, ScriptHeaderError, is_shell_test, read_header
-from .plugin import DOMAINS_KEY, domain_of
+from pytest_vexfs.compat.domains import (DomainBase, DomainError, TestResult, TestStatus, call_maybe_async,
+                                         constraint_problem)
+from pytest_vexfs.guest.session import TestSession
+from pytest_vexfs.compat.shell import SKIP_STATUS, ScriptHeader, ScriptHeaderError, is_shell_test, read_header
+from pytest_vexfs.plugin.keys import DOMAINS_KEY, domain_of
 
 SHELL_DIRS_INI = "vexfs_shell_dirs"
 GUEST_SHELL_DIR = "/tmp/vexfs-shell"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 import yaml
 
-from .errors import ConfigError
+from pytest_vexfs.errors import ConfigError
 
 PACKAGE_ENV_DIR = Path(__file__).parent / "environments"
 ENV_NAMES = ("dev", "test", "ci", "staging")
@@ -243,7 +243,7 @@ def resolve(cli: Mapping[str, Any], ini: Mapping[str, Any], environ: Mapping[str
 
 
 def _check_kernel(value: str, source: str) -> None:
-    from .image import KERNELS
+    from pytest_vexfs.guest.image import KERNELS
 
     if value in KERNELS:
         return
@@ -274,7 +274,7 @@ def check_budget(values: Mapping[str, Any], vm_count: int) -> None:
     if disk_gb > values["max_total_disk_gb"]:
         problems.append(f"about {disk_gb:.1f} GiB disk > max_total_disk_gb {values['max_total_disk_gb']:g}")
     if problems:
-        from .errors import ResourceLimitError
+        from pytest_vexfs.errors import ResourceLimitError
 
         raise ResourceLimitError("this run would exceed its resource budget: " + "; ".join(problems),
                                  hint="use fewer workers (-n), smaller VMs, or raise the limits in the "

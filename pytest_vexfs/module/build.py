@@ -1,0 +1,189 @@
+"""The module built against the guest kernel, in the image's root filesystem used as a chroot (so with the
+guest's own compiler), cached by source content + kernel release + profile. Usable without pytest."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from collections.abc import Callable
+
+import filelock
+
+from pytest_vexfs.errors import (ConfigError, ModuleBuildError, ModuleError)
+from pytest_vexfs.guest.image import Image
+
+from pytest_vexfs.module.profile import ModuleProfile
+
+_DIAG = re.compile(r"^(?P<file>[^\s:]+\.[ch]):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?P<kind>error|warning|fatal "
+                   r"error):\s*(?P<msg>.*)$", re.M)
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltModule:
+    """Build outputs in the cache: the .ko and the tools."""
+
+    path: Path
+    ko: Path
+    tools: tuple[Path, ...]
+    kernel_release: str
+    digest: str
+    log: str
+
+
+def _source_digest(profile: ModuleProfile, image: Image) -> str:
+    h = hashlib.sha256()
+    h.update(image.kernel_release.encode() + image.digest.encode())
+    h.update(json.dumps(profile.raw, sort_keys=True, default=str).encode())
+    for path in sorted(profile.source.rglob("*")):
+        if path.is_file() and not _is_build_output(path):
+            h.update(str(path.relative_to(profile.source)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _is_build_output(path: Path) -> bool:
+    name = path.name
+    return (name.endswith((".o", ".ko", ".mod", ".mod.c", ".cmd", ".symvers", ".order", ".a", ".d"))
+            or name.startswith(".") or "__pycache__" in path.parts
+            or (path.parent.name == "tools" and "." not in name))
+
+
+def _kernel_in_range(release: str, spec: str) -> bool:
+    """`spec` like ">=6.7,<6.12" against a release like 6.12.117+deb13-amd64."""
+    def as_tuple(text: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+    current = as_tuple(release)
+    for clause in filter(None, (c.strip() for c in spec.split(","))):
+        m = re.match(r"(>=|<=|==|>|<)\s*([\d.]+)", clause)
+        if not m:
+            raise ConfigError(f"bad kernel range clause {clause!r}", key="patches",
+                              allowed="comparisons like >=6.7,<6.12")
+        op, ver = m.groups()
+        want = as_tuple(ver)
+        cur = current[:len(want)]
+        ok = {">=": cur >= want, "<=": cur <= want, "==": cur == want, ">": cur > want, "<": cur < want}[op]
+        if not ok:
+            return False
+    return True
+
+
+def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
+                 progress: Callable[[str], None] = lambda m: None) -> BuiltModule:
+    """Build (or fetch from cache) the module and its tools for the image's kernel."""
+    if not profile.source.is_dir():
+        raise ModuleError(f"module source {profile.source} is missing",
+                          hint="point --vexfs-source at your module's directory")
+    if not any((profile.source / n).exists() for n in ("Kbuild", "Makefile")):
+        raise ModuleError(f"{profile.source} has no Kbuild or Makefile",
+                          hint="an out-of-tree module needs a Kbuild/Makefile with obj-m")
+    digest = _source_digest(profile, image)
+    root = cache_dir / "modules"
+    root.mkdir(parents=True, exist_ok=True)
+    out = root / f"{profile.name}-{digest}"
+    with filelock.FileLock(str(root / f".{profile.name}-{digest}.lock")):
+        if not (out / "build.json").exists():
+            progress(f"building module {profile.name} against {image.kernel_release}")
+            _build_into(profile, image, out, digest)
+    meta = json.loads((out / "build.json").read_text())
+    return BuiltModule(out, out / Path(profile.module_file).name,
+                       tuple(out / "tools" / Path(t).name for t in profile.tools), image.kernel_release,
+                       digest, meta.get("log", ""))
+
+
+def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) -> None:
+    if image.build_tree is not None:  # a kernel the user built: their tree, the host's compiler
+        _build_on_host(profile, image, out)
+        return
+    if os.geteuid() != 0:
+        raise ModuleError("building in the image's chroot needs root",
+                          hint="run as root, or build the module yourself and pass its directory")
+    inside = f"/tmp/vexfs-build-{digest}-{os.getpid()}"
+    work = image.rootfs / inside.lstrip("/")
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(profile.source, work, ignore=lambda d, names: [
+        n for n in names if _is_build_output(Path(d) / n) and not (Path(d) / n).is_dir()])
+    log = []
+    try:
+        for patch in profile.patches:
+            if _kernel_in_range(image.kernel_release, str(patch.get("kernel", ""))):
+                patch_file = (profile.path.parent if profile.path else profile.source) / patch["file"]
+                proc = subprocess.run(["patch", "-p1", "-d", str(work), "-i", str(patch_file)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                log.append(proc.stdout)
+                if proc.returncode != 0:
+                    raise ModuleBuildError(str(profile.source), image.kernel_release, proc.stdout,
+                                           [f"patch {patch['file']} does not apply"])
+        kdir = image.headers
+        steps = [["make", "-C", str(kdir), f"M={inside}", "modules"]]
+        if profile.tools:  # userspace tools with the guest's compiler (Debian installs no plain `cc` with it)
+            steps.append(["make", "-C", inside, f"CC={image.compiler}"] + [str(t) for t in profile.tools])
+        for argv in steps:
+            proc = subprocess.run(["chroot", str(image.rootfs), "env", "LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                   *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  errors="replace", timeout=900)
+            log.append(proc.stdout)
+            if proc.returncode != 0:
+                text = proc.stdout.replace(inside + "/", f"{profile.source}/")
+                diags = [f"{m['file']}:{m['line']}: {m['kind']}: {m['msg']}" for m in _DIAG.finditer(text)
+                         if m["kind"] != "warning"]
+                raise ModuleBuildError(str(profile.source), image.kernel_release, text, diags)
+        ko = work / profile.module_file
+        if not ko.exists():
+            raise ModuleBuildError(str(profile.source), image.kernel_release, "\n".join(log),
+                                   [f"the build succeeded but produced no {profile.module_file} "
+                                    f"(check module_file in the profile)"])
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "tools").mkdir(parents=True)
+        shutil.copy2(ko, tmp / ko.name)
+        for tool in profile.tools:
+            src = work / tool
+            if not src.exists():
+                raise ModuleBuildError(str(profile.source), image.kernel_release, "\n".join(log),
+                                       [f"tool {tool} was not built"])
+            shutil.copy2(src, tmp / "tools" / Path(tool).name)
+        (tmp / "build.json").write_text(json.dumps({"kernel_release": image.kernel_release,
+                                                    "log": "\n".join(log)[-20000:], "built": time.time()}))
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_on_host(profile: ModuleProfile, image: Image, out: Path) -> None:
+    import tempfile
+
+    assert image.build_tree is not None
+    with tempfile.TemporaryDirectory(prefix="vexfs-build-") as tmp:
+        work = Path(tmp) / "src"
+        shutil.copytree(profile.source, work)
+        steps = [["make", "-C", str(image.build_tree), f"M={work}", "modules"]]
+        if profile.tools:
+            steps.append(["make", "-C", str(work)] + [str(t) for t in profile.tools])
+        log = []
+        for argv in steps:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  errors="replace", timeout=900)
+            log.append(proc.stdout)
+            if proc.returncode != 0:
+                text = proc.stdout.replace(f"{work}/", f"{profile.source}/")
+                diags = [f"{m['file']}:{m['line']}: {m['kind']}: {m['msg']}" for m in _DIAG.finditer(text)
+                         if m["kind"] != "warning"]
+                raise ModuleBuildError(str(profile.source), image.kernel_release, text, diags)
+        tmp_out = out.with_name(out.name + f".tmp{os.getpid()}")
+        (tmp_out / "tools").mkdir(parents=True)
+        shutil.copy2(work / profile.module_file, tmp_out / Path(profile.module_file).name)
+        for tool in profile.tools:
+            shutil.copy2(work / tool, tmp_out / "tools" / Path(tool).name)
+        (tmp_out / "build.json").write_text(json.dumps({"kernel_release": image.kernel_release,
+                                                        "log": "\n".join(log)[-20000:], "built": time.time()}))
+        os.replace(tmp_out, out)

@@ -1,0 +1,191 @@
+"""The module's life in one guest: install, load/unload with timing checks, state, leak measurement."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+from typing import Any
+from collections.abc import Callable, Mapping
+
+
+from pytest_vexfs.errors import (ModuleError, ModuleLoadError,
+                     ModuleUnloadError)
+from pytest_vexfs.guest.ssh import CommandResult
+
+from pytest_vexfs.module.profile import SEED_DEFAULTS, ModuleProfile, Runner
+from pytest_vexfs.module.build import BuiltModule
+
+GUEST_DIR = "/root/vexfs-module"
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySample:
+    """Kernel memory that only the kernel can free (bytes, from /proc/meminfo after dropping caches):
+    unreclaimable slab + vmalloc + per-CPU. Page-cache, user pages, stacks and page tables move with
+    whatever else runs and are left out; kmalloc/vmalloc leaks, the common kind, show up here."""
+
+    kernel_bytes: int
+    slab_unreclaimable: int
+    raw: dict[str, int]
+
+
+class LoadedModule:
+    """The module in one guest: install, insmod/rmmod with timing checks, state, leak measurement."""
+
+    def __init__(self, guest: Runner, built: BuiltModule, profile: ModuleProfile,
+                 seed: Mapping[str, Any] | None = None, put: Callable[[Path, str], None] | None = None) -> None:
+        self.guest = guest
+        self.built = built
+        self.profile = profile
+        self.seed = dict(SEED_DEFAULTS, **(seed or {}))
+        self._put = put
+        self.last_load_seconds: float | None = None
+        self.last_unload_seconds: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.seed.get("module_name") or self.profile.name
+
+    @property
+    def guest_ko(self) -> str:
+        return f"{GUEST_DIR}/{self.built.ko.name}"
+
+    def install(self) -> None:
+        """Copy the .ko and tools into the guest (tools on PATH in /usr/local/bin)."""
+        self.guest.run(f"mkdir -p {GUEST_DIR}", check=True)
+        if self._put is None:
+            raise ModuleError("no file transfer available to install the module")
+        self._put(self.built.ko, self.guest_ko)
+        for tool in self.built.tools:
+            self._put(tool, f"/usr/local/bin/{tool.name}")
+            self.guest.run(f"chmod 755 /usr/local/bin/{tool.name}", check=True)
+
+    def is_installed(self) -> bool:
+        return self.guest.run(f"test -f {self.guest_ko}").ok
+
+    # state
+    def is_loaded(self) -> bool:
+        return self.guest.run(f"test -d /sys/module/{self.name}").ok
+
+    def refcount(self) -> int:
+        out = self.guest.run(f"cat /sys/module/{self.name}/refcnt", check=True).stdout.strip()
+        return int(out)
+
+    def taint(self) -> int:
+        return int(self.guest.run("cat /proc/sys/kernel/tainted", check=True).stdout.strip())
+
+    # load / unload
+    def load(self, **params: Any) -> float:
+        """insmod with the profile's parameters overridden by `params`; returns seconds taken."""
+        merged = {**self.profile.load_params, **params}
+        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in merged.items())
+        result = self.guest.run(f"insmod {self.guest_ko} {args}".strip(),
+                                timeout=max(30.0, float(self.seed["max_load_time"]) * 3))
+        if not result.ok:
+            raise ModuleLoadError(self._explain_load_failure(result))
+        self.last_load_seconds = result.duration
+        return result.duration
+
+    def _explain_load_failure(self, result: CommandResult) -> str:
+        dmesg = self.guest.run("dmesg | tail -n 15", timeout=20).stdout
+        err = result.stderr.strip() or result.stdout.strip()
+        reason = "the module's init function failed"
+        hint = "read the kernel log lines above: they come from the module's init"
+        if "Invalid module format" in err or "version magic" in dmesg or "disagrees about version" in dmesg:
+            reason = "the module was built for another kernel (vermagic mismatch)"
+            hint = "rebuild it against the guest kernel's headers (the harness does this when it builds)"
+        elif "Unknown symbol" in dmesg or "Unknown symbol" in err:
+            reason = "the module uses symbols the guest kernel does not export"
+            hint = "check the Unknown symbol lines; load dependencies first or fix the code"
+        elif "File exists" in err:
+            reason = "a module of that name is already loaded"
+            hint = "unload it first"
+        elif "No such file" in err:
+            reason = "the module file is not in the guest"
+            hint = "install() it first"
+        return (f"insmod of {self.name} failed: {reason}.\n  insmod said: {err}\n"
+                f"  what to do: {hint}\n--- guest kernel log (tail) ---\n{dmesg}")
+
+    def unload(self, *, timeout: float | None = None) -> float:
+        """rmmod; fails loudly if the module is busy. A hanging rmmod propagates the runner's hang error."""
+        limit = timeout or max(30.0, float(self.seed["max_unload_time"]) * 3)
+        result = self.guest.run(f"rmmod {self.name}", timeout=limit)
+        if not result.ok:
+            detail = result.stderr.strip()
+            if "in use" in detail or "busy" in detail.lower():
+                holders = self.guest.run(f"cat /sys/module/{self.name}/refcnt; ls /sys/module/{self.name}/holders;"
+                                         " grep -w " + shlex.quote(self.profile.fs_type or self.name)
+                                         + " /proc/mounts", timeout=20).stdout
+                raise ModuleUnloadError(f"rmmod {self.name} refused: module is busy ({detail}).\n"
+                                        f"refcount/holders/mounts:\n{holders}",
+                                        hint="unmount its filesystems and close its files before unloading")
+            raise ModuleUnloadError(f"rmmod {self.name} failed: {detail}")
+        self.last_unload_seconds = result.duration
+        return result.duration
+
+    def reload(self, **params: Any) -> tuple[float, float]:
+        return self.unload(), self.load(**params)
+
+    # memory
+    def memory_sample(self) -> MemorySample:
+        out = self.guest.run("sync; echo 3 > /proc/sys/vm/drop_caches; cat /proc/meminfo", check=True,
+                             timeout=60).stdout
+        info = {}
+        for line in out.splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts:
+                info[key] = int(parts[0]) * 1024
+        kernel = sum(info.get(k, 0) for k in ("SUnreclaim", "VmallocUsed", "Percpu"))
+        return MemorySample(kernel, info.get("SUnreclaim", 0), info)
+
+    def has_kmemleak(self) -> bool:
+        return self.guest.run("mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+                              "test -e /sys/kernel/debug/kmemleak").ok
+
+    def kmemleak_scan(self) -> str:
+        """Reports of a kmemleak scan (the kernel's scan is run twice, as its documentation advises)."""
+        self.guest.run("echo scan > /sys/kernel/debug/kmemleak; echo scan > /sys/kernel/debug/kmemleak",
+                       timeout=120)
+        return self.guest.run("cat /sys/kernel/debug/kmemleak", timeout=60).stdout
+
+    def leak_check(self, work: Callable[[], None] | None = None, cycles: int = 3) -> LeakReport:
+        """Load → work → unload `cycles` times; compare kernel memory before and after."""
+        if self.is_loaded():
+            self.unload()
+        if self.has_kmemleak():
+            self.guest.run("echo clear > /sys/kernel/debug/kmemleak", timeout=60)
+        before = self.memory_sample()
+        for _ in range(cycles):
+            self.load()
+            if work:
+                work()
+            self.unload()
+        after = self.memory_sample()
+        kmemleak = self.kmemleak_scan() if self.has_kmemleak() else None
+        return LeakReport(before, after, int(self.seed["memory_leak_threshold"]), cycles, kmemleak)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakReport:
+    """Kernel memory across load/work/unload cycles."""
+
+    before: MemorySample
+    after: MemorySample
+    threshold: int
+    cycles: int
+    kmemleak: str | None
+
+    @property
+    def delta(self) -> int:
+        return self.after.kernel_bytes - self.before.kernel_bytes
+
+    @property
+    def leaked(self) -> bool:
+        return self.delta > self.threshold or bool(self.kmemleak and "unreferenced object" in self.kmemleak)
+
+    def describe(self) -> str:
+        return (f"kernel memory grew by {self.delta / 1024:.0f} KiB over {self.cycles} load/unload cycles "
+                f"(threshold {self.threshold / 1024:.0f} KiB; unreclaimable slab "
+                f"{(self.after.slab_unreclaimable - self.before.slab_unreclaimable) / 1024:+.0f} KiB)")

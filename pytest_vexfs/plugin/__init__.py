@@ -1,0 +1,1 @@
+"""The pytest wiring: hooks (options, markers, verdicts), fixtures, collection of legacy tests, reports."""

@@ -1,0 +1,148 @@
+"""The fixtures a test asks for: its guest, the module under test built and loaded, settings, profile."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from pytest_vexfs import settings as cfg
+from pytest_vexfs.errors import ConfigError, VexfsError
+from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.module.build import BuiltModule, build_module
+from pytest_vexfs.module.loaded import LoadedModule
+from pytest_vexfs.module.profile import ModuleProfile, load_seed_config
+from pytest_vexfs.plugin.keys import (RUN_ID_KEY, SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
+                                      module_profile, worker_id)
+
+
+@contextlib.contextmanager
+def _as_test_failure() -> Generator[None, None, None]:
+    """A VexfsError in a fixture is the user's problem to fix, not ours: one paragraph, no traceback."""
+    try:
+        yield
+    except VexfsError as err:
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vexfs_settings(pytestconfig: pytest.Config) -> cfg.ResolvedSettings:
+    """The resolved pytest-vexfs settings (values and where each came from)."""
+    return pytestconfig.stash[SETTINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def vexfs_slot(pytestconfig: pytest.Config) -> Generator[VMSlot, None, None]:
+    """This worker's VM slot (one VM at a time, booted on first use, torn down at the end)."""
+    settings = pytestconfig.stash[SETTINGS_KEY]
+    artifacts = pytestconfig.rootpath / ".vexfs"
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(msg: str) -> None:
+        if reporter is not None and worker_id(pytestconfig) == "main":
+            reporter.write_line(f"[vexfs] {msg}")
+        else:
+            print(f"[vexfs] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        ignore = tuple(module_profile(pytestconfig).ignore_kernel_messages)
+    except ConfigError:
+        ignore = ()  # tests that need the module report the profile problem themselves
+    slot = VMSlot(settings, worker_id(pytestconfig), pytestconfig.stash[RUN_ID_KEY], artifacts, progress,
+                  ignore_patterns=ignore)
+    pytestconfig.stash[SLOT_KEY] = slot
+    try:
+        yield slot
+    finally:
+        slot.close()
+
+
+@pytest.fixture
+def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[TestSession, None, None]:
+    """A ready guest for this test: `vexfs_vm.run("cmd")` returns a CommandResult.
+
+    Kernel faults during the test fail it (or satisfy `expect_fault`); a command running past the
+    hang timeout dumps the guest's tasks, kills the VM and fails the test as a hang.
+    """
+    item = request.node
+    marker = item.get_closest_marker("hang_timeout")
+    hang_timeout = float(vexfs_slot.settings.hang_timeout)
+    with _as_test_failure():
+        seed = load_seed_config(item.path.parent)
+    if seed.get("hang_detection_timeout"):  # the domain's seed config overrides the run-wide default
+        hang_timeout = float(seed["hang_detection_timeout"])
+    if marker is not None:
+        if len(marker.args) != 1 or not isinstance(marker.args[0], (int, float)) or marker.args[0] <= 0:
+            raise pytest.UsageError(f"{item.nodeid}: hang_timeout takes one positive number of seconds, "
+                                    f"got {marker.args!r}")
+        hang_timeout = float(marker.args[0])
+    booted_before = vexfs_slot.count
+    with _as_test_failure():
+        vm = vexfs_slot.acquire()
+    session = TestSession(vm, item.nodeid, hang_timeout, booted=vexfs_slot.count != booted_before)
+    item.stash[TEST_SESSION_KEY] = session
+    session.begin()
+    try:
+        yield session
+    finally:
+        session.end()
+        if item.get_closest_marker("fresh_vm") or not vm.is_alive():
+            vexfs_slot.release(discard=True)
+
+
+@pytest.fixture(scope="session")
+def vexfsmodule_profile(pytestconfig: pytest.Config) -> ModuleProfile:
+    """The profile of the module under test (--vexfs-profile / --vexfs-source / the reference module)."""
+    try:
+        return module_profile(pytestconfig)
+    except ConfigError as err:
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vexfs_built_module(vexfs_slot: VMSlot, vexfs_profile: ModuleProfile) -> BuiltModule:
+    """The module compiled against the guest kernel (cached by source content and kernel)."""
+    with _as_test_failure():
+        return build_module(vexfs_profile, vexfs_slot.image(), vexfs_slot.cache_dir,
+                            progress=vexfs_slot.progress)
+
+
+@pytest.fixture
+def vexfs_seed(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The seed settings (max_load_time, memory_leak_threshold, ...) of the test's domain directory."""
+    with _as_test_failure():
+        return load_seed_config(request.node.path.parent)
+
+
+@pytest.fixture
+def vexfs_module(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_built_module: BuiltModule,
+                 vexfs_profile: ModuleProfile, vexfs_seed: dict[str, Any]) -> LoadedModule:
+    """The module under test, installed and loaded in this test's VM."""
+    assert vexfs_vm.vm.ssh is not None
+    module = LoadedModule(vexfs_vm, vexfs_built_module, vexfs_profile, vexfs_seed, put=vexfs_vm.vm.ssh.put)
+    with _as_test_failure():
+        if not module.is_installed():
+            module.install()
+        if not module.is_loaded():
+            seconds = module.load()
+            request.node.user_properties.append(("metric:module_load_seconds", round(seconds, 3)))
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _vexfs_requires(request: pytest.FixtureRequest) -> None:
+    marker = request.node.get_closest_marker("requires")
+    if marker is None:
+        return
+    try:
+        profile = module_profile(request.config)
+    except ConfigError as err:
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+    missing = [cap for cap in marker.args if not profile.has(cap)]
+    if missing:
+        pytest.skip(f"module {profile.name!r} lacks capability {', '.join(missing)} "
+                    f"(profile {profile.path or 'derived'} capabilities: "
+                    f"{', '.join(sorted(profile.capabilities)) or 'none'})")

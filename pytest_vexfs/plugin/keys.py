@@ -1,0 +1,44 @@
+"""State the plugin keeps in pytest's stash, and the small lookups every part of the plugin shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_vexfs import settings as cfg
+from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.module.profile import ModuleProfile, find_profile
+
+SETTINGS_KEY = pytest.StashKey[cfg.ResolvedSettings]()
+SLOT_KEY = pytest.StashKey[VMSlot]()
+DOMAINS_KEY = pytest.StashKey[tuple[str, ...]]()
+RUN_ID_KEY = pytest.StashKey[str]()
+TEST_SESSION_KEY = pytest.StashKey[TestSession]()
+PROFILE_KEY = pytest.StashKey[ModuleProfile]()
+REAPED_KEY = pytest.StashKey[list]()
+
+
+def worker_id(config: pytest.Config) -> str:
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else "main"
+
+
+def domain_of(item: pytest.Item) -> str | None:
+    domains = item.config.stash[DOMAINS_KEY]
+    try:
+        parts = item.path.relative_to(item.config.rootpath).parts[:-1]
+    except ValueError:
+        parts = item.path.parts[:-1]
+    for part in parts:
+        if part in domains:
+            return part
+    for mark in item.iter_markers():
+        if mark.name in domains:
+            return mark.name
+    return None
+
+
+def module_profile(config: pytest.Config) -> ModuleProfile:
+    if PROFILE_KEY not in config.stash:
+        settings = config.stash[SETTINGS_KEY]
+        config.stash[PROFILE_KEY] = find_profile(settings.source, settings.profile, config.rootpath)
+    return config.stash[PROFILE_KEY]
