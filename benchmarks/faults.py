@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_vexfs import config as cfg  # noqa: E402
+from pytest_vexfs import settings as cfg  # noqa: E402
 from pytest_vexfs.errors import VexfsError  # noqa: E402
 from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402

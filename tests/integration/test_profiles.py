@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_vexfs import config as cfg
+from pytest_vexfs import settings as cfg
 from pytest_vexfs.guest.image import default_cache_dir
 from pytest_vexfs.module.profile import DEFAULT_SOURCE
 
