@@ -94,7 +94,7 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
 
 
 @pytest.fixture(scope="session")
-def vexfsmodule_profile(pytestconfig: pytest.Config) -> ModuleProfile:
+def vexfs_profile(pytestconfig: pytest.Config) -> ModuleProfile:
     """The profile of the module under test (--vexfs-profile / --vexfs-source / the reference module)."""
     try:
         return module_profile(pytestconfig)

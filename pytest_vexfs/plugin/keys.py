@@ -38,6 +38,7 @@ def domain_of(item: pytest.Item) -> str | None:
 
 
 def module_profile(config: pytest.Config) -> ModuleProfile:
+    """The profile of the module under test, found once per process."""
     if PROFILE_KEY not in config.stash:
         settings = config.stash[SETTINGS_KEY]
         config.stash[PROFILE_KEY] = find_profile(settings.source, settings.profile, config.rootpath)
