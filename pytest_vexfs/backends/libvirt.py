@@ -28,7 +28,6 @@ import json
 import os
 import shlex
 import socket
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -41,6 +40,8 @@ from xml.sax.saxutils import escape, quoteattr
 import libvirt
 
 from pytest_vexfs.errors import ConfigError, VMBootError, VMError
+from pytest_vexfs.backends.host import create_vm_disks, free_port
+from pytest_vexfs.guest.runstate import process_alive
 from pytest_vexfs.backends.base import MachineSpec, SSHEndpoint
 
 METADATA_NS = "https://github.com/vexfs/pytest-vexfs/libvirt/1"
@@ -105,13 +106,6 @@ def is_local_uri(uri: str) -> bool:
     return not urllib.parse.urlsplit(uri).hostname
 
 
-def free_local_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def guest_cmdline(spec: MachineSpec) -> str:
     """The kernel command line: spec.cmdline plus what the guest init needs that it does not set."""
     words = shlex.split(spec.cmdline) if spec.cmdline else []
@@ -155,7 +149,7 @@ class LibvirtMachine:
         self.ssh_address = ssh_address or extra.get("ssh_address") or (host or "127.0.0.1")
         self.ssh_bind = ssh_bind or extra.get("ssh_bind") or ("127.0.0.1" if self.local else "0.0.0.0")
         self.ssh_port = int(ssh_port or extra.get("ssh_port") or
-                            (free_local_port() if self.local else 20000 + zlib.crc32(spec.name.encode()) % 20000))
+                            (free_port() if self.local else 20000 + zlib.crc32(spec.name.encode()) % 20000))
         self.machine_type = spec.machine_type
         self._conn: libvirt.virConnect | None = None
         self._dom: libvirt.virDomain | None = None
@@ -255,13 +249,8 @@ class LibvirtMachine:
         root = spec.run_dir / "root.qcow2"
         scratch = spec.run_dir / "scratch.qcow2"
         self._disks = [root, scratch]
-        steps = [["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(spec.base_disk), str(root)],
-                 ["qemu-img", "create", "-q", "-f", "qcow2", str(scratch), f"{int(spec.scratch_disk_mb)}M"]]
-        for argv in steps:
-            proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60,
-                                  stdin=subprocess.DEVNULL)
-            if proc.returncode != 0:
-                raise VMBootError(f"creating a disk failed: {' '.join(argv)}", vm=spec.name, stderr=proc.stderr)
+        assert spec.base_disk is not None
+        create_vm_disks(spec.name, spec.base_disk, root, scratch, spec.scratch_disk_mb)
         return str(root), str(scratch)
 
     def _make_pool_volumes(self, conn: libvirt.virConnect) -> tuple[str, str]:
@@ -486,7 +475,7 @@ def reap_stale(uri: str = "qemu:///system", prefix: str = "vexfs-", *, timeout: 
                 owner = json.loads(element.text or "")
             except (libvirt.libvirtError, ValueError, ElementTree.ParseError):
                 continue
-            if owner.get("host") != socket.gethostname() or _pid_alive(int(owner.get("pid", 0))):
+            if owner.get("host") != socket.gethostname() or process_alive(int(owner.get("pid", 0)), None):
                 continue
             with contextlib.suppress(libvirt.libvirtError):
                 if dom.isActive():
@@ -506,15 +495,3 @@ def reap_stale(uri: str = "qemu:///system", prefix: str = "vexfs-", *, timeout: 
     finally:
         conn.close()
     return reaped
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

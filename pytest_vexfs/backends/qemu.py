@@ -24,6 +24,7 @@ from pathlib import Path
 from pytest_vexfs.errors import HostToolMissing, VMBootError, VMError
 from pytest_vexfs.backends.qmp import QMPClient, QMPError
 from pytest_vexfs.guest.runstate import socket_dir
+from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.backends.base import MachineSpec, SSHEndpoint, read_tail
 
 QEMU_BINARY = os.environ.get("VEXFS_QEMU", "qemu-system-x86_64")
@@ -34,13 +35,6 @@ _TELNET_BREAK = b"\xff\xf3"
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def find_free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (QEMU may still lose a race: start() retries)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @functools.cache
@@ -142,17 +136,7 @@ class QemuMachine:
         self.sock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if spec.base_disk is None:
             raise VMError("MachineSpec.base_disk is required for the qemu backend", vm=spec.name)
-        qemu_img = shutil.which("qemu-img")
-        if not qemu_img:
-            raise HostToolMissing("qemu-img", "qemu-utils")
-        for argv in ([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(spec.base_disk), "-F", "qcow2",
-                      str(self.root_overlay)],
-                     [qemu_img, "create", "-q", "-f", "qcow2", str(self.scratch_disk),
-                      f"{spec.scratch_disk_mb}M"]):
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            if proc.returncode != 0:
-                raise VMBootError(f"qemu-img failed: {proc.stdout.strip()}", vm=spec.name, cmdline=argv,
-                                  hint="check free disk space under the cache directory")
+        create_vm_disks(spec.name, spec.base_disk, self.root_overlay, self.scratch_disk, spec.scratch_disk_mb)
 
     def start(self) -> None:
         """Launch QEMU; returns once its QMP socket answers (the guest is booting or restoring)."""
@@ -162,7 +146,7 @@ class QemuMachine:
         self.spec.console_log.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(4):
             if self.port is None or attempt:
-                self.port = find_free_port()
+                self.port = free_port()
             argv = self.command_line()
             with open(self._stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -1,0 +1,31 @@
+"""Small pieces every backend that runs QEMU on this machine needs: a free loopback port and VM disks."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+from pytest_vexfs.errors import HostToolMissing, VMBootError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (QEMU may still lose a race: callers retry)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def create_vm_disks(vm: str, base_disk: Path, root_overlay: Path, scratch_disk: Path, scratch_mb: int) -> None:
+    """A copy-on-write overlay of the image's root disk and an empty scratch disk, both qcow2."""
+    qemu_img = shutil.which("qemu-img")
+    if not qemu_img:
+        raise HostToolMissing("qemu-img", "qemu-utils")
+    for argv in ([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base_disk), "-F", "qcow2", str(root_overlay)],
+                 [qemu_img, "create", "-q", "-f", "qcow2", str(scratch_disk), f"{int(scratch_mb)}M"]):
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              text=True, timeout=60, check=False)
+        if proc.returncode != 0:
+            raise VMBootError(f"qemu-img failed: {proc.stdout.strip()}", vm=vm, cmdline=argv,
+                              hint=f"check free disk space under {root_overlay.parent}")
