@@ -56,7 +56,7 @@ def main() -> None:
                 expected, hang_timeout = FAULTS[word]
                 vm = slot.acquire()
                 session = TestSession(vm, f"benchmarks/faults.py::{word}", hang_timeout or 120.0)
-                module = LoadedModule(session, built, profile, put=vm.ssh.put)  # type: ignore[union-attr]
+                module = LoadedModule(session, built, profile, put=vm.put)
                 module.install()
                 module.load()
                 session.begin()

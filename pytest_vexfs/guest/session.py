@@ -241,6 +241,14 @@ class TestSession:
         except CommandTimeout as exc:
             raise self._handle_hang(exc) from exc
 
+    def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
+        """Copy a host file into the guest."""
+        self.vm.put(local, remote, mode)
+
+    def get(self, remote: str, local: Path | str) -> None:
+        """Copy a guest file to the host."""
+        self.vm.get(remote, local)
+
     def _kernel_reported_hang(self) -> str | None:
         console = self.vm.console
         if console is None:

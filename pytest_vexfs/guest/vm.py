@@ -235,6 +235,21 @@ class GuestVM:
                                 console_tail=self.console_tail()) from exc
             raise
 
+    def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
+        """Copy a host file into the guest."""
+        self._file_channel().put(local, remote, mode)
+
+    def get(self, remote: str, local: Path | str) -> None:
+        """Copy a guest file to the host."""
+        self._file_channel().get(remote, local)
+
+    def _file_channel(self) -> SSHConnection:
+        if self.state is VMState.BROKEN:
+            raise VMCrashed(f"VM is broken ({self.broken_reason}); no file transfer", vm=self.name)
+        if self.ssh is None:
+            raise VMError("VM is not booted", vm=self.name)
+        return self.ssh
+
     def _wait_alive(self, seconds: float) -> bool:
         """False if QEMU exits within `seconds` (a panicking guest takes a moment to go)."""
         assert self.machine is not None

@@ -121,8 +121,7 @@ def vexfs_seed(request: pytest.FixtureRequest) -> dict[str, Any]:
 def vexfs_module(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_built_module: BuiltModule,
                  vexfs_profile: ModuleProfile, vexfs_seed: dict[str, Any]) -> LoadedModule:
     """The module under test, installed and loaded in this test's VM."""
-    assert vexfs_vm.vm.ssh is not None
-    module = LoadedModule(vexfs_vm, vexfs_built_module, vexfs_profile, vexfs_seed, put=vexfs_vm.vm.ssh.put)
+    module = LoadedModule(vexfs_vm, vexfs_built_module, vexfs_profile, vexfs_seed, put=vexfs_vm.put)
     with _as_test_failure():
         if not module.is_installed():
             module.install()

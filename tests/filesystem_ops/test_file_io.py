@@ -60,7 +60,7 @@ def test_multi_mib_files_keep_their_checksums(vexfs_fs, vexfs_vm, tmp_path):
     payload = hashlib.sha256(b"seed").digest() * (6 * 1024 * 1024 // 32 + 77)
     host_file = tmp_path / "payload.bin"
     host_file.write_bytes(payload)
-    vexfs_vm.vm.ssh.put(host_file, "/tmp/payload.bin")
+    vexfs_vm.put(host_file, "/tmp/payload.bin")
     vexfs_vm.run(f"cp /tmp/payload.bin {vexfs_fs / 'host.bin'} && rm /tmp/payload.bin && "
                  f"head -c 7340033 /dev/urandom > {vexfs_fs / 'guest.bin'}", check=True)
 
@@ -76,7 +76,7 @@ def test_multi_mib_files_keep_their_checksums(vexfs_fs, vexfs_vm, tmp_path):
     vexfs_fs.cycle()
     assert sums() == before
     back = tmp_path / "back.bin"
-    vexfs_vm.vm.ssh.get(vexfs_fs.path("host.bin"), back)
+    vexfs_vm.get(vexfs_fs.path("host.bin"), back)
     assert back.read_bytes() == payload
 
 

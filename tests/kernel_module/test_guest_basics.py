@@ -43,11 +43,11 @@ def test_failed_command_carries_exit_status_and_stderr(vexfs_vm):
 def test_put_and_get_files(vexfs_vm, tmp_path):
     src = tmp_path / "payload.bin"
     src.write_bytes(bytes(range(256)) * 400)
-    vexfs_vm.vm.ssh.put(src, "/tmp/payload.bin")
+    vexfs_vm.put(src, "/tmp/payload.bin")
     remote = vexfs_vm.run("sha256sum /tmp/payload.bin", check=True).stdout.split()[0]
     import hashlib
 
     assert remote == hashlib.sha256(src.read_bytes()).hexdigest()
     back = tmp_path / "back.bin"
-    vexfs_vm.vm.ssh.get("/tmp/payload.bin", back)
+    vexfs_vm.get("/tmp/payload.bin", back)
     assert back.read_bytes() == src.read_bytes()
