@@ -26,7 +26,7 @@ from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402
 from pytest_vexfs.module.loaded import LoadedModule  # noqa: E402
 from pytest_vexfs.module.profile import find_profile  # noqa: E402
-from pytest_vexfs.guest.vm import new_run_id  # noqa: E402
+from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 
 # fault word -> (expected kind, how long the command may run before it counts as a hang)
 FAULTS = {

@@ -56,7 +56,8 @@ def cmd_accel(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from pytest_vexfs.guest.session import VMSlot
     from pytest_vexfs.guest.ssh import generate_keypair
-    from pytest_vexfs.guest.vm import GuestVM, new_run_id
+    from pytest_vexfs.guest.runstate import new_run_id
+    from pytest_vexfs.guest.vm import GuestVM
 
     settings = _settings(args)
     cache = _cache(settings)

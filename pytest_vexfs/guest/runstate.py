@@ -12,9 +12,18 @@ import dataclasses
 import json
 import os
 import shutil
+import secrets
 import signal
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+
+
+def new_run_id(now: float | None = None) -> str:
+    """The run's id, sortable and unique, such as ``20250301T101500Z-3fa2c1``: made once per pytest run
+    (on the xdist controller) and used for VM names, records, reports and the results history."""
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+    return stamp.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def process_start_time(pid: int) -> int | None:

@@ -67,10 +67,6 @@ class VMState(enum.Enum):
     STOPPED = "stopped"
 
 
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:8]
-
-
 class GuestVM:
     """One disposable guest. Use as a context manager: `with GuestVM(...) as vm: vm.run("uname -r")`."""
 
@@ -364,7 +360,7 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice) -> S
 
 def _make_snapshot(image: Image, settings: VMSettings, accel: AccelChoice, out: Path) -> None:
     cold = dataclasses.replace(settings, snapshot=False)
-    name = f"vexfs-snap-{new_run_id()}"
+    name = f"vexfs-snap-{uuid.uuid4().hex[:8]}"
     key = generate_keypair(out / "key")
     vm = GuestVM(name, image, cold, accel, keypair=key, run_id="snapshot")
     try:

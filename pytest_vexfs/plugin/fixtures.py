@@ -15,8 +15,8 @@ from pytest_vexfs.guest.session import TestSession, VMSlot
 from pytest_vexfs.module.build import BuiltModule, build_module
 from pytest_vexfs.module.loaded import LoadedModule
 from pytest_vexfs.module.profile import ModuleProfile, load_seed_config
-from pytest_vexfs.plugin.keys import (RUN_ID_KEY, SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
-                                      module_profile, worker_id)
+from pytest_vexfs.plugin.keys import (SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
+                                      module_profile, run_id, worker_id)
 
 
 @contextlib.contextmanager
@@ -51,7 +51,7 @@ def vexfs_slot(pytestconfig: pytest.Config) -> Generator[VMSlot, None, None]:
         ignore = tuple(module_profile(pytestconfig).ignore_kernel_messages)
     except ConfigError:
         ignore = ()  # tests that need the module report the profile problem themselves
-    slot = VMSlot(settings, worker_id(pytestconfig), pytestconfig.stash[RUN_ID_KEY], artifacts, progress,
+    slot = VMSlot(settings, worker_id(pytestconfig), run_id(pytestconfig), artifacts, progress,
                   ignore_patterns=ignore)
     pytestconfig.stash[SLOT_KEY] = slot
     try:

@@ -20,9 +20,8 @@ from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import CommandTimeout, ConfigError, SSHError, VMError
 from pytest_vexfs.module.profile import find_profile, load_seed_config
 from pytest_vexfs.domains import DOMAINS
-from pytest_vexfs.guest.vm import new_run_id
-from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PROFILE_KEY, REAPED_KEY, RUN_ID_KEY, SETTINGS_KEY, TEST_SESSION_KEY,
-                                      domain_of)
+from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PROFILE_KEY, REAPED_KEY, SETTINGS_KEY, TEST_SESSION_KEY,
+                                      WORKER_RUN_ID, domain_of, run_id)
 
 CONSOLE_SECTION = "vexfs console"
 
@@ -80,13 +79,18 @@ def pytest_configure(config: pytest.Config) -> None:
         except ConfigError as err:
             raise pytest.UsageError(f"pytest-vexfs: {err}") from err
     workerinput = getattr(config, "workerinput", None)
-    run_id = (workerinput or {}).get("testrunuid", "")[:8] or new_run_id()
-    config.stash[RUN_ID_KEY] = run_id
+    run_id(config)
     if workerinput is None:
         _controller_checks(config, settings)
     if hasattr(signal, "SIGTERM") and _is_main_thread():
         # a terminated run still tears its VMs down (SIGKILL is covered by PDEATHSIG and the reaper)
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: every worker uses the controller's run id."""
+    node.workerinput[WORKER_RUN_ID] = run_id(node.config)
 
 
 def _is_main_thread() -> bool:

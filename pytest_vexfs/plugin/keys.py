@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_vexfs import settings as cfg
+from pytest_vexfs.guest.runstate import new_run_id
 from pytest_vexfs.guest.session import TestSession, VMSlot
 from pytest_vexfs.module.profile import ModuleProfile, find_profile
 
@@ -15,6 +16,8 @@ RUN_ID_KEY = pytest.StashKey[str]()
 TEST_SESSION_KEY = pytest.StashKey[TestSession]()
 PROFILE_KEY = pytest.StashKey[ModuleProfile]()
 REAPED_KEY = pytest.StashKey[list]()
+#: the key under which the controller hands its run id to xdist workers
+WORKER_RUN_ID = "vexfs_run_id"
 
 
 def worker_id(config: pytest.Config) -> str:
@@ -43,3 +46,11 @@ def module_profile(config: pytest.Config) -> ModuleProfile:
         settings = config.stash[SETTINGS_KEY]
         config.stash[PROFILE_KEY] = find_profile(settings.source, settings.profile, config.rootpath)
     return config.stash[PROFILE_KEY]
+
+
+def run_id(config: pytest.Config) -> str:
+    """The one id of this run: made by the controller, handed to xdist workers in their workerinput."""
+    if RUN_ID_KEY not in config.stash:
+        workerinput = getattr(config, "workerinput", None) or {}
+        config.stash[RUN_ID_KEY] = workerinput.get(WORKER_RUN_ID) or new_run_id()
+    return config.stash[RUN_ID_KEY]

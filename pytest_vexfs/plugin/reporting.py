@@ -21,7 +21,8 @@ from pytest_vexfs.reporting import html as html_parts
 from pytest_vexfs.reporting.junit import add_console_excerpts
 from pytest_vexfs.reporting.recorder import Outcome, RunRecorder
 from pytest_vexfs.reporting.redact import Redactor, redact_url
-from pytest_vexfs.reporting.results import (CONSOLE_SECTION, FAILING, RunInfo, git_code_version, new_run_id,
+from pytest_vexfs.plugin.keys import run_id
+from pytest_vexfs.reporting.results import (CONSOLE_SECTION, FAILING, RunInfo, git_code_version,
                                            result_from_phases)
 from pytest_vexfs.reporting.settings import OPTIONS, ReportingSettings, find_value, resolve
 
@@ -104,7 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
     redactor.add_url(settings.pushgateway)
     explicit = os.environ.get("VEXFS_CODE_VERSION")
     code_version = explicit or git_code_version(config.rootpath) or "unknown"
-    run = RunInfo(run_id=new_run_id(), started_at=time.time(), code_version=code_version,
+    run = RunInfo(run_id=run_id(config), started_at=time.time(), code_version=code_version,
                   env_name=redactor.redact(_env_name(config)))
     recorder = RunRecorder(settings, run, redactor, explicit_code_version=bool(explicit))
     config.stash[RECORDER_KEY] = recorder

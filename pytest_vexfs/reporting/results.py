@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import socket
 import subprocess
 import tempfile
@@ -121,12 +120,6 @@ class RunInfo:
     status: str = RUN_RUNNING
     exitstatus: int | None = None
     environment: dict[str, str] = field(default_factory=dict)
-
-
-def new_run_id(now: float | None = None) -> str:
-    """A sortable, unique run id such as ``20250301T101500Z-3fa2c1``."""
-    stamp = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
-    return stamp.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def git_code_version(directory: Path) -> str | None:

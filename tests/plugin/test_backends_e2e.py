@@ -23,7 +23,8 @@ from pytest_vexfs.guest.accel import choose_accel
 from pytest_vexfs.guest.image import default_cache_dir, get_image
 from pytest_vexfs.reporting.junit import case_properties
 from pytest_vexfs.guest.ssh import generate_keypair
-from pytest_vexfs.guest.vm import GuestVM, VMSettings, new_run_id
+from pytest_vexfs.guest.runstate import new_run_id
+from pytest_vexfs.guest.vm import GuestVM, VMSettings
 
 ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg", "--junitxml=junit.xml", "-rfEs")
 SAMPLE = Path(__file__).parent / "data" / "terraform" / "output.json"
