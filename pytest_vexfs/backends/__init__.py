@@ -6,6 +6,7 @@ A missing optional dependency (libvirt-python, terraform) only matters when that
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from pytest_vexfs.errors import ConfigError
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
@@ -18,7 +19,7 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def get_backend(name: str) -> type:
+def get_backend(name: str) -> Callable[[MachineSpec], Machine]:
     """Return the machine class registered under `name` (imported on first use)."""
     try:
         target = BACKENDS[name]
@@ -31,7 +32,8 @@ def get_backend(name: str) -> type:
         raise ConfigError(f"backend {name!r} cannot be used: {exc}", key="backend",
                           hint="install the optional dependency, e.g. pip install 'pytest-vexfs[libvirt]'"
                           ) from exc
-    return getattr(module, cls_name)
+    factory: Callable[[MachineSpec], Machine] = getattr(module, cls_name)
+    return factory
 
 
 __all__ = ["BACKENDS", "Machine", "MachineSpec", "SSHEndpoint", "get_backend"]

@@ -47,8 +47,14 @@ class MachineSpec:
 
 @runtime_checkable
 class Machine(Protocol):
-    """A machine the harness can boot, reach over SSH, watch and throw away."""
+    """A machine the harness can boot, reach over SSH, watch and throw away.
 
+    Backends subclass it explicitly and so inherit the defaults of the optional parts (command line,
+    stderr, console tail, local process id).
+    """
+
+    #: the backend's registered name (reports, JUnit property `backend`)
+    backend: str
     spec: MachineSpec
 
     def start(self) -> None:
@@ -77,6 +83,22 @@ class Machine(Protocol):
 
     def describe(self) -> dict:
         """Facts for reports: backend, accel, command line, ids."""
+
+    def command_line(self) -> list[str]:
+        """The host command that runs the machine, where there is one (error reports)."""
+        return []
+
+    def stderr(self) -> str:
+        """What the machine's host process wrote to stderr, where there is one (error reports)."""
+        return ""
+
+    def console_tail(self, max_bytes: int = 16384) -> str:
+        """The end of the serial console."""
+        return read_tail(Path(self.console_path()), max_bytes)
+
+    def local_pid(self) -> int | None:
+        """The host process of the machine when it runs on this host and is ours to reap, else None."""
+        return None
 
 
 def read_tail(path: Path, max_bytes: int = 16384) -> str:

@@ -42,7 +42,7 @@ import libvirt
 from pytest_vexfs.errors import ConfigError, VMBootError, VMError
 from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.guest.runstate import process_alive
-from pytest_vexfs.backends.base import MachineSpec, SSHEndpoint
+from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
 
 METADATA_NS = "https://github.com/vexfs/pytest-vexfs/libvirt/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -120,7 +120,7 @@ def guest_cmdline(spec: MachineSpec) -> str:
     return " ".join(words)
 
 
-class LibvirtMachine:
+class LibvirtMachine(Machine):
     """One VM as a persistent libvirt domain, defined and started from a MachineSpec."""
 
     backend = "libvirt"

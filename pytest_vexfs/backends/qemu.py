@@ -25,7 +25,7 @@ from pytest_vexfs.errors import HostToolMissing, VMBootError, VMError
 from pytest_vexfs.backends.qmp import QMPClient, QMPError
 from pytest_vexfs.guest.runstate import socket_dir
 from pytest_vexfs.backends.host import create_vm_disks, free_port
-from pytest_vexfs.backends.base import MachineSpec, SSHEndpoint, read_tail
+from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint, read_tail
 
 QEMU_BINARY = os.environ.get("VEXFS_QEMU", "qemu-system-x86_64")
 _PR_SET_PDEATHSIG = 1
@@ -47,10 +47,10 @@ def qemu_version(binary: str = QEMU_BINARY) -> str:
     return match.group(1) if match else out.strip()
 
 
-class QemuMachine:
+class QemuMachine(Machine):
     """One QEMU process. See the module docstring for what it owns."""
 
-    backend_name = "qemu"
+    backend = "qemu"
 
     def __init__(self, spec: MachineSpec, *, incoming: Path | None = None, port: int | None = None,
                  on_start=None, die_with_parent: bool = True) -> None:
@@ -192,6 +192,9 @@ class QemuMachine:
             return ""
         return self._exit_reason or f"QEMU exited with status {self.proc.returncode}"
 
+    def local_pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     def stderr(self) -> str:
         try:
             return self._stderr_path.read_text(errors="replace")
@@ -299,7 +302,7 @@ class QemuMachine:
 
     def describe(self) -> dict:
         return {
-            "backend": self.backend_name,
+            "backend": self.backend,
             "vm_id": self.spec.name,
             "accelerator": self.spec.accel,
             "machine": self.spec.machine_type,

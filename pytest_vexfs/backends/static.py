@@ -24,7 +24,7 @@ import paramiko
 
 from pytest_vexfs.errors import ConfigError, SSHError
 from pytest_vexfs.backends.inventory import HostUnreachable, InventoryHost, load_inventory, select_host, wait_for_ssh
-from pytest_vexfs.backends.base import MachineSpec, SSHEndpoint
+from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
 
 #: Follow only messages logged after we attach; fall back to the whole buffer on old util-linux.
 DMESG_FOLLOW = "dmesg --follow-new 2>/dev/null || exec dmesg --follow"
@@ -55,7 +55,7 @@ def ssh_client(endpoint: SSHEndpoint, timeout: float = 10.0) -> paramiko.SSHClie
     return client
 
 
-class StaticMachine:
+class StaticMachine(Machine):
     """An existing host from an Ansible inventory, driven over SSH and never powered off."""
 
     backend = "static"

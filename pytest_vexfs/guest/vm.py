@@ -18,14 +18,13 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 from collections.abc import Callable
 
 import filelock
 
 from pytest_vexfs.guest.accel import AccelChoice
 from pytest_vexfs.backends import get_backend
-from pytest_vexfs.backends.base import MachineSpec, read_tail
+from pytest_vexfs.backends.base import Machine, MachineSpec
 from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
 from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
 from pytest_vexfs.guest.image import Image
@@ -85,7 +84,7 @@ class GuestVM:
         self.broken_reason = ""
         self.boot_seconds: float | None = None
         self.boot_mode = ""
-        self.machine: Any = None  # a backends.base.Machine; QemuMachine for the default backend
+        self.machine: Machine | None = None
         self.ssh: SSHConnection | None = None
         self.console: ConsoleFollower | None = None
         self._on_finding = on_finding
@@ -102,15 +101,15 @@ class GuestVM:
                            authorized_key=key.public_line, key_file=key.private_path,
                            console_log_path=console, extra=dict(s.backend_options))
 
-    def _record(self, machine: QemuMachine) -> None:
-        proc = getattr(machine, "proc", None)
-        if proc is None:
+    def _record(self, machine: Machine) -> None:
+        pid = machine.local_pid()
+        if pid is None:
             return  # only local QEMU processes are ours to reap
         write_record(self.settings.cache_dir, VMRecord(
             name=machine.spec.name, run_id=self.run_id, owner_pid=self.owner_pid,
             owner_start=process_start_time(self.owner_pid), run_dir=str(machine.spec.run_dir),
-            qemu_pid=proc.pid, qemu_start=process_start_time(proc.pid),
-            ssh_port=machine.port, detached=self.detached, key_file=str(self.keypair.private_path),
+            qemu_pid=pid, qemu_start=process_start_time(pid),
+            ssh_port=machine.endpoint().port, detached=self.detached, key_file=str(self.keypair.private_path),
             host_key=self.image.host_key, console_log=str(machine.spec.console_log)))
 
     def boot(self) -> GuestVM:
@@ -129,18 +128,19 @@ class GuestVM:
                 if self.settings.snapshot and qemu else None
             base = snap.disk if snap else self.image.disk
             spec = self._spec(self.name, run_dir, base, console, self.keypair)
+            qemu_machine: QemuMachine | None = None
             if qemu:
-                self.machine = QemuMachine(spec, incoming=snap.state if snap else None, on_start=self._record,
-                                           die_with_parent=not self.detached)
+                self.machine = qemu_machine = QemuMachine(spec, incoming=snap.state if snap else None,
+                                                          on_start=self._record, die_with_parent=not self.detached)
             else:
                 self.machine = get_backend(self.settings.backend)(spec)
             self._start_console(Path(self.machine.console_path()))
             self.machine.start()
             deadline = start + self.settings.boot_timeout
-            if snap:
-                self.machine.wait_running(deadline)
+            if snap and qemu_machine is not None:  # snapshots are a qemu-backend feature
+                qemu_machine.wait_running(deadline)
                 # one round trip on the control channel does what an SSH command would after login
-                self.machine.control([f"time {int(time.time())}", f"host {self.name}",
+                qemu_machine.control([f"time {int(time.time())}", f"host {self.name}",
                                       *(f"sysctl {k}={v}" for k, v in self._sysctls().items()),
                                       f"key {self.keypair.cmdline_token}"],
                                      timeout=max(1.0, deadline - time.monotonic()))
@@ -175,8 +175,8 @@ class GuestVM:
                 return
             except SSHError:
                 self.ssh = None
-        cmdline = machine.command_line() if hasattr(machine, "command_line") else []
-        stderr = machine.stderr if hasattr(machine, "stderr") else (lambda: "")
+        cmdline = machine.command_line()
+        stderr = machine.stderr
         while True:
             if not machine.is_running():
                 raise VMBootError(f"the machine stopped during boot ({machine.exit_reason()})", vm=self.name,
@@ -206,10 +206,7 @@ class GuestVM:
     def console_tail(self, lines: int = 60) -> str:
         if self.machine is None:
             return ""
-        if hasattr(self.machine, "console_tail"):
-            text = self.machine.console_tail()
-        else:
-            text = read_tail(Path(self.machine.console_path()))
+        text = self.machine.console_tail()
         return "\n".join(text.splitlines()[-lines:])
 
     def run(self, command: str, *, timeout: float | None = 60.0, check: bool = False,
@@ -295,8 +292,7 @@ class GuestVM:
                 pass
         if self.machine is not None:
             self.machine.stop(timeout=3)
-            if hasattr(self.machine, "kill"):
-                self.machine.kill()
+            self.machine.kill()
             shutil.rmtree(self.machine.spec.run_dir, ignore_errors=True)  # whatever the backend left
             remove_record(self.settings.cache_dir, self.machine.spec.name)
         if self.state is not VMState.BROKEN:
@@ -368,7 +364,7 @@ def _make_snapshot(image: Image, settings: VMSettings, accel: AccelChoice, out: 
         # an idle guest with empty caches and no authorized key: restores are small and keyless
         vm.run("sync; echo 3 > /proc/sys/vm/drop_caches; rm -f /root/.ssh/authorized_keys; sync",
                timeout=60, check=True)
-        assert vm.ssh is not None and vm.machine is not None
+        assert vm.ssh is not None and isinstance(vm.machine, QemuMachine)
         vm.ssh.close()
         vm.ssh = None
         vm.machine.save_state(out / "state.bin")
