@@ -40,6 +40,13 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _non_negative_float(value: Any) -> float:
+    number = float(str(value))
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -126,10 +133,20 @@ SETTINGS: tuple[Setting, ...] = (
             "static.inventory"),
     Setting("terraform_dir", _text, "", "Terraform working dir or recorded output JSON (backend "
             "terraform)", "terraform.dir"),
+    Setting("model_examples", _positive_int, 6, "model checker: sequences per exploration round",
+            "model.examples", allowed="integer > 0"),
+    Setting("model_steps", _positive_int, 40, "model checker: most operations per sequence", "model.steps",
+            allowed="integer > 0"),
+    Setting("model_budget", _non_negative_float, 0.0, "model checker: seconds to keep exploring in new "
+            "rounds (0: one round)", "model.budget", allowed="number >= 0"),
+    Setting("model_seed", _text, "", "model checker: seed of the first round (default random, printed)",
+            "model.seed"),
+    Setting("explore", _boolean, False, "model checker long mode (nightly): 100 sequences of 100 operations "
+            "per round and a 30 min budget unless set otherwise", "model.explore", allowed="true/false"),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 ENV_FILE_SECTIONS = {"backend", "vm", "timeouts", "cache_dir", "module", "limits", "libvirt", "static",
-                     "terraform", "description", "domains"}
+                     "terraform", "description", "domains", "model"}
 
 
 @dataclasses.dataclass

@@ -38,6 +38,8 @@ class MachineSpec:
     authorized_key: str | None = None
     key_file: Path | None = None
     console_log_path: Path | None = None   # kept after the VM is gone (reports link to it)
+    scratch_image: Path | None = None      # an existing raw image as the scratch disk, kept after the VM
+                                           # (a power cut: the next VM boots on what this one wrote)
     extra: dict = dataclasses.field(default_factory=dict)
 
     @property

@@ -17,13 +17,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def create_vm_disks(vm: str, base_disk: Path, root_overlay: Path, scratch_disk: Path, scratch_mb: int) -> None:
-    """A copy-on-write overlay of the image's root disk and an empty scratch disk, both qcow2."""
+def create_vm_disks(vm: str, base_disk: Path, root_overlay: Path, scratch_disk: Path, scratch_mb: int, *,
+                    scratch: bool = True) -> None:
+    """A copy-on-write overlay of the image's root disk and (unless `scratch` is False: the caller keeps
+    its own) an empty scratch disk, both qcow2."""
     qemu_img = shutil.which("qemu-img")
     if not qemu_img:
         raise HostToolMissing("qemu-img", "qemu-utils")
-    for argv in ([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base_disk), "-F", "qcow2", str(root_overlay)],
-                 [qemu_img, "create", "-q", "-f", "qcow2", str(scratch_disk), f"{int(scratch_mb)}M"]):
+    steps = [[qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base_disk), "-F", "qcow2", str(root_overlay)]]
+    if scratch:
+        steps.append([qemu_img, "create", "-q", "-f", "qcow2", str(scratch_disk), f"{int(scratch_mb)}M"])
+    for argv in steps:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                               text=True, timeout=60, check=False)
         if proc.returncode != 0:

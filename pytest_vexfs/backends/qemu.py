@@ -70,7 +70,7 @@ class QemuMachine(Machine):
 
     @property
     def scratch_disk(self) -> Path:
-        return self.spec.run_dir / "scratch.qcow2"
+        return self.spec.scratch_image or self.spec.run_dir / "scratch.qcow2"
 
     @property
     def sock_dir(self) -> Path:
@@ -113,7 +113,10 @@ class QemuMachine(Machine):
         argv += [
             "-drive", f"id=root,file={self.root_overlay},format=qcow2,if=none,cache=unsafe",
             "-device", f"virtio-blk-{dev},drive=root",
-            "-drive", f"id=scratch,file={self.scratch_disk},format=qcow2,if=none,cache=unsafe",
+            # a kept scratch image is raw: no format metadata cached in QEMU, so what the guest wrote
+            # is in the file even when QEMU is killed (a power cut loses only what the guest kept)
+            "-drive", f"id=scratch,file={self.scratch_disk},format={'raw' if spec.scratch_image else 'qcow2'},"
+                      "if=none,cache=unsafe",
             "-device", f"virtio-blk-{dev},drive=scratch",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", f"virtio-net-{dev},netdev=net0" + ("" if micro else ",addr=0x5"),
@@ -136,7 +139,11 @@ class QemuMachine(Machine):
         self.sock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if spec.base_disk is None:
             raise VMError("MachineSpec.base_disk is required for the qemu backend", vm=spec.name)
-        create_vm_disks(spec.name, spec.base_disk, self.root_overlay, self.scratch_disk, spec.scratch_disk_mb)
+        create_vm_disks(spec.name, spec.base_disk, self.root_overlay, self.scratch_disk, spec.scratch_disk_mb,
+                        scratch=spec.scratch_image is None)
+        if spec.scratch_image is not None and not spec.scratch_image.exists():
+            with open(spec.scratch_image, "wb") as fh:
+                fh.truncate(spec.scratch_disk_mb * 1024 * 1024)
 
     def start(self) -> None:
         """Launch QEMU; returns once its QMP socket answers (the guest is booting or restoring)."""
@@ -291,6 +298,12 @@ class QemuMachine(Machine):
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
+
+    def power_off(self) -> None:
+        """Kill QEMU at once, as a power cut would: nothing is flushed, the run directory stays."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
 
     def kill(self) -> None:
         """Kill QEMU if still running and delete the run directory; idempotent."""

@@ -116,6 +116,8 @@ class VMSlot:
         self._accel: AccelChoice | None = None
         self._keypair: KeyPair | None = None
         self.last_boot_error: BaseException | None = None
+        #: set while a test needs its scratch disk kept across VMs (power cuts); qemu backend only
+        self.scratch_image: Path | None = None
 
     @property
     def cache_dir(self) -> Path:
@@ -148,7 +150,7 @@ class VMSlot:
                           boot_timeout=s.boot_timeout, snapshot=s.snapshot,
                           hung_task_timeout=s.hung_task_timeout,
                           ignore_patterns=self.ignore_patterns, backend=s.backend,
-                          backend_options=self.backend_options())
+                          backend_options=self.backend_options(), scratch_image=self.scratch_image)
 
     def backend_options(self) -> dict:
         """spec.extra for the non-default backends, from the settings."""

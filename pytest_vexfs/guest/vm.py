@@ -54,6 +54,7 @@ class VMSettings:
     ignore_patterns: tuple[str, ...] = ()
     backend: str = "qemu"
     backend_options: dict = dataclasses.field(default_factory=dict)  # spec.extra for other backends
+    scratch_image: Path | None = None  # keep the scratch disk in this raw file (power cuts, qemu only)
 
 
 class VMState(enum.Enum):
@@ -99,7 +100,8 @@ class GuestVM:
                            scratch_disk_mb=s.scratch_disk_mb, accel=self.accel.name,
                            machine_type=s.machine, host_key=self.image.host_key,
                            authorized_key=key.public_line, key_file=key.private_path,
-                           console_log_path=console, extra=dict(s.backend_options))
+                           console_log_path=console, extra=dict(s.backend_options),
+                           scratch_image=s.scratch_image)
 
     def _record(self, machine: Machine) -> None:
         pid = machine.local_pid()

@@ -28,7 +28,7 @@ SEED_DEFAULTS: dict[str, Any] = {
 }
 PROFILE_KEYS = {"name", "source", "module_file", "fs_type", "mkfs", "load_params", "capabilities", "tools",
                 "fault_control", "quiet", "patches", "domains", "build", "ignore_kernel_messages",
-                "description", "mount_options", "device", "limits"}
+                "description", "mount_options", "device", "limits", "fsck"}
 
 
 class Runner(Protocol):

@@ -40,10 +40,10 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         parser.addini(s.ini, s.help, default="")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
-    from pytest_vexfs.plugin import collect, fixtures, fs_fixtures, reporting
+    from pytest_vexfs.plugin import collect, fixtures, fs_fixtures, model_fixtures, reporting
 
     for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-fs", fs_fixtures),
-                         ("vexfs-collect", collect)):
+                         ("vexfs-collect", collect), ("vexfs-model", model_fixtures)):
         if not pluginmanager.is_registered(module):
             pluginmanager.register(module, name)
 
@@ -70,6 +70,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hang_timeout(seconds): a guest command running longer is a hang")
     config.addinivalue_line("markers", "fresh_vm: throw the VM away after this test (destructive tests)")
     config.addinivalue_line("markers", "requires(*capabilities): skip unless the module under test has them")
+    config.addinivalue_line("markers", "model_params(**params): vexfs_model loads the module with these "
+                                       "extra parameters")
+    config.addinivalue_line("markers", "model_power_cuts(enabled): vexfs_model with or without power cuts")
 
     settings = _resolve_settings(config)
     config.stash[SETTINGS_KEY] = settings

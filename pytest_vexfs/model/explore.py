@@ -1,0 +1,449 @@
+"""Exploration: operations applied to the reference model and to the filesystem in the guest, their
+answers compared in batches, and a Hypothesis state machine generating the operations.
+
+`Explorer` runs one sequence (a Hypothesis example, or a reproducer's fixed list): each operation is
+applied to the model at once (the model never needs the guest's answer to go on), queued, and sent to
+the guest executor in batches; answers are compared in order and the first difference raises
+`Discrepancy` naming that operation. Remount, module reload and dropped caches are ordinary batch
+lines followed by a whole-tree comparison; a power cut flushes the batch, has the target kill and
+restore the VM on the same scratch disk, and checks what the durability rules say must be there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pytest_vexfs.model.executor import encode
+from pytest_vexfs.model.reference import Model, parse_tree, sorted_deepest_first, tree_differences
+
+#: names the generator uses: few, so operations collide (EEXIST, ENOTEMPTY, renames over targets)
+NAMES = ("a", "b", "c", "d")
+SYMLINK_TARGETS = ("a", "../b", "/x", "nowhere")
+OFFSETS = (0, 1, 4095, 4096, 65535, 65536, 70000, 131072)
+LENGTHS = (0, 1, 100, 4096, 5000, 65536)
+FILE_MODE, DIR_MODE = 0o644, 0o755
+MODES = (0o600, 0o644, 0o755, 0o700)
+#: operations that are not plain executor lines
+ENVIRONMENT_OPS = ("remount", "reload", "drop_caches", "power_cut")
+
+
+class Discrepancy(AssertionError):
+    """The filesystem answered an operation differently from the model."""
+
+    def __init__(self, message: str, ops: Sequence[tuple], index: int) -> None:
+        super().__init__(message)
+        self.ops = [tuple(op) for op in ops]
+        self.index = index
+
+
+class ExplorationStopped(BaseException):  # noqa: N818 - not an Exception: Hypothesis must not shrink it
+    """The guest broke during exploration (a kernel fault, a dead VM): stop at once, keep the sequence.
+
+    Shrinking would need a fresh VM for every attempt; the usual verdict reports the fault instead."""
+
+    def __init__(self, message: str, ops: Sequence[tuple]) -> None:
+        super().__init__(message)
+        self.ops = [tuple(op) for op in ops]
+
+
+@dataclasses.dataclass
+class Capabilities:
+    """What the explorer may generate, from the module's profile and the target."""
+
+    persistence: bool = True
+    permissions: bool = False
+    power_cut: bool = False
+    max_file_size: int | None = None
+    max_name_len: int | None = None
+
+
+@dataclasses.dataclass
+class Target:
+    """Where operations run: a mounted filesystem in a guest with the executor installed.
+
+    `run_batch` applies executor lines; `shell` builds the command lines for the environment
+    operations; `power_cut` (None when unsupported) kills the VM without a flush and brings up a fresh
+    one on the same scratch disk with the module loaded and the filesystem mounted; `kernel_log`
+    returns the guest kernel log; `faults` the titles of kernel faults seen so far."""
+
+    run_batch: Callable[[Sequence[str]], list[tuple[str, str]]]
+    mountpoint: str
+    mount_command: str
+    reload_command: str
+    fsck_command: str = ""
+    power_cut: Callable[[], None] | None = None
+    kernel_log: Callable[[], str] = lambda: ""
+    faults: Callable[[], list[str]] = lambda: []
+    module_name: str = ""
+    cuts: int = 0
+    cut_seconds: float = 0.0
+
+
+def describe(op: Sequence[Any]) -> str:
+    """An operation as a reader sees it: `write d/a offset=65536 length=100 seed=3`."""
+    name, *args = op
+    if name == "write":
+        return f"write {args[0]} offset={args[1]} length={args[2]} seed={args[3]}"
+    if name in ("create", "mkdir", "chmod"):
+        return f"{name} {args[0]} mode={args[1]:04o}"
+    if name in ("rename", "link"):
+        return f"{name} {args[0]} -> {args[1]}"
+    if name == "symlink":
+        return f"symlink {args[1]} -> {args[0]!r}"
+    if name == "truncate":
+        return f"truncate {args[0]} to {args[1]}"
+    return " ".join([name, *map(str, args)])
+
+
+@dataclasses.dataclass
+class Step:
+    """One queued executor line and what the model expects of it."""
+
+    number: int          # the operation it belongs to (1-based), 0 for the explorer's own lines
+    line: str
+    expected: tuple[str, str]
+    check: str = "exact"  # exact | shell | tree | stat
+
+
+class Explorer:
+    """One sequence of operations against the model and the target (see the module docstring)."""
+
+    def __init__(self, target: Target, caps: Capabilities, *, batch_size: int = 200, label: str = "") -> None:
+        self.target = target
+        self.caps = caps
+        self.batch_size = batch_size
+        self.model = Model(max_file_size=caps.max_file_size)
+        self.ops: list[tuple] = []
+        self.results: dict[int, str] = {}
+        self.pending: list[Step] = []
+        self.failed = False
+        self.counts: dict[str, int] = {}
+        tag = f"vexfs-model: sequence {label}".strip()
+        self._queue(Step(0, encode(["kmsg", tag]), ("ok", "")))
+        self._queue(Step(0, encode(["sh", f"mountpoint -q {shlex.quote(target.mountpoint)} || "
+                                          f"{target.mount_command} 2>&1"]), ("ok", "0"), "shell"))
+        self._queue(Step(0, encode(["reset"]), ("ok", "")))
+        self._queue(Step(0, encode(["sync"]), ("ok", "")))
+
+    # -- applying --------------------------------------------------------------------------------
+    def apply(self, op: Sequence[Any]) -> None:
+        """Apply one operation to the model and queue it for the guest."""
+        op = tuple(op)
+        self.ops.append(op)
+        number = len(self.ops)
+        name, *args = op
+        self.counts[name] = self.counts.get(name, 0) + 1
+        if name in ("remount", "reload"):
+            command = self.target.reload_command if name == "reload" else self._remount_command()
+            self._queue(Step(number, encode(["sh", command]), ("ok", "0"), "shell"))
+            self.model.sync()  # an unmount writes everything
+            self._queue(Step(number, encode(["tree"]), ("ok", ""), "tree"))
+        elif name == "drop_caches":
+            self._queue(Step(number, encode(["dropcaches"]), ("ok", "")))
+            self._queue(Step(number, encode(["tree"]), ("ok", ""), "tree"))
+        elif name == "power_cut":
+            self._power_cut(number)
+        else:
+            expected = getattr(self.model, name)(*args)
+            check = "stat" if name == "stat" else "exact"
+            self._queue(Step(number, encode([name, *(f"{a:o}" if name in ("create", "mkdir", "chmod") and i == 1
+                                                    else a for i, a in enumerate(args))]), expected, check))
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def _remount_command(self) -> str:
+        mnt = shlex.quote(self.target.mountpoint)
+        fsck = f"{self.target.fsck_command} && " if self.target.fsck_command else ""
+        return f"umount {mnt} && {fsck}{self.target.mount_command} 2>&1"
+
+    def _queue(self, step: Step) -> None:
+        if step.check == "tree":
+            step.expected = ("ok", "\x1e".join(f"{p} {e}" for p, e in self.model.tree().items()))
+        self.pending.append(step)
+
+    def finish(self) -> None:
+        """Compare the whole tree, then flush: the end of a sequence."""
+        if self.failed:
+            return
+        self._queue(Step(len(self.ops), encode(["tree"]), ("ok", ""), "tree"))
+        self.flush()
+
+    # -- comparing -------------------------------------------------------------------------------
+    def flush(self) -> None:
+        steps, self.pending = self.pending, []
+        if not steps or self.failed:
+            return
+        try:
+            answers = self.target.run_batch([s.line for s in steps])
+        except Exception as exc:  # noqa: BLE001 - a dead guest ends exploration with the sequence so far
+            self.failed = True
+            raise ExplorationStopped(self._broken(f"the guest failed while running a batch: {exc}"),
+                                     self.ops) from exc
+        faults = self.target.faults()
+        if faults:
+            self.failed = True
+            raise ExplorationStopped(self._broken("the kernel reported " + "; ".join(faults)), self.ops)
+        for step, answer in zip(steps, answers):
+            if step.number:
+                self.results[step.number] = f"{answer[0]} {answer[1]}".strip()
+            problem = self._compare(step, answer)
+            if problem:
+                self.failed = True
+                raise Discrepancy(self.report(step.number, problem), self.ops[:step.number] or self.ops,
+                                  step.number)
+
+    def _compare(self, step: Step, answer: tuple[str, str]) -> str:
+        status, data = answer
+        want_status, want_data = step.expected
+        if step.check == "shell":
+            code = data.split(" ", 1)[0]
+            if status != "ok" or code != want_data:
+                return f"the command failed (exit {code}): {step.line.split(chr(9), 1)[-1]}\n    output: {data}"
+            return ""
+        if step.check == "tree":
+            expected = parse_tree(want_data)
+            actual = parse_tree(data) if status == "ok" else {}
+            diff = tree_differences(expected, actual)
+            if status != "ok":
+                return f"listing the tree failed with {status}"
+            return ("the tree differs from the model:\n    " + "\n    ".join(diff[:30])) if diff else ""
+        if step.check == "stat" and status == "ok" and data.startswith("d "):
+            data = " ".join(data.split(" ")[:2])
+        if (status, data) == (want_status, want_data):
+            return ""
+        text = f"expected {want_status} {want_data}".rstrip() + f", got {status} {data}".rstrip()
+        if not step.number:
+            text += f" (from the checker's own step {step.line.replace(chr(9), ' ')!r})"
+        return text + self._limit_note(step, status)
+
+    def _limit_note(self, step: Step, status: str) -> str:
+        name, *args = step.line.split("\t")
+        if name not in ("write", "truncate") or status not in ("EFBIG", "ENOSPC", "EINVAL"):
+            return ""
+        end = int(args[1]) + int(args[2]) if name == "write" else int(args[1])
+        limit = self.caps.max_file_size
+        if limit is None:
+            return (f"\n    the module refused a file of {end} bytes with {status}; the profile declares no "
+                    f"max_file_size. If that is the module's limit, declare it (limits: max_file_size: N) "
+                    f"so larger files are expected to fail; otherwise it is a bug.")
+        return (f"\n    the module refused a file of {end} bytes with {status}, below the profile's declared "
+                f"max_file_size of {limit}: the profile's limit is wrong, or the module is.")
+
+    # -- power cuts ------------------------------------------------------------------------------
+    def _power_cut(self, number: int) -> None:
+        if self.target.power_cut is None:
+            return
+        self.flush()
+        stable = self.model.stable()
+        start = time.monotonic()
+        try:
+            self.target.power_cut()
+        except Exception as exc:  # noqa: BLE001
+            self.failed = True
+            raise ExplorationStopped(self._broken(f"bringing the filesystem back after a power cut failed: {exc}"),
+                                     self.ops) from exc
+        self.target.cuts += 1
+        self.target.cut_seconds += time.monotonic() - start
+        answers = self.target.run_batch([encode(["tree"])])
+        status, data = answers[0]
+        actual = parse_tree(data) if status == "ok" else {}
+        expected = {p: self.model.durable_entry(p, d, stable) for p, d in stable.items() if p}
+        lost = tree_differences(expected, {p: actual.get(p, "") for p in expected if p in actual},
+                                ignore_nlink=True)
+        self.results[number] = f"{status} (after the cut)"
+        if status != "ok" or lost:
+            self.failed = True
+            raise Discrepancy(self.report(number, "durable state lost in the power cut (what an fsync or sync "
+                                                  "had made durable):\n    " + "\n    ".join(lost[:30])),
+                              self.ops, number)
+        extras = [p for p in actual if p not in stable]
+        tops = [p for p in sorted_deepest_first(extras) if self.model.parent(p) in stable]
+        self.model.restart_from(stable)
+        for path in tops:
+            self._queue(Step(0, encode(["rmtree", path]), ("ok", "")))
+        self._queue(Step(0, encode(["sync"]), ("ok", "")))
+        self._queue(Step(number, encode(["tree"]), ("ok", ""), "tree"))
+
+    # -- reports ---------------------------------------------------------------------------------
+    def _broken(self, why: str) -> str:
+        lines = [f"exploration stopped: {why}", "operations so far:"]
+        lines += [f"  {i:3d}. {describe(op)}" for i, op in enumerate(self.ops, 1)]
+        return "\n".join(lines)
+
+    def report(self, number: int, problem: str) -> str:
+        """The numbered sequence up to the failing operation, with the model's and the guest's answers."""
+        lines = [f"filesystem model discrepancy at operation {number} of {len(self.ops)}:"]
+        for i, op in enumerate(self.ops[:number] if number else self.ops, 1):
+            got = self.results.get(i, "")
+            mark = ">>" if i == number else "  "
+            lines.append(f"{mark}{i:3d}. {describe(op):45s} -> {got}")
+        lines.append(f"  what went wrong: {problem}")
+        log = self._kernel_lines()
+        if log:
+            lines.append("  kernel log since the sequence began:")
+            lines += [f"    {line}" for line in log]
+        return "\n".join(lines)
+
+    def _kernel_lines(self) -> list[str]:
+        try:
+            text = self.target.kernel_log()
+        except Exception:  # noqa: BLE001 - the report must not fail because the log could not be read
+            return []
+        lines = text.splitlines()
+        start = max((i for i, line in enumerate(lines) if "vexfs-model: sequence" in line), default=-1)
+        return lines[start + 1:][-40:]
+
+
+# -- generation ----------------------------------------------------------------------------------
+
+def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_size: int = 200,
+                  on_finish: Callable[[Explorer], None] | None = None) -> type:
+    """A Hypothesis RuleBasedStateMachine class exploring `make_target()`'s filesystem."""
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+
+    counter = {"n": 0}
+    disruptions = ["drop_caches"] + (["remount", "reload"] if caps.persistence else []) \
+        + (["power_cut"] if caps.persistence and caps.power_cut else [])
+
+    class FilesystemMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            counter["n"] += 1
+            self.explorer = Explorer(make_target(), caps, batch_size=batch_size, label=str(counter["n"]))
+
+        @property
+        def model(self) -> Model:
+            return self.explorer.model
+
+        def _candidates(self) -> list[str]:
+            paths = set(self.model.paths())
+            for d in self.model.dirs():
+                for n in NAMES:
+                    paths.add(f"{d}/{n}" if d else n)
+            return sorted(paths, key=lambda p: (p.count("/"), p))
+
+        def _any(self, data: Any) -> str:
+            return data.draw(st.sampled_from(self._candidates()), label="path")
+
+        def _existing(self, data: Any) -> str:
+            paths = self.model.paths() or ["a"]
+            return data.draw(st.sampled_from(paths), label="path")
+
+        def do(self, *op: Any) -> None:
+            self.explorer.apply(op)
+
+        @rule(data=st.data())
+        def create(self, data: Any) -> None:
+            self.do("create", self._any(data), FILE_MODE)
+
+        @rule(data=st.data())
+        def mkdir(self, data: Any) -> None:
+            self.do("mkdir", self._any(data), DIR_MODE)
+
+        @rule(data=st.data(), offset=st.sampled_from(OFFSETS) | st.integers(0, 140000),
+              length=st.sampled_from(LENGTHS) | st.integers(0, 70000), seed=st.integers(0, 250))
+        def write(self, data: Any, offset: int, length: int, seed: int) -> None:
+            self.do("write", self._any(data), offset, length, seed)
+
+        @rule(data=st.data(), length=st.sampled_from(OFFSETS) | st.integers(0, 140000))
+        def truncate(self, data: Any, length: int) -> None:
+            self.do("truncate", self._any(data), length)
+
+        @rule(data=st.data())
+        def read(self, data: Any) -> None:
+            self.do("read", self._any(data))
+
+        @rule(data=st.data())
+        def stat(self, data: Any) -> None:
+            self.do("stat", self._any(data))
+
+        @rule(data=st.data())
+        def listdir(self, data: Any) -> None:
+            self.do("listdir", data.draw(st.sampled_from(self.model.dirs()), label="dir"))
+
+        @rule(data=st.data())
+        def unlink(self, data: Any) -> None:
+            self.do("unlink", self._existing(data))
+
+        @rule(data=st.data())
+        def rmdir(self, data: Any) -> None:
+            self.do("rmdir", self._existing(data))
+
+        @rule(data=st.data())
+        def rename(self, data: Any) -> None:
+            self.do("rename", self._existing(data), self._any(data))
+
+        @rule(data=st.data())
+        def link(self, data: Any) -> None:
+            self.do("link", self._existing(data), self._any(data))
+
+        @rule(data=st.data(), dest=st.sampled_from(SYMLINK_TARGETS))
+        def symlink(self, data: Any, dest: str) -> None:
+            self.do("symlink", dest, self._any(data))
+
+        @rule(data=st.data())
+        def readlink(self, data: Any) -> None:
+            self.do("readlink", self._existing(data))
+
+        @rule(data=st.data(), data_only=st.booleans())
+        def fsync(self, data: Any, data_only: bool) -> None:
+            self.do("fdatasync" if data_only else "fsync", self._existing(data))
+
+        @rule()
+        def sync(self) -> None:
+            self.do("sync")
+
+        @precondition(lambda self: caps.permissions)
+        @rule(data=st.data(), mode=st.sampled_from(MODES))
+        def chmod(self, data: Any, mode: int) -> None:
+            paths = [p for p in self.model.paths() if self.model.nodes[p].kind != "l"] or ["a"]
+            self.do("chmod", data.draw(st.sampled_from(paths), label="path"), mode)
+
+        # one rule for the expensive disruptions, so they are a few percent of the operations
+        @rule(kind=st.sampled_from(disruptions))
+        def disrupt(self, kind: str) -> None:
+            self.do(kind)
+
+        def teardown(self) -> None:
+            self.explorer.finish()
+            if on_finish is not None:
+                on_finish(self.explorer)
+
+    return FilesystemMachine
+
+
+def run_exploration(make_target: Callable[[], Target], caps: Capabilities, *, examples: int, steps: int,
+                    seed: int | None, database: Any = None, batch_size: int = 200,
+                    time_budget: float | None = None, on_finish: Callable[[Explorer], None] | None = None,
+                    on_round: Callable[[int], None] | None = None) -> list[int]:
+    """Explore with Hypothesis; returns the seeds used. Raises Discrepancy (shrunk) or ExplorationStopped.
+
+    Without `time_budget` one round of `examples` examples runs; with it, rounds of `examples` run
+    (seed, seed+1, ...) until the budget is spent (a round that started finishes, shrinking included)."""
+    from hypothesis import HealthCheck, Phase, settings
+    from hypothesis import seed as use_seed
+    from hypothesis.stateful import get_state_machine_test
+
+    first = seed if seed is not None else random.SystemRandom().randrange(2**32)
+    deadline = time.monotonic() + time_budget if time_budget else None
+    machine = state_machine(make_target, caps, batch_size=batch_size, on_finish=on_finish)
+    config = settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=database,
+                      suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
+                      phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
+    seeds: list[int] = []
+    while True:
+        current = (first + len(seeds)) % 2**32
+        seeds.append(current)
+        if on_round is not None:
+            on_round(current)
+        test = get_state_machine_test(machine, settings=config)
+        use_seed(current)(test)
+        test()
+        if deadline is None or time.monotonic() > deadline:
+            return seeds

@@ -1,0 +1,140 @@
+"""One model-checking run as a test sees it: the settings in effect, exploration with the results
+folder (Hypothesis example database, reproducer files), and replay of a fixed sequence."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import pprint
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_vexfs.model.explore import Discrepancy, Explorer, run_exploration
+from pytest_vexfs.model.target import ModelRig
+
+EXPLORE_DEFAULTS = {"model_examples": 100, "model_steps": 100, "model_budget": 1800.0}
+
+
+@dataclasses.dataclass
+class Budget:
+    """How much to explore: sequences per round, operations per sequence, seconds of extra rounds."""
+
+    examples: int
+    steps: int
+    seconds: float
+    seed: int | None
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any], sources: dict[str, str]) -> Budget:
+        explore = bool(values.get("explore"))
+
+        def pick(name: str) -> Any:
+            if explore and sources.get(name, "default") == "default":
+                return EXPLORE_DEFAULTS[name]
+            return values[name]
+
+        seed = str(values.get("model_seed") or "").strip()
+        return cls(int(pick("model_examples")), int(pick("model_steps")), float(pick("model_budget")),
+                   int(seed) if seed else None)
+
+
+@dataclasses.dataclass
+class Summary:
+    """What an exploration did."""
+
+    seeds: list[int]
+    sequences: int = 0
+    operations: int = 0
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    power_cuts: int = 0
+    power_cut_seconds: float = 0.0
+
+    def describe(self) -> str:
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        rate = self.operations / self.seconds if self.seconds else 0.0
+        return (f"{self.sequences} sequences, {self.operations} operations in {self.seconds:.1f} s "
+                f"({rate:.0f} ops/s), seeds {', '.join(map(str, self.seeds))}; {ops}")
+
+
+class ModelRun:
+    """Explore or replay against a ModelRig, writing findings under `results`."""
+
+    def __init__(self, rig: ModelRig, budget: Budget, results: Path, label: str = "") -> None:
+        self.rig = rig
+        self.budget = budget
+        self.results = results
+        self.label = label
+
+    def notes(self) -> list[str]:
+        """What this run leaves out, and why (for the report)."""
+        caps = self.rig.capabilities()
+        notes = []
+        if not caps.persistence:
+            notes.append(f"profile of {self.rig.profile.name!r} declares no persistence capability: "
+                         "explored without remounts, module reloads or power cuts")
+        elif not caps.power_cut:
+            notes.append("power cuts off (they need the qemu backend and a block device)")
+        if not caps.permissions:
+            notes.append("no chmod: the profile does not declare the permissions capability")
+        return notes
+
+    def explore(self, *, batch_size: int = 200) -> Summary:
+        """Explore; a discrepancy raises Discrepancy with a reproducer file written (see .reproducer)."""
+        summary = Summary(seeds=[])
+        start = time.monotonic()
+
+        def finished(explorer: Explorer) -> None:
+            summary.sequences += 1
+            summary.operations += len(explorer.ops)
+            for k, v in explorer.counts.items():
+                summary.counts[k] = summary.counts.get(k, 0) + v
+
+        from hypothesis.database import DirectoryBasedExampleDatabase
+
+        database = DirectoryBasedExampleDatabase(str(self.results / "hypothesis-db"))
+        cuts_before = self.rig.cuts
+        try:
+            run_exploration(self.rig.target, self.rig.capabilities(), examples=self.budget.examples,
+                            steps=self.budget.steps, seed=self.budget.seed, database=database,
+                            batch_size=batch_size, time_budget=self.budget.seconds or None,
+                            on_finish=finished, on_round=summary.seeds.append)
+        except Discrepancy as exc:
+            path = self.write_reproducer(exc)
+            exc.args = (f"{exc.args[0]}\n  seed: {summary.seeds[-1] if summary.seeds else '?'}\n"
+                        f"  reproducer: {path}",)
+            exc.reproducer = path  # type: ignore[attr-defined]
+            raise
+        finally:
+            summary.seconds = time.monotonic() - start
+            summary.power_cuts = self.rig.cuts - cuts_before
+            summary.power_cut_seconds = sum(self.rig.cut_seconds[cuts_before:])
+        return summary
+
+    def replay(self, ops: Sequence[Sequence[Any]]) -> Explorer:
+        """Apply a fixed sequence and compare; raises Discrepancy on the first difference."""
+        explorer = Explorer(self.rig.target(), self.rig.capabilities(), label="replay")
+        for op in ops:
+            explorer.apply(op)
+        explorer.finish()
+        return explorer
+
+    def write_reproducer(self, exc: Discrepancy) -> Path:
+        """A standalone pytest file replaying the failing sequence (commit it as a regression test)."""
+        ops = exc.ops
+        key = hashlib.sha256(repr(ops).encode()).hexdigest()[:10]
+        path = self.results / f"test_repro_{key}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        report = "\n".join("# " + line for line in str(exc.args[0]).splitlines())
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        path.write_text(
+            f'"""Reproducer found by the pytest-vexfs model checker ({when}, module {self.rig.profile.name}'
+            f'{", " + self.label if self.label else ""}).\n\nRun it with pytest like any test of the '
+            f'filesystem_ops domain; it fails while the bug is there."""\n\n'
+            f"{report}\n\nimport pytest\n\nOPS = {pprint.pformat(ops, width=100)}\n\n\n"
+            f"@pytest.mark.filesystem_ops\ndef test_repro_{key}(vexfs_model):\n"
+            f"    vexfs_model.replay(OPS)\n")
+        return path

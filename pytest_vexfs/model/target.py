@@ -1,0 +1,164 @@
+"""The model checker's rig in a guest: the module loaded, its filesystem formatted and mounted, the
+executor installed, and (with the qemu backend) power cuts on a scratch disk that outlives the VM.
+
+    with ModelRig(slot, session, built, profile, power_cuts=True) as rig:
+        run_exploration(rig.target, rig.capabilities(), examples=..., steps=...)
+
+Nothing here imports pytest; the `vexfs_model` fixture is a thin wrapper.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.model.executor import GuestExecutor, build_executor
+from pytest_vexfs.model.explore import Capabilities, Target
+from pytest_vexfs.module.build import BuiltModule
+from pytest_vexfs.module.fs import DEFAULT_MOUNTPOINT, MountedFilesystem
+from pytest_vexfs.module.loaded import LoadedModule
+from pytest_vexfs.module.profile import ModuleProfile
+
+
+def profile_limit(profile: ModuleProfile, key: str) -> int | None:
+    value = (profile.raw.get("limits") or {}).get(key)
+    return int(value) if value is not None else None
+
+
+def fsck_command(profile: ModuleProfile, device: str) -> str:
+    """The profile's `fsck` (a list or a string, `{device}` replaced), "" if it names none."""
+    fsck = profile.raw.get("fsck") or []
+    argv = shlex.split(fsck) if isinstance(fsck, str) else [str(a) for a in fsck]
+    return shlex.join(a.replace("{device}", device) for a in argv) if argv else ""
+
+
+class ModelRig:
+    """See the module docstring. `load_params` are given to every insmod (a reload keeps them)."""
+
+    def __init__(self, slot: VMSlot, session: TestSession, built: BuiltModule, profile: ModuleProfile, *,
+                 power_cuts: bool = True, load_params: dict[str, Any] | None = None,
+                 mountpoint: str = DEFAULT_MOUNTPOINT) -> None:
+        self.slot = slot
+        self.session = session
+        self.built = built
+        self.profile = profile
+        self.load_params = dict(load_params or {})
+        self.mountpoint = mountpoint
+        self.power_cuts = (power_cuts and profile.has("persistence") and slot.settings.backend == "qemu"
+                           and profile.raw.get("device") != "none")
+        self.binary = build_executor(slot.image(), slot.cache_dir)
+        self.fs: MountedFilesystem | None = None
+        self.module: LoadedModule | None = None
+        self.executor: GuestExecutor | None = None
+        self._scratch: Path | None = None
+        self.cuts = 0
+        self.cut_seconds: list[float] = []
+
+    # -- setup -----------------------------------------------------------------------------------
+    def __enter__(self) -> ModelRig:
+        if self.power_cuts:
+            self._scratch = self.slot.cache_dir / "run" / f"scratch-{self.slot.run_id}-{self.slot.worker}.raw"
+            self._scratch.unlink(missing_ok=True)
+            self.slot.scratch_image = self._scratch
+            self._replace_vm(kill=False)
+        try:
+            self._bring_up(format=True)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _replace_vm(self, *, kill: bool) -> None:
+        """A fresh VM for the slot (restored from the snapshot) on the kept scratch disk."""
+        old = self.session.vm
+        if kill and old.machine is not None and hasattr(old.machine, "power_off"):
+            old.machine.power_off()
+        self.slot.release(discard=True)
+        self.session.vm = self.slot.acquire()
+        self.session.begin()
+
+    def _bring_up(self, *, format: bool) -> None:
+        vm = self.session.vm
+        assert vm.ssh is not None
+        put = vm.ssh.put
+        self.module = LoadedModule(self.session, self.built, self.profile, put=put)
+        if not self.module.is_installed():
+            self.module.install()
+        if not self.module.is_loaded():
+            self.module.load(**self.load_params)
+        self.fs = MountedFilesystem(self.session, self.profile, ko_path=self.module.guest_ko,
+                                    mountpoint=self.mountpoint, format=format)
+        if format:
+            self.fs.__enter__()
+        else:
+            self.fs.mount()
+        self.executor = GuestExecutor(self.session, self.mountpoint, put, self.binary)
+        self.executor.install()
+
+    def power_cut(self) -> None:
+        """Kill the VM without a flush; restore a fresh one on the same scratch disk, load, mount."""
+        self.cuts += 1
+        self._replace_vm(kill=True)
+        self._bring_up(format=False)
+
+    # -- what the explorer needs -----------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        return Capabilities(persistence=self.profile.has("persistence"),
+                            permissions=self.profile.has("permissions"),
+                            power_cut=self.power_cuts,
+                            max_file_size=profile_limit(self.profile, "max_file_size"),
+                            max_name_len=profile_limit(self.profile, "max_name_len"))
+
+    def mount_command(self) -> str:
+        assert self.fs is not None
+        opts = self.fs.options
+        return (f"mount -t {shlex.quote(self.profile.fs_type)}" + (f" -o {shlex.quote(opts)}" if opts else "")
+                + f" {shlex.quote(self.fs.device)} {shlex.quote(self.mountpoint)}")
+
+    def reload_command(self) -> str:
+        assert self.module is not None and self.fs is not None
+        params = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in
+                          {**self.profile.load_params, **self.load_params}.items())
+        fsck = fsck_command(self.profile, self.fs.device)
+        return (f"umount {shlex.quote(self.mountpoint)} && rmmod {shlex.quote(self.module.name)} && "
+                f"insmod {shlex.quote(self.module.guest_ko)} {params} && "
+                + (f"{fsck} && " if fsck else "") + f"{self.mount_command()} 2>&1")
+
+    def run_batch(self, lines: Any) -> list[tuple[str, str]]:
+        if self.executor is None:
+            raise VexfsError("the model rig is not set up")
+        return self.executor.run(lines)
+
+    def kernel_log(self) -> str:
+        return self.session.run("dmesg", timeout=60).stdout
+
+    def faults(self) -> list[str]:
+        console = self.session.vm.console
+        if console is None:
+            return []
+        console.poll()
+        return [f.title for f in console.findings(self.session.nodeid)]
+
+    def target(self) -> Target:
+        """A Target for one exploration sequence (the rig's pieces, bound)."""
+        assert self.fs is not None
+        return Target(run_batch=self.run_batch, mountpoint=self.mountpoint, mount_command=self.mount_command(),
+                      reload_command=self.reload_command(), fsck_command=fsck_command(self.profile, self.fs.device),
+                      power_cut=self.power_cut if self.power_cuts else None, kernel_log=self.kernel_log,
+                      faults=self.faults, module_name=self.profile.name)
+
+    # -- teardown --------------------------------------------------------------------------------
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if self.fs is not None and self.session.vm.is_alive():
+                self.fs.__exit__(None, None, None)
+        finally:
+            if self._scratch is not None:
+                self.slot.scratch_image = None
+                self.slot.release(discard=True)  # the next test gets a VM with an ordinary scratch disk
+                self._scratch.unlink(missing_ok=True)

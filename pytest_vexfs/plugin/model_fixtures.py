@@ -1,0 +1,42 @@
+"""The `vexfs_model` fixture: the model checker's rig (module loaded, filesystem mounted, executor in
+the guest, power cuts where the backend allows) around one test. A thin wrapper over pytest_vexfs.model."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import pytest
+
+from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.model.run import Budget, ModelRun
+from pytest_vexfs.model.target import ModelRig
+from pytest_vexfs.module.build import BuiltModule
+from pytest_vexfs.module.profile import ModuleProfile
+
+
+@pytest.fixture
+def vexfs_model(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_slot: VMSlot,
+                vexfs_built_module: BuiltModule, vexfs_profile: ModuleProfile) -> Generator[ModelRun, None, None]:
+    """`vexfs_model.explore()` explores the module's filesystem against the reference model (budget from
+    --vexfs-model-* / --vexfs-explore); `vexfs_model.replay(OPS)` replays a reproducer's sequence.
+    Findings go to <rootdir>/.vexfs/model/. Marker `model_params(**load_params)` loads the module with
+    extra parameters; `model_power_cuts(False)` turns power cuts off."""
+    params_marker = request.node.get_closest_marker("model_params")
+    params = dict(params_marker.kwargs) if params_marker else {}
+    cuts_marker = request.node.get_closest_marker("model_power_cuts")
+    power_cuts = bool(cuts_marker.args[0]) if cuts_marker and cuts_marker.args else True
+    settings = vexfs_slot.settings
+    budget = Budget.from_settings(settings.values, settings.sources)
+    try:
+        rig = ModelRig(vexfs_slot, vexfs_vm, vexfs_built_module, vexfs_profile, power_cuts=power_cuts,
+                       load_params=params).__enter__()
+    except VexfsError as err:
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+    run = ModelRun(rig, budget, request.config.rootpath / ".vexfs" / "model", label=request.node.nodeid)
+    for note in run.notes():
+        request.node.user_properties.append(("model_note", note))
+    try:
+        yield run
+    finally:
+        rig.__exit__(None, None, None)
