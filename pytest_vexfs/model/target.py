@@ -75,6 +75,9 @@ class ModelRig:
     def _replace_vm(self, *, kill: bool) -> None:
         """A fresh VM for the slot (restored from the snapshot) on the kept scratch disk."""
         old = self.session.vm
+        if old.ssh is not None:  # closed first: a channel to a dead guest cannot be closed politely
+            old.ssh.close()
+            old.ssh = None
         if kill and old.machine is not None and hasattr(old.machine, "power_off"):
             old.machine.power_off()
         self.slot.release(discard=True)
