@@ -146,7 +146,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 ENV_FILE_SECTIONS = {"backend", "vm", "timeouts", "cache_dir", "module", "limits", "libvirt", "static",
-                     "terraform", "description", "domains", "model"}
+                     "terraform", "description", "domains", "model",
+                     "alerts"}  # alerts: checked by reporting/alerts.py
 
 
 @dataclasses.dataclass

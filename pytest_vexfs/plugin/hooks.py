@@ -40,10 +40,12 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         parser.addini(s.ini, s.help, default="")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
-    from pytest_vexfs.plugin import collect, fixtures, fs_fixtures, model_fixtures, reporting
+    from pytest_vexfs.plugin import alerts, collect, fixtures, fs_fixtures, model_fixtures, reporting
 
-    for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-fs", fs_fixtures),
-                         ("vexfs-collect", collect), ("vexfs-model", model_fixtures)):
+    # alerts before collect: both configure trylast, the later registered first, and alerts needs the
+    # domains collect adds
+    for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-alerts", alerts),
+                         ("vexfs-fs", fs_fixtures), ("vexfs-collect", collect), ("vexfs-model", model_fixtures)):
         if not pluginmanager.is_registered(module):
             pluginmanager.register(module, name)
 
