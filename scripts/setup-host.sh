@@ -10,9 +10,10 @@ ci=false
 packages=(qemu-system-x86 qemu-utils debootstrap busybox-static e2fsprogs cpio zstd xz-utils
           openssh-client kmod patch ca-certificates)
 if $ci; then
-    # PostgreSQL for the results-history tests, promtool for the alert rules,
-    # libvirt for the libvirt backend tests.
-    packages+=(postgresql prometheus libvirt-daemon-system libvirt-dev pkg-config python3-dev)
+    # PostgreSQL for the results-history tests, promtool for the alert rules, amtool for
+    # monitoring/alertmanager.yml, libvirt for the libvirt backend tests.
+    packages+=(postgresql prometheus prometheus-alertmanager libvirt-daemon-system libvirt-dev pkg-config
+               python3-dev)
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q

@@ -1,5 +1,6 @@
 """Self-tests of monitoring/: the alert rules and the Grafana dashboard parse, use only metrics the
-plugin (or the fleet exporter) emits, and pass promtool when it is installed."""
+plugin (or the fleet exporter) emits, and pass promtool when it is installed; Alertmanager's
+configuration passes amtool and routes every shipped alert to a webhook receiver."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ MONITORING = Path(__file__).parents[2] / "monitoring"
 RULES = MONITORING / "prometheus" / "vexfs-alerts.yml"
 RULE_TESTS = MONITORING / "prometheus" / "vexfs-alerts.test.yml"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "vexfs-tests.json"
+ALERTMANAGER = MONITORING / "alertmanager.yml"
 METRIC_NAME = re.compile(r"\bvexfs_[a-z_]+")
 #: Metrics of the fleet exporter (ansible/files/vexfs-metrics.py), shown under "System health".
 FLEET_METRICS = {"vexfs_host_load", "vexfs_host_memory_available_bytes", "vexfs_host_kernel_tainted",
@@ -103,3 +105,35 @@ def promtool() -> str:
 def test_promtool(promtool: str, args: tuple[str, ...]) -> None:
     done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def amtool() -> str:
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
+    return path
+
+
+def test_amtool_check_config(amtool: str) -> None:
+    done = subprocess.run([amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_every_shipped_alert_is_routed_to_a_webhook(amtool: str) -> None:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    webhooks = {r["name"]: r["webhook_configs"] for r in config["receivers"] if r.get("webhook_configs")}
+    rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+    assert rules
+    for rule in rules:
+        labels = [f"alertname={rule['alert']}", f"severity={rule['labels']['severity']}", "env=ci",
+                  "domain=safety"]
+        done = subprocess.run([amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        receiver = done.stdout.strip()
+        expected = "vexfs-webhook-critical" if rule["labels"]["severity"] == "critical" else "vexfs-webhook"
+        assert receiver == expected, f"{rule['alert']} goes to {receiver!r}"
+        assert all(hook["url"].startswith(("http://", "https://")) for hook in webhooks[receiver])
