@@ -67,8 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     vm = GuestVM(name, slot.image(), slot.vm_settings(), slot.accel(), keypair=key, run_id="cli",
                  detached=True)
     vm.boot()
-    if vm.ssh:
-        vm.ssh.close()
+    vm.disconnect()
     if vm.console:
         vm.console.stop()
     print(f"{name} is up ({vm.boot_mode} boot in {vm.boot_seconds:.1f}s, accel {vm.accel.name}).")

@@ -111,7 +111,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hang_timeout", _positive_float, 120.0,
             "default seconds a guest command may run before it counts as a hang", "timeouts.hang",
             allowed="number > 0"),
-    Setting("hung_task_timeout", _positive_int, 10, "guest kernel.hung_task_timeout_secs",
+    Setting("hung_task_timeout", _positive_int, 3, "guest kernel.hung_task_timeout_secs",
             "timeouts.hung_task", allowed="integer > 0"),
     Setting("cache_dir", _text, "", "image/snapshot cache (default $XDG_CACHE_HOME/pytest-vexfs)",
             "cache_dir"),

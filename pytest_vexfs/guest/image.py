@@ -136,7 +136,7 @@ def require_tool(tool: str, package: str) -> str:
 
 
 ROOTFS_GUEST_FILES = ("sshd_config",)
-INITRAMFS_GUEST_FILES = ("initramfs-init", "vexfs-init") + tuple(  # guest/bin: helpers for manual work
+INITRAMFS_GUEST_FILES = ("initramfs-init", "vexfs-init", "vexfs-agent") + tuple(  # guest/bin: helpers for manual work
     f"bin/{p.name}" for p in sorted((GUEST_DIR / "bin").glob("*")) if p.is_file())
 
 
@@ -393,11 +393,12 @@ class ImageBuilder:
         shutil.copy2(require_tool("busybox", "busybox-static"), stage / "bin/busybox")
         for link in ("sh", "mount", "insmod", "cat", "switch_root", "usleep", "umount", "cp", "poweroff"):
             (stage / "bin" / link).symlink_to("busybox")
-        for name, dest_name in (("initramfs-init", "init"), ("vexfs-init", "vexfs-init")):
+        for name, dest_name in (("initramfs-init", "init"), ("vexfs-init", "vexfs-init"),
+                                ("vexfs-agent", "vexfs-agent")):
             shutil.copy2(GUEST_DIR / name, stage / dest_name)
             (stage / dest_name).chmod(0o755)
         (stage / "helpers").mkdir()  # copied to the guest's /usr/local/bin by initramfs-init
-        for helper in INITRAMFS_GUEST_FILES[2:]:
+        for helper in INITRAMFS_GUEST_FILES[3:]:
             shutil.copy2(GUEST_DIR / helper, stage / "helpers" / Path(helper).name)
         names = []
         for rel in order:

@@ -1,9 +1,11 @@
 """A guest VM's lifecycle: off → booting → ready → (broken | stopped), usable without pytest.
 
 `GuestVM` boots a machine from the image (restoring a cached snapshot of an already booted guest when it
-can: ~1-2 s instead of a cold boot), hands out a persistent SSH connection, follows the serial console
-with the kernel-log fault detector, and throws everything away on exit. A VM whose QEMU died or whose
-kernel faulted is marked broken once; it is never retried command by command.
+can: well under a second instead of a cold boot), runs the harness's commands through the guest agent on
+the virtio-serial control channel (guest/agent.py; milliseconds per command), opens an SSH connection
+only when something needs it (another user, SFTP, a backend without the agent), follows the serial
+console with the kernel-log fault detector, and throws everything away on exit. A VM whose QEMU died or
+whose kernel faulted is marked broken once; it is never retried command by command.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import shlex
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +30,7 @@ from pytest_vexfs.backends import get_backend
 from pytest_vexfs.backends.base import Machine, MachineSpec
 from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
 from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
+from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.guest.image import Image
 from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
 from pytest_vexfs.guest.runstate import VMRecord, process_start_time, remove_record, write_record
@@ -34,7 +38,14 @@ from pytest_vexfs.guest.ssh import CommandResult, KeyPair, SSHConnection, genera
 
 BASE_CMDLINE = ("console=ttyS0,115200 root=/dev/vda rw panic=-1 quiet random.trust_cpu=on "
                 "sysrq_always_enabled=1 tsc=reliable")
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: the guest agent answers on the control channel
+#: Fault detectors tuned for a test harness (see _sysctls): a soft lockup is reported after
+#: 2 x WATCHDOG_THRESH seconds, a task blocked in D state after the hung-task timeout (checked every
+#: second), an RCU stall after RCU_STALL_TIMEOUT (later than the soft lockup, whose report it would
+#: otherwise reset).
+WATCHDOG_THRESH = 2
+HUNG_TASK_CHECK_INTERVAL = 1
+RCU_STALL_TIMEOUT = 8
 
 
 @dataclasses.dataclass
@@ -49,7 +60,7 @@ class VMSettings:
     machine: str = "q35"
     boot_timeout: float = 180.0
     snapshot: bool = True
-    hung_task_timeout: int = 10
+    hung_task_timeout: int = 3
     cmdline_extra: str = ""
     ignore_patterns: tuple[str, ...] = ()
     backend: str = "qemu"
@@ -86,8 +97,14 @@ class GuestVM:
         self.boot_seconds: float | None = None
         self.boot_mode = ""
         self.machine: Machine | None = None
-        self.ssh: SSHConnection | None = None
+        self.agent: AgentConnection | None = None  # the fast command path (qemu backend)
+        self._ssh: SSHConnection | None = None
+        self._ssh_lock = threading.Lock()
         self.console: ConsoleFollower | None = None
+        self.phases: dict[str, float] = {}  # seconds per boot phase (qemu_start, restore, agent, ssh)
+        self.ssh_seconds: float | None = None  # boot start → SSH connected (made lazily)
+        self._boot_start = 0.0
+        self._boot_deadline = 0.0
         self._on_finding = on_finding
 
     # -- boot ------------------------------------------------------------------------------------
@@ -137,17 +154,17 @@ class GuestVM:
             else:
                 self.machine = get_backend(self.settings.backend)(spec)
             self._start_console(Path(self.machine.console_path()))
+            self._boot_start, self._boot_deadline = start, start + self.settings.boot_timeout
+            deadline = self._boot_deadline
             self.machine.start()
-            deadline = start + self.settings.boot_timeout
-            if snap and qemu_machine is not None:  # snapshots are a qemu-backend feature
-                qemu_machine.wait_running(deadline)
-                # one round trip on the control channel does what an SSH command would after login
-                qemu_machine.control([f"time {int(time.time())}", f"host {self.name}",
-                                      *(f"sysctl {k}={v}" for k, v in self._sysctls().items()),
-                                      f"key {self.keypair.cmdline_token}"],
-                                     timeout=max(1.0, deadline - time.monotonic()))
-                self.boot_mode = "snapshot"
-                self._connect(deadline, sshd_listening=True)
+            self._phase("qemu_start", start)
+            if qemu_machine is not None:
+                self.boot_mode = "snapshot" if snap else "cold"
+                if snap:  # snapshots are a qemu-backend feature
+                    mark = time.monotonic()
+                    qemu_machine.wait_running(deadline)
+                    self._phase("restore", mark)
+                self._connect_agent(qemu_machine, deadline)
             else:
                 self.boot_mode = "cold"
                 self._connect(deadline)
@@ -162,6 +179,56 @@ class GuestVM:
         self.state = VMState.READY
         return self
 
+    def _phase(self, name: str, since: float) -> None:
+        self.phases[name] = round(time.monotonic() - since, 3)
+
+    def _connect_agent(self, machine: QemuMachine, deadline: float) -> None:
+        """Ready = the agent answers and has applied time, host name, sysctls and the run's key."""
+        mark = time.monotonic()
+        agent = AgentConnection(machine.control_path, name=self.name, console_tail=self.console_tail)
+        try:
+            agent.connect(timeout=max(1.0, deadline - time.monotonic()))
+            agent.setup(epoch=time.time(), host=self.name, sysctls=self._sysctls(),
+                        authorized_key=self.keypair.public_line,
+                        timeout=max(1.0, deadline - time.monotonic()))
+        except AgentError as exc:
+            agent.close()
+            raise VMBootError(f"the guest agent did not come up: {exc.message}", vm=self.name,
+                              cmdline=machine.command_line(), stderr=machine.stderr(),
+                              console_tail=self.console_tail() or "(nothing on the serial console yet)",
+                              hint="look at the console tail above; raise --vexfs-boot-timeout if the "
+                                   "machine is merely slow") from exc
+        self.agent = agent
+        self._phase("agent", mark)
+
+    @property
+    def ssh(self) -> SSHConnection:
+        """The SSH connection, opened on first use (a restored guest is usable without it)."""
+        with self._ssh_lock:
+            if self._ssh is None or not self._ssh.connected:
+                if self.machine is None or self.state in (VMState.STOPPED, VMState.OFF):
+                    raise VMError("VM is not booted", vm=self.name)
+                mark = time.monotonic()
+                self._connect(max(self._boot_deadline, mark + self.settings.boot_timeout),
+                              sshd_listening=self.agent is not None)
+                self.phases["ssh"] = round(time.monotonic() - mark, 3)
+                if self.ssh_seconds is None:
+                    self.ssh_seconds = round(time.monotonic() - self._boot_start, 3)
+            assert self._ssh is not None
+            return self._ssh
+
+    def connect_ssh_in_background(self) -> threading.Thread:
+        """Open the SSH connection in a thread (errors surface on the next use of `ssh`)."""
+        def connect() -> None:
+            try:
+                self.ssh  # noqa: B018 - the property connects
+            except Exception:  # noqa: BLE001
+                pass
+
+        thread = threading.Thread(target=connect, name=f"ssh-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
     def _start_console(self, console: Path) -> None:
         monitor = KernelLogMonitor(ignore=self.settings.ignore_patterns)
         self.console = ConsoleFollower(console, monitor, on_finding=self._on_finding).start()
@@ -171,12 +238,12 @@ class GuestVM:
         machine = self.machine
         endpoint = machine.endpoint()
         if sshd_listening:  # a restored guest: skip the banner probe (each probe costs an sshd fork+exec)
-            self.ssh = SSHConnection(endpoint, name=self.name, console_tail=self.console_tail)
+            self._ssh = SSHConnection(endpoint, name=self.name, console_tail=self.console_tail)
             try:
-                self.ssh.connect(timeout=max(5.0, deadline - time.monotonic()))
+                self._ssh.connect(timeout=max(5.0, deadline - time.monotonic()))
                 return
             except SSHError:
-                self.ssh = None
+                self._ssh = None
         cmdline = machine.command_line()
         stderr = machine.stderr
         while True:
@@ -192,16 +259,25 @@ class GuestVM:
                                   hint="look at the console tail above; raise --vexfs-boot-timeout if the "
                                        "machine is merely slow")
             time.sleep(0.05)
-        self.ssh = SSHConnection(endpoint, name=self.name, console_tail=self.console_tail)
-        self.ssh.connect(timeout=max(5.0, deadline - time.monotonic()))
+        self._ssh = SSHConnection(endpoint, name=self.name, console_tail=self.console_tail)
+        self._ssh.connect(timeout=max(5.0, deadline - time.monotonic()))
 
     def _sysctls(self) -> dict[str, str]:
-        # console loglevel 8: WARN splats reach the serial console, where faults are read as a stream
+        """Applied at every boot (runtime settings, so the cached snapshot does not depend on them).
+        Console loglevel 8: WARN splats reach the serial console, where faults are read as a stream."""
         return {"kernel/hung_task_timeout_secs": str(int(self.settings.hung_task_timeout)),
+                "kernel/hung_task_check_interval_secs": str(HUNG_TASK_CHECK_INTERVAL),
+                "kernel/hung_task_warnings": "-1",
+                "kernel/watchdog_thresh": str(WATCHDOG_THRESH),
+                "/sys/module/rcupdate/parameters/rcu_cpu_stall_timeout": str(RCU_STALL_TIMEOUT),
                 "kernel/printk": "8", "kernel/sysrq": "1"}
 
     def _configure_guest(self) -> None:
-        self.run("; ".join(f"echo {shlex.quote(v)} > /proc/sys/{k}" for k, v in self._sysctls().items()),
+        """Backends without the agent: the same settings through one SSH command."""
+        def path(key: str) -> str:
+            return key if key.startswith("/") else f"/proc/sys/{key}"
+
+        self.run("; ".join(f"echo {shlex.quote(v)} > {path(k)}" for k, v in self._sysctls().items()),
                  timeout=30, check=True)
 
     # -- use -------------------------------------------------------------------------------------
@@ -211,19 +287,26 @@ class GuestVM:
         text = self.machine.console_tail()
         return "\n".join(text.splitlines()[-lines:])
 
-    def run(self, command: str, *, timeout: float | None = 60.0, check: bool = False,
+    def run(self, command: str | list[str], *, timeout: float | None = 60.0, check: bool = False,
             input: str | bytes | None = None, user: str | None = None,
             abort: Callable[[], str | None] | None = None) -> CommandResult:
-        """Run a shell command in the guest. Raises CommandTimeout, VMCrashed or SSHError."""
+        """Run a shell command (bash) or an argv list in the guest. Raises CommandTimeout, VMCrashed,
+        or SSHError/AgentError when the channel fails.
+
+        The guest agent runs it when there is one and nothing SSH-specific is asked; another `user`
+        goes through SSH (as do backends without the agent)."""
         if self.state is VMState.BROKEN:
             raise VMCrashed(f"VM is broken ({self.broken_reason}); not running {command!r}", vm=self.name)
-        if self.ssh is None:
+        if self.machine is None or self.state in (VMState.OFF, VMState.STOPPED):
             raise VMError("VM is not booted", vm=self.name)
         try:
-            return self.ssh.run(command, timeout=timeout, check=check, input=input, user=user, abort=abort)
+            if self.agent is not None and user in (None, "root"):
+                return self.agent.run(command, timeout=timeout, check=check, input=input, abort=abort)
+            text = command if isinstance(command, str) else " ".join(shlex.quote(a) for a in command)
+            return self.ssh.run(text, timeout=timeout, check=check, input=input, user=user, abort=abort)
         except CommandTimeout:
             raise
-        except SSHError as exc:
+        except (SSHError, AgentError) as exc:
             if self.machine is not None and not self._wait_alive(1.0):
                 self.mark_broken(self.machine.exit_reason() or "QEMU exited")
                 raise VMCrashed(f"VM died while running {command!r}: {self.broken_reason}", vm=self.name,
@@ -231,18 +314,22 @@ class GuestVM:
             raise
 
     def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
-        """Copy a host file into the guest."""
-        self._file_channel().put(local, remote, mode)
+        """Copy a host file into the guest (through the agent when there is one, else SFTP)."""
+        if self.agent is not None:
+            self.agent.put(local, remote, mode)
+        else:
+            self._file_channel().put(local, remote, mode)
 
     def get(self, remote: str, local: Path | str) -> None:
-        """Copy a guest file to the host."""
-        self._file_channel().get(remote, local)
+        """Copy a guest file to the host (through the agent when there is one, else SFTP)."""
+        if self.agent is not None:
+            self.agent.get(remote, local)
+        else:
+            self._file_channel().get(remote, local)
 
     def _file_channel(self) -> SSHConnection:
         if self.state is VMState.BROKEN:
             raise VMCrashed(f"VM is broken ({self.broken_reason}); no file transfer", vm=self.name)
-        if self.ssh is None:
-            raise VMError("VM is not booted", vm=self.name)
         return self.ssh
 
     def _wait_alive(self, seconds: float) -> bool:
@@ -278,15 +365,24 @@ class GuestVM:
             info["qemu_version"] = qemu_version()
         info.update({"kernel_release": self.image.kernel_release, "image_digest": self.image.digest,
                      "accel_reason": self.accel.reason, "boot_mode": self.boot_mode,
-                     "boot_seconds": self.boot_seconds})
+                     "boot_seconds": self.boot_seconds, "boot_phases": dict(self.phases),
+                     "ssh_seconds": self.ssh_seconds})
         return info
 
     # -- teardown --------------------------------------------------------------------------------
+    def disconnect(self) -> None:
+        """Close the agent and SSH connections (the VM keeps running)."""
+        if self.agent is not None:
+            self.agent.close()
+            self.agent = None
+        with self._ssh_lock:
+            if self._ssh is not None:
+                self._ssh.close()
+                self._ssh = None
+
     def destroy(self) -> None:
         """Stop QEMU, remove disks/sockets and the reaper record; safe to call repeatedly."""
-        if self.ssh is not None:
-            self.ssh.close()
-            self.ssh = None
+        self.disconnect()
         if self.console is not None:
             try:
                 self.console.stop()
@@ -366,9 +462,8 @@ def _make_snapshot(image: Image, settings: VMSettings, accel: AccelChoice, out: 
         # an idle guest with empty caches and no authorized key: restores are small and keyless
         vm.run("sync; echo 3 > /proc/sys/vm/drop_caches; rm -f /root/.ssh/authorized_keys; sync",
                timeout=60, check=True)
-        assert vm.ssh is not None and isinstance(vm.machine, QemuMachine)
-        vm.ssh.close()
-        vm.ssh = None
+        assert isinstance(vm.machine, QemuMachine)
+        vm.disconnect()  # the agent waits for the next host: the restored guest's first connection
         vm.machine.save_state(out / "state.bin")
         assert vm.machine.proc is not None
         vm.machine.qmp("quit")

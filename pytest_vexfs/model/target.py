@@ -75,9 +75,7 @@ class ModelRig:
     def _replace_vm(self, *, kill: bool) -> None:
         """A fresh VM for the slot (restored from the snapshot) on the kept scratch disk."""
         old = self.session.vm
-        if old.ssh is not None:  # closed first: a channel to a dead guest cannot be closed politely
-            old.ssh.close()
-            old.ssh = None
+        old.disconnect()  # closed first: a channel to a dead guest cannot be closed politely
         if kill and old.machine is not None and hasattr(old.machine, "power_off"):
             old.machine.power_off()
         self.slot.release(discard=True)
@@ -86,8 +84,7 @@ class ModelRig:
 
     def _bring_up(self, *, format: bool) -> None:
         vm = self.session.vm
-        assert vm.ssh is not None
-        put = vm.ssh.put
+        put = vm.put
         self.module = LoadedModule(self.session, self.built, self.profile, put=put)
         if not self.module.is_installed():
             self.module.install()

@@ -39,7 +39,7 @@ def test_panic_is_detected_and_the_vm_replaced(vexfs_vm, vexfs_module, vexfs_pro
 @pytest.mark.hang_timeout(40)
 @pytest.mark.expect_fault("hung_task")
 def test_self_deadlock_is_reported_as_hung_task(vexfs_vm, vexfs_module, vexfs_profile):
-    # the writer blocks in D state forever; khungtaskd reports it after hung_task_timeout_secs (10 s),
+    # the writer blocks in D state forever; khungtaskd reports it after hung_task_timeout_secs (3 s),
     # then the hang timeout dumps the tasks and kills the VM
     plant(vexfs_vm, vexfs_profile, "hung_task")
 
