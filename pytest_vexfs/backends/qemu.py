@@ -249,27 +249,6 @@ class QemuMachine(Machine):
                 time.sleep(0.05)
         os.replace(tmp, path)
 
-    def control(self, lines: list[str], timeout: float = 10.0) -> list[str]:
-        """Send lines over the guest's control channel and return its acknowledgements."""
-        deadline = time.monotonic() + timeout
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(max(0.1, deadline - time.monotonic()))
-            sock.connect(str(self.control_path))
-            sock.sendall("".join(f"{line}\n" for line in lines).encode())
-            buf = b""
-            while buf.count(b"\n") < len(lines):
-                if time.monotonic() > deadline:
-                    raise VMError(f"guest control channel did not answer within {timeout}s",
-                                  vm=self.spec.name, console_tail=self.console_tail())
-                try:
-                    chunk = sock.recv(4096)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    break
-                buf += chunk
-        return buf.decode(errors="replace").splitlines()
-
     def sysrq(self, key: str) -> None:
         """Magic SysRq through the serial console (telnet BREAK + key): works with SSH dead."""
         if not self.is_running():
