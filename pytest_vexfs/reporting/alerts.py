@@ -51,7 +51,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.faults.kernel_log import KINDS
-from pytest_vexfs.guest.session import HANG_KINDS
 
 from pytest_vexfs.reporting.history import ResultsStore
 from pytest_vexfs.reporting.redact import Redactor
@@ -63,8 +62,9 @@ SEVERITIES = ("info", "warning", "critical")
 #: a VM that died without a kernel report.
 HARNESS_FAULT_KINDS = frozenset({"hang", "crash"})
 FAULT_KINDS = KINDS | HARNESS_FAULT_KINDS
-#: A test that failed with one of these fault kinds hung (``test_timeout``).
-HANG_FAULT_KINDS = frozenset(HANG_KINDS | {"hang"})
+#: A test that failed with one of these fault kinds hung (``test_timeout``): the harness's ``hang`` and
+#: the kernel's reports of a task or CPU that will not come back.
+HANG_FAULT_KINDS = frozenset({"hang", "hung_task", "soft_lockup", "hard_lockup"})
 _PYTEST_TIMEOUT = re.compile(r"Timeout \(>[\d.]+s\) from pytest-timeout")
 #: Outcomes that say nothing about the code: left out of failure rates and regressions.
 NO_VERDICT = frozenset({"skipped", "interrupted"})

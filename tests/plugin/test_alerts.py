@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from pytest_vexfs.reporting.alerts import (AlertsConfig, RunFacts, load_alerts, parse_condition,
-                                           webhook_display)
+from pytest_vexfs.reporting.alerts import (FAULT_KINDS, HANG_FAULT_KINDS, AlertsConfig, RunFacts, load_alerts,
+                                           parse_condition, webhook_display)
 from pytest_vexfs.reporting.results import Finding, TestResult
 from pytest_vexfs.errors import ConfigError
 
@@ -136,6 +136,10 @@ def test_conditions_over_results(condition: str, holds_for: list[str] | None) ->
                result("t5", "passed", "safety", "soft_lockup"), result("t6", "interrupted")]
     match = parse_condition(condition, ("safety", "vector_ops", "performance")).evaluate(RunFacts(results))
     assert (match and [t.nodeid for t in match.tests]) == holds_for
+
+
+def test_hang_kinds_are_fault_kinds() -> None:
+    assert HANG_FAULT_KINDS <= FAULT_KINDS, HANG_FAULT_KINDS - FAULT_KINDS
 
 
 def test_pytest_timeout_counts_as_a_hang() -> None:
