@@ -219,7 +219,7 @@ def test_failure_rate_above_the_line_delivers_one_message_per_rule_from_the_cont
         ("Kernel Fault", "kernel_fault", "critical")])
     monkeypatch.setenv("HOOK", receiver.url)  # a test that prints the webhook URL in its failure
     result = pytester.runpytest_subprocess(*ARGS, "-n", "2", "--vexfs-alerts", str(path),
-                                           "--html=report.html", "--self-contained-html")
+                                           "--html=report.html", "--self-contained-html", "--junitxml=junit.xml")
     result.assert_outcomes(passed=2, failed=2)
     assert sorted(receiver.by_rule()) == ["High Failure Rate", "Vectors Broken"]  # once each, no worker sent
     assert len(receiver.posts) == 2 and receiver.attempts == 3
@@ -244,7 +244,8 @@ def test_failure_rate_above_the_line_delivers_one_message_per_rule_from_the_cont
     assert "XyzzyWebhookSecret42" not in json.dumps([post["body"] for post in receiver.posts])
     results_json = Path(message["results_json"])
     assert results_json.is_file() and "XyzzyWebhookSecret42" not in results_json.read_text()
-    assert "XyzzyWebhookSecret42" not in (pytester.path / "report.html").read_text()
+    for report in ("report.html", "junit.xml"):
+        assert "XyzzyWebhookSecret42" not in (pytester.path / report).read_text(), report
 
 
 def test_unreachable_webhook_leaves_the_run_green_with_a_warning(pytester: pytest.Pytester) -> None:
