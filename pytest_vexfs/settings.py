@@ -106,6 +106,9 @@ SETTINGS: tuple[Setting, ...] = (
             "intermittently under TCG on a loaded host)", "vm.machine", choices=("q35", "microvm")),
     Setting("snapshot", _boolean, True, "restore VMs from a cached snapshot of a booted guest",
             "vm.snapshot", allowed="true/false"),
+    Setting("checked_boot", _boolean, True, "boot with the kernel's own memory checkers on (SLUB debug "
+            "on kmalloc caches, KFENCE) and validate slabs after each test", "vm.checked_boot",
+            allowed="true/false"),
     Setting("boot_timeout", _positive_float, 180.0, "seconds a VM may take to become SSH-ready",
             "timeouts.boot", allowed="number > 0"),
     Setting("hang_timeout", _positive_float, 120.0,

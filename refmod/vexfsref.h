@@ -120,6 +120,7 @@ int vexfsref_fault_init(void);
 void vexfsref_fault_exit(void);
 extern int vexfsref_fail_init;
 extern int vexfsref_hang_on_exit;
+extern int vexfsref_errpath_bug;
 void vexfsref_hang_forever(void);
 
 #endif /* VEXFSREF_H */

@@ -14,6 +14,19 @@
  *                "INFO: task ... blocked for more than N seconds"
  *   warn         WARN(): "WARNING: CPU: ... vexfsref_fault_warn"
  *   leak         kmalloc leak_kib KiB (4096) in 4 KiB pieces and forget them
+ * Planted memory bugs, silent on a production kernel, for the harness's checkers
+ * (SLUB debug, KFENCE, DEBUG_LIST on the stock kernel; KASAN, kmemleak, lockdep
+ * on the debug kernel):
+ *   uaf_write    write to a kmalloc object after kfree
+ *   uaf_read     read a kmalloc object after kfree
+ *   oob_write    write one byte past the end of a kmalloc object, then kfree it
+ *   oob_read     read one byte past the end of a kmalloc object
+ *   double_free  kfree the same object twice
+ *   list_corrupt list_del the same entry twice
+ *   lock_inversion  take lock A then B, later B then A (lockdep's ABBA report)
+ *   small_leak   kmalloc 3 KiB in three pieces and forget them
+ * Module parameter errpath_bug=1 plants an error-path bug in the vector store:
+ * when the second allocation of vexfsref_vec_reserve() fails, the first one leaks.
  * Each fault runs in a function named vexfsref_fault_<word>, so a call trace
  * names it.  Module parameters fail_init and hang_on_exit fault module
  * load and unload.
@@ -27,6 +40,7 @@
 #include <linux/string.h>
 #include <linux/jiffies.h>
 #include <linux/preempt.h>
+#include <linux/list.h>
 
 #include "vexfsref.h"
 
@@ -47,6 +61,10 @@ MODULE_PARM_DESC(lockup_secs, "soft_lockup fault: seconds to spin with preemptio
 static unsigned int leak_kib = 4096;
 module_param(leak_kib, uint, 0644);
 MODULE_PARM_DESC(leak_kib, "leak fault: KiB to allocate and forget");
+
+int vexfsref_errpath_bug;
+module_param_named(errpath_bug, vexfsref_errpath_bug, int, 0644);
+MODULE_PARM_DESC(errpath_bug, "1: vexfsref_vec_reserve leaks when its second allocation fails");
 
 static DEFINE_MUTEX(vexfsref_fault_mutex);
 static struct proc_dir_entry *vexfsref_fault_entry;
@@ -113,6 +131,115 @@ static noinline void vexfsref_fault_leak(void)
 	pr_err("vexfsref: injected leak of %u KiB\n", i * 4);
 }
 
+/*
+ * The planted bugs.  Sizes are fixed so each lands in kmalloc-64 (whose
+ * objects the checked boot poisons, redzones and tracks); every pointer goes
+ * through a volatile so the compiler cannot see through the bug.
+ */
+#define VEXFSREF_BUG_SIZE 40
+
+static noinline void vexfsref_fault_uaf_write(void)
+{
+	char *volatile p = kmalloc(VEXFSREF_BUG_SIZE, GFP_KERNEL);
+
+	if (!p)
+		return;
+	kfree(p);
+	p[8] = 0x42;				/* use after free: write */
+}
+
+static noinline void vexfsref_fault_uaf_read(void)
+{
+	char *volatile p = kmalloc(VEXFSREF_BUG_SIZE, GFP_KERNEL);
+	char c;
+
+	if (!p)
+		return;
+	p[8] = 0x42;
+	kfree(p);
+	c = p[8];				/* use after free: read */
+	pr_info("vexfsref: read %d after free\n", c);
+}
+
+static noinline void vexfsref_fault_oob_write(void)
+{
+	char *volatile p = kmalloc(VEXFSREF_BUG_SIZE, GFP_KERNEL);
+
+	if (!p)
+		return;
+	p[VEXFSREF_BUG_SIZE] = 0x42;		/* one byte past the end */
+	kfree(p);
+}
+
+static noinline void vexfsref_fault_oob_read(void)
+{
+	char *volatile p = kmalloc(VEXFSREF_BUG_SIZE, GFP_KERNEL);
+	char c;
+
+	if (!p)
+		return;
+	memset(p, 0, VEXFSREF_BUG_SIZE);
+	c = p[VEXFSREF_BUG_SIZE];		/* one byte past the end */
+	pr_info("vexfsref: read %d past the end\n", c);
+	kfree(p);
+}
+
+static noinline void vexfsref_fault_double_free(void)
+{
+	char *volatile p = kmalloc(VEXFSREF_BUG_SIZE, GFP_KERNEL);
+
+	if (!p)
+		return;
+	kfree(p);
+	kfree(p);				/* double free */
+}
+
+struct vexfsref_bug_item {
+	struct list_head node;
+	int value;
+};
+
+static noinline void vexfsref_fault_list_corrupt(void)
+{
+	static LIST_HEAD(items);
+	struct vexfsref_bug_item *it = kmalloc(sizeof(*it), GFP_KERNEL);
+
+	if (!it)
+		return;
+	list_add(&it->node, &items);
+	list_del(&it->node);
+	list_del(&it->node);			/* deleted twice: poisoned pointers */
+	kfree(it);
+}
+
+static DEFINE_MUTEX(vexfsref_bug_lock_a);
+static DEFINE_MUTEX(vexfsref_bug_lock_b);
+
+static noinline void vexfsref_fault_lock_inversion(void)
+{
+	mutex_lock(&vexfsref_bug_lock_a);
+	mutex_lock(&vexfsref_bug_lock_b);
+	mutex_unlock(&vexfsref_bug_lock_b);
+	mutex_unlock(&vexfsref_bug_lock_a);
+
+	mutex_lock(&vexfsref_bug_lock_b);
+	mutex_lock(&vexfsref_bug_lock_a);	/* B then A: ABBA with the above */
+	mutex_unlock(&vexfsref_bug_lock_a);
+	mutex_unlock(&vexfsref_bug_lock_b);
+}
+
+static noinline void vexfsref_fault_small_leak(void)
+{
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		void *volatile p = kmalloc(1024, GFP_KERNEL);
+
+		if (p)
+			memset(p, 0x5a, 1024);	/* forgotten on purpose */
+	}
+}
+
 /* module_exit with hang_on_exit=1: sleep forever, rmmod never returns. */
 void vexfsref_hang_forever(void)
 {
@@ -133,6 +260,14 @@ static const struct {
 	{ "hung_task", vexfsref_fault_hung_task },
 	{ "warn", vexfsref_fault_warn },
 	{ "leak", vexfsref_fault_leak },
+	{ "uaf_write", vexfsref_fault_uaf_write },
+	{ "uaf_read", vexfsref_fault_uaf_read },
+	{ "oob_write", vexfsref_fault_oob_write },
+	{ "oob_read", vexfsref_fault_oob_read },
+	{ "double_free", vexfsref_fault_double_free },
+	{ "list_corrupt", vexfsref_fault_list_corrupt },
+	{ "lock_inversion", vexfsref_fault_lock_inversion },
+	{ "small_leak", vexfsref_fault_small_leak },
 };
 
 static ssize_t vexfsref_fault_write(struct file *file, const char __user *ubuf,

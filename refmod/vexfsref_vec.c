@@ -46,7 +46,8 @@ int vexfsref_vec_reserve(struct vexfsref_inode_info *vi, u64 want, u32 dim)
 	ids = kvmalloc_array(cap, sizeof(*ids), GFP_KERNEL);
 	data = kvmalloc_array(cap * dim, sizeof(*data), GFP_KERNEL);
 	if (!ids || !data) {
-		kvfree(ids);
+		if (!(vexfsref_errpath_bug && ids))	/* planted: leaks ids */
+			kvfree(ids);
 		kvfree(data);
 		return -ENOMEM;
 	}

@@ -53,9 +53,11 @@ GPF = "gpf"
 INVALID_OPCODE = "invalid_opcode"
 BUG = "bug"
 KMEMLEAK = "kmemleak"
+SLAB_CORRUPTION = "slab_corruption"
+LIST_CORRUPTION = "list_corruption"
 KINDS = frozenset(
     {OOPS, PANIC, WARNING, SOFT_LOCKUP, HARD_LOCKUP, RCU_STALL, HUNG_TASK, KASAN, UBSAN, KFENCE,
-     LOCKDEP, GPF, INVALID_OPCODE, BUG, KMEMLEAK}
+     LOCKDEP, GPF, INVALID_OPCODE, BUG, KMEMLEAK, SLAB_CORRUPTION, LIST_CORRUPTION}
 )
 """Every value :attr:`Finding.kind` can take."""
 
@@ -86,6 +88,11 @@ class Finding:
     timestamp: float | None
     test: str | None
     kinds: tuple[str, ...] = ()
+    frame: str = ""
+    """The blamed frame as the kernel printed it (``func+0x2c/0x40 [module]``)."""
+    location: str = ""
+    """``file.c:123 (function)`` of the blamed frame, when its object's debug info is known
+    (:mod:`pytest_vexfs.faults.symbols`); the excerpt's frames are then annotated the same way."""
 
     @property
     def fatal(self) -> bool:
@@ -159,6 +166,8 @@ _HEADERS: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"BUG: sleeping function called from invalid context"), "might_sleep", "B"),
     (re.compile(r"BUG: scheduling while atomic"), "sched_atomic", "B"),
     (re.compile(r"BUG: (?P<what>.+)"), "bug_generic", "B"),
+    # SLUB debug: "BUG kmalloc-64 (Tainted: G    B   OE     ): Object already free"
+    (re.compile(r"BUG (?P<cache>[\w.:-]+) \((?:Tainted|Not tainted)[^)]*\): (?P<what>.+)"), "slub", "B"),
     (re.compile(r"kernel BUG at (?P<file>[^\s:]+):\d+"), "kernel_bug", "k"),
     (re.compile(r"(?:Oops: )?general protection fault"), "gpf", "Og"),
     (re.compile(r"(?:Oops: )?invalid opcode: "), "invalid_opcode", "Oi"),
@@ -200,7 +209,23 @@ _RULES: dict[str, tuple[str, str, str]] = {
     "hung_task": (HUNG_TASK, "task hung", "quiet"),
     "ubsan": (UBSAN, "UBSAN:", "ruler"),
     "kmemleak": (KMEMLEAK, "memory leak", "indent"),
+    "slub": (SLAB_CORRUPTION, "slab corruption", "quiet"),
 }
+# SLUB debug's words (the "[X overwritten]" line before the report, or the report's own reason) -> the
+# bug class in the title, and which of the object's tracks ("Freed in", "Allocated in") names the culprit
+# when the call trace is the checker's own (slab validation after a test).
+_SLUB_CLASSES: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
+    (re.compile(r"Poison"), "use-after-free write", ("free", "trace", "alloc")),
+    (re.compile(r"Redzone|[Pp]adding"), "slab out-of-bounds write", ("trace", "alloc", "free")),
+    (re.compile(r"Object already free"), "double free", ("trace", "free", "alloc")),
+    (re.compile(r"Free(?:pointer|chain|list Pointer)"), "slab freelist corruption", ("free", "trace", "alloc")),
+    (re.compile(r"Invalid object pointer|outside of slab|No slab cache|not a valid slab"), "invalid free",
+     ("trace", "alloc", "free")),
+)
+_SLUB_OVERWRITTEN = re.compile(r"\[(?P<what>[\w ]+) overwritten\]")
+_SLUB_TRACK = re.compile(r"(?P<track>Allocated|Freed) in (?P<frame>[A-Za-z_].*)")
+#: DEBUG_LIST's words; a BUG (CONFIG_BUG_ON_DATA_CORRUPTION) or a WARN follows them
+_LIST_CORRUPTION = re.compile(r"list_(?:add|del) corruption|list_add double add")
 # Kinds whose report may contain an "Oops:" line that belongs to it (x86 prints "BUG: ..." then "Oops:").
 _OOPS_FOLLOWS = frozenset({"null_deref", "paging", "kernel_bug", "bug_generic", "kfence"})
 # Kinds blamed on the function their header (or lockdep's "at:" line) names before any stack frame.
@@ -240,7 +265,13 @@ _GENERIC_FRAMES = re.compile(
     r"|vmalloc\w*|__vmalloc\w*|alloc_pages\w*|__alloc_pages\w*|mem(?:cpy|set|move|cmp)\w*"
     r"|__mem(?:cpy|set|move)\w*|str(?:cpy|ncpy|len|cmp|lcpy|scpy)\w*|copy_(?:to|from)_user\w*"
     r"|_copy_(?:to|from)_user\w*|proc_reg_\w+|seq_read\w*|__list_\w+_valid\w*|list_\w+_valid\w*"
-    r"|debug_show_held_locks|lockdep_\w+|__lockdep_\w+)"
+    r"|debug_show_held_locks|lockdep_\w+|__lockdep_\w+"
+    # SLUB debug and DEBUG_LIST internals (the checker, not the culprit)
+    r"|check_object|check_bytes_and_report|object_err|__?slab_err|__?slab_bug|print_trailer|print_track"
+    r"|validate_slab\w*|validate_store|slab_attr_store|kernfs_\w+|free_debug_processing|free_to_partial_list"
+    r"|__slab_free|slab_free\w*|do_slab_free|kfree\w*|kvfree\w*|kmem_cache_free\w*|alloc_debug_processing"
+    r"|alloc_single_from_\w+|___slab_alloc|__slab_alloc\w*|check_slab|on_freelist|slab_pad_check"
+    r"|flush_all\w*|restore_bytes|slab_fix|check_data_corruption|__list_(?:add|del)\w*|list_(?:add|del)\w*)"
 )
 
 _ADDRESS = re.compile(r"\b(?:0x)?[0-9a-f]{8,}\b|\b0x[0-9a-fA-F]+\b")
@@ -278,13 +309,17 @@ def _continues_quiet_report(text: str) -> bool:
     )
 
 
+_Frame = tuple[str, "str | None", str]
+"""(function without compiler suffixes, module or None, the frame's text as printed)"""
+
+
 class _Report:
     """A fault report being collected line by line."""
 
     __slots__ = (
         "access", "end", "ended", "header", "header_frames", "header_text", "in_irq", "in_trace", "kind",
-        "kinds", "lines", "match", "oops_seen", "rip_frames", "rule", "test", "timestamp", "trace_frames",
-        "traces_done",
+        "kinds", "lines", "match", "oops_seen", "rip_frames", "rule", "slub_what", "test", "timestamp",
+        "trace_frames", "traces_done", "tracks",
     )
 
     def __init__(self, rule: str, match: re.Match[str], header: str, text: str,
@@ -298,18 +333,28 @@ class _Report:
         self.timestamp = timestamp
         self.test = test
         self.lines = [*lead, header]
-        self.header_frames: list[tuple[str, str | None]] = []
-        self.rip_frames: list[tuple[str, str | None]] = []
-        self.trace_frames: list[tuple[str, str | None]] = []
+        self.header_frames: list[_Frame] = []
+        self.rip_frames: list[_Frame] = []
+        self.trace_frames: list[_Frame] = []
         self.in_trace = False
         self.in_irq = False
         self.traces_done = 0
         self.oops_seen = rule in ("gpf", "invalid_opcode", "oops_generic")
         self.access = ""
         self.ended = False
+        self.tracks: dict[str, _Frame] = {}
+        self.slub_what = ""
+        if rule == "slub":
+            overwritten = [m for m in map(_SLUB_OVERWRITTEN.search, self.lines) if m]
+            self.slub_what = overwritten[0].group("what") if overwritten else match.group("what")
+        elif any(_LIST_CORRUPTION.search(line) for line in self.lines):
+            self.kind = LIST_CORRUPTION
+            self.kinds = [LIST_CORRUPTION, *self.kinds]
         func = match.groupdict().get("func")
         if func:
-            self.header_frames.append((_clean_name(func), match.groupdict().get("mod")))
+            frame = _FRAME.match(text, match.start("func"))
+            self.header_frames.append((_clean_name(func), match.groupdict().get("mod"),
+                                       frame.group(0).strip() if frame else func))
 
     def add(self, raw: str, text: str) -> None:
         """Append one kernel line of the report and collect the stack frames it names."""
@@ -330,6 +375,14 @@ class _Report:
             at = _LOCK_AT.match(text)
             if at:
                 self._add_frame(self.header_frames, at.group("frame"))
+                return
+        if self.rule == "slub":
+            track = _SLUB_TRACK.match(text)
+            if track and track.group("track") not in self.tracks:
+                frames: list[_Frame] = []
+                self._add_frame(frames, track.group("frame"))
+                if frames:
+                    self.tracks[track.group("track")] = frames[0]
                 return
         if self.kind == KASAN and not self.access:
             access = _KASAN_ACCESS.match(text)
@@ -365,10 +418,11 @@ class _Report:
             self._add_frame(self.trace_frames, text)
 
     @staticmethod
-    def _add_frame(frames: list[tuple[str, str | None]], text: str) -> None:
+    def _add_frame(frames: list[_Frame], text: str) -> None:
         frame = _FRAME.match(text)
         if frame and not frame.group("unreliable"):
-            frames.append((_clean_name(frame.group("func")), frame.group("mod")))
+            frames.append((_clean_name(frame.group("func")), frame.group("mod"),
+                           frame.group(0)[frame.start("func") - frame.start():]))
 
     def quiet_done(self) -> bool:
         """Whether a report without end marker has printed at least one complete stack trace."""
@@ -376,26 +430,50 @@ class _Report:
             return bool(self.trace_frames)
         return self.traces_done > 0 and not self.in_trace
 
-    def blame(self, generic: re.Pattern[str]) -> tuple[str | None, str | None]:
+    def blame(self, generic: re.Pattern[str]) -> tuple[str | None, str | None, str]:
         """The function (and its module) to blame: first non-generic frame in order of relevance."""
-        order = (self.header_frames, self.rip_frames, self.trace_frames)
-        if self.kind not in _HEADER_BLAMED:
+        order: tuple[list[_Frame], ...] = (self.header_frames, self.rip_frames,
+                                                            self.trace_frames)
+        if self.rule == "slub":
+            named = {"trace": self.rip_frames + self.trace_frames, "free": self.tracks.get("Freed"),
+                     "alloc": self.tracks.get("Allocated")}
+            tracks = (named[n] for n in self._slub_class()[1])
+            order = tuple([t] if isinstance(t, tuple) else (t or []) for t in tracks)
+        elif self.kind not in _HEADER_BLAMED:
             order = (self.rip_frames, self.trace_frames, self.header_frames)
         for frames in order:
-            for func, mod in frames:
+            for func, mod, text in frames:
                 if not generic.fullmatch(func):
-                    return func, mod
-        return None, None
+                    return func, mod, text
+        return None, None, ""
+
+    def _slub_class(self) -> tuple[str, tuple[str, ...]]:
+        for pattern, name, blame in _SLUB_CLASSES:
+            if pattern.search(self.slub_what):
+                return name, blame
+        return "slab corruption: " + _sanitise(self.slub_what), ("trace", "free", "alloc")
 
     def title(self, func: str | None) -> str:
         """The stable, syzkaller-style title."""
         groups = self.match.groupdict()
         what = groups.get("what") or ""
-        if self.rule == "paging":
+        if self.kind == LIST_CORRUPTION:
+            head = "list corruption"
+        elif self.rule == "slub":
+            head = self._slub_class()[0]
+        elif self.rule == "paging":
             head = re.sub(r" (?:for address|at)\b.*", "", self.header_text)
         elif self.rule == "kasan":
             head = f"KASAN: {what} {self.access}".rstrip()
-        elif self.rule in ("kfence", "ubsan"):
+        elif self.rule == "kfence":  # titled by bug class, as SLUB debug's reports of the same bugs
+            head = what.strip()
+            if head.startswith("out-of-bounds"):
+                head = "slab " + head
+            elif head == "memory corruption":  # its canary bytes next to the object were written
+                head = "slab out-of-bounds write"
+            elif head == "invalid free" and any("freed by task" in line for line in self.lines):
+                head = "double free"
+        elif self.rule == "ubsan":
             head = f"{_RULES[self.rule][1]} {what}"
             if func is None and self.rule == "ubsan":
                 return f"{head} in {_LINE_NUMBER.sub('', groups['file'])}"
@@ -411,11 +489,11 @@ class _Report:
 
     def finding(self, generic: re.Pattern[str]) -> Finding:
         """Freeze the report into a :class:`Finding`."""
-        func, mod = self.blame(generic)
+        func, mod, frame = self.blame(generic)
         return Finding(
             kind=self.kind, title=self.title(func), function=func, module=mod,
             excerpt="\n".join(self.lines), header=self.header, timestamp=self.timestamp, test=self.test,
-            kinds=tuple(self.kinds),
+            kinds=tuple(self.kinds), frame=frame,
         )
 
 
@@ -561,6 +639,9 @@ class KernelLogMonitor:
                 if rule == "panic":
                     self._merge_panic(report, raw, text)
                     return True
+                if rule == "warning" and report.rule == "slub" and " at mm/slub.c:" in text:
+                    report.end = "trace"  # 6.12's object_err() ends its report with a WARN
+                    return False
                 if rule.startswith(("oops_generic", "invalid_opcode")) and report.rule in _OOPS_FOLLOWS \
                         and not report.oops_seen:
                     report.oops_seen = True
@@ -576,11 +657,14 @@ class KernelLogMonitor:
     def _lead_lines(self, rule: str) -> list[str]:
         """Lines just before a header that belong to it: ``cut here`` and a WARN message, or a ruler."""
         lead = list(self._lead)
+        for index in range(len(lead)):  # DEBUG_LIST's message before BUG's "cut here", SLUB's before "==="
+            if _LIST_CORRUPTION.match(lead[index][1]) or (rule == "slub" and _SLUB_OVERWRITTEN.match(lead[index][1])):
+                return [raw for raw, _ in lead[index:]]
         for index in range(len(lead) - 1, -1, -1):
             text = lead[index][1]
             if text.startswith("------------[ cut here ]"):
                 return [raw for raw, _ in lead[index:]]
-            if text.startswith("=====") and rule in ("kasan", "kfence", "ubsan", "lockdep"):
+            if text.startswith("=====") and rule in ("kasan", "kfence", "ubsan", "lockdep", "slub"):
                 return [raw for raw, _ in lead[index:]]
         return []
 

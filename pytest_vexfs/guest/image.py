@@ -210,6 +210,14 @@ def custom_kernel_image(base: Image, kernel: Path, build_tree: Path | None) -> I
                                kernel_override=kernel.resolve(), build_tree=build_tree, compiler="host")
 
 
+def kernel_debug_objects(image: Image) -> list[Path]:
+    """Where a vmlinux with debug info for this image's kernel may be: a kernel built from source (its
+    build tree), else Debian's linux-image-*-dbg installed on the host or in the image."""
+    found = [image.build_tree / "vmlinux"] if image.build_tree is not None else []
+    dbg = Path("usr/lib/debug/boot") / f"vmlinux-{image.kernel_release}"
+    return found + [Path("/") / dbg, image.rootfs / dbg]
+
+
 def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
               progress: Progress = _stderr_progress, build_tree: str | Path | None = None) -> Image:
     """Return the cached image for `kernel`, building it first if needed (serialised by a file lock).

@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from pytest_vexfs.guest.accel import AccelChoice, choose_accel
 from pytest_vexfs.settings import ResolvedSettings
 from pytest_vexfs.errors import CommandTimeout, VexfsError
-from pytest_vexfs.guest.image import Image, get_image
+from pytest_vexfs.guest.image import Image, get_image, kernel_debug_objects
 from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, summarise
+from pytest_vexfs.faults.symbols import Symbolizer, frame_function
 from pytest_vexfs.guest.ssh import CommandResult, KeyPair, generate_keypair
 from pytest_vexfs.backends.base import read_tail
 from pytest_vexfs.guest.vm import GuestVM, VMSettings
@@ -24,6 +25,10 @@ HANG_DUMP_SETTLE = 3.0
 #: kernel reports that mean the running command will not come back: stop waiting for its timeout
 #: (an RCU stall alone may clear up, so it does not cut the wait short)
 HANG_KINDS = {"hung_task", "soft_lockup", "hard_lockup"}
+#: After each test, the kernel checks itself, so corruption is blamed on the test that caused it: SLUB
+#: validates every cache it debugs (a write to a freed object, a redzone overwritten; caches it does not
+#: debug refuse with EINVAL).
+CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev/null; true"
 
 
 class GuestHang(CommandTimeout):
@@ -71,6 +76,12 @@ class Verdict:
         return "hang" if self.hang else ("crash" if self.vm_died else "")
 
     @property
+    def location(self) -> str:
+        """file:line of the primary finding's blamed frame ("" when unknown)."""
+        primary = self.primary
+        return primary.location if primary is not None else ""
+
+    @property
     def title(self) -> str:
         if self.hang is not None:
             blame = next((f.function for f in self.findings if f.function), None)
@@ -92,9 +103,26 @@ class Verdict:
 
     def message(self) -> str:
         text = self.title
+        if self.location:
+            text += f"\n  at {self.location}"
         if self.findings:
             text += "\n" + summarise(self.findings)
         return text
+
+
+def locate(finding: Finding, symbols: Symbolizer) -> Finding:
+    """The finding with its excerpt's frames resolved to file:line and the blamed frame's location."""
+    if finding.location:
+        return finding
+    excerpt, located = symbols.annotate(finding.excerpt)
+    if not located:
+        return finding
+    lines = finding.excerpt.splitlines()
+    blamed = next((str(where) for index, where in sorted(located.items())
+                   if finding.frame and finding.frame in lines[index]), "")
+    blamed = blamed or next((str(where) for index, where in sorted(located.items())
+                             if finding.function and frame_function(lines[index]) == finding.function), "")
+    return dataclasses.replace(finding, excerpt=excerpt, location=blamed)
 
 
 class VMSlot:
@@ -118,6 +146,7 @@ class VMSlot:
         self.last_boot_error: BaseException | None = None
         #: set while a test needs its scratch disk kept across VMs (power cuts); qemu backend only
         self.scratch_image: Path | None = None
+        self.symbols = Symbolizer()
 
     @property
     def cache_dir(self) -> Path:
@@ -133,6 +162,9 @@ class VMSlot:
             try:
                 self._image = get_image(self.settings.kernel, self.cache_dir, progress=self.progress,
                                         build_tree=self.settings.kernel_build or None)
+                for vmlinux in kernel_debug_objects(self._image):
+                    if self.symbols.add_kernel(vmlinux, self._image.build_tree):
+                        break
             except VexfsError as exc:
                 self._image_error = exc
                 raise
@@ -148,7 +180,7 @@ class VMSlot:
         return VMSettings(cache_dir=self.cache_dir, artifacts_dir=self.artifacts_dir, memory_mb=s.memory,
                           cpus=s.cpus, scratch_disk_mb=s.scratch_disk, machine=s.machine,
                           boot_timeout=s.boot_timeout, snapshot=s.snapshot,
-                          hung_task_timeout=s.hung_task_timeout,
+                          hung_task_timeout=s.hung_task_timeout, checked_boot=s.checked_boot,
                           ignore_patterns=self.ignore_patterns, backend=s.backend,
                           backend_options=self.backend_options(), scratch_image=self.scratch_image)
 
@@ -220,6 +252,7 @@ class TestSession:
         self.hang_timeout = hang_timeout
         self.booted = booted  # this test's VM was booted for it (its boot time is reported with it)
         self.hang: GuestHang | None = None
+        self.symbols: Symbolizer | None = None  # resolves the module's (and kernel's) frames to file:line
 
     def begin(self) -> None:
         self._mark(begin_marker(self.nodeid))
@@ -288,7 +321,17 @@ class TestSession:
         self.hang.abort_reason = exc.abort_reason
         return self.hang
 
+    def check_kernel(self) -> None:
+        """Have the guest kernel look for damage the test left (slab validation) while it is still blamed."""
+        if not self.vm.settings.checked_boot or self.hang is not None or not self.vm.is_alive():
+            return
+        try:
+            self.vm.run(CHECK_SLABS, timeout=60)
+        except VexfsError:
+            pass  # the VM died or hangs: the verdict below says so
+
     def verdict(self, expected: tuple[str, ...]) -> Verdict:
+        self.check_kernel()
         vm = self.vm
         died = ""
         if vm.machine is not None and not vm.machine.is_running():
@@ -303,10 +346,13 @@ class TestSession:
                 vm.console.poll()
                 vm.console.monitor.settle()
         findings = vm.console.findings(self.nodeid) if vm.console else []
+        if self.symbols is not None:
+            findings = [locate(f, self.symbols) for f in findings]
         if any(f.fatal for f in findings):
             vm.mark_broken("kernel panic")
-        elif findings and any(f.kind in ("oops", "gpf", "bug", "invalid_opcode", "soft_lockup", "hung_task",
-                                         "rcu_stall") for f in findings):
+        elif findings and any(set(f.kinds or (f.kind,)) & {
+                "oops", "gpf", "bug", "invalid_opcode", "soft_lockup", "hung_task", "rcu_stall", "slab_corruption",
+                "list_corruption"} for f in findings):
             vm.mark_broken(f"kernel fault: {findings[0].title}")
         return Verdict(findings, expected, self.hang, died)
 

@@ -46,6 +46,12 @@ SNAPSHOT_VERSION = 2  # 2: the guest agent answers on the control channel
 WATCHDOG_THRESH = 2
 HUNG_TASK_CHECK_INTERVAL = 1
 RCU_STALL_TIMEOUT = 8
+#: The "checked boot": checkers every Debian kernel carries, switched on. SLUB debug (F sanity checks,
+#: Z redzones, P poisoning, U alloc/free tracking) on the kmalloc caches and the module's own caches
+#: (vexfs*), so that a use-after-free write, an out-of-bounds write or a double free of the module is
+#: reported; KFENCE samples an allocation every 100 ms (it also sees reads). After each test the harness
+#: has the kernel validate those caches (guest.session.CHECK_SLABS). Cost: benchmarks/checked_boot.py.
+CHECKED_CMDLINE = "slub_debug=FZPU,kmalloc-*,vexfs* kfence.sample_interval=100"
 
 
 @dataclasses.dataclass
@@ -61,6 +67,7 @@ class VMSettings:
     boot_timeout: float = 180.0
     snapshot: bool = True
     hung_task_timeout: int = 3
+    checked_boot: bool = True
     cmdline_extra: str = ""
     ignore_patterns: tuple[str, ...] = ()
     backend: str = "qemu"
@@ -110,7 +117,7 @@ class GuestVM:
     # -- boot ------------------------------------------------------------------------------------
     def _spec(self, name: str, run_dir: Path, base_disk: Path, console: Path, key: KeyPair) -> MachineSpec:
         s = self.settings
-        cmdline = " ".join(filter(None, (BASE_CMDLINE, s.cmdline_extra, f"vexfs.key={key.cmdline_token}",
+        cmdline = " ".join(filter(None, (kernel_cmdline(s), f"vexfs.key={key.cmdline_token}",
                                          f"vexfs.host={name}")))
         return MachineSpec(name=name, run_dir=run_dir, kernel=self.image.vmlinux, initrd=self.image.initrd,
                            base_disk=base_disk, cmdline=cmdline, memory_mb=s.memory_mb, cpus=s.cpus,
@@ -420,11 +427,17 @@ class Snapshot:
         return self.path / "state.bin"
 
 
+def kernel_cmdline(settings: VMSettings) -> str:
+    """The guest kernel's command line without the per-VM parts (key, name)."""
+    checked = CHECKED_CMDLINE if settings.checked_boot else ""
+    return " ".join(filter(None, (BASE_CMDLINE, checked, settings.cmdline_extra)))
+
+
 def snapshot_key(image: Image, settings: VMSettings, accel: AccelChoice) -> str:
     blob = json.dumps({
         "v": SNAPSHOT_VERSION, "image": image.digest, "initrd": image.initrd.name,
         "memory": settings.memory_mb, "cpus": settings.cpus, "machine": settings.machine,
-        "accel": accel.name, "qemu": qemu_version(), "cmdline": BASE_CMDLINE + settings.cmdline_extra,
+        "accel": accel.name, "qemu": qemu_version(), "cmdline": kernel_cmdline(settings),
         "scratch": settings.scratch_disk_mb,
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

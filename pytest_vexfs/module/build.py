@@ -37,6 +37,7 @@ class BuiltModule:
     kernel_release: str
     digest: str
     log: str
+    build_dir: str | None = None  # where it was compiled (the file names its debug info records)
 
 
 def _source_digest(profile: ModuleProfile, image: Image) -> str:
@@ -97,7 +98,7 @@ def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
     meta = json.loads((out / "build.json").read_text())
     return BuiltModule(out, out / Path(profile.module_file).name,
                        tuple(out / "tools" / Path(t).name for t in profile.tools), image.kernel_release,
-                       digest, meta.get("log", ""))
+                       digest, meta.get("log", ""), meta.get("build_dir"))
 
 
 def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) -> None:
@@ -152,7 +153,7 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
                 raise ModuleBuildError(str(profile.source), image.kernel_release, "\n".join(log),
                                        [f"tool {tool} was not built"])
             shutil.copy2(src, tmp / "tools" / Path(tool).name)
-        (tmp / "build.json").write_text(json.dumps({"kernel_release": image.kernel_release,
+        (tmp / "build.json").write_text(json.dumps({"kernel_release": image.kernel_release, "build_dir": inside,
                                                     "log": "\n".join(log)[-20000:], "built": time.time()}))
         os.replace(tmp, out)
     finally:
@@ -185,5 +186,6 @@ def _build_on_host(profile: ModuleProfile, image: Image, out: Path) -> None:
         for tool in profile.tools:
             shutil.copy2(work / tool, tmp_out / "tools" / Path(tool).name)
         (tmp_out / "build.json").write_text(json.dumps({"kernel_release": image.kernel_release,
+                                                        "build_dir": str(work),
                                                         "log": "\n".join(log)[-20000:], "built": time.time()}))
         os.replace(tmp_out, out)

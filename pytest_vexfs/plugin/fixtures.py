@@ -83,6 +83,7 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
     with _as_test_failure():
         vm = vexfs_slot.acquire()
     session = TestSession(vm, item.nodeid, hang_timeout, booted=vexfs_slot.count != booted_before)
+    session.symbols = vexfs_slot.symbols
     item.stash[TEST_SESSION_KEY] = session
     session.begin()
     try:
@@ -106,8 +107,10 @@ def vexfs_profile(pytestconfig: pytest.Config) -> ModuleProfile:
 def vexfs_built_module(vexfs_slot: VMSlot, vexfs_profile: ModuleProfile) -> BuiltModule:
     """The module compiled against the guest kernel (cached by source content and kernel)."""
     with _as_test_failure():
-        return build_module(vexfs_profile, vexfs_slot.image(), vexfs_slot.cache_dir,
-                            progress=vexfs_slot.progress)
+        built = build_module(vexfs_profile, vexfs_slot.image(), vexfs_slot.cache_dir,
+                             progress=vexfs_slot.progress)
+    vexfs_slot.symbols.add_module(built.ko.stem, built.ko, built.build_dir, vexfs_profile.source)
+    return built
 
 
 @pytest.fixture

@@ -218,6 +218,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     if verdict.findings or verdict.hang or verdict.vm_died:
         record("fault_kind", verdict.fault_kind)
         record("fault_title", verdict.title)
+        record("fault_location", verdict.location)
         report.sections.append((CONSOLE_SECTION, verdict.excerpt() or vm.console_tail()))
     vm_error = call.excinfo is not None and isinstance(call.excinfo.value, _VM_ERRORS)
     if expected:

@@ -65,6 +65,8 @@ def fault_panel_html(result: TestResult) -> str:
     kind = f" ({finding.kind})" if finding else ""
     excerpt = call_trace_excerpt(finding.excerpt) if finding and finding.excerpt else ""
     body = f"<pre class=\"vexfs-call-trace\">{escape(excerpt)}</pre>" if excerpt else ""
+    if finding and finding.location:
+        body = f"<p class=\"vexfs-fault-location\">at {escape(finding.location)}</p>" + body
     return (f"<div class=\"vexfs-fault\"><h4 class=\"vexfs-fault-title\">{escape(title)}{escape(kind)}</h4>"
             f"{body}</div>")
 

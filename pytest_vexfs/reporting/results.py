@@ -82,6 +82,7 @@ class Finding:
     title: str
     excerpt: str = ""
     console_log: str = ""
+    location: str = ""  # file:line (function) of the blamed frame, when the module's debug info resolved it
 
 
 @dataclass
@@ -221,7 +222,8 @@ def result_from_phases(phases: Mapping[str, PhaseReport], redactor: Redactor | N
     if "fault_title" in properties or "fault_kind" in properties:
         finding = Finding(nodeid=nodeid, kind=properties.get("fault_kind", "unknown"),
                           title=properties.get("fault_title", ""), excerpt=excerpt,
-                          console_log=properties.get("console_log", ""))
+                          console_log=properties.get("console_log", ""),
+                          location=properties.get("fault_location", ""))
     return TestResult(
         nodeid=nodeid, domain=domain, outcome=outcome,
         duration=round(sum(r.duration for r in reports), 6),
