@@ -303,23 +303,33 @@ def test_regression_compares_with_the_previous_comparable_run(pytester: pytest.P
                               "history, which is off (from command line option --vexfs-results-db)"])
 
 
-def test_ctrl_c_still_alerts_with_what_finished(pytester: pytest.Pytester, receiver: Receiver) -> None:
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["single", "xdist"])
+def test_ctrl_c_still_alerts_with_what_finished(pytester: pytest.Pytester, receiver: Receiver,
+                                                xdist: tuple[str, ...]) -> None:
     started = pytester.path / "started"
+    # with xdist, the blocked tests wait until test_a's report has had time to reach the controller
     pytester.makepyfile(test_stop=f"""
         import pathlib, time
 
         def test_a_fails():
+            pathlib.Path("a_done").touch()
             assert False
 
-        def test_b_waits_for_ctrl_c():
+        def wait_for_ctrl_c():
+            while not pathlib.Path("a_done").exists():
+                time.sleep(0.1)
+            time.sleep(2)
             pathlib.Path({str(started)!r}).touch()
             time.sleep(120)
 
-        def test_c_never_runs():
-            pass
+        def test_b_waits_for_ctrl_c():
+            wait_for_ctrl_c()
+
+        def test_c_waits_too():
+            wait_for_ctrl_c()
     """)
     path = alerts_file(pytester, receiver.url, [("High Failure Rate", "failure_rate > 0.1", "warning")])
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", *ARGS, "--vexfs-alerts", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *ARGS, *xdist, "--vexfs-alerts", str(path)],
                             cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
