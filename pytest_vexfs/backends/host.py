@@ -27,9 +27,10 @@ def create_vm_disks(vm: str, base_disk: Path, root_overlay: Path, scratch_disk: 
     steps = [[qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base_disk), "-F", "qcow2", str(root_overlay)]]
     if scratch:
         steps.append([qemu_img, "create", "-q", "-f", "qcow2", str(scratch_disk), f"{int(scratch_mb)}M"])
-    for argv in steps:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              text=True, timeout=60, check=False)
+    procs = [(argv, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, text=True)) for argv in steps]  # at once
+    for argv, proc in procs:
+        out, _ = proc.communicate(timeout=60)
         if proc.returncode != 0:
-            raise VMBootError(f"qemu-img failed: {proc.stdout.strip()}", vm=vm, cmdline=argv,
+            raise VMBootError(f"qemu-img failed: {out.strip()}", vm=vm, cmdline=argv,
                               hint=f"check free disk space under {root_overlay.parent}")

@@ -52,11 +52,17 @@ class QemuMachine(Machine):
 
     backend = "qemu"
 
-    def __init__(self, spec: MachineSpec, *, incoming: Path | None = None, port: int | None = None,
+    def __init__(self, spec: MachineSpec, *, incoming: Path | None = None, ram_file: Path | None = None,
+                 ram_shared: bool = False, port: int | None = None,
                  on_start=None, die_with_parent: bool = True) -> None:
         self.spec = spec
         self.die_with_parent = die_with_parent
         self.incoming = incoming
+        # Guest RAM in a file: shared while a snapshot is being made (the file then IS the saved RAM,
+        # and the migration stream skips it: x-ignore-shared), mapped privately (copy-on-write) by a
+        # restored VM, which so needs no RAM loading at all and never writes into the snapshot.
+        self.ram_file = ram_file
+        self.ram_shared = ram_shared
         self.port = port
         self.proc: subprocess.Popen | None = None
         self._on_start = on_start  # callback(machine) once QEMU runs: records it for the reaper
@@ -104,7 +110,7 @@ class QemuMachine(Machine):
         port = self.port or 0
         argv = [
             QEMU_BINARY, "-name", f"{spec.name},debug-threads=off", "-M", machine, *accel, *cpu,
-            "-m", str(spec.memory_mb), "-smp", str(spec.cpus),
+            "-m", str(spec.memory_mb), *self._ram_args(), "-smp", str(spec.cpus),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(spec.kernel), "-append", spec.cmdline,
         ]
@@ -128,9 +134,17 @@ class QemuMachine(Machine):
             "-serial", "chardev:con",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
         ]
-        if self.incoming:
-            argv += ["-incoming", f"exec:cat {shlex.quote(str(self.incoming))}"]
+        if self.incoming:  # with file-backed RAM the capability must be set first: see start()
+            argv += ["-incoming", "defer" if self.ram_file else f"exec:cat {shlex.quote(str(self.incoming))}"]
         return argv
+
+    def _ram_args(self) -> list[str]:
+        if self.ram_file is None:
+            return []
+        share = "on" if self.ram_shared else "off"
+        return ["-object", f"memory-backend-file,id=vexfs.ram,size={self.spec.memory_mb}M,"
+                           f"mem-path={self.ram_file},share={share}",
+                "-machine", "memory-backend=vexfs.ram"]
 
     # -- lifecycle -------------------------------------------------------------------------------
     def prepare_disks(self) -> None:
@@ -163,6 +177,11 @@ class QemuMachine(Machine):
                 self._on_start(self)
             try:
                 self._wait_qmp(time.monotonic() + 15)
+                if self.incoming and self.ram_file:
+                    with QMPClient(self.qmp_path, timeout=10) as qmp:
+                        qmp.execute("migrate-set-capabilities", capabilities=[
+                            {"capability": "x-ignore-shared", "state": True}])
+                        qmp.execute("migrate-incoming", uri=f"exec:cat {shlex.quote(str(self.incoming))}")
                 return
             except VMBootError:
                 if "host forwarding" in self.stderr() and attempt < 3:
@@ -183,7 +202,7 @@ class QemuMachine(Machine):
                     return
                 except QMPError:
                     pass
-            time.sleep(0.02)
+            time.sleep(0.005)
         raise VMBootError("QEMU did not open its QMP socket within 15s", vm=self.spec.name,
                           cmdline=self.command_line(), stderr=self.stderr())
 
@@ -217,18 +236,19 @@ class QemuMachine(Machine):
 
     def wait_running(self, deadline: float) -> None:
         """Wait for the guest CPU to run (after an incoming migration has loaded)."""
-        while time.monotonic() < deadline:
-            if not self.is_running():
-                raise VMBootError("QEMU exited while restoring the snapshot", vm=self.spec.name,
-                                  cmdline=self.command_line(), stderr=self.stderr())
-            status = self.qmp("query-status")
-            state = status.get("status") if isinstance(status, dict) else None
-            if state == "running":
-                return
-            if state == "paused":  # the snapshot was taken from a stopped guest: resume it
-                self.qmp("cont")
-                continue
-            time.sleep(0.02)
+        with QMPClient(self.qmp_path, timeout=10) as qmp:
+            while time.monotonic() < deadline:
+                if not self.is_running():
+                    raise VMBootError("QEMU exited while restoring the snapshot", vm=self.spec.name,
+                                      cmdline=self.command_line(), stderr=self.stderr())
+                status = qmp.execute("query-status")
+                state = status.get("status") if isinstance(status, dict) else None
+                if state == "running":
+                    return
+                if state == "paused":  # the snapshot was taken from a stopped guest: resume it
+                    qmp.execute("cont")
+                    continue
+                time.sleep(0.005)
         raise VMBootError("snapshot restore did not finish in time", vm=self.spec.name,
                           cmdline=self.command_line(), stderr=self.stderr())
 
@@ -237,6 +257,9 @@ class QemuMachine(Machine):
         tmp = path.with_suffix(".partial")
         with QMPClient(self.qmp_path, timeout=10) as qmp:
             qmp.execute("stop")
+            if self.ram_file and self.ram_shared:  # the RAM file is the saved memory: not in the stream
+                qmp.execute("migrate-set-capabilities", capabilities=[
+                    {"capability": "x-ignore-shared", "state": True}])
             qmp.execute("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
             deadline = time.monotonic() + timeout
             while True:

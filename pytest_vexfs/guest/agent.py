@@ -55,8 +55,8 @@ class AgentConnection:
         self.agent_pid: int | None = None
 
     # -- connection ------------------------------------------------------------------------------
-    def connect(self, timeout: float = 10.0) -> None:
-        """Connect and wait until the agent answers (it may still be resuming from a snapshot)."""
+    def connect(self, timeout: float = 10.0, *, ping: bool = True) -> None:
+        """Connect and (with `ping`) wait until the agent answers; without, the first request will."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         deadline = time.monotonic() + timeout
         while True:
@@ -73,8 +73,9 @@ class AgentConnection:
         self._dead = ""
         self._reader = threading.Thread(target=self._read_loop, name=f"agent-{self.name}", daemon=True)
         self._reader.start()
-        reply = self._request({"op": "ping"}, timeout=max(0.1, deadline - time.monotonic()))
-        self.agent_pid = reply.get("pid")
+        if ping:
+            reply = self._request({"op": "ping"}, timeout=max(0.1, deadline - time.monotonic()))
+            self.agent_pid = reply.get("pid")
 
     @property
     def connected(self) -> bool:
@@ -101,16 +102,20 @@ class AgentConnection:
     def _read_loop(self) -> None:
         sock = self._sock
         assert sock is not None
-        buf = b""
+        parts: list[bytes] = []
         reason = "the guest agent's channel closed (QEMU exited?)"
         try:
             while True:
                 chunk = sock.recv(262144)
                 if not chunk:
                     break
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
+                while True:  # look for line ends only in the new data: big replies stay linear
+                    end = chunk.find(b"\n")
+                    if end < 0:
+                        parts.append(chunk)
+                        break
+                    line, chunk = b"".join(parts) + chunk[:end], chunk[end + 1:]
+                    parts = []
                     try:
                         msg = json.loads(line)
                     except ValueError:
@@ -178,8 +183,9 @@ class AgentConnection:
     def setup(self, *, epoch: float | None = None, host: str = "", sysctls: Mapping[str, str] | None = None,
               authorized_key: str = "", timeout: float = 10.0) -> None:
         """Set the guest clock, host name, sysctls and root's authorized key in one round trip."""
-        self._request({"op": "setup", "time": epoch, "host": host, "sysctl": dict(sysctls or {}),
-                       "key": authorized_key}, timeout)
+        reply = self._request({"op": "setup", "time": epoch, "host": host, "sysctl": dict(sysctls or {}),
+                               "key": authorized_key}, timeout)
+        self.agent_pid = reply.get("pid", self.agent_pid)
 
     def put(self, local: Path | str, remote: str, mode: int | None = None, timeout: float = 60.0) -> None:
         """Copy a local file to the guest (written beside the target, then renamed)."""

@@ -38,7 +38,7 @@ from pytest_vexfs.guest.ssh import CommandResult, KeyPair, SSHConnection, genera
 
 BASE_CMDLINE = ("console=ttyS0,115200 root=/dev/vda rw panic=-1 quiet random.trust_cpu=on "
                 "sysrq_always_enabled=1 tsc=reliable")
-SNAPSHOT_VERSION = 2  # 2: the guest agent answers on the control channel
+SNAPSHOT_VERSION = 3  # 2: the guest agent answers on the control channel; 3: RAM in its own file
 #: Fault detectors tuned for a test harness (see _sysctls): a soft lockup is reported after
 #: 2 x WATCHDOG_THRESH seconds, a task blocked in D state after the hung-task timeout (checked every
 #: second), an RCU stall after RCU_STALL_TIMEOUT (later than the soft lockup, whose report it would
@@ -90,7 +90,9 @@ class GuestVM:
 
     def __init__(self, name: str, image: Image, settings: VMSettings, accel: AccelChoice, *,
                  keypair: KeyPair, run_id: str, owner_pid: int | None = None,
-                 on_finding: Callable[[Finding], None] | None = None, detached: bool = False) -> None:
+                 on_finding: Callable[[Finding], None] | None = None, detached: bool = False,
+                 ram_file: Path | None = None) -> None:
+        """`ram_file`: a cold boot keeps the guest RAM in this file, shared (how snapshots are made)."""
         self.detached = detached
         self.name = name
         self.image = image
@@ -111,6 +113,7 @@ class GuestVM:
         self.phases: dict[str, float] = {}  # seconds per boot phase (qemu_start, restore, agent, ssh)
         self.ssh_seconds: float | None = None  # boot start → SSH connected (made lazily)
         self._boot_start = 0.0
+        self._ram_file = ram_file
         self._boot_deadline = 0.0
         self._on_finding = on_finding
 
@@ -157,6 +160,8 @@ class GuestVM:
             qemu_machine: QemuMachine | None = None
             if qemu:
                 self.machine = qemu_machine = QemuMachine(spec, incoming=snap.state if snap else None,
+                                                          ram_file=snap.ram if snap else self._ram_file,
+                                                          ram_shared=snap is None and self._ram_file is not None,
                                                           on_start=self._record, die_with_parent=not self.detached)
             else:
                 self.machine = get_backend(self.settings.backend)(spec)
@@ -194,7 +199,7 @@ class GuestVM:
         mark = time.monotonic()
         agent = AgentConnection(machine.control_path, name=self.name, console_tail=self.console_tail)
         try:
-            agent.connect(timeout=max(1.0, deadline - time.monotonic()))
+            agent.connect(timeout=max(1.0, deadline - time.monotonic()), ping=False)  # setup answers
             agent.setup(epoch=time.time(), host=self.name, sysctls=self._sysctls(),
                         authorized_key=self.keypair.public_line,
                         timeout=max(1.0, deadline - time.monotonic()))
@@ -426,6 +431,11 @@ class Snapshot:
     def state(self) -> Path:
         return self.path / "state.bin"
 
+    @property
+    def ram(self) -> Path:
+        """The guest's memory (mapped copy-on-write by every restored VM; never written after saving)."""
+        return self.path / "ram.bin"
+
 
 def kernel_cmdline(settings: VMSettings) -> str:
     """The guest kernel's command line without the per-VM parts (key, name)."""
@@ -469,7 +479,7 @@ def _make_snapshot(image: Image, settings: VMSettings, accel: AccelChoice, out: 
     cold = dataclasses.replace(settings, snapshot=False)
     name = f"vexfs-snap-{uuid.uuid4().hex[:8]}"
     key = generate_keypair(out / "key")
-    vm = GuestVM(name, image, cold, accel, keypair=key, run_id="snapshot")
+    vm = GuestVM(name, image, cold, accel, keypair=key, run_id="snapshot", ram_file=out / "ram.bin")
     try:
         vm.boot()
         # an idle guest with empty caches and no authorized key: restores are small and keyless
