@@ -19,7 +19,7 @@ from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, su
 from pytest_vexfs.faults.symbols import Symbolizer, frame_function
 from pytest_vexfs.guest.ssh import CommandResult, KeyPair, generate_keypair
 from pytest_vexfs.backends.base import read_tail
-from pytest_vexfs.guest.vm import GuestVM, VMSettings
+from pytest_vexfs.guest.vm import GuestVM, Preload, VMSettings, ensure_snapshot
 
 HANG_DUMP_SETTLE = 3.0
 #: kernel reports that mean the running command will not come back: stop waiting for its timeout
@@ -146,6 +146,9 @@ class VMSlot:
         self.last_boot_error: BaseException | None = None
         #: set while a test needs its scratch disk kept across VMs (power cuts); qemu backend only
         self.scratch_image: Path | None = None
+        #: the module's install + load, once known: replacement VMs asked for it are restored from a
+        #: snapshot that has it done (reset in about the restore time instead of restore + install + load)
+        self.preload: Preload | None = None
         self.symbols = Symbolizer()
 
     @property
@@ -201,8 +204,9 @@ class VMSlot:
         digits = "".join(ch for ch in self.worker if ch.isdigit())
         return int(digits) if digits else 0
 
-    def acquire(self) -> GuestVM:
-        """The worker's ready VM, booting a fresh one if there is none or the last one broke."""
+    def acquire(self, preload: Preload | None = None) -> GuestVM:
+        """The worker's ready VM, booting a fresh one if there is none or the last one broke (restored
+        from the snapshot with `preload` done, if given and the backend has snapshots)."""
         if self.vm is not None and not self.vm.is_alive():
             self.release(discard=True)
         if self.vm is None:
@@ -215,7 +219,7 @@ class VMSlot:
             self.count += 1
             name = f"vexfs-{self.run_id}-{self.worker}-{self.count}"
             vm = GuestVM(name, self.image(), self.vm_settings(), self.accel(), keypair=self._keypair,
-                         run_id=self.run_id)
+                         run_id=self.run_id, preload=self._usable(preload))
             try:
                 vm.boot()
             except VexfsError as exc:
@@ -224,6 +228,19 @@ class VMSlot:
             self.boots.append(vm.boot_seconds or 0.0)
             self.vm = vm
         return self.vm
+
+    def _usable(self, preload: Preload | None) -> Preload | None:
+        """`preload` if its snapshot exists or can be made; else None (a plain VM), said once."""
+        settings = self.vm_settings()
+        if preload is None or not settings.snapshot or settings.backend != "qemu" or self.scratch_image:
+            return None
+        try:
+            ensure_snapshot(self.image(), settings, self.accel(), preload)
+        except VexfsError as exc:
+            self.progress(f"replacement VMs load the module themselves: the preloaded snapshot failed: {exc}")
+            self.preload = None
+            return None
+        return preload
 
     def release(self, discard: bool = False) -> None:
         if self.vm is not None and discard:

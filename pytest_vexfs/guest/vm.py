@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -91,8 +92,11 @@ class GuestVM:
     def __init__(self, name: str, image: Image, settings: VMSettings, accel: AccelChoice, *,
                  keypair: KeyPair, run_id: str, owner_pid: int | None = None,
                  on_finding: Callable[[Finding], None] | None = None, detached: bool = False,
-                 ram_file: Path | None = None) -> None:
-        """`ram_file`: a cold boot keeps the guest RAM in this file, shared (how snapshots are made)."""
+                 ram_file: Path | None = None, preload: Preload | None = None,
+                 restore_from: Snapshot | None = None) -> None:
+        """`preload`: restore from a snapshot in which these steps were already done (made once, cached).
+        `ram_file` (how snapshots are made): the guest RAM lives in this file, shared; with
+        `restore_from`, the file is a copy of that snapshot's RAM and the guest is restored into it."""
         self.detached = detached
         self.name = name
         self.image = image
@@ -114,6 +118,8 @@ class GuestVM:
         self.ssh_seconds: float | None = None  # boot start → SSH connected (made lazily)
         self._boot_start = 0.0
         self._ram_file = ram_file
+        self.preload = preload
+        self._restore_from = restore_from
         self._boot_deadline = 0.0
         self._on_finding = on_finding
 
@@ -153,15 +159,16 @@ class GuestVM:
         console.write_bytes(b"")
         try:
             qemu = self.settings.backend == "qemu"
-            snap = ensure_snapshot(self.image, self.settings, self.accel) \
-                if self.settings.snapshot and qemu else None
+            snap = self._restore_from or (ensure_snapshot(self.image, self.settings, self.accel, self.preload)
+                                          if self.settings.snapshot and qemu else None)
             base = snap.disk if snap else self.image.disk
             spec = self._spec(self.name, run_dir, base, console, self.keypair)
             qemu_machine: QemuMachine | None = None
             if qemu:
+                shared = self._ram_file is not None  # making a snapshot: the RAM file becomes its memory
+                ram = self._ram_file if shared else (snap.ram if snap else None)
                 self.machine = qemu_machine = QemuMachine(spec, incoming=snap.state if snap else None,
-                                                          ram_file=snap.ram if snap else self._ram_file,
-                                                          ram_shared=snap is None and self._ram_file is not None,
+                                                          ram_file=ram, ram_shared=shared,
                                                           on_start=self._record, die_with_parent=not self.detached)
             else:
                 self.machine = get_backend(self.settings.backend)(spec)
@@ -453,11 +460,33 @@ def snapshot_key(image: Image, settings: VMSettings, accel: AccelChoice) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice) -> Snapshot:
-    """Return the cached snapshot for this image and machine shape, cold-booting once to make it."""
+@dataclasses.dataclass(frozen=True)
+class Preload:
+    """What a derived snapshot adds to the base one, in order: ("put", local, remote, mode) copies a
+    file in, ("run", command) runs a command that must succeed. `key` identifies the content (file
+    digests, commands): equal keys mean interchangeable snapshots."""
+
+    key: str
+    steps: tuple[tuple, ...]
+
+
+def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
+                    preload: Preload | None = None) -> Snapshot:
+    """Return the cached snapshot for this image and machine shape, cold-booting once to make it; with
+    `preload`, a snapshot derived from it in which the preload's steps are done (restored once to
+    make it), so a replacement VM comes with, say, the module under test already loaded."""
     root = settings.cache_dir / "snapshots"
     root.mkdir(parents=True, exist_ok=True)
     key = snapshot_key(image, settings, accel)
+    base = _ensure(root, key, lambda out: _make_snapshot(image, settings, accel, out))
+    if preload is None:
+        return base
+    derived = hashlib.sha256(f"{key}:{preload.key}".encode()).hexdigest()[:16]
+    return _ensure(root, f"{key}-{derived}",
+                   lambda out: _make_derived(image, settings, accel, base, preload, out))
+
+
+def _ensure(root: Path, key: str, make: Callable[[Path], None]) -> Snapshot:
     snap = Snapshot(root / key)
     if snap.state.exists():
         return snap
@@ -468,11 +497,44 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice) -> S
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            _make_snapshot(image, settings, accel, tmp)
+            make(tmp)
             os.rename(tmp, snap.path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return snap
+
+
+def _save(vm: GuestVM, out: Path) -> None:
+    """An idle guest with empty caches and no authorized key, saved into `out` (state, disk; the RAM
+    file is already there): restores are small and keyless."""
+    vm.run("sync; echo 3 > /proc/sys/vm/drop_caches; rm -f /root/.ssh/authorized_keys; sync",
+           timeout=60, check=True)
+    assert isinstance(vm.machine, QemuMachine)
+    vm.disconnect()  # the agent waits for the next host: the restored guest's first connection
+    vm.machine.save_state(out / "state.bin")
+    assert vm.machine.proc is not None
+    vm.machine.qmp("quit")
+    vm.machine.proc.wait(10)
+    shutil.move(str(vm.machine.root_overlay), out / "disk.qcow2")
+
+
+def _make_derived(image: Image, settings: VMSettings, accel: AccelChoice, base: Snapshot, preload: Preload,
+                  out: Path) -> None:
+    subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(base.ram), str(out / "ram.bin")], check=True)
+    key = generate_keypair(out / "key")
+    vm = GuestVM(f"vexfs-snap-{uuid.uuid4().hex[:8]}", image, settings, accel, keypair=key, run_id="snapshot",
+                 ram_file=out / "ram.bin", restore_from=base)
+    try:
+        vm.boot()
+        for step in preload.steps:
+            if step[0] == "put":
+                vm.put(step[1], step[2], step[3])
+            else:
+                vm.run(step[1], timeout=120, check=True)
+        _save(vm, out)
+    finally:
+        vm.destroy()
+        shutil.rmtree(out / "key", ignore_errors=True)
 
 
 def _make_snapshot(image: Image, settings: VMSettings, accel: AccelChoice, out: Path) -> None:
@@ -482,16 +544,7 @@ def _make_snapshot(image: Image, settings: VMSettings, accel: AccelChoice, out: 
     vm = GuestVM(name, image, cold, accel, keypair=key, run_id="snapshot", ram_file=out / "ram.bin")
     try:
         vm.boot()
-        # an idle guest with empty caches and no authorized key: restores are small and keyless
-        vm.run("sync; echo 3 > /proc/sys/vm/drop_caches; rm -f /root/.ssh/authorized_keys; sync",
-               timeout=60, check=True)
-        assert isinstance(vm.machine, QemuMachine)
-        vm.disconnect()  # the agent waits for the next host: the restored guest's first connection
-        vm.machine.save_state(out / "state.bin")
-        assert vm.machine.proc is not None
-        vm.machine.qmp("quit")
-        vm.machine.proc.wait(10)
-        shutil.move(str(vm.machine.root_overlay), out / "disk.qcow2")
+        _save(vm, out)
     finally:
         vm.destroy()
         shutil.rmtree(out / "key", ignore_errors=True)

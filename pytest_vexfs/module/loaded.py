@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pytest_vexfs.errors import (ModuleError, ModuleLoadError,
                      ModuleUnloadError)
 from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.guest.vm import Preload
 
 from pytest_vexfs.module.profile import SEED_DEFAULTS, ModuleProfile, Runner
 from pytest_vexfs.module.build import BuiltModule
@@ -61,6 +64,20 @@ class LoadedModule:
             self._put(tool, f"/usr/local/bin/{tool.name}")
             self.guest.run(f"chmod 755 /usr/local/bin/{tool.name}", check=True)
 
+    def preload(self, **params: Any) -> Preload:
+        """install() and load(**params) as the steps of a derived snapshot: a replacement VM restored
+        from it has the module loaded without doing either (see guest.vm.ensure_snapshot)."""
+        steps: list[tuple] = [("run", f"mkdir -p {GUEST_DIR}"), ("put", self.built.ko, self.guest_ko, 0o644)]
+        steps += [("put", tool, f"/usr/local/bin/{tool.name}", 0o755) for tool in self.built.tools]
+        steps.append(("run", self._insmod_command(params)))
+        described = json.dumps([self.built.digest, [[str(part) for part in step] for step in steps]])
+        return Preload(hashlib.sha256(described.encode()).hexdigest()[:16], tuple(steps))
+
+    def _insmod_command(self, params: Mapping[str, Any]) -> str:
+        merged = {**self.profile.load_params, **params}
+        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in merged.items())
+        return f"insmod {self.guest_ko} {args}".strip()
+
     def is_installed(self) -> bool:
         return self.guest.run(f"test -f {self.guest_ko}").ok
 
@@ -78,9 +95,7 @@ class LoadedModule:
     # load / unload
     def load(self, **params: Any) -> float:
         """insmod with the profile's parameters overridden by `params`; returns seconds taken."""
-        merged = {**self.profile.load_params, **params}
-        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in merged.items())
-        result = self.guest.run(f"insmod {self.guest_ko} {args}".strip(),
+        result = self.guest.run(self._insmod_command(params),
                                 timeout=max(30.0, float(self.seed["max_load_time"]) * 3))
         if not result.ok:
             raise ModuleLoadError(self._explain_load_failure(result))

@@ -80,8 +80,10 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
                                     f"got {marker.args!r}")
         hang_timeout = float(marker.args[0])
     booted_before = vexfs_slot.count
+    # a replacement VM for a test that loads the module comes with it loaded (see vexfs_module)
+    preload = vexfs_slot.preload if "vexfs_module" in request.fixturenames else None
     with _as_test_failure():
-        vm = vexfs_slot.acquire()
+        vm = vexfs_slot.acquire(preload)
     session = TestSession(vm, item.nodeid, hang_timeout, booted=vexfs_slot.count != booted_before)
     session.symbols = vexfs_slot.symbols
     item.stash[TEST_SESSION_KEY] = session
@@ -122,7 +124,7 @@ def vexfs_seed(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.fixture
 def vexfs_module(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_built_module: BuiltModule,
-                 vexfs_profile: ModuleProfile, vexfs_seed: dict[str, Any]) -> LoadedModule:
+                 vexfs_profile: ModuleProfile, vexfs_seed: dict[str, Any], vexfs_slot: VMSlot) -> LoadedModule:
     """The module under test, installed and loaded in this test's VM."""
     module = LoadedModule(vexfs_vm, vexfs_built_module, vexfs_profile, vexfs_seed, put=vexfs_vm.put)
     with _as_test_failure():
@@ -131,6 +133,7 @@ def vexfs_module(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_bu
         if not module.is_loaded():
             seconds = module.load()
             request.node.user_properties.append(("metric:module_load_seconds", round(seconds, 3)))
+            vexfs_slot.preload = vexfs_slot.preload or module.preload()  # these steps worked: reuse them
     return module
 
 
