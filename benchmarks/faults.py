@@ -41,7 +41,7 @@ FAULTS: dict[str, tuple[str, ...] | None] = {
     "panic": ("panic",),
     "hung_task": ("hung_task",),
     "soft_lockup": ("soft_lockup",),
-    "rmmod_hang": ("hang", "hung_task"),
+    "rmmod_hang": ("hang",),
     "init_failure": ("load_error",),
     "leak": ("leak",),
     "small_leak": ("leak",),

@@ -285,11 +285,16 @@ class TestSession:
         self.vm.run(f"echo {shlex.quote('<5>' + line)} > /dev/kmsg", timeout=30)
 
     def run(self, command: str, *, timeout: float | None = None, check: bool = False,
-            input: str | bytes | None = None, user: str | None = None) -> CommandResult:
-        """Run a guest command; past the hang timeout the VM is dumped and killed (GuestHang)."""
+            input: str | bytes | None = None, user: str | None = None,
+            abort: Callable[[], str | None] | None = None) -> CommandResult:
+        """Run a guest command; past the hang timeout, when the kernel reports the command's task hung,
+        or when `abort` gives a reason, the VM is dumped and killed (GuestHang)."""
+        def stop() -> str | None:
+            return self._kernel_reported_hang() or (abort() if abort is not None else None)
+
         try:
             return self.vm.run(command, timeout=timeout or self.hang_timeout, check=check, input=input,
-                               user=user, abort=self._kernel_reported_hang)
+                               user=user, abort=stop)
         except CommandTimeout as exc:
             raise self._handle_hang(exc) from exc
 

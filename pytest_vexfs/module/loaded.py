@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Mapping
@@ -123,9 +124,11 @@ class LoadedModule:
                 f"  what to do: {hint}\n--- guest kernel log (tail) ---\n{dmesg}")
 
     def unload(self, *, timeout: float | None = None) -> float:
-        """rmmod; fails loudly if the module is busy. A hanging rmmod propagates the runner's hang error."""
+        """rmmod; fails loudly if the module is busy. A hanging rmmod propagates the runner's hang error:
+        past its time limit, or as soon as it has sat in the module's exit code with the same kernel
+        stack for EXIT_STUCK_SECONDS (the hung-task detector misses an exit that sleeps in a loop)."""
         limit = timeout or max(30.0, float(self.seed["max_unload_time"]) * 3)
-        result = self.guest.run(f"rmmod {self.name}", timeout=limit)
+        result = self.guest.run(f"rmmod {self.name}", timeout=limit, abort=ExitWatch(self.guest, self.name))
         if not result.ok:
             detail = result.stderr.strip()
             if "in use" in detail or "busy" in detail.lower():
@@ -180,6 +183,46 @@ class LoadedModule:
         after = self.memory_sample()
         kmemleak = self.kmemleak_scan() if self.has_kmemleak() else None
         return LeakReport(before, after, int(self.seed["memory_leak_threshold"]), cycles, kmemleak)
+
+
+#: seconds rmmod may sit in the module's exit code with an unchanged kernel stack before it is a hang
+EXIT_STUCK_SECONDS = 2.0
+
+
+class ExitWatch:
+    """`abort` callback for rmmod: a reason once rmmod has been inside the module (state "going", a
+    frame of the module on rmmod's kernel stack) with the same stack for EXIT_STUCK_SECONDS.
+
+    A module exit that makes progress changes its stack between samples; one that waits forever (a
+    sleep loop, a lost completion) does not. Sampled at most every half second, through a second
+    guest command while rmmod runs."""
+
+    def __init__(self, guest: Runner, module: str, stuck_seconds: float = EXIT_STUCK_SECONDS) -> None:
+        self.guest, self.module, self.stuck_seconds = guest, module, stuck_seconds
+        self._start = time.monotonic()
+        self._next = self._start + 0.5
+        self._stack = ""
+        self._since = 0.0
+
+    def __call__(self) -> str | None:
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + 0.5
+        probe = self.guest.run(f"cat /sys/module/{self.module}/initstate 2>/dev/null; "
+                               "for p in $(pgrep -x rmmod); do cat /proc/$p/stack; done", timeout=10)
+        state, _, stack = probe.stdout.partition("\n")
+        if state.strip() != "going" or f"[{self.module}]" not in stack:
+            self._stack = ""
+            return None
+        if stack != self._stack:
+            self._stack, self._since = stack, now
+            return None
+        if now - self._since < self.stuck_seconds:
+            return None
+        frame = next((line.split("] ", 1)[-1] for line in stack.splitlines() if f"[{self.module}]" in line), "")
+        return (f"rmmod stuck in {self.module}'s exit for {now - self._start:.1f}s, kernel stack unchanged "
+                f"for {now - self._since:.1f}s (at {frame})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,10 +33,12 @@ PROFILE_KEYS = {"name", "source", "module_file", "fs_type", "mkfs", "load_params
 
 
 class Runner(Protocol):
-    """Anything with run(command, timeout=..., check=...) -> CommandResult (GuestVM, TestSession)."""
+    """Anything with run(command, timeout=..., check=...) -> CommandResult (GuestVM, TestSession).
+    `abort`, polled while the command runs, may return a reason to give up on it (CommandTimeout)."""
 
     def run(self, command: str, *, timeout: float | None = ..., check: bool = ...,
-            input: str | bytes | None = ..., user: str | None = ...) -> CommandResult: ...
+            input: str | bytes | None = ..., user: str | None = ...,
+            abort: Callable[[], str | None] | None = ...) -> CommandResult: ...
 
 
 @dataclasses.dataclass
