@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 import yaml
 
+from pytest_vexfs.backends.base import HostOptions, LibvirtOptions
 from pytest_vexfs.errors import ConfigError
 
 PACKAGE_ENV_DIR = Path(__file__).parent / "environments"
@@ -44,6 +45,13 @@ def _non_negative_float(value: Any) -> float:
     number = float(str(value))
     if number < 0:
         raise ValueError("must be >= 0")
+    return number
+
+
+def _port(value: Any) -> int:
+    number = int(str(value))
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a TCP port, 0-65535")
     return number
 
 
@@ -132,8 +140,31 @@ SETTINGS: tuple[Setting, ...] = (
             "limits.max_total_disk_gb", allowed="number > 0"),
     Setting("libvirt_uri", _text, "qemu:///system", "libvirt connection URI (backend libvirt)",
             "libvirt.uri"),
+    Setting("libvirt_pool", _text, "", "libvirt storage pool for the VM disks; needed when the URI is remote "
+            "(qemu+ssh://host/system)", "libvirt.pool"),
+    Setting("libvirt_connect_timeout", _positive_float, 10.0, "seconds to open the libvirt URI",
+            "libvirt.connect_timeout", allowed="number > 0"),
+    Setting("libvirt_console", _text, "auto", "how the libvirt backend reads the serial console: file (local "
+            "URI), stream (through libvirt, remote URI), auto", "libvirt.console",
+            choices=("auto", "file", "stream")),
+    Setting("libvirt_dac_label", _text, "", "libvirt DAC label of the VM (default +0:+0 locally as root, else "
+            "libvirt's own labelling)", "libvirt.dac_label"),
+    Setting("libvirt_ssh_port", _port, 0, "host port forwarded to the guest's SSH (0 = pick one)",
+            "libvirt.ssh_port", allowed="integer 0-65535"),
+    Setting("libvirt_ssh_address", _text, "", "address SSH connects to for a libvirt VM (default: the URI's "
+            "host, or 127.0.0.1)", "libvirt.ssh_address"),
+    Setting("libvirt_ssh_bind", _text, "", "address the libvirt VM's SSH forward binds to (default 127.0.0.1 "
+            "locally, 0.0.0.0 remotely)", "libvirt.ssh_bind"),
     Setting("inventory", _text, "", "Ansible inventory of existing hosts (backend static)",
             "static.inventory"),
+    Setting("host", _text, "", "inventory host to test on, by name (backends static, terraform; default: "
+            "chosen by domain and worker)", "static.host"),
+    Setting("domain", _text, "", "take hosts whose vexfs_domain is this (backends static, terraform; set by "
+            "ansible/run_domain_tests.yml)", "static.domain"),
+    Setting("host_connect_timeout", _positive_float, 10.0, "seconds an existing host has to answer SSH "
+            "(backends static, terraform)", "static.connect_timeout", allowed="number > 0"),
+    Setting("console_stream", _boolean, True, "stream an existing host's kernel log over SSH (backends static, "
+            "terraform)", "static.console_stream", allowed="true/false"),
     Setting("terraform_dir", _text, "", "Terraform working dir or recorded output JSON (backend "
             "terraform)", "terraform.dir"),
     Setting("model_examples", _positive_int, 6, "model checker: sequences per exploration round",
@@ -168,6 +199,22 @@ class ResolvedSettings:
             return self.__dict__["values"][name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def libvirt_options(self) -> LibvirtOptions:
+        """The libvirt backend's options, typed."""
+        v = self.values
+        return LibvirtOptions(uri=v["libvirt_uri"], pool=v["libvirt_pool"],
+                              connect_timeout=v["libvirt_connect_timeout"],
+                              console="" if v["libvirt_console"] == "auto" else v["libvirt_console"],
+                              dac_label=v["libvirt_dac_label"], ssh_port=v["libvirt_ssh_port"],
+                              ssh_address=v["libvirt_ssh_address"], ssh_bind=v["libvirt_ssh_bind"])
+
+    def host_options(self, index: int = 0) -> HostOptions:
+        """The static/terraform backends' options, typed; `index` picks among matching hosts (the worker)."""
+        v = self.values
+        return HostOptions(inventory=v["inventory"], terraform_dir=v["terraform_dir"], host=v["host"],
+                           domain=v["domain"], index=index, connect_timeout=v["host_connect_timeout"],
+                           console_stream=v["console_stream"])
 
 
 def find_env_file(name: str, rootdir: Path) -> Path:

@@ -9,7 +9,7 @@ import importlib
 from collections.abc import Callable
 
 from pytest_vexfs.errors import ConfigError
-from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
+from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec, SSHEndpoint
 
 BACKENDS: dict[str, str] = {
     "qemu": "pytest_vexfs.backends.qemu:QemuMachine",
@@ -36,4 +36,4 @@ def get_backend(name: str) -> Callable[[MachineSpec], Machine]:
     return factory
 
 
-__all__ = ["BACKENDS", "Machine", "MachineSpec", "SSHEndpoint", "get_backend"]
+__all__ = ["BACKENDS", "HostOptions", "LibvirtOptions", "Machine", "MachineSpec", "SSHEndpoint", "get_backend"]

@@ -15,10 +15,11 @@ Every domain is named ``spec.name`` (per run: ``vexfs-<runid>-...``) and carries
 (host, pid, disks); cleanup touches only the domain and disks it created, and :func:`reap_stale`
 removes leftovers whose owning process has died.
 
-Options (keyword arguments, else ``spec.extra``): ``libvirt_uri`` (default ``$LIBVIRT_DEFAULT_URI`` or
-``qemu:///system``), ``libvirt_connect_timeout`` (10 s), ``libvirt_pool`` (remote URIs), ``libvirt_console``
-(``file`` or ``stream``), ``libvirt_dac_label`` (``+0:+0`` for a local URI as root, else libvirt's own
-labelling), ``ssh_port`` (a free port), ``ssh_address`` / ``ssh_bind`` (loopback locally).
+Options: keyword arguments, else ``spec.libvirt`` (:class:`~pytest_vexfs.backends.base.LibvirtOptions`, from
+the settings ``--vexfs-libvirt-uri``, ``--vexfs-libvirt-pool``, ...): the URI (default ``$LIBVIRT_DEFAULT_URI``
+or ``qemu:///system``), connect timeout (10 s), storage pool (remote URIs), console (``file`` or ``stream``),
+DAC label (``+0:+0`` for a local URI as root, else libvirt's own labelling), SSH port (a free port), SSH
+address and bind address (loopback locally).
 """
 
 from __future__ import annotations
@@ -130,25 +131,26 @@ class LibvirtMachine(Machine):
                  ssh_port: int | None = None, ssh_address: str | None = None,
                  ssh_bind: str | None = None) -> None:
         self.spec = spec
-        extra = spec.extra
-        self.uri = (uri or extra.get("libvirt_uri") or os.environ.get("LIBVIRT_DEFAULT_URI")
-                    or "qemu:///system")
+        opts = spec.libvirt
+        self.uri = uri or opts.uri or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
         self.local = is_local_uri(self.uri)
-        self.connect_timeout = float(connect_timeout or extra.get("libvirt_connect_timeout", 10.0))
-        self.pool_name = pool or extra.get("libvirt_pool")
+        self.connect_timeout = float(connect_timeout or opts.connect_timeout)
+        self.pool_name = pool or opts.pool or None
         if not self.local and not self.pool_name:
             raise ConfigError(f"libvirt URI {self.uri!r} is remote: name a storage pool there for the "
-                              "VM disks", key="libvirt_pool")
-        self.console_mode = console or extra.get("libvirt_console") or ("file" if self.local else "stream")
+                              "VM disks", key="libvirt_pool",
+                              hint="pass --vexfs-libvirt-pool=NAME (or VEXFS_LIBVIRT_POOL, ini vexfs_libvirt_pool, "
+                                   "environment file libvirt.pool); `virsh -c URI pool-list` shows the pools")
+        self.console_mode = console or opts.console or ("file" if self.local else "stream")
         if self.console_mode not in ("file", "stream"):
             raise ConfigError(f"unknown libvirt console mode {self.console_mode!r}", key="libvirt_console",
                               allowed="file, stream")
         default_label = "+0:+0" if self.local and os.geteuid() == 0 else None
-        self.dac_label = dac_label if dac_label is not None else extra.get("libvirt_dac_label", default_label)
+        self.dac_label = dac_label if dac_label is not None else (opts.dac_label or default_label)
         host = urllib.parse.urlsplit(self.uri).hostname
-        self.ssh_address = ssh_address or extra.get("ssh_address") or (host or "127.0.0.1")
-        self.ssh_bind = ssh_bind or extra.get("ssh_bind") or ("127.0.0.1" if self.local else "0.0.0.0")
-        self.ssh_port = int(ssh_port or extra.get("ssh_port") or
+        self.ssh_address = ssh_address or opts.ssh_address or (host or "127.0.0.1")
+        self.ssh_bind = ssh_bind or opts.ssh_bind or ("127.0.0.1" if self.local else "0.0.0.0")
+        self.ssh_port = int(ssh_port or opts.ssh_port or
                             (free_port() if self.local else 20000 + zlib.crc32(spec.name.encode()) % 20000))
         self.machine_type = spec.machine_type
         self._conn: libvirt.virConnect | None = None

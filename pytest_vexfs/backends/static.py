@@ -4,10 +4,11 @@ Nothing is booted or destroyed. ``start()`` checks the host answers SSH within a
 that the harness's fault detection works as on a VM, streams the host's kernel log (``dmesg``) over SSH
 into the console file. ``sysrq()`` writes to ``/proc/sysrq-trigger`` over SSH.
 
-Options (keyword arguments, else ``spec.extra``): ``inventory`` (path, required), ``host`` (inventory
-host name), ``domain`` (test domain; picks the ``index``-th host whose ``vexfs_domain`` matches),
-``index`` (default 0; the environment variable ``VEXFS_DOMAIN`` is the default domain, as set by
-``ansible/run_domain_tests.yml``), ``connect_timeout`` (seconds, default 10), ``console_stream`` (default True).
+Options (keyword arguments, else ``spec.hosts``, a :class:`~pytest_vexfs.backends.base.HostOptions`):
+``inventory`` (path, required), ``host`` (inventory host name), ``domain`` (test domain; picks the
+``index``-th host whose ``vexfs_domain`` matches), ``index`` (default 0; the environment variable
+``VEXFS_DOMAIN`` is the default domain, as set by ``ansible/run_domain_tests.yml``), ``connect_timeout``
+(seconds, default 10), ``console_stream`` (default True).
 """
 
 from __future__ import annotations
@@ -64,16 +65,14 @@ class StaticMachine(Machine):
                  domain: str | None = None, index: int | None = None, connect_timeout: float | None = None,
                  console_stream: bool | None = None) -> None:
         self.spec = spec
-        extra = spec.extra
-        self.connect_timeout = float(connect_timeout if connect_timeout is not None
-                                     else extra.get("connect_timeout", 10.0))
-        self.console_stream = bool(console_stream if console_stream is not None
-                                   else extra.get("console_stream", True))
-        self._host_name = host if host is not None else extra.get("host")
+        opts = spec.hosts
+        self.connect_timeout = float(connect_timeout if connect_timeout is not None else opts.connect_timeout)
+        self.console_stream = bool(console_stream if console_stream is not None else opts.console_stream)
+        self._host_name = host if host is not None else (opts.host or None)
         # the domain run_domain_tests.yml runs (VEXFS_DOMAIN) picks among the hosts serving it
-        self._domain = domain if domain is not None else extra.get("domain") or os.environ.get("VEXFS_DOMAIN") or None
-        self._index = int(index if index is not None else extra.get("index", 0))
-        self._inventory = inventory if inventory is not None else extra.get("inventory")
+        self._domain = domain if domain is not None else opts.domain or os.environ.get("VEXFS_DOMAIN") or None
+        self._index = int(index if index is not None else opts.index)
+        self._inventory = inventory if inventory is not None else (opts.inventory or None)
         self.host = self._resolve_host()
         self._started = False
         self._stopping = threading.Event()

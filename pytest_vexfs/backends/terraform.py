@@ -6,7 +6,7 @@ or in a file given as ``terraform_dir``), maps the
 create and destroy, never this backend's. When the VM's ``console_path`` is readable here (libvirt on this
 host) it is the console file; otherwise the kernel log is streamed over SSH.
 
-Options (keyword arguments, else ``spec.extra``): ``terraform_dir`` or ``terraform_output`` (one is
+Options (keyword arguments, else ``spec.hosts``): ``terraform_dir`` or ``terraform_output`` (one is
 required), ``host``, ``domain``, ``index``, ``connect_timeout``, ``console_stream`` as for ``static``.
 """
 
@@ -27,9 +27,9 @@ class TerraformMachine(StaticMachine):
 
     def __init__(self, spec: MachineSpec, *, terraform_dir: str | Path | None = None,
                  terraform_output: str | Path | None = None, **options) -> None:
-        self.terraform_dir = terraform_dir if terraform_dir is not None else spec.extra.get("terraform_dir")
+        self.terraform_dir = terraform_dir if terraform_dir is not None else (spec.hosts.terraform_dir or None)
         self.terraform_output = (terraform_output if terraform_output is not None
-                                 else spec.extra.get("terraform_output"))
+                                 else (spec.hosts.terraform_output or None))
         if self.terraform_dir and not self.terraform_output and Path(self.terraform_dir).is_file():
             # --vexfs-terraform-dir may name a recorded `terraform output -json` file instead of a directory
             self.terraform_dir, self.terraform_output = None, self.terraform_dir

@@ -185,19 +185,8 @@ class VMSlot:
                           boot_timeout=s.boot_timeout, snapshot=s.snapshot,
                           hung_task_timeout=s.hung_task_timeout, checked_boot=s.checked_boot,
                           ignore_patterns=self.ignore_patterns, backend=s.backend,
-                          backend_options=self.backend_options(), scratch_image=self.scratch_image)
-
-    def backend_options(self) -> dict:
-        """spec.extra for the non-default backends, from the settings."""
-        s = self.settings
-        if s.backend == "libvirt":
-            return {"libvirt_uri": s.libvirt_uri}
-        domain = os.environ.get("VEXFS_DOMAIN") or None  # set by ansible/run_domain_tests.yml
-        if s.backend == "static":
-            return {"inventory": s.inventory, "index": self.worker_index, "domain": domain}
-        if s.backend == "terraform":
-            return {"terraform_dir": s.terraform_dir, "index": self.worker_index, "domain": domain}
-        return {}
+                          libvirt=s.libvirt_options(), hosts=s.host_options(self.worker_index),
+                          scratch_image=self.scratch_image)
 
     @property
     def worker_index(self) -> int:

@@ -28,7 +28,7 @@ import filelock
 
 from pytest_vexfs.guest.accel import AccelChoice
 from pytest_vexfs.backends import get_backend
-from pytest_vexfs.backends.base import Machine, MachineSpec
+from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec
 from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
 from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
@@ -72,7 +72,8 @@ class VMSettings:
     cmdline_extra: str = ""
     ignore_patterns: tuple[str, ...] = ()
     backend: str = "qemu"
-    backend_options: dict = dataclasses.field(default_factory=dict)  # spec.extra for other backends
+    libvirt: LibvirtOptions = LibvirtOptions()   # options of the libvirt backend
+    hosts: HostOptions = HostOptions()           # options of the static and terraform backends
     scratch_image: Path | None = None  # keep the scratch disk in this raw file (power cuts, qemu only)
 
 
@@ -133,7 +134,7 @@ class GuestVM:
                            scratch_disk_mb=s.scratch_disk_mb, accel=self.accel.name,
                            machine_type=s.machine, host_key=self.image.host_key,
                            authorized_key=key.public_line, key_file=key.private_path,
-                           console_log_path=console, extra=dict(s.backend_options),
+                           console_log_path=console, libvirt=s.libvirt, hosts=s.hosts,
                            scratch_image=s.scratch_image)
 
     def _record(self, machine: Machine) -> None:

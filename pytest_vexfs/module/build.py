@@ -116,14 +116,14 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
     log = []
     try:
         for patch in profile.patches:
-            if _kernel_in_range(image.kernel_release, str(patch.get("kernel", ""))):
-                patch_file = (profile.path.parent if profile.path else profile.source) / patch["file"]
+            if _kernel_in_range(image.kernel_release, patch.kernel):
+                patch_file = (profile.path.parent if profile.path else profile.source) / patch.file
                 proc = subprocess.run(["patch", "-p1", "-d", str(work), "-i", str(patch_file)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 log.append(proc.stdout)
                 if proc.returncode != 0:
                     raise ModuleBuildError(str(profile.source), image.kernel_release, proc.stdout,
-                                           [f"patch {patch['file']} does not apply"])
+                                           [f"patch {patch.file} does not apply"])
         kdir = image.headers
         steps = [["make", "-C", str(kdir), f"M={inside}", "modules"]]
         if profile.tools:  # userspace tools with the guest's compiler (Debian installs no plain `cc` with it)

@@ -93,7 +93,7 @@ class MountedFilesystem:
                  ko_path: str = "", timeout: float = 120.0) -> None:
         self.guest = guest
         self.profile = profile
-        self.device = device or str(profile.raw.get("device") or DEFAULT_DEVICE)
+        self.device = device or profile.device or DEFAULT_DEVICE
         self.mountpoint = mountpoint.rstrip("/") or "/"
         self.options = profile.mount_options if options is None else options
         self.format_on_enter = format

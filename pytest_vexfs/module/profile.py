@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PrivateAttr, StrictBool,
+                      StrictInt, StrictStr, field_serializer, field_validator,
+                      model_validator)
 
-from pytest_vexfs.errors import (ConfigError)
+from pytest_vexfs.errors import ConfigError
 from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.typed import Scalar, load_mapping, validate
 
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "refmod"
-SEED_DEFAULTS: dict[str, Any] = {
-    # the seed config keys of the old framework, honoured from a domain's config.json/yml
-    "module_name": None,
-    "module_path": None,
-    "build_path": None,
-    "max_load_time": 10.0,
-    "max_unload_time": 10.0,
-    "memory_leak_threshold": 1024 * 1024,
-    "hang_detection_timeout": None,
-    "stop_on_critical_failure": False,
-}
-PROFILE_KEYS = {"name", "source", "module_file", "fs_type", "mkfs", "load_params", "capabilities", "tools",
-                "fault_control", "quiet", "patches", "domains", "build", "ignore_kernel_messages",
-                "description", "mount_options", "device", "limits", "fsck"}
+
 
 
 class Runner(Protocol):
@@ -41,62 +29,111 @@ class Runner(Protocol):
             abort: Callable[[], str | None] | None = ...) -> CommandResult: ...
 
 
-@dataclasses.dataclass
-class ModuleProfile:
-    """What the harness must know about a module under test (see refmod/profile.yml)."""
+class Patch(BaseModel):
+    """A source patch applied before building, for the kernels `kernel` names ("" = every kernel)."""
 
-    name: str
-    source: Path
-    module_file: str
-    fs_type: str = ""
-    mkfs: list[str] = dataclasses.field(default_factory=list)
-    load_params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    capabilities: set[str] = dataclasses.field(default_factory=set)
-    tools: list[str] = dataclasses.field(default_factory=list)
-    fault_control: str = ""
-    quiet: dict[str, Any] = dataclasses.field(default_factory=dict)
-    patches: list[dict[str, str]] = dataclasses.field(default_factory=list)
-    domains: list[str] = dataclasses.field(default_factory=list)
-    mount_options: str = ""
-    ignore_kernel_messages: list[str] = dataclasses.field(default_factory=list)
-    path: Path | None = None
-    raw: dict = dataclasses.field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: StrictStr = Field(description="path relative to the profile")
+    kernel: StrictStr = Field(default="", description='kernel releases it applies to, e.g. "<6.5" ("" = all)')
+
+
+class ModuleProfile(BaseModel):
+    """What the harness must know about a module under test (see refmod/profile.yml).
+
+    One field per profile key: adding a key is adding a field here (its type is checked when the
+    profile is read, and an unknown key is an error naming the allowed ones).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: StrictStr = Field(min_length=1, description="the kernel module name, as in lsmod")
+    module_file: StrictStr = Field(min_length=1, description="the .ko the build produces")
+    source: Path = Field(default=Path("."), description="directory with Kbuild/Makefile, relative to the profile")
+    fs_type: StrictStr = Field(default="", description="filesystem type for mount -t")
+    mkfs: list[StrictStr] = Field(default=[], description='formatting command, "{device}" is the device')
+    fsck: list[StrictStr] = Field(default=[], description='checking command, "{device}" is the device')
+    load_params: dict[str, Scalar] = Field(default={}, description="module parameters given at every insmod")
+    capabilities: set[StrictStr] = Field(default=set(), description="e.g. [files, directories, vectors]")
+    tools: list[StrictStr] = Field(default=[], description="make targets of userspace tools, relative to source")
+    fault_control: StrictStr = Field(default="", description="write-only file that plants faults")
+    quiet: dict[str, Scalar] = Field(default={}, description="load parameters that silence the module")
+    patches: list[Patch] = Field(default=[], description="each with file: and kernel:")
+    domains: list[StrictStr] = Field(default=[], description="test domains that apply to this module")
+    mount_options: StrictStr = Field(default="", description="options of every mount")
+    device: StrictStr = Field(default="", description="block device to format (default /dev/vdb)")
+    ignore_kernel_messages: list[StrictStr] = Field(default=[], description="kernel log lines that are not failures")
+    limits: dict[str, StrictInt] = Field(default={}, description="documented limits, e.g. max_dim: 4096")
+    build: dict[str, Any] = Field(default={}, description="build options (reserved)")
+    description: StrictStr = ""
+    _path: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):  # `load_params:` with nothing after it means "none", as before
+            return {k: v for k, v in data.items() if v is not None or k not in cls.model_fields}
+        return data
+
+    @field_validator("mkfs", "fsck", mode="before")
+    @classmethod
+    def _split_mkfs(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _capabilities_as_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a set of strings would take a string as its letters
+            raise ValueError("a list of names, e.g. [files, vectors], not one string")
+        return value
+
+    @field_serializer("capabilities")
+    def _sorted_capabilities(self, value: set[str]) -> list[str]:
+        return sorted(value)  # a stable order: the module build cache key hashes the dump
+
+    @property
+    def path(self) -> Path | None:
+        """The profile file this came from (None for a profile derived from a source directory)."""
+        return self._path
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The profile as plain data (what the module build cache key hashes)."""
+        return self.model_dump(mode="json")
 
     def has(self, capability: str) -> bool:
+        """True when the module declares `capability`."""
         return capability in self.capabilities
 
     @classmethod
     def load(cls, path: Path, source_override: Path | None = None) -> ModuleProfile:
-        """Read a profile YAML; unknown keys and wrong types are ConfigErrors naming the file."""
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read module profile: {exc.strerror}", source=str(path)) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"malformed YAML: {exc}", source=str(path)) from None
-        if not isinstance(data, dict):
-            raise ConfigError("a module profile must be a mapping", source=str(path))
-        unknown = set(data) - PROFILE_KEYS
-        if unknown:
-            raise ConfigError(f"unknown profile key(s) {', '.join(sorted(unknown))}", source=str(path),
-                              allowed=", ".join(sorted(PROFILE_KEYS)))
+        """Read a profile YAML; unknown keys and wrong types are ConfigErrors naming the file and key."""
+        data = load_mapping(path, "module profile")
         for key in ("name", "module_file"):
-            if not isinstance(data.get(key), str) or not data[key]:
+            if not data.get(key):
                 raise ConfigError(f"profile needs a non-empty string {key!r}", source=str(path), key=key)
-        source = source_override or (path.parent / str(data.get("source", "."))).resolve()
-        mkfs = data.get("mkfs") or []
-        if isinstance(mkfs, str):
-            mkfs = shlex.split(mkfs)
-        return cls(name=data["name"], source=source, module_file=data["module_file"],
-                   fs_type=str(data.get("fs_type", "")), mkfs=[str(a) for a in mkfs],
-                   load_params=dict(data.get("load_params") or {}),
-                   capabilities=set(data.get("capabilities") or []),
-                   tools=[str(t) for t in data.get("tools") or []],
-                   fault_control=str(data.get("fault_control", "")), quiet=dict(data.get("quiet") or {}),
-                   patches=list(data.get("patches") or []), domains=list(data.get("domains") or []),
-                   mount_options=str(data.get("mount_options", "")),
-                   ignore_kernel_messages=list(data.get("ignore_kernel_messages") or []),
-                   path=path, raw=data)
+        profile = validate(cls, data, str(path), "module profile")
+        profile.source = source_override or (path.parent / profile.source).resolve()
+        profile._path = path
+        return profile
+
+
+class SeedConfig(BaseModel):
+    """A domain's seed config (<domain>/config.yml or config.json): the keys of the old framework."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    module_name: StrictStr | None = Field(default=None, description="null = the profile's name")
+    module_path: StrictStr | None = None
+    build_path: StrictStr | None = None
+    max_load_time: PositiveFloat = Field(default=10.0, description="seconds")
+    max_unload_time: PositiveFloat = Field(default=10.0, description="seconds")
+    memory_leak_threshold: NonNegativeInt = Field(default=1024 * 1024, description="bytes")
+    hang_detection_timeout: PositiveFloat | None = Field(default=None, description="seconds; null = run default")
+    stop_on_critical_failure: StrictBool = False
+
+
+SEED_DEFAULTS: dict[str, Any] = SeedConfig().model_dump()
 
 
 def find_profile(source: str, profile: str, rootdir: Path) -> ModuleProfile:
@@ -122,26 +159,17 @@ def find_profile(source: str, profile: str, rootdir: Path) -> ModuleProfile:
     # a module without a profile: derive the minimum from its directory
     kos = sorted(p.stem for p in src.glob("*.c"))
     name = src.name.replace("-", "_")
-    return ModuleProfile(name=name, source=src, module_file=f"{name}.ko", capabilities=set(),
-                         raw={"derived_from": str(src), "sources": kos})
+    return ModuleProfile(name=name, source=src, module_file=f"{name}.ko",
+                         description=f"derived from {src} (sources: {', '.join(kos) or 'none'})")
 
 
 def load_seed_config(domain_dir: Path) -> dict[str, Any]:
     """The seed keys from <domain>/config.json or config.yml (defaults for what is absent)."""
-    merged = dict(SEED_DEFAULTS)
+    merged: dict[str, Any] = {}
+    source = ""
     for name in ("config.json", "config.yml", "config.yaml"):
         path = domain_dir / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text()) if name.endswith(".json") else yaml.safe_load(path.read_text())
-        except (ValueError, yaml.YAMLError) as exc:
-            raise ConfigError(f"malformed {name}: {exc}", source=str(path)) from None
-        if not isinstance(data, dict):
-            raise ConfigError("must be a mapping", source=str(path))
-        unknown = set(data) - set(SEED_DEFAULTS)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}", source=str(path),
-                              allowed=", ".join(SEED_DEFAULTS))
-        merged.update(data)
-    return merged
+        if path.is_file():
+            merged.update(load_mapping(path, "seed config"))
+            source = f"{source} + {path}" if source else str(path)
+    return validate(SeedConfig, merged, source, "seed config").model_dump()

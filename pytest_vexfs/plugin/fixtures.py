@@ -19,13 +19,19 @@ from pytest_vexfs.plugin.keys import (SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
                                       module_profile, run_id, worker_id)
 
 
+def user_error(err: VexfsError) -> BaseException:
+    """The test failure for `err`: one paragraph, no traceback; raise it `from None` so the error is
+    not printed a second time under "During handling of the above exception"."""
+    return pytest.fail.Exception(f"pytest-vexfs: {err}", pytrace=False)
+
+
 @contextlib.contextmanager
 def _as_test_failure() -> Generator[None, None, None]:
     """A VexfsError in a fixture is the user's problem to fix, not ours: one paragraph, no traceback."""
     try:
         yield
     except VexfsError as err:
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+        raise user_error(err) from None
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +108,7 @@ def vexfs_profile(pytestconfig: pytest.Config) -> ModuleProfile:
     try:
         return module_profile(pytestconfig)
     except ConfigError as err:
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+        raise user_error(err) from None
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +151,7 @@ def _vexfs_requires(request: pytest.FixtureRequest) -> None:
     try:
         profile = module_profile(request.config)
     except ConfigError as err:
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+        raise user_error(err) from None
     missing = [cap for cap in marker.args if not profile.has(cap)]
     if missing:
         pytest.skip(f"module {profile.name!r} lacks capability {', '.join(missing)} "

@@ -17,6 +17,7 @@ from pytest_vexfs.guest.session import TestSession
 from pytest_vexfs.module.loaded import LoadedModule
 from pytest_vexfs.module.profile import ModuleProfile
 from pytest_vexfs.module.vectors import VexctlClient
+from pytest_vexfs.plugin.fixtures import user_error
 
 
 def _mounted(vm: TestSession, module: LoadedModule, profile: ModuleProfile,
@@ -33,7 +34,7 @@ def vexfs_fs(vexfs_vm: TestSession, vexfs_module: LoadedModule,
     try:
         fs.__enter__()
     except FilesystemError as err:
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+        raise user_error(err) from None
     try:
         yield fs
     finally:

@@ -140,6 +140,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"vexfs: backend {settings.backend}, kernel {kernel}, image {digest}, accel {accel}",
              f"vexfs: environment {env}, VM {settings.memory} MiB x {settings.cpus} CPU, "
              f"snapshot restore {'on' if settings.snapshot else 'off'}, cache {cache}"]
+    if settings.backend == "libvirt":
+        lines.append(f"vexfs: libvirt {settings.libvirt_uri}, storage pool "
+                     f"{settings.libvirt_pool or 'none (disks in the run directory)'}")
     reaped = config.stash.get(REAPED_KEY, None)
     if reaped:
         lines.append(f"vexfs: reaped {len(reaped)} VM(s) left by dead runs: {', '.join(reaped)}")

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from pytest_vexfs import settings as cfg
-from pytest_vexfs.guest.image import default_cache_dir
 from pytest_vexfs.module.profile import DEFAULT_SOURCE
 
 INNER_TESTS = """
@@ -29,9 +28,9 @@ PASSED_ON = ("kernel", "accel", "memory", "cpus", "machine", "scratch_disk", "bo
 
 @pytest.fixture
 def run_with_profile(pytester: pytest.Pytester, vexfs_settings):
-    """Run the inner tests against a variant of the reference module's profile; returns the result."""
+    """Run the inner tests against a variant of the reference module's profile; returns the result.
+    The inner run shares the outer run's image cache (tests/conftest.py): no image is built for it."""
     options = {s.name: s.cli for s in cfg.SETTINGS}
-    cache = vexfs_settings.cache_dir or str(default_cache_dir())
     same_vm = [f"{options[n]}={getattr(vexfs_settings, n)}" for n in PASSED_ON]
 
     def run(*args: str, **changes) -> pytest.RunResult:
@@ -41,7 +40,7 @@ def run_with_profile(pytester: pytest.Pytester, vexfs_settings):
         path.parent.mkdir(exist_ok=True)
         path.write_text(yaml.safe_dump(profile))
         pytester.makepyfile(test_inner=INNER_TESTS)
-        return pytester.runpytest_subprocess(f"--vexfs-profile={path}", f"--vexfs-cache-dir={cache}", *same_vm,
+        return pytester.runpytest_subprocess(f"--vexfs-profile={path}", *same_vm,
                                              "-p", "no:cacheprovider", "-rs", *args, timeout=600)
 
     return run

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vexfs.backends.base import MachineSpec
+from pytest_vexfs.backends.base import HostOptions, MachineSpec
 from pytest_vexfs.backends.terraform import TerraformMachine
 from pytest_vexfs.backends.inventory import (
     TERRAFORM_VM_KEYS,
@@ -170,8 +170,8 @@ def test_recorded_output_matches_declared_outputs() -> None:
 def test_terraform_backend_maps_recorded_vms_to_domains(tmp_path: Path) -> None:
     hosts = hosts_from_terraform_output(json.loads(SAMPLE.read_text()), source=str(SAMPLE))
     assert {h.domain for h in hosts} == set(DOMAINS)
-    spec = MachineSpec(name="vexfs-t-0", run_dir=tmp_path, extra={"terraform_output": str(SAMPLE),
-                                                                 "domain": "filesystem_ops"})
+    spec = MachineSpec(name="vexfs-t-0", run_dir=tmp_path, hosts=HostOptions(terraform_output=str(SAMPLE),
+                                                                       domain="filesystem_ops"))
     machine = TerraformMachine(spec)
     assert machine.host.name == "vexfs-ci-filesystem-ops-0"
     endpoint = machine.endpoint()
@@ -184,8 +184,8 @@ def test_terraform_backend_maps_recorded_vms_to_domains(tmp_path: Path) -> None:
 
 
 def test_terraform_backend_reports_an_unserved_domain(tmp_path: Path) -> None:
-    spec = MachineSpec(name="vexfs-t-0", run_dir=tmp_path, extra={"terraform_output": str(SAMPLE),
-                                                                 "domain": "filesystem_ops", "index": 1})
+    spec = MachineSpec(name="vexfs-t-0", run_dir=tmp_path, hosts=HostOptions(terraform_output=str(SAMPLE),
+                                                                       domain="filesystem_ops", index=1))
     with pytest.raises(InventoryError, match="machine #1 wanted for domain 'filesystem_ops' but only 1"):
         TerraformMachine(spec)
 

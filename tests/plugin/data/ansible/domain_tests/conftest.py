@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vexfs.backends.base import MachineSpec
+from pytest_vexfs.backends.base import HostOptions, MachineSpec
 from pytest_vexfs.backends.static import StaticMachine
 
 
@@ -17,8 +17,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def machine(request: pytest.FixtureRequest, tmp_path: Path):
     opts = request.config.option
-    spec = MachineSpec(name="static-0", run_dir=tmp_path, extra={"inventory": opts.vexfs_inventory,
-                                                                 "domain": os.environ["VEXFS_DOMAIN"]})
+    spec = MachineSpec(name="static-0", run_dir=tmp_path, hosts=HostOptions(inventory=opts.vexfs_inventory,
+                                                                       domain=os.environ["VEXFS_DOMAIN"]))
     m = StaticMachine(spec)
     m.start()
     yield m
