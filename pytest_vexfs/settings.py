@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Mapping
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from pytest_vexfs.backends.base import HostOptions, LibvirtOptions
 from pytest_vexfs.errors import ConfigError
+from pytest_vexfs.typed import Scalar, load_mapping, validate
 
 PACKAGE_ENV_DIR = Path(__file__).parent / "environments"
 ENV_NAMES = ("dev", "test", "ci", "staging")
@@ -83,6 +84,8 @@ class Setting:
     env_file_key: str = ""  # dotted path in environments/*.yml
     choices: tuple[str, ...] = ()
     allowed: str = ""
+    group: str = "core"     # "reporting": registered by the reporting plugin (usable on its own)
+    metavar: str | None = None
 
     @property
     def cli(self) -> str:
@@ -177,11 +180,54 @@ SETTINGS: tuple[Setting, ...] = (
             "model.seed"),
     Setting("explore", _boolean, False, "model checker long mode (nightly): 100 sequences of 100 operations "
             "per round and a 30 min budget unless set otherwise", "model.explore", allowed="true/false"),
+    # reporting: the values are checked by pytest_vexfs.reporting.settings (paths relative to where they
+    # came from: the invocation directory for the command line and variables, else the rootdir)
+    Setting("results_db", _text, ".vexfs/results.db", "results history: a SQLite file path or sqlite:///PATH "
+            "(default .vexfs/results.db under rootdir), postgresql://user:password@host/db (needs "
+            "pytest-vexfs[postgres]), or 'off'", "reporting.results_db", group="reporting", metavar="URL"),
+    Setting("results_json", _text, ".vexfs/results/{run_id}.json", "run JSON document; {run_id} is replaced, "
+            "a directory gets <run-id>.json (default .vexfs/results/<run-id>.json under rootdir), or 'off'",
+            "reporting.results_json", group="reporting", metavar="PATH"),
+    Setting("metrics", _text, "", "write Prometheus metrics of the run to PATH (textfile-collector format, "
+            "must end in .prom)", "reporting.metrics", group="reporting", metavar="PATH"),
+    Setting("pushgateway", _text, "", "push Prometheus metrics of the run to this Pushgateway "
+            "(http[s]://[user:password@]host:port)", "reporting.pushgateway", group="reporting", metavar="URL"),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
-ENV_FILE_SECTIONS = {"backend", "vm", "timeouts", "cache_dir", "module", "limits", "libvirt", "static",
-                     "terraform", "description", "domains", "model",
-                     "alerts"}  # alerts: checked by reporting/alerts.py
+
+
+class EnvironmentSections(BaseModel):
+    """The parts of an environment file that are not settings. A new typed section is one field here
+    (e.g. ``alerts: AlertsSection | None = None``); the settings' sections are added from the table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(default="", description="what this environment is for")
+    domains: list[str] = Field(default=[], description="test domains this environment runs")
+    alerts: Any = Field(default=None, description="alert rules, checked by pytest_vexfs.reporting.alerts")
+
+
+def _environment_model() -> type[EnvironmentSections]:
+    """EnvironmentSections plus one section (or top-level key) per setting with an env_file_key."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for s in SETTINGS:
+        if not s.env_file_key:
+            continue
+        allowed = s.allowed or ", ".join(s.choices)
+        field = (Scalar | None, Field(default=None, description=f"{s.help}; {allowed}" if allowed else s.help))
+        section, _, leaf = s.env_file_key.rpartition(".")
+        if section:
+            sections.setdefault(section, {})[leaf] = field
+        else:
+            top[leaf] = field
+    models = {name: create_model(f"{name.title()}Section", __config__=ConfigDict(extra="forbid"), **fields)
+              for name, fields in sections.items()}
+    fields: dict[str, Any] = {**top, **{name: (model | None, None) for name, model in models.items()}}
+    return create_model("EnvironmentFile", __base__=EnvironmentSections, **fields)
+
+
+EnvironmentFile = _environment_model()
 
 
 @dataclasses.dataclass
@@ -193,13 +239,16 @@ class ResolvedSettings:
     env_name: str = ""
     env_file: Path | None = None
     env_data: dict = dataclasses.field(default_factory=dict)
+    #: per setting: "cli", "env", "env_file", "ini" or "default" (relative paths depend on it)
+    levels: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the environment file, typed (its extra sections, e.g. alerts, are read from here)
+    environment: EnvironmentSections | None = None
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self.__dict__["values"][name]
         except KeyError:
             raise AttributeError(name) from None
-
     def libvirt_options(self) -> LibvirtOptions:
         """The libvirt backend's options, typed."""
         v = self.values
@@ -235,38 +284,13 @@ def find_env_file(name: str, rootdir: Path) -> Path:
 
 
 def load_env_file(path: Path) -> dict:
-    """Parse and structurally check an environment file."""
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}", source=str(path),
-                          hint="fix the YAML syntax") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read environment file: {exc.strerror}", source=str(path)) from None
-    if not isinstance(data, dict):
-        raise ConfigError("an environment file must be a mapping of sections", source=str(path))
-    for key in data:
-        if key not in ENV_FILE_SECTIONS:
-            raise ConfigError(f"unknown section {key!r}", source=str(path), key=str(key),
-                              allowed=", ".join(sorted(ENV_FILE_SECTIONS)))
-    known_leaves: dict[str, set[str]] = {}
-    for s in SETTINGS:
-        if "." in s.env_file_key:
-            section, leaf = s.env_file_key.split(".", 1)
-            known_leaves.setdefault(section, set()).add(leaf)
-    for section, leaves in known_leaves.items():
-        block = data.get(section)
-        if block is None:
-            continue
-        if not isinstance(block, dict):
-            raise ConfigError(f"section {section!r} must be a mapping", source=str(path), key=section)
-        for leaf in block:
-            if leaf not in leaves:
-                raise ConfigError(f"unknown key {section}.{leaf}", source=str(path), key=f"{section}.{leaf}",
-                                  allowed=", ".join(f"{section}.{k}" for k in sorted(leaves)))
-    return data
+    """Parse and check an environment file; the sections present, as plain data."""
+    return read_environment(path).model_dump(exclude_none=True, exclude_defaults=True)
+
+
+def read_environment(path: Path) -> EnvironmentSections:
+    """An environment file as its typed model; unknown keys and wrong types are ConfigErrors."""
+    return validate(EnvironmentFile, load_mapping(path, "environment file"), str(path), "environment file")
 
 
 def _from_env_file(data: Mapping, dotted: str) -> Any:
@@ -279,24 +303,33 @@ def _from_env_file(data: Mapping, dotted: str) -> Any:
 
 
 def resolve(cli: Mapping[str, Any], ini: Mapping[str, Any], environ: Mapping[str, str], rootdir: Path,
-            env_name: str | None = None, env_name_source: str = "") -> ResolvedSettings:
-    """Resolve every setting; `cli`/`ini` map setting names to raw values (None = not given)."""
+            env_name: str | None = None, env_name_source: str = "", *, ini_file: Path | None = None,
+            group: str | None = None) -> ResolvedSettings:
+    """Resolve every setting (of `group`, when given); `cli`/`ini` map setting names to raw values
+    (None = not given). The first level that sets a value wins: CLI > env > environment file > ini > default."""
     env_file: Path | None = None
+    environment: EnvironmentSections | None = None
     env_data: dict = {}
     if env_name:
         env_file = find_env_file(env_name, rootdir)
-        env_data = load_env_file(env_file)
+        environment = read_environment(env_file)
+        env_data = environment.model_dump(exclude_none=True, exclude_defaults=True)
+    ini_where = f" in {ini_file}" if ini_file else ""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    levels: dict[str, str] = {}
     for s in SETTINGS:
+        if group is not None and s.group != group:
+            continue
         candidates = (
-            (cli.get(s.name), f"command line {s.cli}"),
-            (environ.get(s.env_var), f"environment variable {s.env_var}"),
+            (cli.get(s.name), f"command line option {s.cli}", "cli"),
+            (environ.get(s.env_var), f"environment variable {s.env_var}", "env"),
             (_from_env_file(env_data, s.env_file_key) if s.env_file_key else None,
-             f"{env_file} key {s.env_file_key}"),
-            (ini.get(s.name), f"ini key {s.ini}"),
+             f"{env_file} key {s.env_file_key}", "env_file"),
+            (ini.get(s.name), f"ini key {s.ini}{ini_where}", "ini"),
         )
-        raw, source = next(((v, src) for v, src in candidates if v not in (None, "")), (s.default, "default"))
+        raw, source, level = next(((v, src, lvl) for v, src, lvl in candidates if v not in (None, "")),
+                                  (s.default, "default", "default"))
         try:
             value = s.convert(raw)
         except (ValueError, TypeError) as exc:
@@ -305,9 +338,10 @@ def resolve(cli: Mapping[str, Any], ini: Mapping[str, Any], environ: Mapping[str
         if s.choices and value not in s.choices:
             raise ConfigError(f"bad value {raw!r} for {s.name}", source=source, key=s.name,
                               allowed=", ".join(s.choices))
-        values[s.name], sources[s.name] = value, source
-    _check_kernel(values["kernel"], sources["kernel"])
-    return ResolvedSettings(values, sources, env_name or "", env_file, env_data)
+        values[s.name], sources[s.name], levels[s.name] = value, source, level
+    if "kernel" in values:
+        _check_kernel(values["kernel"], sources["kernel"])
+    return ResolvedSettings(values, sources, env_name or "", env_file, env_data, levels, environment)
 
 
 def _check_kernel(value: str, source: str) -> None:

@@ -22,6 +22,7 @@ from pytest_vexfs.module.profile import find_profile, load_seed_config
 from pytest_vexfs.domains import DOMAINS
 from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PROFILE_KEY, REAPED_KEY, SETTINGS_KEY, TEST_SESSION_KEY,
                                       WORKER_RUN_ID, domain_of, run_id)
+from pytest_vexfs.plugin.options import add_options, resolve_settings
 
 CONSOLE_SECTION = "vexfs console"
 
@@ -34,10 +35,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     group.addoption("--vexfs-env", dest="vexfs_env", default=None, metavar="NAME",
                     help="load environments/NAME.yml (dev, test, ci, staging); env VEXFS_ENV, ini vexfs_env")
     parser.addini("vexfs_env", "default environment file name (dev, test, ci, staging)", default="")
-    for s in cfg.SETTINGS:
-        group.addoption(s.cli, dest=f"vexfs_{s.name}", default=None,
-                        help=f"{s.help} (env {s.env_var}, ini {s.ini}; default {s.default!r})")
-        parser.addini(s.ini, s.help, default="")
+    add_options(parser, "core")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
     from pytest_vexfs.plugin import alerts, collect, fixtures, fs_fixtures, model_fixtures, reporting
@@ -51,13 +49,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 
 def _resolve_settings(config: pytest.Config) -> cfg.ResolvedSettings:
-    env_name = config.getoption("vexfs_env") or os.environ.get("VEXFS_ENV") or config.getini("vexfs_env")
-    cli = {s.name: config.getoption(f"vexfs_{s.name}") for s in cfg.SETTINGS}
-    ini = {s.name: config.getini(s.ini) or None for s in cfg.SETTINGS}
-    try:
-        return cfg.resolve(cli, ini, os.environ, config.rootpath, env_name or None)
-    except ConfigError as err:
-        raise pytest.UsageError(f"pytest-vexfs: {err}") from err
+    return resolve_settings(config)
 
 
 

@@ -24,7 +24,8 @@ from pytest_vexfs.reporting.redact import Redactor, redact_url
 from pytest_vexfs.plugin.keys import run_id
 from pytest_vexfs.reporting.results import (CONSOLE_SECTION, FAILING, RunInfo, git_code_version,
                                            result_from_phases)
-from pytest_vexfs.reporting.settings import OPTIONS, ReportingSettings, find_value, resolve
+from pytest_vexfs.reporting.settings import ReportingSettings, resolve
+from pytest_vexfs.plugin.options import add_options, env_name, resolve_settings
 
 RECORDER_KEY = pytest.StashKey[RunRecorder]()
 
@@ -60,38 +61,21 @@ PLUGIN_NAME = "vexfs-reporting-run"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """The ``--vexfs-results-db``, ``--vexfs-results-json``, ``--vexfs-metrics``, ``--vexfs-pushgateway``
-    options and their ini keys."""
-    group = parser.getgroup("vexfs")
-    for option in OPTIONS:
-        group.addoption(option.flag, dest=option.dest, metavar=option.metavar, default=None,
-                        help=f"{option.help} (env {option.env}, ini {option.dest})")
-        parser.addini(option.dest, f"{option.help} ({option.flag} and {option.env} take precedence)",
-                      default="")
+    options and their ini keys (the reporting rows of the settings table)."""
+    add_options(parser, "reporting")
 
 
 def load_settings(config: pytest.Config) -> ReportingSettings:
     """The reporting settings of ``config``; a bad value raises ``pytest.UsageError``."""
-    ini_source = str(config.inipath) if config.inipath else "the ini file"
-    raw = {
-        option.flag: find_value(option, config.getoption(option.dest), os.environ,
-                                str(config.getini(option.dest) or ""), ini_source,
-                                config.invocation_params.dir, config.rootpath)
-        for option in OPTIONS
-    }
+    resolved = resolve_settings(config, "reporting")
     try:
-        return resolve(raw)
+        return resolve(resolved, config.invocation_params.dir, config.rootpath)
     except ConfigError as err:
-        raise pytest.UsageError(str(err)) from err
+        raise pytest.UsageError(str(err)) from None
 
 
 def _env_name(config: pytest.Config) -> str:
-    value = config.getoption("vexfs_env", None) or os.environ.get("VEXFS_ENV")
-    if not value:
-        try:
-            value = config.getini("vexfs_env")
-        except ValueError:  # the core plugin is not loaded, so the ini key is unknown
-            value = None
-    return str(value or "default")
+    return env_name(config) or "default"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,8 +1,9 @@
-"""The reporting settings, each from the command line, a VEXFS_* variable, an ini key or its default.
+"""The reporting settings checked: results history, run JSON, Prometheus metrics and Pushgateway.
 
-Precedence: command line > environment variable > ini key > default. Relative paths are taken
-from the directory the value came from: the invocation directory for the command line and the
-environment, the rootdir for the ini file and the defaults.
+Their names, variables, ini keys, environment-file keys, defaults and precedence are rows of the one
+settings table (:mod:`pytest_vexfs.settings`, group ``reporting``); this module checks the values.
+Relative paths are taken from the directory the value came from: the invocation directory for the
+command line and the environment, the rootdir for the environment file, the ini file and the defaults.
 """
 
 from __future__ import annotations
@@ -13,48 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import ConfigError
 
 from pytest_vexfs.reporting.history import database_kind
 from pytest_vexfs.reporting.redact import redact_url
 
 OFF_VALUES = ("off", "none", "no", "false", "0")
-
-
-@dataclass(frozen=True)
-class Option:
-    """One reporting setting and the names it goes by."""
-
-    flag: str
-    env: str
-    metavar: str
-    help: str
-    default: str | None
-
-    @property
-    def dest(self) -> str:
-        """The argparse dest and the ini key (they are the same)."""
-        return self.flag.lstrip("-").replace("-", "_")
-
-
-RESULTS_DB = Option(
-    "--vexfs-results-db", "VEXFS_RESULTS_DB", "URL",
-    "results history: a SQLite file path or sqlite:///PATH (default .vexfs/results.db under rootdir), "
-    "postgresql://user:password@host/db (needs pytest-vexfs[postgres]), or 'off'",
-    ".vexfs/results.db")
-RESULTS_JSON = Option(
-    "--vexfs-results-json", "VEXFS_RESULTS_JSON", "PATH",
-    "run JSON document; {run_id} is replaced, a directory gets <run-id>.json "
-    "(default .vexfs/results/<run-id>.json under rootdir), or 'off'",
-    ".vexfs/results/{run_id}.json")
-METRICS = Option(
-    "--vexfs-metrics", "VEXFS_METRICS", "PATH",
-    "write Prometheus metrics of the run to PATH (textfile-collector format, must end in .prom)", None)
-PUSHGATEWAY = Option(
-    "--vexfs-pushgateway", "VEXFS_PUSHGATEWAY", "URL",
-    "push Prometheus metrics of the run to this Pushgateway (http[s]://[user:password@]host:port)", None)
-
-OPTIONS = (RESULTS_DB, RESULTS_JSON, METRICS, PUSHGATEWAY)
+#: the reporting rows of the settings table
+REPORTING = tuple(s for s in cfg.SETTINGS if s.group == "reporting")
+RESULTS_DB, RESULTS_JSON, METRICS, PUSHGATEWAY = (cfg.SETTINGS_BY_NAME[name] for name in
+                                                  ("results_db", "results_json", "metrics", "pushgateway"))
 
 
 @dataclass(frozen=True)
@@ -76,27 +46,6 @@ class ReportingSettings:
         if text.endswith(("/", os.sep)) or path.is_dir():
             path = path / f"{run_id}.json"
         return path
-
-
-@dataclass(frozen=True)
-class RawValue:
-    """A setting's value as found, and where it was found."""
-
-    value: str | None
-    source: str
-    base_dir: Path
-
-
-def find_value(option: Option, cli: str | None, environ: Mapping[str, str], ini: str | None,
-               ini_source: str, invocation_dir: Path, rootdir: Path) -> RawValue:
-    """The value of ``option`` by precedence: command line > environment > ini > default."""
-    if cli is not None:
-        return RawValue(cli, f"command line option {option.flag}", invocation_dir)
-    if environ.get(option.env):
-        return RawValue(environ[option.env], f"environment variable {option.env}", invocation_dir)
-    if ini:
-        return RawValue(ini, f"ini key {option.dest} in {ini_source}", rootdir)
-    return RawValue(option.default, "default", rootdir)
 
 
 def _is_off(value: str | None) -> bool:
@@ -158,37 +107,40 @@ def _check_pushgateway(value: str, base: Path) -> str:
 
 
 _ALLOWED = {
-    RESULTS_DB.flag: "a SQLite file path, sqlite:///PATH, postgresql://[user[:password]@]host[:port]/db, or off",
-    RESULTS_JSON.flag: "a file path (may contain {run_id}), a directory ending in /, or off",
-    METRICS.flag: "a file path ending in .prom",
-    PUSHGATEWAY.flag: "http://host:port or https://[user:password@]host[:port]",
+    RESULTS_DB.name: "a SQLite file path, sqlite:///PATH, postgresql://[user[:password]@]host[:port]/db, or off",
+    RESULTS_JSON.name: "a file path (may contain {run_id}), a directory ending in /, or off",
+    METRICS.name: "a file path ending in .prom",
+    PUSHGATEWAY.name: "http://host:port or https://[user:password@]host[:port]",
 }
 _CHECKS: dict[str, Callable[[str, Path], object]] = {
-    RESULTS_DB.flag: _check_db, RESULTS_JSON.flag: _check_json,
-    METRICS.flag: _check_metrics, PUSHGATEWAY.flag: _check_pushgateway,
+    RESULTS_DB.name: _check_db, RESULTS_JSON.name: _check_json,
+    METRICS.name: _check_metrics, PUSHGATEWAY.name: _check_pushgateway,
 }
 
 
-def resolve(raw: Mapping[str, RawValue]) -> ReportingSettings:
-    """Validate the raw values (keyed by flag); raises :class:`ConfigError` naming value and source."""
+def resolve(resolved: cfg.ResolvedSettings, invocation_dir: Path, rootdir: Path) -> ReportingSettings:
+    """Check the reporting values of `resolved`; raises :class:`ConfigError` naming value and source.
+    ``sources`` of the result is keyed by command-line flag."""
     checked: dict[str, object] = {}
     sources: dict[str, str] = {}
-    for option in OPTIONS:
-        found = raw[option.flag]
-        sources[option.flag] = found.source
-        if _is_off(found.value):
-            checked[option.flag] = None
+    for setting in REPORTING:
+        value: str | None = resolved.values[setting.name]
+        source = resolved.sources[setting.name]
+        base = invocation_dir if resolved.levels.get(setting.name) in ("cli", "env") else rootdir
+        sources[setting.cli] = source
+        if _is_off(value):
+            checked[setting.name] = None
             continue
-        assert found.value is not None
+        assert value is not None
         try:
-            checked[option.flag] = _CHECKS[option.flag](found.value.strip(), found.base_dir)
+            checked[setting.name] = _CHECKS[setting.name](value.strip(), base)
         except ValueError as err:
-            raise ConfigError(f"{option.flag}: invalid value {redact_url(found.value)!r}: {err}",
-                              source=found.source, allowed=_ALLOWED[option.flag]) from err
-    metrics = checked[METRICS.flag]
+            raise ConfigError(f"{setting.cli}: invalid value {redact_url(value)!r}: {err}",
+                              source=source, allowed=_ALLOWED[setting.name]) from err
+    metrics = checked[METRICS.name]
     return ReportingSettings(
-        results_db=checked[RESULTS_DB.flag],  # type: ignore[arg-type]
-        results_json=checked[RESULTS_JSON.flag],  # type: ignore[arg-type]
+        results_db=checked[RESULTS_DB.name],  # type: ignore[arg-type]
+        results_json=checked[RESULTS_JSON.name],  # type: ignore[arg-type]
         metrics=metrics if isinstance(metrics, Path) else None,
-        pushgateway=checked[PUSHGATEWAY.flag],  # type: ignore[arg-type]
+        pushgateway=checked[PUSHGATEWAY.name],  # type: ignore[arg-type]
         sources=sources)

@@ -61,3 +61,35 @@ def test_bad_backend_option_is_a_usage_error(project: pytest.Pytester, args: tup
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])
     result.stderr.no_fnmatch_line("*Traceback*")
+
+
+def test_reporting_settings_come_from_the_environment_file_too(project: pytest.Pytester,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (project.path / "environments").mkdir()
+    (project.path / "environments/mine.yml").write_text(
+        "reporting:\n  metrics: from-env-file.prom\n  results_json: 'off'\n")
+    project.makepyfile(test_plain="def test_plain():\n    pass\n")
+    project.runpytest_subprocess("--vexfs-env=mine").assert_outcomes(passed=1)
+    assert (project.path / "from-env-file.prom").is_file()
+    assert not (project.path / ".vexfs" / "results").exists()
+    monkeypatch.setenv("VEXFS_METRICS", "from-variable.prom")  # a variable beats the environment file
+    project.runpytest_subprocess("--vexfs-env=mine").assert_outcomes(passed=1)
+    assert (project.path / "from-variable.prom").is_file()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("vm:\n  memory_mb: [512]\n", "*bad value [[]512] for key 'vm.memory_mb' in the environment file: must be a "
+                                  "single value*(from *environments/bad.yml, key 'vm.memory_mb')*"),
+    ("vm: 512\n", "*wrong type for key 'vm' in the environment file: got the number 512*allowed: a mapping with "
+                  "keys *memory_mb*"),
+    ("libvirt:\n  pool: vexfs\n  pol: x\n", "*unknown key libvirt.pol in the environment file*allowed: *libvirt.pool*"),
+    ("reporting:\n  metrics: out.txt\n", "*--vexfs-metrics: invalid value 'out.txt'*(from *bad.yml key "
+                                         "reporting.metrics)*"),
+])
+def test_bad_environment_file_is_one_paragraph(project: pytest.Pytester, text: str, expected: str) -> None:
+    (project.path / "environments").mkdir()
+    (project.path / "environments/bad.yml").write_text(text)
+    result = project.runpytest_subprocess("--vexfs-env=bad")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+    result.stderr.no_fnmatch_line("*Traceback*")
