@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from pytest_vexfs.backends.base import HostOptions, LibvirtOptions
 from pytest_vexfs.errors import ConfigError
+from pytest_vexfs.reporting.alerts import AlertsSection
 from pytest_vexfs.typed import Scalar, load_mapping, validate
 
 PACKAGE_ENV_DIR = Path(__file__).parent / "environments"
@@ -192,19 +193,23 @@ SETTINGS: tuple[Setting, ...] = (
             "must end in .prom)", "reporting.metrics", group="reporting", metavar="PATH"),
     Setting("pushgateway", _text, "", "push Prometheus metrics of the run to this Pushgateway "
             "(http[s]://[user:password@]host:port)", "reporting.pushgateway", group="reporting", metavar="URL"),
+    # alerts: the file holds an `alerts` section, which replaces the environment file's own (checked by
+    # pytest_vexfs.reporting.alerts; a relative path is taken from where the value came from, as above)
+    Setting("alerts", _text, "", "YAML file with an 'alerts' section (enabled, webhook_url, rules) that "
+            "replaces the environment file's, or 'off'", group="alerts", metavar="FILE"),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 class EnvironmentSections(BaseModel):
-    """The parts of an environment file that are not settings. A new typed section is one field here
-    (e.g. ``alerts: AlertsSection | None = None``); the settings' sections are added from the table."""
+    """The parts of an environment file that are not settings (a new typed section is one field here);
+    the settings' sections are added from the table."""
 
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", description="what this environment is for")
     domains: list[str] = Field(default=[], description="test domains this environment runs")
-    alerts: Any = Field(default=None, description="alert rules, checked by pytest_vexfs.reporting.alerts")
+    alerts: AlertsSection | None = Field(default=None, description="webhook alert rules (README, Alerts)")
 
 
 def _environment_model() -> type[EnvironmentSections]:

@@ -2,7 +2,7 @@
 the check at start, one message per rule that holds at the end of the run (on the controller, once,
 also after Ctrl-C), and what became of them in the terminal summary.
 
-Where the ``alerts`` section comes from, the first that gives one: ``--vexfs-alerts FILE``, the
+Where the ``alerts`` section comes from, by the settings' precedence: ``--vexfs-alerts FILE``, the
 environment variable ``VEXFS_ALERTS``, the ``alerts`` section of the environment file, the ini key
 ``vexfs_alerts``. ``off`` switches alerts off.
 """
@@ -18,6 +18,7 @@ import pytest
 
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.plugin.keys import DOMAINS_KEY, SETTINGS_KEY
+from pytest_vexfs.plugin.options import add_options, resolve_settings
 from pytest_vexfs.plugin.reporting import RECORDER_KEY
 from pytest_vexfs.reporting.alerts import (AlertsConfig, Delivery, RunContext, RunFacts, deliver, evaluate,
                                            load_alerts, load_alerts_file, previous_outcomes, remember_webhook,
@@ -28,45 +29,30 @@ from pytest_vexfs.reporting.results import FAILING, NO_DOMAIN
 from pytest_vexfs.reporting.settings import OFF_VALUES
 
 PLUGIN_NAME = "vexfs-alerts-run"
-FLAG, ENV_VAR, INI = "--vexfs-alerts", "VEXFS_ALERTS", "vexfs_alerts"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--vexfs-alerts FILE`` and its ini key."""
-    parser.getgroup("vexfs").addoption(
-        FLAG, dest=INI, metavar="FILE", default=None,
-        help=f"YAML file with an 'alerts' section (enabled, webhook_url, rules), or 'off'; overrides the "
-             f"environment file's section (env {ENV_VAR}, ini {INI})")
-    parser.addini(INI, f"YAML file with an 'alerts' section ({FLAG} and {ENV_VAR} take precedence)", default="")
+    """``--vexfs-alerts FILE`` (env ``VEXFS_ALERTS``, ini ``vexfs_alerts``), a row of the settings table."""
+    add_options(parser, "alerts")
 
 
 def _find_section(config: pytest.Config) -> AlertsConfig | None:
-    """The alerts in effect, by precedence; a bad section raises ConfigError."""
+    """The alerts in effect: a file from the command line or the environment, else the environment
+    file's section, else a file from the ini key. A bad section raises ConfigError."""
     domains = (*config.stash.get(DOMAINS_KEY, ()), NO_DOMAIN)
-    named: list[tuple[str | None, str, Path]] = [
-        (config.getoption(INI), f"command line option {FLAG}", config.invocation_params.dir),
-        (os.environ.get(ENV_VAR) or None, f"environment variable {ENV_VAR}", config.invocation_params.dir)]
-    for value, source, base in named:
-        if value is None:
-            continue
-        if value.strip().lower() in OFF_VALUES:
-            return None
-        path = base / value
-        if not path.is_file():
-            raise ConfigError(f"alerts file {path} does not exist", source=source, key=INI,
-                              hint="name a YAML file that starts with 'alerts:', or 'off'")
-        return load_alerts_file(path, domains)
-    settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is not None and "alerts" in settings.env_data:
-        return load_alerts(settings.env_data["alerts"], f"{settings.env_file} section alerts", domains)
-    ini = str(config.getini(INI) or "").strip()
-    if ini and ini.lower() not in OFF_VALUES:
-        path = config.rootpath / ini
-        if not path.is_file():
-            raise ConfigError(f"alerts file {path} does not exist", source=f"ini key {INI}", key=INI,
-                              hint="name a YAML file that starts with 'alerts:', or 'off'")
-        return load_alerts_file(path, domains)
-    return None
+    resolved = resolve_settings(config, "alerts")
+    value = str(resolved.values["alerts"] or "").strip()
+    level, source = resolved.levels.get("alerts"), resolved.sources["alerts"]
+    environment = resolved.environment
+    if level not in ("cli", "env") and environment is not None and environment.alerts is not None:
+        return load_alerts(environment.alerts, f"{resolved.env_file} section alerts", domains)
+    if not value or value.lower() in OFF_VALUES:
+        return None
+    path = (config.invocation_params.dir if level in ("cli", "env") else config.rootpath) / value
+    if not path.is_file():
+        raise ConfigError(f"alerts file {path} does not exist", source=source, key="alerts",
+                          hint="name a YAML file that starts with 'alerts:', or 'off'")
+    return load_alerts_file(path, domains)
 
 
 @pytest.hookimpl(trylast=True)  # after the core plugin (settings, domains) and the reporting plugin (recorder)

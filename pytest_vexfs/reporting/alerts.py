@@ -333,12 +333,15 @@ def _section_error(err: ValidationError, data: Mapping[str, Any], source: str) -
 
 def load_alerts(data: object, source: str, domains: Sequence[str] = (),
                 environ: Mapping[str, str] | None = None) -> AlertsConfig | None:
-    """Check the ``alerts`` section ``data`` (from ``source``); None when it is switched off.
+    """Check the ``alerts`` section ``data`` (from ``source``, a mapping or an :class:`AlertsSection`);
+    None when it is switched off or has no rules.
 
     Raises :class:`ConfigError` naming the rule for a bad condition, severity or name.
     """
     if data is None:
         return None
+    if isinstance(data, AlertsSection):  # already typed (an environment file's section)
+        data = data.model_dump()
     if not isinstance(data, Mapping):
         raise ConfigError(f"the alerts section must be a mapping, not {type(data).__name__}", source=source,
                           key="alerts", allowed="enabled, webhook_url, rules")

@@ -262,13 +262,21 @@ def test_unreachable_webhook_leaves_the_run_green_with_a_warning(pytester: pytes
     assert SECRET not in result.stdout.str() and "Traceback" not in result.stdout.str()
 
 
-def test_bad_condition_stops_the_run_at_start_naming_the_rule(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("where", ["alerts file", "environment file"])
+def test_bad_condition_stops_the_run_at_start_naming_the_rule(pytester: pytest.Pytester, where: str) -> None:
     pytester.makepyfile(test_ok="def test_ok():\n    pass\n")
     path = alerts_file(pytester, "http://127.0.0.1:9/x", [("High Failure Rate", "failure_rate >> 0.1", "warning")])
-    result = pytester.runpytest_subprocess(*ARGS, "--vexfs-alerts", str(path))
+    if where == "alerts file":
+        args: tuple[str, ...] = ("--vexfs-alerts", str(path))
+        source = "*/alerts.yml"
+    else:
+        (pytester.path / "environments").mkdir()
+        path.rename(pytester.path / "environments" / "alerting.yml")
+        args, source = ("--vexfs-env", "alerting"), "*/environments/alerting.yml section alerts"
+    result = pytester.runpytest_subprocess(*ARGS, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: pytest-vexfs: alerts rule 'High Failure Rate': bad condition "
-                                 "'failure_rate >> 0.1': write failure_rate > X*(from */alerts.yml, *"])
+                                 f"'failure_rate >> 0.1': write failure_rate > X*(from {source}, *"])
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
