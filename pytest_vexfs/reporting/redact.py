@@ -28,6 +28,8 @@ _WEBHOOK = re.compile(
     r"(?:discord(?:app)?\.com)/api/webhooks|outlook\.office(?:365)?\.com/webhook|"
     r"[\w.-]+\.webhook\.office\.com/webhookb2|chat\.googleapis\.com/v1/spaces))/(?P<rest>[^\s'\"<>]+)",
     re.IGNORECASE)
+#: Where a long value was cut short (pytest's saferepr, assertion diffs): "http://127.0...bhookSecret42".
+_ELLIPSIS = re.compile(r"\.\.\.|\u2026")
 _KEYVALUE = re.compile(r"(?P<key>\b(?:password|passwd|secret|token)\s*[=:]\s*)(?P<value>[^\s,;&*'\"]+)",
                        re.IGNORECASE)
 
@@ -80,10 +82,36 @@ class Redactor:
         for secret in sorted(self._secrets, key=len, reverse=True):
             if secret in text:
                 text = text.replace(secret, MASK)
+        if self._secrets and _ELLIPSIS.search(text):
+            text = self._mask_cut_secrets(text)
         text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
         text = _WEBHOOK.sub(lambda m: f"{m['base']}/{MASK}", text)
         text = _SECRET_QUERY.sub(lambda m: f"{m['key']}{MASK}", text)
         text = _KEYVALUE.sub(lambda m: f"{m['key']}{MASK}", text)
+        return text
+
+    def _mask_cut_secrets(self, text: str) -> str:
+        """Mask what is left of a secret cut by an ellipsis: its tail after one, its head before one
+        (at least the minimum secret length of it, so ordinary words are not masked)."""
+        spans: list[tuple[int, int]] = []
+        for cut in _ELLIPSIS.finditer(text):
+            for secret in self._secrets:
+                tail = next((len(secret) - k for k in range(1, len(secret) - _MIN_SECRET_LEN + 1)
+                             if text.startswith(secret[k:], cut.end())), 0)
+                if tail:
+                    spans.append((cut.end(), cut.end() + tail))
+                head = next((k for k in range(len(secret) - 1, _MIN_SECRET_LEN - 1, -1)
+                             if text.endswith(secret[:k], 0, cut.start())), 0)
+                if head:
+                    spans.append((cut.start() - head, cut.start()))
+        merged: list[list[int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        for start, end in reversed(merged):
+            text = text[:start] + MASK + text[end:]
         return text
 
     def redact_value(self, value: object) -> object:

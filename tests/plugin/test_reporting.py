@@ -416,6 +416,16 @@ def test_unreachable_postgresql_is_a_usage_error_without_password(pytester: pyte
     assert "NoSuchPw123" not in result.stderr.str() + result.stdout.str()
 
 
+def test_redactor_masks_what_is_left_of_a_secret_cut_by_an_ellipsis() -> None:
+    from pytest_vexfs.reporting.redact import Redactor
+
+    redactor = Redactor(["T0SECRET/XyzzyWebhookSecret42", "pw-secret-1"])
+    # pytest's assertion repr cuts long strings in the middle, leaving a secret's tail or head
+    assert redactor.redact("assert 'http://127.0...bhookSecret42' == 'x'") == "assert 'http://127.0...***' == 'x'"
+    assert redactor.redact("'u:pw-secr...@h/db'") == "'u:***...@h/db'"
+    assert redactor.redact("plain... words ...here") == "plain... words ...here"
+
+
 def test_redactor_masks_urls_webhooks_and_known_secrets() -> None:
     from pytest_vexfs.reporting.redact import Redactor
 
