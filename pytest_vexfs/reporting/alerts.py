@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError,
+                      ValidatorFunctionWrapHandler, field_validator)
 
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.faults.kernel_log import KINDS
@@ -268,6 +269,38 @@ class AlertsSection(BaseModel):
                                                             "${NAME} is read from the environment")
     rules: list[AlertRule] = Field(default_factory=list)
 
+    @field_validator("rules", mode="wrap")
+    @classmethod
+    def _name_the_rule(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[AlertRule]:
+        """A problem inside a rule is told with the rule's name, wherever the section is read."""
+        try:
+            rules: list[AlertRule] = handler(value)
+        except ValidationError as err:
+            first = err.errors()[0]
+            if not first["loc"] or not isinstance(first["loc"][0], int):
+                raise
+            raise ValueError(_rule_problem(first, value[first["loc"][0]], first["loc"][0])) from None
+        return rules
+
+
+_RULE_ALLOWED = {"severity": ", ".join(SEVERITIES), "name": "a non-empty string",
+                 "condition": ", ".join(CONDITION_FORMS)}
+
+
+def _rule_problem(error: Any, rule: object, index: int) -> str:
+    """``alerts rule 'NAME': what is wrong; allowed: ...`` for the first problem of one rule."""
+    name = rule.get("name") if isinstance(rule, Mapping) else None
+    where = f"alerts rule {name!r}" if isinstance(name, str) and name else f"alerts rule #{index + 1}"
+    key = ".".join(str(part) for part in error["loc"][1:])
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key {key!r}; allowed: name, condition, severity"
+    if error["type"] == "missing":
+        return f"{where}: the key {key!r} is missing; allowed: {_RULE_ALLOWED.get(key, 'a value')}"
+    if not key:
+        return f"{where}: a rule is a mapping with name, condition and severity, not {error.get('input')!r}"
+    return (f"{where}: bad value {error.get('input')!r} for {key} ({error['msg']}); "
+            f"allowed: {_RULE_ALLOWED.get(key, 'a value')}")
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -305,30 +338,19 @@ def _expand(url: str, environ: Mapping[str, str], source: str) -> str:
     return _ENV_REFERENCE.sub(value, url)
 
 
-def _section_error(err: ValidationError, data: Mapping[str, Any], source: str) -> ConfigError:
-    """One paragraph for the first problem, naming the rule by its name when it is in a rule."""
+def _section_error(err: ValidationError, source: str) -> ConfigError:
+    """One paragraph for the first problem (a rule's problem already names the rule)."""
     first = err.errors()[0]
-    loc = list(first["loc"])
-    where = "alerts"
-    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        rules = data.get("rules")
-        name = rules[loc[1]].get("name") if isinstance(rules, list) and isinstance(rules[loc[1]], Mapping) else None
-        where = f"alerts rule {name!r}" if isinstance(name, str) and name else f"alerts rule #{loc[1] + 1}"
-        loc = loc[2:]
-    key = ".".join(str(part) for part in loc)
-    allowed = {"severity": ", ".join(SEVERITIES), "enabled": "true or false",
-               "webhook_url": "an http(s) URL", "rules": "a list of rules (name, condition, severity)",
-               "name": "a non-empty string", "condition": ", ".join(CONDITION_FORMS)}
-    leaf = str(loc[-1]) if loc else ""
+    key = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "value_error" and key == "rules":
+        return ConfigError(str(first.get("ctx", {}).get("error", first["msg"])), source=source, key="alerts.rules")
+    allowed = {"enabled": "true or false", "webhook_url": "an http(s) URL",
+               "rules": "a list of rules (name, condition, severity)"}
     if first["type"] == "extra_forbidden":
-        known = "enabled, webhook_url, rules" if where == "alerts" else "name, condition, severity"
-        return ConfigError(f"{where}: unknown key {key!r}", source=source, key=key, allowed=known)
-    if first["type"] == "missing":
-        return ConfigError(f"{where}: the key {key!r} is missing", source=source, key=key,
-                           allowed=allowed.get(leaf, ""))
-    return ConfigError(f"{where}: bad value {first.get('input')!r} for {key or 'the section'} ({first['msg']})",
-                       source=source, key=key,
-                       allowed=allowed.get(leaf, "a mapping with enabled, webhook_url, rules"))
+        return ConfigError(f"alerts: unknown key {key!r}", source=source, key=key,
+                           allowed="enabled, webhook_url, rules")
+    return ConfigError(f"alerts: bad value {first.get('input')!r} for {key or 'the section'} ({first['msg']})",
+                       source=source, key=key, allowed=allowed.get(key, "a mapping with enabled, webhook_url, rules"))
 
 
 def load_alerts(data: object, source: str, domains: Sequence[str] = (),
@@ -348,7 +370,7 @@ def load_alerts(data: object, source: str, domains: Sequence[str] = (),
     try:
         section = AlertsSection.model_validate(dict(data))
     except ValidationError as err:
-        raise _section_error(err, data, source) from None
+        raise _section_error(err, source) from None
     if not section.enabled:
         return None
     rules: list[Rule] = []

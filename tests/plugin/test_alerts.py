@@ -186,6 +186,18 @@ def test_bad_section_is_one_clear_error(section: dict[str, Any], says: str) -> N
     assert says in str(info.value)
 
 
+def test_environment_file_names_the_rule_with_a_bad_severity(tmp_path: Path) -> None:
+    from pytest_vexfs.settings import read_environment
+
+    path = tmp_path / "alerting.yml"
+    path.write_text('alerts:\n  webhook_url: "http://127.0.0.1:9/x"\n  rules:\n'
+                    '    - {name: Hang, condition: test_timeout, severity: urgent}\n')
+    with pytest.raises(ConfigError) as info:
+        read_environment(path)
+    assert "alerts rule 'Hang': bad value 'urgent' for severity" in str(info.value)
+    assert f"(from {path}, key 'alerts.rules')" in str(info.value)
+
+
 def test_section_switched_off_and_url_from_the_environment() -> None:
     rules = [{"name": "R", "condition": "regression"}]
     assert load_alerts({"enabled": False, "rules": rules}, "x") is None
