@@ -125,7 +125,8 @@ class AlertsPlugin:
         html: Path | None = None
         htmlpath = self.config.getoption("htmlpath", None)
         if htmlpath:
-            html = (self.config.invocation_params.dir / os.path.expandvars(htmlpath)).expanduser().resolve()
+            # as pytest-html reads it: variables and ~ expanded, relative to the invocation directory
+            html = (self.config.invocation_params.dir / Path(os.path.expandvars(htmlpath)).expanduser()).resolve()
             html = html if html.is_file() else None
         json_path = self.recorder.settings.json_path(run.run_id)
         return RunContext(run, kernel or "unknown", html, json_path if json_path and json_path.is_file() else None)
