@@ -80,6 +80,10 @@ struct vexfsref_inode_info {
 	u64 vcap;
 	u64 *vids;
 	u32 *vdata;		/* vcap * vdim raw binary32 values */
+	/* VX_SILENT_RENAME_UNDONE: the name before the last cross-directory rename */
+	u64 stale_parent;
+	u32 stale_len;
+	char stale_name[VEXFSREF_NAME_MAX + 1];
 };
 
 static inline struct vexfsref_inode_info *VX_I(struct inode *inode)
@@ -113,6 +117,18 @@ int vexfsref_vec_reserve(struct vexfsref_inode_info *vi, u64 want, u32 dim);
 static inline u64 vexfsref_vec_bytes(u64 count, u32 dim)
 {
 	return count * sizeof(u64) + VEXFSREF_ALIGN8(count * dim * sizeof(u32));
+}
+
+/* fault.c: silent-corruption modes (module parameter silent=WORD,WORD), off by default */
+#define VX_SILENT_SUBDIR_LOST		(1u << 0)	/* names in subdirectories dropped at mount */
+#define VX_SILENT_RENAME_UNDONE		(1u << 1)	/* a rename across directories is saved undone */
+#define VX_SILENT_ZERO_PAST_64K		(1u << 2)	/* written bytes past 64 KiB become zeros */
+#define VX_SILENT_FSYNC_LOST		(1u << 3)	/* fsync returns 0 without saving */
+#define VX_SILENT_STALE_TRUNCATE	(1u << 4)	/* truncate down keeps the cut bytes in the page cache */
+extern unsigned int vexfsref_silent;
+static inline bool vx_silent(unsigned int mode)
+{
+	return vexfsref_silent & mode;
 }
 
 /* fault.c */

@@ -66,6 +66,60 @@ int vexfsref_errpath_bug;
 module_param_named(errpath_bug, vexfsref_errpath_bug, int, 0644);
 MODULE_PARM_DESC(errpath_bug, "1: vexfsref_vec_reserve leaks when its second allocation fails");
 
+/*
+ * Silent corruption: real classes of filesystem bugs, planted for the model checker's self-tests.
+ * No kernel message reveals them; only comparing what was written with what is read shows them.
+ */
+unsigned int vexfsref_silent;
+static const char *const vx_silent_words[] = {
+	"subdir_lost", "rename_undone", "zero_past_64k", "fsync_lost", "stale_truncate",
+};
+
+static int vx_silent_set(const char *val, const struct kernel_param *kp)
+{
+	char *copy = kstrdup(val, GFP_KERNEL), *cur, *word;
+	unsigned int mask = 0, i;
+
+	if (!copy)
+		return -ENOMEM;
+	cur = strim(copy);
+	while ((word = strsep(&cur, ",")) != NULL) {
+		if (!*word || !strcmp(word, "none"))
+			continue;
+		for (i = 0; i < ARRAY_SIZE(vx_silent_words); i++)
+			if (!strcmp(word, vx_silent_words[i]))
+				break;
+		if (i == ARRAY_SIZE(vx_silent_words)) {
+			pr_err("vexfsref: silent: unknown mode '%s'\n", word);
+			kfree(copy);
+			return -EINVAL;
+		}
+		mask |= 1u << i;
+	}
+	kfree(copy);
+	vexfsref_silent = mask;
+	return 0;
+}
+
+static int vx_silent_get(char *buf, const struct kernel_param *kp)
+{
+	int len = 0;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(vx_silent_words); i++)
+		if (vexfsref_silent & (1u << i))
+			len += sysfs_emit_at(buf, len, "%s%s", len ? "," : "", vx_silent_words[i]);
+	return len + sysfs_emit_at(buf, len, "%s\n", len ? "" : "none");
+}
+
+static const struct kernel_param_ops vx_silent_ops = {
+	.set = vx_silent_set,
+	.get = vx_silent_get,
+};
+module_param_cb(silent, &vx_silent_ops, NULL, 0444);
+MODULE_PARM_DESC(silent, "silent corruption modes, comma-separated: subdir_lost rename_undone "
+		 "zero_past_64k fsync_lost stale_truncate (default none)");
+
 static DEFINE_MUTEX(vexfsref_fault_mutex);
 static struct proc_dir_entry *vexfsref_fault_entry;
 

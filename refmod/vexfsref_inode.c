@@ -18,6 +18,7 @@
 #include <linux/namei.h>
 #include <linux/uio.h>
 #include <linux/mount.h>
+#include <linux/sizes.h>
 
 #include "vexfsref.h"
 
@@ -267,6 +268,14 @@ static int vx_rename(VX_IDMAP_T *idmap, struct inode *old_dir, struct dentry *ol
 	mutex_lock(&sbi->ns_lock);
 	if (victim)
 		ihold(victim);
+	if (vx_silent(VX_SILENT_RENAME_UNDONE) && old_dir != new_dir && !(flags & RENAME_EXCHANGE) &&
+	    !S_ISDIR(d_inode(old_dentry)->i_mode) && !VX_I(d_inode(old_dentry))->stale_len) {
+		struct vexfsref_inode_info *vi = VX_I(d_inode(old_dentry));
+
+		vi->stale_parent = old_dir->i_ino;
+		vi->stale_len = min_t(u32, old_dentry->d_name.len, VEXFSREF_NAME_MAX);
+		memcpy(vi->stale_name, old_dentry->d_name.name, vi->stale_len);
+	}
 	err = simple_rename(idmap, old_dir, old_dentry, new_dir, new_dentry, flags);
 	if (!err)
 		vx_changed(old_dir->i_sb);
@@ -296,7 +305,10 @@ static int vx_setattr(VX_IDMAP_T *idmap, struct dentry *dentry, struct iattr *at
 			if (err)
 				return err;
 		}
-		truncate_setsize(inode, attr->ia_size);
+		if (vx_silent(VX_SILENT_STALE_TRUNCATE) && attr->ia_size < old)
+			i_size_write(inode, attr->ia_size);	/* planted bug: cut bytes stay cached */
+		else
+			truncate_setsize(inode, attr->ia_size);
 		vexfsref_charge(inode, attr->ia_size, -1, false);
 	}
 	setattr_copy(idmap, inode, attr);
@@ -316,6 +328,8 @@ static int vx_mmap(struct file *file, struct vm_area_struct *vma)
 
 static int vx_fsync(struct file *file, loff_t start, loff_t end, int datasync)
 {
+	if (vx_silent(VX_SILENT_FSYNC_LOST))
+		return 0;	/* planted bug: success without making anything durable */
 	return vexfsref_save(file_inode(file)->i_sb);
 }
 
@@ -372,6 +386,12 @@ static int vx_write_end(struct file *file, struct address_space *mapping, loff_t
 			folio_zero_range(folio, from + copied, len - copied);
 		}
 		folio_mark_uptodate(folio);
+	}
+	if (vx_silent(VX_SILENT_ZERO_PAST_64K) && last > SZ_64K) {
+		/* planted bug: the bytes past 64 KiB are accepted but zeros are kept */
+		loff_t from = max_t(loff_t, pos, SZ_64K);
+
+		folio_zero_range(folio, offset_in_folio(folio, from), last - from);
 	}
 	if (last > inode->i_size)
 		i_size_write(inode, last);

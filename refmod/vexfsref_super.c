@@ -63,6 +63,8 @@ static struct inode *vx_alloc_inode(struct super_block *sb)
 	vi->vcap = 0;
 	vi->vids = NULL;
 	vi->vdata = NULL;
+	vi->stale_parent = 0;
+	vi->stale_len = 0;
 	return &vi->vfs_inode;
 }
 
@@ -240,9 +242,17 @@ static int vx_collect_names(struct inode *inode, struct vx_name **namesp, u32 *n
 			break;
 		spin_lock(&d->d_lock);
 		if (!d_unhashed(d) && !IS_ROOT(d) && d->d_parent->d_inode) {
+			struct vexfsref_inode_info *vi = VX_I(inode);
+
 			names[n].parent = d->d_parent->d_inode->i_ino;
 			names[n].len = min_t(u32, d->d_name.len, VEXFSREF_NAME_MAX);
 			memcpy(names[n].name, d->d_name.name, names[n].len);
+			if (vx_silent(VX_SILENT_RENAME_UNDONE) && vi->stale_len && n == 0) {
+				/* planted bug: the name before the cross-directory rename is saved */
+				names[n].parent = vi->stale_parent;
+				names[n].len = vi->stale_len;
+				memcpy(names[n].name, vi->stale_name, vi->stale_len);
+			}
 			n++;
 		}
 		spin_unlock(&d->d_lock);
@@ -686,6 +696,8 @@ static int vx_attach_all(struct super_block *sb, struct vx_load *ld)
 			progress = true;
 			left--;
 			l->inode = NULL;
+			if (vx_silent(VX_SILENT_SUBDIR_LOST) && l->parent != VEXFSREF_ROOT_INO)
+				continue;	/* planted bug: the name is silently not attached */
 			q = (struct qstr)QSTR_INIT(l->name, l->len);
 			d = d_hash_and_lookup(parent, &q);
 			if (d || (S_ISDIR(inode->i_mode) && xa_load(&ld->dirs, inode->i_ino)) ||

@@ -56,6 +56,7 @@ class Capabilities:
     """What the explorer may generate, from the module's profile and the target."""
 
     persistence: bool = True
+    reload: bool = True
     permissions: bool = False
     power_cut: bool = False
     max_file_size: int | None = None
@@ -290,13 +291,18 @@ class Explorer:
         return "\n".join(lines)
 
     def _kernel_lines(self) -> list[str]:
+        """The module's kernel log lines since the test began (all lines if none names the module)."""
         try:
             text = self.target.kernel_log()
         except Exception:  # noqa: BLE001 - the report must not fail because the log could not be read
             return []
         lines = text.splitlines()
-        start = max((i for i, line in enumerate(lines) if "vexfs-model: sequence" in line), default=-1)
-        return lines[start + 1:][-40:]
+        start = max((i for i, line in enumerate(lines) if "vexfs-test-begin" in line or "vexfs-model: sequence"
+                     in line), default=-1)
+        lines = lines[start + 1:]
+        name = self.target.module_name
+        mine = [line for line in lines if name and name in line]
+        return (mine or lines)[-40:]
 
 
 # -- generation ----------------------------------------------------------------------------------
@@ -308,7 +314,8 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
     from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
     counter = {"n": 0}
-    disruptions = ["drop_caches"] + (["remount", "reload"] if caps.persistence else []) \
+    disruptions = ["drop_caches"] + (["remount"] if caps.persistence else []) \
+        + (["reload"] if caps.persistence and caps.reload else []) \
         + (["power_cut"] if caps.persistence and caps.power_cut else [])
 
     class FilesystemMachine(RuleBasedStateMachine):
@@ -331,6 +338,12 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
         def _any(self, data: Any) -> str:
             return data.draw(st.sampled_from(self._candidates()), label="path")
 
+        def _file(self, data: Any) -> str:
+            """Existing regular files first (shrinking moves toward them), then every other candidate."""
+            files = self.model.paths("f")
+            rest = [p for p in self._candidates() if p not in set(files)]
+            return data.draw(st.sampled_from(files + rest), label="file")
+
         def _existing(self, data: Any) -> str:
             paths = self.model.paths() or ["a"]
             return data.draw(st.sampled_from(paths), label="path")
@@ -349,15 +362,21 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
         @rule(data=st.data(), offset=st.sampled_from(OFFSETS) | st.integers(0, 140000),
               length=st.sampled_from(LENGTHS) | st.integers(0, 70000), seed=st.integers(0, 250))
         def write(self, data: Any, offset: int, length: int, seed: int) -> None:
-            self.do("write", self._any(data), offset, length, seed)
+            self.do("write", self._file(data), offset, length, seed)
+
+        @rule(data=st.data(), offset=st.sampled_from(OFFSETS[4:]), length=st.sampled_from(LENGTHS),
+              seed=st.integers(0, 250))
+        def write_far(self, data: Any, offset: int, length: int, seed: int) -> None:
+            """A write at or past 64 KiB: sparse files, and the second 64 KiB of a file."""
+            self.do("write", self._file(data), offset, length, seed)
 
         @rule(data=st.data(), length=st.sampled_from(OFFSETS) | st.integers(0, 140000))
         def truncate(self, data: Any, length: int) -> None:
-            self.do("truncate", self._any(data), length)
+            self.do("truncate", self._file(data), length)
 
         @rule(data=st.data())
         def read(self, data: Any) -> None:
-            self.do("read", self._any(data))
+            self.do("read", self._file(data))
 
         @rule(data=st.data())
         def stat(self, data: Any) -> None:
@@ -393,7 +412,7 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
 
         @rule(data=st.data(), data_only=st.booleans())
         def fsync(self, data: Any, data_only: bool) -> None:
-            self.do("fdatasync" if data_only else "fsync", self._existing(data))
+            self.do("fdatasync" if data_only else "fsync", self._file(data))
 
         @rule()
         def sync(self) -> None:
@@ -447,3 +466,38 @@ def run_exploration(make_target: Callable[[], Target], caps: Capabilities, *, ex
         test()
         if deadline is None or time.monotonic() > deadline:
             return seeds
+
+
+def random_operation(model: Model, rng: random.Random, caps: Capabilities) -> tuple:
+    """One operation drawn like the state machine's rules draw them (no disruptions), for plain random
+    walks: benchmarks and long control runs, where shrinking is not needed."""
+    paths = model.paths() or ["a"]
+    candidates = sorted(set(paths) | {f"{d}/{n}" if d else n for d in model.dirs() for n in NAMES})
+    names = ["create", "mkdir", "write", "write", "truncate", "read", "stat", "listdir", "unlink", "rmdir",
+             "rename", "link", "symlink", "readlink", "fsync", "sync"] + (["chmod"] if caps.permissions else [])
+    name = rng.choice(names)
+    if name in ("create", "mkdir"):
+        return (name, rng.choice(candidates), FILE_MODE if name == "create" else DIR_MODE)
+    if name == "write":
+        offset = rng.choice(OFFSETS) if rng.random() < 0.5 else rng.randrange(140000)
+        length = rng.choice(LENGTHS) if rng.random() < 0.5 else rng.randrange(70000)
+        return ("write", rng.choice(candidates), offset, length, rng.randrange(251))
+    if name == "truncate":
+        length = rng.choice(OFFSETS) if rng.random() < 0.5 else rng.randrange(140000)
+        return ("truncate", rng.choice(candidates), length)
+    if name in ("read", "stat"):
+        return (name, rng.choice(candidates))
+    if name == "listdir":
+        return ("listdir", rng.choice(model.dirs()))
+    if name in ("unlink", "rmdir", "readlink"):
+        return (name, rng.choice(paths))
+    if name in ("rename", "link"):
+        return (name, rng.choice(paths), rng.choice(candidates))
+    if name == "symlink":
+        return ("symlink", rng.choice(SYMLINK_TARGETS), rng.choice(candidates))
+    if name == "fsync":
+        return (rng.choice(("fsync", "fdatasync")), rng.choice(paths))
+    if name == "chmod":
+        return ("chmod", rng.choice([p for p in paths if model.nodes.get(p, None) is None
+                                     or model.nodes[p].kind != "l"] or ["a"]), rng.choice(MODES))
+    return ("sync",)

@@ -166,11 +166,11 @@ class Model:
                 return "EFBIG", ""
             length = limit - offset
         data = pattern(seed, offset, length)
-        if len(node.data) < offset:
+        if length and len(node.data) < offset:  # a write of nothing does not extend the file
             node.data.extend(bytes(offset - len(node.data)))
         node.data[offset:offset + length] = data
         node.version += 1
-        return "ok", str(length)
+        return "ok", f"{length} {digest(node.data)}"
 
     def truncate(self, path: str, length: int) -> tuple[str, str]:
         err, node = self._open_file(path, write=True)
@@ -183,7 +183,7 @@ class Model:
         else:
             node.data.extend(bytes(length - len(node.data)))
         node.version += 1
-        return "ok", ""
+        return "ok", digest(node.data)
 
     def read(self, path: str) -> tuple[str, str]:
         err, node = self._open_file(path, write=False)

@@ -39,7 +39,7 @@ def fsck_command(profile: ModuleProfile, device: str) -> str:
 class ModelRig:
     """See the module docstring. `load_params` are given to every insmod (a reload keeps them)."""
 
-    def __init__(self, slot: VMSlot, session: TestSession, built: BuiltModule, profile: ModuleProfile, *,
+    def __init__(self, slot: VMSlot, session: TestSession, built: BuiltModule | None, profile: ModuleProfile, *,
                  power_cuts: bool = True, load_params: dict[str, Any] | None = None,
                  mountpoint: str = DEFAULT_MOUNTPOINT) -> None:
         self.slot = slot
@@ -85,12 +85,11 @@ class ModelRig:
     def _bring_up(self, *, format: bool) -> None:
         vm = self.session.vm
         put = vm.put
-        self.module = LoadedModule(self.session, self.built, self.profile, put=put)
-        if not self.module.is_installed():
-            self.module.install()
-        if not self.module.is_loaded():
-            self.module.load(**self.load_params)
-        self.fs = MountedFilesystem(self.session, self.profile, ko_path=self.module.guest_ko,
+        if self.built is None:  # a filesystem of the guest kernel itself (ext4 as a control): no module
+            self.module = None
+        else:
+            self._load_module(put)
+        self.fs = MountedFilesystem(self.session, self.profile, ko_path=self.module.guest_ko if self.module else "",
                                     mountpoint=self.mountpoint, format=format)
         if format:
             self.fs.__enter__()
@@ -98,6 +97,25 @@ class ModelRig:
             self.fs.mount()
         self.executor = GuestExecutor(self.session, self.mountpoint, put, self.binary)
         self.executor.install()
+
+    def _load_module(self, put: Any) -> None:
+        assert self.built is not None
+        self.module = LoadedModule(self.session, self.built, self.profile, put=put)
+        if not self.module.is_installed():
+            self.module.install()
+        if self.load_params and self.module.is_loaded():
+            self.module.unload()  # loaded by an earlier test without this rig's parameters
+        if not self.module.is_loaded():
+            self.module.load(**self.load_params)
+
+    def reload_module(self, **load_params: Any) -> None:
+        """Unmount, reload the module with these parameters (they replace the rig's), mount again."""
+        assert self.fs is not None and self.module is not None
+        self.fs.unmount()
+        self.module.unload()
+        self.load_params = dict(load_params)
+        self.module.load(**self.load_params)
+        self.fs.mount()
 
     def power_cut(self) -> None:
         """Kill the VM without a flush; restore a fresh one on the same scratch disk, load, mount."""
@@ -107,7 +125,7 @@ class ModelRig:
 
     # -- what the explorer needs -----------------------------------------------------------------
     def capabilities(self) -> Capabilities:
-        return Capabilities(persistence=self.profile.has("persistence"),
+        return Capabilities(persistence=self.profile.has("persistence"), reload=self.built is not None,
                             permissions=self.profile.has("permissions"),
                             power_cut=self.power_cuts,
                             max_file_size=profile_limit(self.profile, "max_file_size"),
@@ -120,7 +138,8 @@ class ModelRig:
                 + f" {shlex.quote(self.fs.device)} {shlex.quote(self.mountpoint)}")
 
     def reload_command(self) -> str:
-        assert self.module is not None and self.fs is not None
+        if self.module is None or self.fs is None:
+            return "false"  # never generated without a module (Capabilities.reload)
         params = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in
                           {**self.profile.load_params, **self.load_params}.items())
         fsck = fsck_command(self.profile, self.fs.device)
@@ -157,6 +176,8 @@ class ModelRig:
         try:
             if self.fs is not None and self.session.vm.is_alive():
                 self.fs.__exit__(None, None, None)
+                if self.load_params and self.module is not None and self.module.is_loaded():
+                    self.module.unload()  # the next test loads it with the profile's parameters only
         finally:
             if self._scratch is not None:
                 self.slot.scratch_image = None

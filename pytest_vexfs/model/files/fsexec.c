@@ -10,7 +10,8 @@
  * checker pays one guest round trip per batch instead of one per operation.
  *
  * Operations (numbers in decimal, modes in octal):
- *   create P MODE | mkdir P MODE | write P OFF LEN SEED | truncate P LEN
+ *   create P MODE | mkdir P MODE | write P OFF LEN SEED -> "WRITTEN SIZE:CRC32" of the whole file
+ *   truncate P LEN -> "SIZE:CRC32" of the file afterwards
  *   read P -> "SIZE CRC32" | stat P -> "TYPE MODE NLINK SIZE" | listdir P -> names separated by '/'
  *   unlink P | rmdir P | rename A B | link A B | symlink TARGET P | readlink P -> target
  *   fsync P | fdatasync P | sync | chmod P MODE
@@ -235,7 +236,9 @@ static int op(char **f, int nf)
 	} else if (!strcmp(o, "write") && nf == 5) {
 		long long off = atoll(f[2]), len = atoll(f[3]), seed = atoll(f[4]), i;
 		ssize_t done;
-		fd = open(full(f[1]), O_WRONLY | O_NOFOLLOW);
+		long long size;
+		uint32_t crc;
+		fd = open(full(f[1]), O_RDWR | O_NOFOLLOW);
 		if (fd < 0)
 			return fail();
 		grow(len + 1);
@@ -248,20 +251,31 @@ static int op(char **f, int nf)
 			errno = e;
 			return fail();
 		}
-		close(fd);
-		printf("ok\t%zd\n", done);
-		return 0;
-	} else if (!strcmp(o, "truncate") && nf == 3) {
-		fd = open(full(f[1]), O_WRONLY | O_NOFOLLOW);
-		if (fd < 0)
-			return fail();
-		if (ftruncate(fd, atoll(f[2])) < 0) {
+		/* read the whole file back at once: a write that does not stick is caught here */
+		if (lseek(fd, 0, SEEK_SET) < 0 || file_digest(fd, &size, &crc) < 0) {
 			int e = errno;
 			close(fd);
 			errno = e;
 			return fail();
 		}
 		close(fd);
+		printf("ok\t%zd %lld:%08x\n", done, size, crc);
+		return 0;
+	} else if (!strcmp(o, "truncate") && nf == 3) {
+		long long size;
+		uint32_t crc;
+		fd = open(full(f[1]), O_RDWR | O_NOFOLLOW);
+		if (fd < 0)
+			return fail();
+		if (ftruncate(fd, atoll(f[2])) < 0 || file_digest(fd, &size, &crc) < 0) {
+			int e = errno;
+			close(fd);
+			errno = e;
+			return fail();
+		}
+		close(fd);
+		printf("ok\t%lld:%08x\n", size, crc);
+		return 0;
 	} else if (!strcmp(o, "read") && nf == 2) {
 		long long size;
 		uint32_t crc;
