@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_vexfs import settings as cfg  # noqa: E402
 from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
-from pytest_vexfs.model.executor import GUEST_PATH, encode  # noqa: E402
 from pytest_vexfs.model.explore import Discrepancy, Explorer, random_operation  # noqa: E402
 from pytest_vexfs.model.target import ModelRig  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402
@@ -53,17 +52,15 @@ def walk(rig: ModelRig, ops: int, remounts: int, cuts: int, seed: int) -> tuple[
 
 
 def one_ssh_per_op(rig: ModelRig, ops: int, seed: int) -> float:
-    """The same kind of operations, one guest command each: ops/s."""
+    """The same kind of operations, one guest command each, answers compared with the model: ops/s."""
     rng = random.Random(seed)
     explorer = Explorer(rig.target(), rig.capabilities(), label="per-op")
     explorer.flush()
     start = time.monotonic()
     for _ in range(ops):
         op = random_operation(explorer.model, rng, rig.capabilities())
-        explorer.model_only = True
-        getattr(explorer.model, op[0])(*op[1:])
-        rig.session.run(f"{GUEST_PATH} {rig.mountpoint}", input=encode([op[0], *(
-            f"{a:o}" if op[0] in ("create", "mkdir", "chmod") and i == 1 else a for i, a in enumerate(op[1:]))]) + "\n")
+        explorer.apply(op)
+        explorer.flush()  # one batch of one operation: one guest command
     return ops / (time.monotonic() - start)
 
 

@@ -1,0 +1,98 @@
+"""The model checker's reference model against a real Linux filesystem, without a VM: the guest
+executor (fsexec) compiled for the host and run on a directory of the host's ext4. The same C program
+and the same comparison as in a guest; what a guest adds (remounts, reloads, power cuts, the module) is
+covered by tests/filesystem_ops/test_model*.py."""
+
+from __future__ import annotations
+
+import random
+import resource
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytest_vexfs.model.executor import SOURCE
+from pytest_vexfs.model.explore import (Capabilities, Discrepancy, Explorer, Target, random_operation,
+                                        run_exploration)
+
+
+@pytest.fixture(scope="module")
+def host_fsexec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on the host")
+    out = tmp_path_factory.mktemp("fsexec") / "fsexec"
+    subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(out), str(SOURCE)], check=True)
+    return out
+
+
+def host_target(binary: Path, root: Path, file_size_limit: int | None = None) -> Target:
+    root.mkdir(exist_ok=True)
+
+    def limit() -> None:
+        if file_size_limit is not None:  # the kernel refuses bigger files with EFBIG
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    def run_batch(lines: list[str]) -> list[tuple[str, str]]:
+        proc = subprocess.run([str(binary), str(root)], input="".join(f"{x}\n" for x in lines), text=True,
+                              stdout=subprocess.PIPE, check=True, preexec_fn=limit)
+        return [tuple(a.partition("\t")[::2]) for a in proc.stdout.split("\n")[:-1]]  # type: ignore[misc]
+
+    return Target(run_batch=run_batch, mountpoint=str(root), mount_command="true", reload_command="true",
+                  module_name="hostfs")
+
+
+def test_random_walk_matches_the_host_filesystem(host_fsexec: Path, tmp_path: Path) -> None:
+    caps = Capabilities(persistence=False, permissions=True)
+    explorer = Explorer(host_target(host_fsexec, tmp_path / "root"), caps, batch_size=100)
+    rng = random.Random(1)
+    for _ in range(3000):
+        explorer.apply(random_operation(explorer.model, rng, caps))
+    explorer.finish()
+    answered = {k: v for k, v in explorer.results.items() if not v.startswith("ok")}
+    assert len(explorer.results) == 3000
+    assert len(answered) > 300, "the walk should also provoke errors (ENOENT, EEXIST, ENOTEMPTY, ...)"
+    assert {v.split()[0] for v in answered.values()} >= {"ENOENT", "EEXIST", "ENOTDIR", "EISDIR", "ENOTEMPTY"}
+
+
+def test_exploration_without_persistence_has_no_remounts(host_fsexec: Path, tmp_path: Path) -> None:
+    """A profile without `persistence`: no remount, reload or power cut is ever generated."""
+    seen: dict[str, int] = {}
+
+    def finished(explorer: Explorer) -> None:
+        for k, v in explorer.counts.items():
+            seen[k] = seen.get(k, 0) + v
+
+    run_exploration(lambda: host_target(host_fsexec, tmp_path / "root"), Capabilities(persistence=False),
+                    examples=25, steps=30, seed=7, on_finish=finished)
+    assert not {"remount", "reload", "power_cut"} & set(seen), seen
+    assert seen.get("write", 0) > 0
+
+
+def test_a_module_refusing_below_its_declared_limit_is_reported_as_such(host_fsexec: Path,
+                                                                         tmp_path: Path) -> None:
+    """The kernel refuses files over 48 KiB (RLIMIT_FSIZE) while the profile declares 1 MiB: the finding
+    says the declared limit is wrong, and Hypothesis shrinks it to a create and one write."""
+    caps = Capabilities(persistence=False, max_file_size=1 << 20)
+    with pytest.raises(Discrepancy) as found:
+        run_exploration(lambda: host_target(host_fsexec, tmp_path / "root", file_size_limit=48 * 1024), caps,
+                        examples=200, steps=20, seed=3)
+    text = str(found.value)
+    assert "got EFBIG" in text
+    assert "below the profile's declared max_file_size of 1048576" in text
+    assert len(found.value.ops) <= 3, text
+
+
+def test_writes_past_a_declared_limit_expect_efbig(host_fsexec: Path, tmp_path: Path) -> None:
+    caps = Capabilities(persistence=False, max_file_size=48 * 1024)
+    explorer = Explorer(host_target(host_fsexec, tmp_path / "root", file_size_limit=48 * 1024), caps)
+    for op in [("create", "a", 0o644), ("write", "a", 40000, 20000, 1), ("write", "a", 49152, 10, 2),
+               ("truncate", "a", 60000), ("read", "a")]:
+        explorer.apply(op)
+    explorer.finish()
+    assert explorer.results[2].startswith("ok 9152 ")  # a short write up to the limit
+    assert explorer.results[3] == "EFBIG" and explorer.results[4] == "EFBIG"
