@@ -29,11 +29,12 @@ def reproducer_ops(path):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.model_params(silent="none")
-def test_planted_bug_is_found_and_shrunk(mode, vexfs_profile, vexfs_settings, vexfs_model):
+def test_planted_bug_is_found_and_shrunk(mode, request, vexfs_profile, vexfs_settings):
     if vexfs_profile.name != "vexfsref":
         pytest.skip("the planted bugs are the reference module's")
     if mode not in QUICK and not vexfs_settings.explore:
         pytest.skip(f"{mode}: long mode only (--vexfs-explore true)")
+    vexfs_model = request.getfixturevalue("vexfs_model")  # after the skips: no VM is set up for nothing
     vexfs_model.budget = PROOF_BUDGET
     vexfs_model.rig.reload_module(silent=mode)
     start = time.monotonic()
