@@ -39,7 +39,7 @@ from pytest_vexfs.guest.ssh import CommandResult, KeyPair, SSHConnection, genera
 
 BASE_CMDLINE = ("console=ttyS0,115200 root=/dev/vda rw panic=-1 quiet random.trust_cpu=on "
                 "sysrq_always_enabled=1 tsc=reliable")
-SNAPSHOT_VERSION = 3  # 2: the guest agent answers on the control channel; 3: RAM in its own file
+SNAPSHOT_VERSION = 4  # 2: guest agent; 3: RAM in its own file; 4: TCG counts instructions (icount)
 #: Fault detectors tuned for a test harness (see _sysctls): a soft lockup is reported after
 #: 2 x WATCHDOG_THRESH seconds, a task blocked in D state after the hung-task timeout (checked every
 #: second), an RCU stall after RCU_STALL_TIMEOUT (later than the soft lockup, whose report it would
