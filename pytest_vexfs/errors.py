@@ -9,6 +9,10 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1024**3:.3g} GiB" if nbytes >= 1024**3 else f"{nbytes / 1024**2:.0f} MiB"
+
+
 class VexfsError(Exception):
     """Base class of every error this package raises on purpose."""
 
@@ -62,8 +66,16 @@ class ImageBuildError(VexfsError):
         self.step, self.output = step, output
 
 
-class DiskFullError(ImageBuildError):
-    """Not enough free disk for an image or a VM disk."""
+class DiskFullError(VexfsError):
+    """Not enough free disk under the cache directory for an image, a snapshot, a VM or a module build."""
+
+    def __init__(self, directory: str, what: str, needed: int, free: int, detail: str = "") -> None:
+        msg = f"not enough disk space to {what}: {_size(free)} free under {directory}, {_size(needed)} needed"
+        if detail.strip():
+            msg += f" ({_tail(detail, 3).strip()})"
+        super().__init__(msg, hint=f"free space under {directory}, or point the cache at a larger disk with "
+                                   "--vexfs-cache-dir or VEXFS_CACHE_DIR")
+        self.directory, self.what, self.needed, self.free = directory, what, needed, free
 
 
 class VMError(VexfsError):

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 
 import filelock
 
+from pytest_vexfs.diskspace import disk_full_is_clear, free_bytes, require_free
 from pytest_vexfs.errors import ConfigError, DiskFullError, HostToolMissing, ImageBuildError
 
 GUEST_DIR = Path(__file__).parent / "files"
@@ -264,21 +265,12 @@ class ImageBuilder:
             raise ImageBuildError(step, str(exc)) from exc
         if proc.returncode != 0:
             if "No space left on device" in proc.stdout:
-                raise DiskFullError(step, proc.stdout, hint=self._disk_hint())
+                raise DiskFullError(str(self.cache), "build the guest image", MIN_FREE_BYTES,
+                                    free_bytes(self.cache), detail=proc.stdout)
             raise ImageBuildError(step, proc.stdout, hint=f"command was: {' '.join(argv)}")
         self.progress(f"{step} done in {time.monotonic() - t0:.1f}s")
         return proc.stdout
 
-    def _disk_hint(self) -> str:
-        return (f"free at least {MIN_FREE_BYTES // 1024**3} GiB under {self.cache} or point "
-                f"VEXFS_CACHE_DIR at a larger disk")
-
-    def _check_disk(self) -> None:
-        free = shutil.disk_usage(self.cache).free
-        if free < MIN_FREE_BYTES:
-            raise DiskFullError("check free disk",
-                                f"{free / 1024**3:.1f} GiB free under {self.cache}, "
-                                f"{MIN_FREE_BYTES / 1024**3:.0f} GiB needed", hint=self._disk_hint())
 
     # -- the build -------------------------------------------------------------------------------
     def build(self, final: Path) -> None:
@@ -289,16 +281,13 @@ class ImageBuilder:
         if os.geteuid() != 0:
             raise ImageBuildError("check privileges", "debootstrap and chroot need root",
                                   hint="build the image once as root: sudo vexfs-vm image build")
-        self._check_disk()
+        require_free(self.cache, MIN_FREE_BYTES, "build the guest image")
         t0 = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{self.flavour.name}-", dir=self.cache))
         try:
-            self._build_into(tmp)
+            with disk_full_is_clear(self.cache, MIN_FREE_BYTES, "build the guest image"):
+                self._build_into(tmp)
             os.rename(tmp, final)
-        except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
-                raise DiskFullError("write image", str(exc), hint=self._disk_hint()) from exc
-            raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

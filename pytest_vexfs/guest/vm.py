@@ -30,6 +30,7 @@ from pytest_vexfs.guest.accel import AccelChoice
 from pytest_vexfs.backends import get_backend
 from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec
 from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
+from pytest_vexfs.diskspace import disk_full_is_clear
 from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.guest.image import Image
@@ -40,6 +41,7 @@ from pytest_vexfs.guest.ssh import CommandResult, KeyPair, SSHConnection, genera
 BASE_CMDLINE = ("console=ttyS0,115200 root=/dev/vda rw panic=-1 quiet random.trust_cpu=on "
                 "sysrq_always_enabled=1 tsc=reliable")
 SNAPSHOT_VERSION = 4  # 2: guest agent; 3: RAM in its own file; 4: TCG counts instructions (icount)
+SNAPSHOT_OVERHEAD_MB = 256  # beyond the RAM file: the device state and the root disk overlay
 #: Fault detectors tuned for a test harness (see _sysctls): a soft lockup is reported after
 #: 2 x WATCHDOG_THRESH seconds, a task blocked in D state after the hung-task timeout (checked every
 #: second), an RCU stall after RCU_STALL_TIMEOUT (later than the soft lockup, whose report it would
@@ -479,15 +481,16 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
     root = settings.cache_dir / "snapshots"
     root.mkdir(parents=True, exist_ok=True)
     key = snapshot_key(image, settings, accel)
-    base = _ensure(root, key, lambda out: _make_snapshot(image, settings, accel, out))
+    needed = (settings.memory_mb + SNAPSHOT_OVERHEAD_MB) * 1024**2  # the RAM file, state and disk
+    base = _ensure(root, key, lambda out: _make_snapshot(image, settings, accel, out), needed)
     if preload is None:
         return base
     derived = hashlib.sha256(f"{key}:{preload.key}".encode()).hexdigest()[:16]
     return _ensure(root, f"{key}-{derived}",
-                   lambda out: _make_derived(image, settings, accel, base, preload, out))
+                   lambda out: _make_derived(image, settings, accel, base, preload, out), needed)
 
 
-def _ensure(root: Path, key: str, make: Callable[[Path], None]) -> Snapshot:
+def _ensure(root: Path, key: str, make: Callable[[Path], None], needed: int) -> Snapshot:
     snap = Snapshot(root / key)
     if snap.state.exists():
         return snap
@@ -496,9 +499,10 @@ def _ensure(root: Path, key: str, make: Callable[[Path], None]) -> Snapshot:
             return snap
         tmp = root / f".{key}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp.mkdir(mode=0o700)  # the saved state holds the guest's SSH host key: owner only
         try:
-            make(tmp)
+            with disk_full_is_clear(root, needed, "save a VM snapshot"):
+                make(tmp)
             os.rename(tmp, snap.path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

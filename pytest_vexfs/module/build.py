@@ -16,10 +16,13 @@ from collections.abc import Callable
 
 import filelock
 
+from pytest_vexfs.diskspace import disk_full_is_clear
 from pytest_vexfs.errors import (ConfigError, ModuleBuildError, ModuleError)
 from pytest_vexfs.guest.image import Image
 
 from pytest_vexfs.module.profile import ModuleProfile
+
+MODULE_BUILD_BYTES = 64 * 1024**2  # the module, its tools and the build tree in the image chroot
 
 _DIAG = re.compile(r"^(?P<file>[^\s:]+\.[ch]):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?P<kind>error|warning|fatal "
                    r"error):\s*(?P<msg>.*)$", re.M)
@@ -94,7 +97,8 @@ def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
     with filelock.FileLock(str(root / f".{profile.name}-{digest}.lock")):
         if not (out / "build.json").exists():
             progress(f"building module {profile.name} against {image.kernel_release}")
-            _build_into(profile, image, out, digest)
+            with disk_full_is_clear(root, MODULE_BUILD_BYTES, f"build the module {profile.name}"):
+                _build_into(profile, image, out, digest)
     meta = json.loads((out / "build.json").read_text())
     return BuiltModule(out, out / Path(profile.module_file).name,
                        tuple(out / "tools" / Path(t).name for t in profile.tools), image.kernel_release,
@@ -114,6 +118,7 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
     shutil.copytree(profile.source, work, ignore=lambda d, names: [
         n for n in names if _is_build_output(Path(d) / n) and not (Path(d) / n).is_dir()])
     log = []
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     try:
         for patch in profile.patches:
             if _kernel_in_range(image.kernel_release, patch.kernel):
@@ -143,7 +148,6 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
             raise ModuleBuildError(str(profile.source), image.kernel_release, "\n".join(log),
                                    [f"the build succeeded but produced no {profile.module_file} "
                                     f"(check module_file in the profile)"])
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "tools").mkdir(parents=True)
         shutil.copy2(ko, tmp / ko.name)
@@ -158,6 +162,7 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
         os.replace(tmp, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-copied output (gone once moved into place)
 
 
 def _build_on_host(profile: ModuleProfile, image: Image, out: Path) -> None:

@@ -56,7 +56,7 @@ def test_full_disk_is_a_clear_error_before_debootstrap(tmp_path: Path) -> None:
         with pytest.raises(DiskFullError) as info:
             get_image("6.1", small)
         text = str(info.value)
-        assert "GiB free under" in text and "3 GiB needed" in text
+        assert f"MiB free under {small / 'images'}, 3 GiB needed" in text
         assert "VEXFS_CACHE_DIR" in text
         assert not any((small / "images").glob(".build-*"))  # nothing half-built left behind
     finally:
