@@ -1,7 +1,8 @@
 """`vexfs-vm`: build the image ahead of time, get a shell in the same kind of VM the tests use, and
 list or reap VMs.
 
-    vexfs-vm image build [--kernel 6.12]    build (or find) the guest image, with progress
+    vexfs-vm image build [--kernel 6.12] [--force]
+                                            build (or find; --force: rebuild) the guest image
     vexfs-vm up [--name N]                  boot a VM that outlives this command; prints how to reach it
     vexfs-vm ssh NAME [COMMAND...]          shell (or command) in that VM
     vexfs-vm console NAME [--follow]        its serial console
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import VexfsError
-from pytest_vexfs.guest.image import default_cache_dir, get_image
+from pytest_vexfs.guest.image import default_cache_dir, forget_image, get_image
 from pytest_vexfs.guest.runstate import kill_vm_process, list_records, reap, remove_record
 
 
@@ -39,6 +40,9 @@ def _cache(settings: cfg.ResolvedSettings) -> Path:
 
 def cmd_image_build(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if getattr(args, "force", False):
+        for removed in forget_image(settings.kernel, _cache(settings)):
+            print(f"removed {removed}")
     image = get_image(settings.kernel, _cache(settings))
     print(f"image {image.digest}: kernel {image.kernel_release}, {image.path}")
     return 0
@@ -162,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--accel", choices=("auto", "kvm", "tcg"))
     sub = parser.add_subparsers(dest="cmd", required=True)
     image = sub.add_parser("image", help="guest image").add_subparsers(dest="image_cmd", required=True)
-    image.add_parser("build", parents=[common], help="build the guest image").set_defaults(func=cmd_image_build)
+    build = image.add_parser("build", parents=[common], help="build the guest image")
+    build.add_argument("--force", action="store_true",
+                       help="throw the image and the VM snapshots made from it away and build it again")
+    build.set_defaults(func=cmd_image_build)
     sub.add_parser("accel", parents=[common], help="show the accelerator choice").set_defaults(func=cmd_accel)
     up = sub.add_parser("up", parents=[common], help="boot a VM that stays up")
     up.add_argument("--name")

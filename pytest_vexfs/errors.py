@@ -98,6 +98,10 @@ class VMBootError(VMError):
     """The VM did not reach SSH-ready before its deadline, or QEMU exited during boot."""
 
 
+class VMBootPanic(VMBootError):
+    """The guest kernel panicked while booting (too little memory, a broken kernel or initramfs)."""
+
+
 class VMCrashed(VMError):
     """The VM died (QEMU exited, kernel panic) while in use."""
 

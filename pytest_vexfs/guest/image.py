@@ -246,6 +246,28 @@ def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
     return image
 
 
+def forget_image(kernel: str, cache_dir: Path) -> list[Path]:
+    """Remove the image of `kernel` and every VM snapshot (snapshots hold the image's host key), so the
+    next use builds them again; returns what was removed. Waits for a build in progress."""
+    flavour = resolve_flavour(kernel)
+    digest = image_digest(flavour)
+    images = cache_dir / "images"
+    removed: list[Path] = []
+    if not images.is_dir():
+        return removed
+    with filelock.FileLock(str(images / f".{flavour.name}-{digest}.lock")):
+        final = images / f"{flavour.name}-{digest}"
+        if final.exists():
+            shutil.rmtree(final)
+            removed.append(final)
+    snapshots = cache_dir / "snapshots"
+    for snap in sorted(snapshots.iterdir()) if snapshots.is_dir() else []:
+        if snap.is_dir():
+            shutil.rmtree(snap, ignore_errors=True)
+            removed.append(snap)
+    return removed
+
+
 class ImageBuilder:
     """Builds one image from Debian packages into a temporary directory, then renames it into place."""
 

@@ -28,10 +28,11 @@ import filelock
 
 from pytest_vexfs.guest.accel import AccelChoice
 from pytest_vexfs.backends import get_backend
-from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec
+from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec, read_tail
 from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
 from pytest_vexfs.diskspace import disk_full_is_clear
-from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMCrashed, VMError
+from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMBootPanic, VMCrashed, VMError
+from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.guest.image import Image
 from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
@@ -192,10 +193,16 @@ class GuestVM:
                 self._connect(deadline)
                 self._configure_guest()
             self._record(self.machine)  # now with the port QEMU really got
-        except BaseException:
+        except BaseException as exc:
             self.state = VMState.BROKEN
             self.broken_reason = "boot failed"
             self.destroy()
+            if isinstance(exc, VMError) and not isinstance(exc, VMBootPanic):
+                panic = find_boot_panic(read_tail(console, 4 * 1024 * 1024))
+                if panic is not None:  # the panic line, not the timeout it caused, is the error
+                    raise VMBootPanic(f"the guest kernel panicked while booting: {panic.line}", vm=self.name,
+                                      console_tail=panic.context, hint=panic.hint(self.settings.memory_mb)
+                                      ) from None
             raise
         self.boot_seconds = time.monotonic() - start
         self.state = VMState.READY
