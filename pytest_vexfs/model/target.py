@@ -10,6 +10,7 @@ Nothing here imports pytest; the `vexfs_model` fixture is a thin wrapper.
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,15 +26,12 @@ from pytest_vexfs.module.profile import ModuleProfile
 
 
 def profile_limit(profile: ModuleProfile, key: str) -> int | None:
-    value = (profile.raw.get("limits") or {}).get(key)
-    return int(value) if value is not None else None
+    return profile.limits.get(key)
 
 
 def fsck_command(profile: ModuleProfile, device: str) -> str:
-    """The profile's `fsck` (a list or a string, `{device}` replaced), "" if it names none."""
-    fsck = profile.raw.get("fsck") or []
-    argv = shlex.split(fsck) if isinstance(fsck, str) else [str(a) for a in fsck]
-    return shlex.join(a.replace("{device}", device) for a in argv) if argv else ""
+    """The profile's `fsck` command with `{device}` replaced, "" if it names none."""
+    return shlex.join(a.replace("{device}", device) for a in profile.fsck) if profile.fsck else ""
 
 
 class ModelRig:
@@ -119,9 +117,11 @@ class ModelRig:
 
     def power_cut(self) -> None:
         """Kill the VM without a flush; restore a fresh one on the same scratch disk, load, mount."""
+        start = time.monotonic()
         self.cuts += 1
         self._replace_vm(kill=True)
         self._bring_up(format=False)
+        self.cut_seconds.append(time.monotonic() - start)
 
     # -- what the explorer needs -----------------------------------------------------------------
     def capabilities(self) -> Capabilities:
