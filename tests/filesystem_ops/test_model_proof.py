@@ -16,7 +16,7 @@ MODES = ["zero_past_64k", "stale_truncate", "subdir_lost", "rename_undone", "fsy
 #: long mode (--vexfs-explore true, nightly)
 QUICK = {"zero_past_64k"}
 #: the same generator and budget for every mode: the checker is not told which one is planted
-PROOF_BUDGET = Budget(examples=40, steps=30, seconds=0.0, seed=20261130)
+PROOF_BUDGET = Budget(examples=60, steps=30, seconds=0.0, seed=20261130)
 
 
 def reproducer_ops(path):
