@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_vexfs.model.explore import Discrepancy, Explorer, run_exploration
+from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer, run_exploration
 from pytest_vexfs.model.target import ModelRig
 
 EXPLORE_DEFAULTS = {"model_examples": 100, "model_steps": 100, "model_budget": 1800.0}
@@ -108,6 +108,11 @@ class ModelRun:
                         f"  reproducer: {path}",)
             exc.reproducer = path  # type: ignore[attr-defined]
             raise
+        except ExplorationStopped as exc:  # a kernel fault: the verdict names it; the sequence replays it
+            path = self.write_reproducer(exc)
+            exc.args = (f"{exc.args[0]}\n  seed: {summary.seeds[-1] if summary.seeds else '?'}\n"
+                        f"  reproducer (not shrunk): {path}",)
+            raise
         finally:
             summary.seconds = time.monotonic() - start
             summary.power_cuts = self.rig.cuts - cuts_before
@@ -122,7 +127,7 @@ class ModelRun:
         explorer.finish()
         return explorer
 
-    def write_reproducer(self, exc: Discrepancy) -> Path:
+    def write_reproducer(self, exc: Discrepancy | ExplorationStopped) -> Path:
         """A standalone pytest file replaying the failing sequence (commit it as a regression test)."""
         ops = exc.ops
         key = hashlib.sha256(repr(ops).encode()).hexdigest()[:10]
