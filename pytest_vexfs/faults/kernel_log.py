@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_vexfs.faults.kinds import KERNEL_KINDS
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -55,11 +57,8 @@ BUG = "bug"
 KMEMLEAK = "kmemleak"
 SLAB_CORRUPTION = "slab_corruption"
 LIST_CORRUPTION = "list_corruption"
-KINDS = frozenset(
-    {OOPS, PANIC, WARNING, SOFT_LOCKUP, HARD_LOCKUP, RCU_STALL, HUNG_TASK, KASAN, UBSAN, KFENCE,
-     LOCKDEP, GPF, INVALID_OPCODE, BUG, KMEMLEAK, SLAB_CORRUPTION, LIST_CORRUPTION}
-)
-"""Every value :attr:`Finding.kind` can take."""
+KINDS = KERNEL_KINDS
+"""Every value :attr:`Finding.kind` can take (the kernel kinds of :mod:`pytest_vexfs.faults.kinds`)."""
 
 BEGIN_PREFIX = "vexfs-test-begin: "
 END_PREFIX = "vexfs-test-end: "
@@ -801,6 +800,14 @@ class ConsoleFollower:
                 self._notify(settled)
                 out += settled
             return out
+
+    def settle(self) -> list[Finding]:
+        """Read what was appended and release reports that look complete now, without waiting for quiet."""
+        with self._lock:
+            out = self._read()
+            settled = self.monitor.settle()
+            self._notify(settled)
+            return out + settled
 
     def findings(self, test: str | None = None) -> list[Finding]:
         """Findings so far; with ``test``, only those whose report began during that test."""

@@ -13,18 +13,17 @@ from collections.abc import Callable, Sequence
 
 from pytest_vexfs.guest.accel import AccelChoice, choose_accel
 from pytest_vexfs.settings import ResolvedSettings
-from pytest_vexfs.errors import CommandTimeout, VexfsError
+from pytest_vexfs.errors import CommandTimeout, VexfsError, VMCrashed
 from pytest_vexfs.guest.image import Image, get_image, kernel_debug_objects
-from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, summarise
+from pytest_vexfs.faults import kinds as fault_kinds
+from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker
 from pytest_vexfs.faults.symbols import Symbolizer, frame_function
+from pytest_vexfs.faults.verdict import Verdict, finding_kind
 from pytest_vexfs.guest.ssh import CommandResult, KeyPair, generate_keypair
 from pytest_vexfs.backends.base import read_tail
 from pytest_vexfs.guest.vm import GuestVM, Preload, VMSettings, ensure_snapshot
 
 HANG_DUMP_SETTLE = 3.0
-#: kernel reports that mean the running command will not come back: stop waiting for its timeout
-#: (an RCU stall alone may clear up, so it does not cut the wait short)
-HANG_KINDS = {"hung_task", "soft_lockup", "hard_lockup"}
 #: After each test, the kernel checks itself, so corruption is blamed on the test that caused it: SLUB
 #: validates every cache it debugs (a write to a freed object, a redzone overwritten; caches it does not
 #: debug refuse with EINVAL).
@@ -32,7 +31,8 @@ CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev
 
 
 class GuestHang(CommandTimeout):
-    """A guest command outlived its hang timeout; the VM was dumped (SysRq t/w) and killed."""
+    """A guest command outlived its hang timeout, or the kernel reported it stuck (hung task,
+    lockup); the VM was dumped (SysRq t/w) and marked broken."""
 
     def __init__(self, base: CommandTimeout, findings: Sequence[Finding], dumps: str) -> None:
         super().__init__(base.command, base.timeout, stdout=base.stdout, stderr=base.cmd_stderr,
@@ -41,73 +41,14 @@ class GuestHang(CommandTimeout):
         self.dumps = dumps
 
 
-@dataclasses.dataclass
-class Verdict:
-    """What the kernel log says about one test."""
+class GuestFault(VMCrashed):
+    """The console showed a fatal kernel fault while a command ran: the command was abandoned at once."""
 
-    findings: list[Finding]
-    expected: tuple[str, ...]
-    hang: GuestHang | None = None
-    vm_died: str = ""
-
-    @property
-    def kinds(self) -> set[str]:
-        return {k for f in self.findings for k in f.kinds} | {f.kind for f in self.findings}
-
-    @property
-    def expected_seen(self) -> bool:
-        if not self.expected:
-            return False
-        seen = self.kinds | ({"hang"} if self.hang else set()) | ({"panic"} if self.vm_died else set())
-        return bool(seen & set(self.expected))
-
-    @property
-    def primary(self) -> Finding | None:
-        fatal = [f for f in self.findings if f.fatal]
-        candidates = fatal or self.findings
-        return candidates[0] if candidates else None
-
-    @property
-    def fault_kind(self) -> str:
-        if self.hang is not None:
-            return "hang"
-        if self.primary is not None:
-            return "panic" if self.primary.fatal else self.primary.kind
-        return "hang" if self.hang else ("crash" if self.vm_died else "")
-
-    @property
-    def location(self) -> str:
-        """file:line of the primary finding's blamed frame ("" when unknown)."""
-        primary = self.primary
-        return primary.location if primary is not None else ""
-
-    @property
-    def title(self) -> str:
-        if self.hang is not None:
-            blame = next((f.function for f in self.findings if f.function), None)
-            where = f" in {blame}" if blame else ""
-            if self.hang.abort_reason:
-                return f"hang{where}: {self.hang.command!r} stuck ({self.hang.abort_reason})"
-            return f"hang{where}: {self.hang.command!r} did not finish within {self.hang.timeout:g}s"
-        if self.primary is not None:
-            return self.primary.title
-        if self.vm_died:
-            return f"VM died: {self.vm_died}"
-        return ""
-
-    def excerpt(self) -> str:
-        parts = [f.excerpt for f in self.findings]
-        if self.hang is not None and self.hang.dumps:
-            parts.append("--- task dumps (SysRq t, w) ---\n" + self.hang.dumps)
-        return "\n\n".join(parts)
-
-    def message(self) -> str:
-        text = self.title
-        if self.location:
-            text += f"\n  at {self.location}"
-        if self.findings:
-            text += "\n" + summarise(self.findings)
-        return text
+    def __init__(self, command: str, finding: Finding, *, vm: str = "") -> None:
+        super().__init__(f"the kernel reported {finding.title} while {command!r} ran; the command was "
+                         f"abandoned", vm=vm)
+        self.command, self.finding = command, finding
+        self.summary = f"{command!r} was abandoned as soon as the console showed the fault"
 
 
 def locate(finding: Finding, symbols: Symbolizer) -> Finding:
@@ -248,7 +189,8 @@ class VMSlot:
 
 
 class TestSession:
-    """Per-test view of the slot's VM: writes attribution markers, turns hangs into dumps + verdicts."""
+    """Per-test view of the slot's VM: writes attribution markers, abandons a command once the kernel
+    reported a fatal fault, turns hangs into dumps, and gathers the evidence for the test's verdicts."""
 
     __test__ = False
 
@@ -258,17 +200,27 @@ class TestSession:
         self.hang_timeout = hang_timeout
         self.booted = booted  # this test's VM was booted for it (its boot time is reported with it)
         self.hang: GuestHang | None = None
+        self.abandoned: GuestFault | None = None
+        self.vm_died = ""
+        self._aborting: Finding | None = None
+        self._reported_findings = 0
+        self._reported_hang = False
+        self._reported_death = False
+        self._reported_abandoned = False
         self.symbols: Symbolizer | None = None  # resolves the module's (and kernel's) frames to file:line
+        self._ended = False
 
     def begin(self) -> None:
         self._mark(begin_marker(self.nodeid))
 
     def end(self) -> None:
         if self.vm.is_alive():
+            self.check_kernel()  # while the test is still blamed: before its end marker
             try:
                 self._mark(end_marker(self.nodeid))
             except Exception:  # noqa: BLE001 - the VM may have just died; the verdict says so
                 pass
+        self._ended = True
 
     def _mark(self, line: str) -> None:
         self.vm.run(f"echo {shlex.quote('<5>' + line)} > /dev/kmsg", timeout=30)
@@ -276,16 +228,18 @@ class TestSession:
     def run(self, command: str, *, timeout: float | None = None, check: bool = False,
             input: str | bytes | None = None, user: str | None = None,
             abort: Callable[[], str | None] | None = None) -> CommandResult:
-        """Run a guest command; past the hang timeout, when the kernel reports the command's task hung,
-        or when `abort` gives a reason, the VM is dumped and killed (GuestHang)."""
+        """Run a guest command; abandoned as soon as the console shows a fatal fault (GuestFault, or
+        GuestHang for a hung task or lockup); past the hang timeout, or when `abort` gives a reason,
+        the VM is dumped (GuestHang)."""
         def stop() -> str | None:
-            return self._kernel_reported_hang() or (abort() if abort is not None else None)
+            return self._fatal_report() or (abort() if abort is not None else None)
 
+        self._aborting = None
         try:
             return self.vm.run(command, timeout=timeout or self.hang_timeout, check=check, input=input,
                                user=user, abort=stop)
         except CommandTimeout as exc:
-            raise self._handle_hang(exc) from exc
+            raise self._handle_stuck(exc) from exc
 
     def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
         """Copy a host file into the guest."""
@@ -295,17 +249,27 @@ class TestSession:
         """Copy a guest file to the host."""
         self.vm.get(remote, local)
 
-    def _kernel_reported_hang(self) -> str | None:
+    def _fatal_report(self) -> str | None:
+        """Why the running command will not come back: a report of a kind that aborts commands."""
         console = self.vm.console
         if console is None:
             return None
         for finding in console.findings(self.nodeid):
-            if finding.kind in HANG_KINDS:
+            if any(fault_kinds.kind(k).aborts_command for k in (finding.kind, *finding.kinds)):
+                self._aborting = finding
                 return f"the kernel reported {finding.title}"
         return None
 
-    def _handle_hang(self, exc: CommandTimeout) -> GuestHang:
+    def _handle_stuck(self, exc: CommandTimeout) -> GuestHang | GuestFault:
         vm = self.vm
+        finding = self._aborting if exc.abort_reason else None
+        running = vm.machine is not None and vm.machine.is_running()
+        if finding is not None and not (running and fault_kinds.kind(finding_kind(finding)).severity
+                                        is fault_kinds.Severity.CRITICAL):
+            # an oops (or a panic) printed the culprit's stack already: no task dumps, no waiting
+            vm.mark_broken(f"kernel fault: {finding.title}")
+            self.abandoned = GuestFault(exc.command, finding, vm=vm.name)
+            return self.abandoned
         console = Path(vm.machine.console_path()) if vm.machine else None
 
         def console_size() -> int:
@@ -327,8 +291,9 @@ class TestSession:
             time.sleep(0.5)
         dumps = read_tail(console, max(0, console_size() - offset)) if console else ""
         findings = vm.poll_findings()
-        vm.mark_broken(f"hang: {exc.command!r} exceeded {exc.timeout:g}s")
-        self.hang = GuestHang(exc, [f for f in findings], dumps[-200_000:])
+        vm.mark_broken(f"hang: {exc.command!r} exceeded {exc.timeout:g}s" if not exc.abort_reason
+                       else f"hang: {exc.abort_reason}")
+        self.hang = GuestHang(exc, list(findings), dumps[-200_000:])
         self.hang.abort_reason = exc.abort_reason
         return self.hang
 
@@ -339,31 +304,51 @@ class TestSession:
         try:
             self.vm.run(CHECK_SLABS, timeout=60)
         except VexfsError:
-            pass  # the VM died or hangs: the verdict below says so
+            pass  # the VM died or hangs: the verdict says so
 
-    def verdict(self, expected: tuple[str, ...]) -> Verdict:
-        self.check_kernel()
+    def _collect(self) -> list[Finding]:
+        """Read the console up to now; note a VM death; every finding of this test so far."""
         vm = self.vm
-        died = ""
-        if vm.machine is not None and not vm.machine.is_running():
-            died = vm.machine.exit_reason() or "QEMU exited"
-            vm.mark_broken(died)
-        if vm.console is not None:
-            vm.console.poll()
-            if died or self.hang:
-                vm.console.stop()  # read everything and finish pending reports
-            else:
-                time.sleep(0.2)
-                vm.console.poll()
-                vm.console.monitor.settle()
-        findings = vm.console.findings(self.nodeid) if vm.console else []
+        if not self.vm_died and vm.machine is not None and not vm.machine.is_running():
+            self.vm_died = vm.machine.exit_reason() or "QEMU exited"
+            vm.mark_broken(self.vm_died)
+        console = vm.console
+        if console is None:
+            return []
+        console.poll()
+        if self.vm_died or self.hang is not None or not vm.is_alive():
+            console.stop()  # read everything and finish pending reports
+        else:
+            time.sleep(0.2)
+            console.settle()
+        findings = console.findings(self.nodeid)
         if self.symbols is not None:
             findings = [locate(f, self.symbols) for f in findings]
-        if any(f.fatal for f in findings):
-            vm.mark_broken("kernel panic")
-        elif findings and any(set(f.kinds or (f.kind,)) & {
-                "oops", "gpf", "bug", "invalid_opcode", "soft_lockup", "hung_task", "rcu_stall", "slab_corruption",
-                "list_corruption"} for f in findings):
-            vm.mark_broken(f"kernel fault: {findings[0].title}")
-        return Verdict(findings, expected, self.hang, died)
+        return findings
 
+    def verdict(self, expected: tuple[str, ...] = ()) -> Verdict:
+        """Everything the test's kernel-log window holds so far; a fault that breaks the VM marks it broken."""
+        if not self._ended:
+            self.check_kernel()
+        findings = self._collect()
+        verdict = Verdict(findings, expected, self.hang, self.vm_died,
+                          abandoned=self.abandoned.summary if self.abandoned else "",
+                          dumps=self.hang.dumps if self.hang else "")
+        if verdict.faulted and verdict.breaks_vm:
+            self.vm.mark_broken(f"kernel fault: {verdict.title}")
+        return verdict
+
+    def phase_verdict(self, expected: tuple[str, ...] = ()) -> tuple[Verdict, Verdict]:
+        """(what happened since the last call, everything so far): each phase of a test (setup, call,
+        teardown) reports the faults that happened during it, once."""
+        whole = self.verdict(expected)
+        new = Verdict(whole.findings[self._reported_findings:], expected,
+                      None if self._reported_hang else whole.hang,
+                      "" if self._reported_death else whole.vm_died,
+                      abandoned="" if self._reported_abandoned else whole.abandoned,
+                      dumps="" if self._reported_hang else whole.dumps)
+        self._reported_findings = len(whole.findings)
+        self._reported_hang = whole.hang is not None
+        self._reported_death = bool(whole.vm_died)
+        self._reported_abandoned = bool(whole.abandoned)
+        return new, whole

@@ -97,9 +97,7 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
     try:
         yield session
     finally:
-        session.end()
-        if item.get_closest_marker("fresh_vm") or not vm.is_alive():
-            vexfs_slot.release(discard=True)
+        session.end()  # the VM is replaced (if the test broke it, or fresh_vm) after the teardown verdict
 
 
 @pytest.fixture(scope="session")

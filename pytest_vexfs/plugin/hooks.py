@@ -20,7 +20,9 @@ from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import CommandTimeout, ConfigError, SSHError, VMError
 from pytest_vexfs.module.profile import find_profile, load_seed_config
 from pytest_vexfs.domains import DOMAINS
-from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PROFILE_KEY, REAPED_KEY, SETTINGS_KEY, TEST_SESSION_KEY,
+from pytest_vexfs.faults import kinds as fault_kinds
+from pytest_vexfs.faults.verdict import Verdict
+from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PROFILE_KEY, REAPED_KEY, SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
                                       WORKER_RUN_ID, domain_of, run_id)
 from pytest_vexfs.plugin.options import add_options, resolve_settings
 
@@ -169,8 +171,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 # -- verdicts ------------------------------------------------------------------------------------
 
 _VM_ERRORS = (VMError, CommandTimeout, SSHError)
-#: faults after which a domain with stop_on_critical_failure stops the run
-CRITICAL_KINDS = {"panic", "oops", "gpf", "bug", "hang", "hung_task", "soft_lockup", "crash", "kasan"}
+_RECORDED_KEY = pytest.StashKey[set[str]]()
 
 
 def _expected_kinds(item: pytest.Item) -> tuple[str, ...]:
@@ -182,22 +183,33 @@ def _expected_kinds(item: pytest.Item) -> tuple[str, ...]:
     return tuple(marker.args)
 
 
+def _record(item: pytest.Item, report: pytest.TestReport, name: str, value: object) -> None:
+    """One property per test, on this phase's report and (before teardown) on the item, whose
+    user_properties every later report copies: pytest's junitxml writes those of the teardown report."""
+    recorded = item.stash.setdefault(_RECORDED_KEY, set())
+    if value in ("", None) or name in recorded:
+        return
+    recorded.add(name)
+    report.user_properties.append((name, value))
+    if report.when != "teardown":
+        item.user_properties.append((name, value))
+
+
+def _fail(report: pytest.TestReport, message: str) -> None:
+    original = report.longreprtext if report.longrepr else ""
+    report.outcome = "failed"
+    report.longrepr = message + ("\n\n" + original if original else "")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, Any]:
+    """The one verdict pipeline: after every phase (setup, call, teardown) of a test that touched a VM,
+    the faults of that phase fail it with the kernel's kind, title and excerpt; a VM they broke is
+    replaced after the test."""
     report = yield
-    if report.when != "call":
-        return report
-
-    def record(name: str, value: object) -> None:
-        # the call report feeds the reporting plugin; item.user_properties reaches the teardown report,
-        # which is the one pytest's junitxml writes <property> elements from
-        if value not in ("", None):
-            report.user_properties.append((name, value))
-            item.user_properties.append((name, value))
-
     domain = domain_of(item)
     if domain:
-        record("domain", domain)
+        _record(item, report, "domain", domain)
     session = item.stash.get(TEST_SESSION_KEY, None)
     if session is None:
         return report
@@ -205,30 +217,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     info = vm.describe()
     for name in ("kernel_release", "image_digest", "backend", "accelerator", "qemu_version", "vm_id",
                  "console_log"):
-        record(name, info.get(name, ""))
+        _record(item, report, name, info.get(name, ""))
     if session.booted and vm.boot_seconds is not None:
-        record("metric:vm_boot_seconds", round(vm.boot_seconds, 3))
+        _record(item, report, "metric:vm_boot_seconds", round(vm.boot_seconds, 3))
     expected = _expected_kinds(item)
-    verdict = session.verdict(expected)
-    if verdict.findings or verdict.hang or verdict.vm_died:
-        record("fault_kind", verdict.fault_kind)
-        record("fault_title", verdict.title)
-        record("fault_location", verdict.location)
-        report.sections.append((CONSOLE_SECTION, verdict.excerpt() or vm.console_tail()))
+    phase, whole = session.phase_verdict(expected)
+    if phase.faulted:
+        _record(item, report, "fault_kind", phase.fault_kind)
+        _record(item, report, "fault_title", phase.title)
+        _record(item, report, "fault_location", phase.location)
+        report.sections.append((CONSOLE_SECTION, phase.excerpt() or vm.console_tail()))
     vm_error = call.excinfo is not None and isinstance(call.excinfo.value, _VM_ERRORS)
-    if expected:
-        if verdict.expected_seen and (call.excinfo is None or vm_error):
+    if expected and report.when == "call":
+        if whole.expected_seen and (call.excinfo is None or vm_error):
             report.outcome = "passed"
             report.longrepr = None
-        elif not verdict.expected_seen:
-            seen = ", ".join(sorted(verdict.kinds)) or "no fault"
-            report.outcome = "failed"
-            report.longrepr = (f"expected a kernel fault of kind {' or '.join(expected)}, saw {seen}"
-                               + (f"\n\n{report.longreprtext}" if report.longrepr else ""))
-    elif verdict.findings or verdict.hang or verdict.vm_died:
-        original = report.longreprtext if report.longrepr else ""
-        report.outcome = "failed"
-        report.longrepr = verdict.message() + ("\n\n" + original if original else "")
-        if verdict.fault_kind in CRITICAL_KINDS and load_seed_config(item.path.parent).get("stop_on_critical_failure"):
-            item.session.shouldstop = f"stop_on_critical_failure: {verdict.title} in {item.nodeid}"
+        elif not whole.expected_seen:
+            seen = ", ".join(sorted(whole.kinds)) or "no fault"
+            _fail(report, f"expected a kernel fault of kind {' or '.join(expected)}, saw {seen}")
+    elif expected:  # setup or teardown of a test that expects a fault: only other faults fail it
+        unexpected = phase.unexpected
+        if unexpected or ((phase.hang is not None or phase.vm_died) and not whole.expected_seen):
+            _fail(report, Verdict(unexpected, expected, phase.hang, phase.vm_died).message())
+    elif phase.faulted:
+        _fail(report, phase.message())
+        if fault_kinds.kind(phase.fault_kind).stops_run \
+                and load_seed_config(item.path.parent).get("stop_on_critical_failure"):
+            item.session.shouldstop = f"stop_on_critical_failure: {phase.title} in {item.nodeid}"
+    if report.when == "teardown":
+        slot = item.config.stash.get(SLOT_KEY, None)
+        if slot is not None and slot.vm is vm and (item.get_closest_marker("fresh_vm") or not vm.is_alive()):
+            slot.release(discard=True)  # the next test gets a fresh VM
     return report

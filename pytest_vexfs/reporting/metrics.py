@@ -16,14 +16,17 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.exposition import default_handler
 
 from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.faults import kinds as fault_kinds
 
 from pytest_vexfs.reporting.redact import Redactor, redact_url
 from pytest_vexfs.reporting.results import FAILING, OUTCOMES, RUN_INCOMPLETE, RunInfo, TestResult, write_atomically
 
 JOB = "vexfs"
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
-#: Faults that mean the machine stopped working; the alert rules page on these.
-CRITICAL_FAULT_KINDS = ("panic", "hang", "hung_task", "soft_lockup", "hard_lockup", "rcu_stall")
+#: Metric labels of the faults that mean the machine stopped working; the alert rules page on these.
+CRITICAL_FAULT_KINDS = fault_kinds.metric_labels(fault_kinds.Severity.CRITICAL)
+#: Metric labels of kernel bugs the guest survived (oops, BUG, KASAN...); the alert rules warn on these.
+ERROR_FAULT_KINDS = fault_kinds.metric_labels(fault_kinds.Severity.ERROR)
 
 #: Performance figures with a dedicated gauge: metric name -> (gauge name, help).
 _DEDICATED = {
@@ -89,12 +92,13 @@ def build_registry(run: RunInfo, results: Sequence[TestResult],
         ratio.labels(domain).set(sum(r.outcome in FAILING for r in ran) / len(ran) if ran else 0.0)
         for r in in_domain:
             durations.labels(domain).observe(r.duration)
-    for kind in CRITICAL_FAULT_KINDS + ("oops", "bug", "warning"):
+    for label in CRITICAL_FAULT_KINDS + ERROR_FAULT_KINDS + ("warning",):
         for domain in domains or ["none"]:
-            faults.labels(kind, domain)  # present as 0, so alert expressions have a series
+            faults.labels(label, domain)  # present as 0, so alert expressions have a series
     for r in results:
         if r.finding is not None:
-            faults.labels(redact(r.finding.kind), r.domain).inc()
+            label = fault_kinds.kind(r.finding.kind).metric_label
+            faults.labels(redact(label), r.domain).inc()
 
     dedicated: dict[str, list[float]] = {}
     for r in results:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_vexfs.reporting.metrics import CRITICAL_FAULT_KINDS, build_registry
+from pytest_vexfs.reporting.metrics import CRITICAL_FAULT_KINDS, ERROR_FAULT_KINDS, build_registry
 from pytest_vexfs.reporting.results import Finding, RunInfo, TestResult
 
 MONITORING = Path(__file__).parents[2] / "monitoring"
@@ -59,7 +59,11 @@ def test_alert_rules_warn_on_failure_rate_and_page_on_panic_or_hang() -> None:
     critical = rules["VexfsKernelPanicOrHang"]
     assert critical["labels"]["severity"] == "critical"
     selector = re.search(r'kind=~"([^"]+)"', critical["expr"])
-    assert selector and set(selector.group(1).split("|")) == set(CRITICAL_FAULT_KINDS)
+    assert selector and set(selector.group(1).split("|")) == set(CRITICAL_FAULT_KINDS), \
+        "the paging rule must list the metric labels of the critical kinds in pytest_vexfs/faults/kinds.py"
+    selector = re.search(r'kind=~"([^"]+)"', rules["VexfsKernelOops"]["expr"])
+    assert selector and set(selector.group(1).split("|")) == set(ERROR_FAULT_KINDS), \
+        "the oops rule must list the metric labels of the error kinds in pytest_vexfs/faults/kinds.py"
     for rule in rules.values():
         assert rule["annotations"]["summary"] and rule["labels"]["severity"] in ("info", "warning", "critical")
 

@@ -1,0 +1,134 @@
+"""What the kernel log (and the harness) say about one test, or one phase of it.
+
+A :class:`Verdict` holds the findings of a test's kernel-log window, a hang (a guest command that never
+finished), a command abandoned because the kernel reported a fatal fault, and a VM death.  Its kind and
+title are the kernel's own: the primary finding is chosen by the precedence of
+:data:`pytest_vexfs.faults.kinds.TABLE`; a hang or a crash is named only when the kernel said nothing.
+Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from pytest_vexfs.errors import CommandTimeout
+from pytest_vexfs.faults import kinds as fault_kinds
+from pytest_vexfs.faults.kernel_log import Finding, summarise
+
+
+def finding_kind(finding: Finding) -> str:
+    """The kind that names ``finding``: the parser's primary kind (an oops that ended in a panic is an
+    oops, a list corruption caught by a BUG is a list corruption)."""
+    return finding.kind
+
+
+def primary_finding(findings: Sequence[Finding]) -> Finding | None:
+    """The finding that names the fault: the highest-precedence kind, the earliest of equals."""
+    if not findings:
+        return None
+    return min(enumerate(findings), key=lambda pair: (fault_kinds.rank(finding_kind(pair[1])), pair[0]))[1]
+
+
+@dataclasses.dataclass
+class Verdict:
+    """What the kernel log says about one test (or one phase of it)."""
+
+    findings: list[Finding]
+    expected: tuple[str, ...]
+    hang: CommandTimeout | None = None
+    """The command that outlived its hang timeout, or was abandoned for a hang-type kernel report."""
+    vm_died: str = ""
+    """Why the VM stopped under the test ("" if it did not)."""
+    abandoned: str = ""
+    """The command abandoned because the console showed a fatal fault ("" if none was)."""
+    dumps: str = ""
+    """Task dumps (SysRq w, t) taken for a hang."""
+
+    @property
+    def kinds(self) -> set[str]:
+        """Every kind seen: the findings' kinds and secondary kinds."""
+        return {k for f in self.findings for k in f.kinds} | {f.kind for f in self.findings}
+
+    @property
+    def faulted(self) -> bool:
+        """Whether anything went wrong at all (a finding, a hang or a VM death)."""
+        return bool(self.findings or self.hang is not None or self.vm_died)
+
+    @property
+    def expected_seen(self) -> bool:
+        """Whether a fault of an expected kind happened (a hang and a VM death count as theirs)."""
+        if not self.expected:
+            return False
+        seen = self.kinds | ({fault_kinds.HANG} if self.hang is not None else set()) \
+            | ({"panic", fault_kinds.CRASH} if self.vm_died else set())
+        return bool(seen & set(self.expected))
+
+    @property
+    def unexpected(self) -> list[Finding]:
+        """Findings none of whose kinds was expected."""
+        wanted = set(self.expected)
+        return [f for f in self.findings if not wanted & ({f.kind} | set(f.kinds))]
+
+    @property
+    def primary(self) -> Finding | None:
+        """The finding that names the fault (see :func:`primary_finding`)."""
+        return primary_finding(self.findings)
+
+    @property
+    def fault_kind(self) -> str:
+        """The kind reported for the test: the kernel's first fatal report, else ``hang`` or ``crash``."""
+        primary = self.primary
+        if primary is not None:
+            return finding_kind(primary)
+        if self.hang is not None:
+            return fault_kinds.HANG
+        return fault_kinds.CRASH if self.vm_died else ""
+
+    @property
+    def breaks_vm(self) -> bool:
+        """Whether the VM must be replaced before the next test."""
+        return self.hang is not None or bool(self.vm_died) or bool(self.abandoned) \
+            or any(fault_kinds.kind(k).breaks_vm for k in self.kinds)
+
+    @property
+    def location(self) -> str:
+        """file:line of the primary finding's blamed frame ("" when unknown)."""
+        primary = self.primary
+        return primary.location if primary is not None else ""
+
+    @property
+    def title(self) -> str:
+        """A stable one-line title: the primary finding's, or the hang's, or the VM death's."""
+        primary = self.primary
+        if primary is not None:
+            return primary.title
+        if self.hang is not None:
+            return f"hang: {self.hang.command!r} did not finish within {self.hang.timeout:g}s"
+        if self.vm_died:
+            return f"VM died: {self.vm_died}"
+        return ""
+
+    def excerpt(self) -> str:
+        """The console text of every finding, then the task dumps of a hang."""
+        parts = [f.excerpt for f in self.findings]
+        if self.dumps:
+            parts.append("--- task dumps (SysRq t, w) ---\n" + self.dumps)
+        return "\n\n".join(parts)
+
+    def message(self) -> str:
+        """The failure message: title, what happened to the running command, every finding."""
+        lines = [self.title]
+        if self.location:
+            lines.append(f"  at {self.location}")
+        if self.abandoned:
+            lines.append(self.abandoned)
+        elif self.hang is not None and self.findings:
+            reason = getattr(self.hang, "abort_reason", "")
+            lines.append(f"{self.hang.command!r} was abandoned: {reason}" if reason else
+                         f"{self.hang.command!r} did not finish within {self.hang.timeout:g}s")
+        if self.vm_died and self.findings:
+            lines.append(f"the VM died: {self.vm_died}")
+        if self.findings:
+            lines.append(summarise(self.findings))
+        return "\n".join(lines)
