@@ -309,7 +309,7 @@ class TestSession:
     def _collect(self) -> list[Finding]:
         """Read the console up to now; note a VM death; every finding of this test so far."""
         vm = self.vm
-        if not self.vm_died and vm.machine is not None and not vm.machine.is_running():
+        if not self.vm_died and not vm.destroyed and vm.machine is not None and not vm.machine.is_running():
             self.vm_died = vm.machine.exit_reason() or "QEMU exited"
             vm.mark_broken(self.vm_died)
         console = vm.console

@@ -125,6 +125,7 @@ class GuestVM:
         self.preload = preload
         self._restore_from = restore_from
         self._boot_deadline = 0.0
+        self.destroyed = False  # destroy() ran: the machine stopped because we stopped it
         self._on_finding = on_finding
 
     # -- boot ------------------------------------------------------------------------------------
@@ -411,6 +412,7 @@ class GuestVM:
 
     def destroy(self) -> None:
         """Stop QEMU, remove disks/sockets and the reaper record; safe to call repeatedly."""
+        self.destroyed = True
         self.disconnect()
         if self.console is not None:
             try:

@@ -122,6 +122,24 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
 
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object | None) -> None:
+    """An xdist worker died (pytest-xdist replaces it): reap what it left at once, before its
+    replacement boots VMs of the same names. Its QEMU died with it (PR_SET_PDEATHSIG); its VM
+    records, run directories and keys are removed here, and only those of dead processes."""
+    if error is None:
+        return
+    settings = node.config.stash.get(SETTINGS_KEY, None)
+    if settings is None or settings.backend != "qemu":
+        return
+    from pytest_vexfs.guest.image import default_cache_dir
+    from pytest_vexfs.guest.runstate import reap
+
+    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    if cache.exists():
+        reap(cache)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
     from pytest_vexfs.guest.image import KERNELS, default_cache_dir, image_digest

@@ -22,7 +22,7 @@ from pytest_vexfs.reporting.junit import add_console_excerpts
 from pytest_vexfs.reporting.recorder import Outcome, RunRecorder
 from pytest_vexfs.reporting.redact import Redactor, redact_url
 from pytest_vexfs.plugin.keys import run_id
-from pytest_vexfs.reporting.results import (CONSOLE_SECTION, FAILING, RunInfo, git_code_version,
+from pytest_vexfs.reporting.results import (CONSOLE_SECTION, FAILING, PHASES, RunInfo, git_code_version,
                                            result_from_phases)
 from pytest_vexfs.reporting.settings import ReportingSettings, resolve
 from pytest_vexfs.plugin.options import add_options, env_name, resolve_settings
@@ -57,6 +57,7 @@ def _redact_in_place(obj: object, redactor: Redactor, depth: int = 0) -> object:
         object.__setattr__(obj, name, _redact_in_place(value, redactor, depth + 1))
     return obj
 PLUGIN_NAME = "vexfs-reporting-run"
+CRASHES_PLUGIN_NAME = "vexfs-crashed-workers"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -81,7 +82,10 @@ def _env_name(config: pytest.Config) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     """Check the settings; on the controller, set up the run's recorder and its plugin object."""
     settings = load_settings(config)
-    if hasattr(config, "workerinput") or config.getoption("collectonly", False):
+    if hasattr(config, "workerinput"):
+        return
+    config.pluginmanager.register(CrashedWorkerReports(config), CRASHES_PLUGIN_NAME)
+    if config.getoption("collectonly", False):
         return
     redactor = Redactor()
     redactor.add_environment()
@@ -94,6 +98,47 @@ def pytest_configure(config: pytest.Config) -> None:
     recorder = RunRecorder(settings, run, redactor, explicit_code_version=bool(explicit))
     config.stash[RECORDER_KEY] = recorder
     config.pluginmanager.register(ReportingPlugin(config, recorder), PLUGIN_NAME)
+
+
+class CrashedWorkerReports:
+    """The test a dead xdist worker was running becomes one failed test in every report.
+
+    pytest-xdist reports it once, as a phase named ``???`` ("worker 'gw0' crashed while running ..."),
+    and never sends its teardown, so report writers that finish a test case at its teardown (pytest-html)
+    leave it out and our results saw a phase they did not know.  Here that report becomes the first phase
+    the test had not reported (setup, call or teardown: an error, a failure, an error), and an empty
+    teardown closes the test (controller only)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._phases: dict[str, set[str]] = {}
+        self._crashed: set[str] = set()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        """Name the crash report after the phase the test was in."""
+        seen = self._phases.pop(crashitem, set())
+        report.when = next((w for w in PHASES if w not in seen), "teardown")  # type: ignore[misc,assignment]
+        if report.when != "teardown":
+            self._crashed.add(crashitem)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> Generator[None, None, None]:
+        """Track each test's phases; after a crashed test's report, close the test with a teardown."""
+        result = yield
+        if report.when == "teardown":
+            self._phases.pop(report.nodeid, None)
+        elif report.when in PHASES:
+            self._phases.setdefault(report.nodeid, set()).add(report.when)
+        if report.nodeid in self._crashed:
+            self._crashed.discard(report.nodeid)
+            closing = pytest.TestReport(report.nodeid, report.location, keywords={}, outcome="passed",
+                                        longrepr=None, when="teardown")
+            for name in ("node", "worker_id", "item_index"):  # JUnit keys its test cases by the worker
+                if hasattr(report, name):
+                    setattr(closing, name, getattr(report, name))
+            self.config.hook.pytest_runtest_logreport(report=closing)
+        return result
 
 
 class ReportingPlugin:

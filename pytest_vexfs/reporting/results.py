@@ -42,6 +42,10 @@ FAILING = frozenset({"error", "failed"})
 
 RUN_RUNNING, RUN_COMPLETE, RUN_INCOMPLETE = "running", "complete", "incomplete"
 
+#: The phases of a test, in order.  A report of any other phase ends its test: pytest-xdist sends one
+#: (``when="???"``, "worker 'gw0' crashed while running ...") for the test a dead worker was running.
+PHASES = ("setup", "call", "teardown")
+
 
 class ResultsWriteError(VexfsError):
     """Writing a results file failed; carries the path."""
@@ -168,7 +172,14 @@ def call_trace_excerpt(console: str, max_lines: int = 60) -> str:
     return "\n".join(lines[first:min(end + 1, first + max_lines)])
 
 
+def _is_final(report: PhaseReport) -> bool:
+    """Whether no other phase report of its test follows (teardown, or a crashed worker's report)."""
+    return report.when not in PHASES[:2]
+
+
 def _outcome(phases: Mapping[str, PhaseReport], interrupted: bool) -> str:
+    if any(w not in PHASES and r.outcome == "failed" for w, r in phases.items()):
+        return "failed"  # the worker running the test died
     setup, call, teardown = phases.get("setup"), phases.get("call"), phases.get("teardown")
     if setup is not None and setup.outcome == "failed":
         return "error"
@@ -192,7 +203,7 @@ def result_from_phases(phases: Mapping[str, PhaseReport], redactor: Redactor | N
                        interrupted: bool = False, now: float | None = None) -> TestResult:
     """Fold the phase reports of one test into one :class:`TestResult`."""
     redactor = redactor or Redactor()
-    reports = [phases[w] for w in ("setup", "call", "teardown") if w in phases]
+    reports = [phases[w] for w in PHASES if w in phases] + [r for w, r in phases.items() if w not in PHASES]
     nodeid = reports[0].nodeid
     properties: dict[str, str] = {}
     metrics: dict[str, float] = {}
@@ -244,7 +255,7 @@ class ResultCollector:
         """Take one phase report; return the finished result after the teardown phase."""
         phases = self._pending.setdefault(report.nodeid, {})
         phases[report.when] = report
-        if report.when != "teardown":
+        if not _is_final(report):
             return None
         del self._pending[report.nodeid]
         result = result_from_phases(phases, self.redactor)
