@@ -40,6 +40,8 @@ class FaultKind:
     """Once the console shows it, the running guest command is abandoned (it will not come back)."""
     metric_label: str
     """The ``kind`` label of ``vexfs_kernel_faults`` (kinds that are one thing to an alert share one)."""
+    hang: bool = False
+    """A task or CPU that will not come back: the test hung (task dumps are taken, alerts say timeout)."""
     from_kernel: bool = True
     """Reported by the kernel (False: detected by the harness, e.g. a command that never finished)."""
 
@@ -65,16 +67,16 @@ TABLE: tuple[FaultKind, ...] = (
     FaultKind("slab_corruption", _E,       True,   False,  "slab_corruption"),
     FaultKind("list_corruption", _E,       True,   False,  "list_corruption"),
     FaultKind("panic",           _C,       True,   True,   "panic"),
-    FaultKind("soft_lockup",     _C,       True,   True,   "soft_lockup"),
-    FaultKind("hard_lockup",     _C,       True,   True,   "hard_lockup"),
-    FaultKind("hung_task",       _C,       True,   True,   "hung_task"),
+    FaultKind("soft_lockup",     _C,       True,   True,   "soft_lockup", hang=True),
+    FaultKind("hard_lockup",     _C,       True,   True,   "hard_lockup", hang=True),
+    FaultKind("hung_task",       _C,       True,   True,   "hung_task", hang=True),
     FaultKind("rcu_stall",       _C,       True,   False,  "rcu_stall"),  # may clear up: no abort
     FaultKind("ubsan",           _W,       False,  False,  "ubsan"),
     FaultKind("lockdep",         _W,       False,  False,  "lockdep"),
     FaultKind("kmemleak",        _W,       False,  False,  "kmemleak"),
     FaultKind("warning",         _W,       False,  False,  "warning"),
     FaultKind("crash",           _C,       True,   False,  "crash", from_kernel=False),  # VM died, no word
-    FaultKind("hang",            _C,       True,   False,  "hang", from_kernel=False),   # command timed out
+    FaultKind("hang",            _C,       True,   False,  "hang", hang=True, from_kernel=False),  # timed out
 )
 
 KINDS: dict[str, FaultKind] = {kind.name: kind for kind in TABLE}
@@ -84,6 +86,10 @@ if len(KINDS) != len(TABLE):  # pragma: no cover - a duplicated line in the tabl
 
 KERNEL_KINDS = frozenset(kind.name for kind in TABLE if kind.from_kernel)
 """Every kind the kernel-log parser may report."""
+HARNESS_KINDS = frozenset(kind.name for kind in TABLE if not kind.from_kernel)
+"""Kinds the harness records when the kernel said nothing (a hang, a VM that died)."""
+HANG_KINDS = frozenset(kind.name for kind in TABLE if kind.hang)
+"""Kinds that mean the test hung (a task or CPU that will not come back, or a command past its timeout)."""
 
 HANG = "hang"
 CRASH = "crash"

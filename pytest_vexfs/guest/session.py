@@ -264,8 +264,7 @@ class TestSession:
         vm = self.vm
         finding = self._aborting if exc.abort_reason else None
         running = vm.machine is not None and vm.machine.is_running()
-        if finding is not None and not (running and fault_kinds.kind(finding_kind(finding)).severity
-                                        is fault_kinds.Severity.CRITICAL):
+        if finding is not None and not (running and fault_kinds.kind(finding_kind(finding)).hang):
             # an oops (or a panic) printed the culprit's stack already: no task dumps, no waiting
             vm.mark_broken(f"kernel fault: {finding.title}")
             self.abandoned = GuestFault(exc.command, finding, vm=vm.name)

@@ -51,6 +51,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valid
                       ValidatorFunctionWrapHandler, field_validator)
 
 from pytest_vexfs.errors import ConfigError, VexfsError
+from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import KINDS
 
 from pytest_vexfs.reporting.history import ResultsStore
@@ -61,11 +62,11 @@ SCHEMA = "pytest-vexfs/alert/1"
 SEVERITIES = ("info", "warning", "critical")
 #: Fault kinds the harness itself records besides the kernel's: a guest command past its hang timeout,
 #: a VM that died without a kernel report.
-HARNESS_FAULT_KINDS = frozenset({"hang", "crash"})
+HARNESS_FAULT_KINDS = fault_kinds.HARNESS_KINDS
 FAULT_KINDS = KINDS | HARNESS_FAULT_KINDS
 #: A test that failed with one of these fault kinds hung (``test_timeout``): the harness's ``hang`` and
-#: the kernel's reports of a task or CPU that will not come back.
-HANG_FAULT_KINDS = frozenset({"hang", "hung_task", "soft_lockup", "hard_lockup"})
+#: the kernel's reports of a task or CPU that will not come back (faults/kinds.py, column ``hang``).
+HANG_FAULT_KINDS = fault_kinds.HANG_KINDS
 _PYTEST_TIMEOUT = re.compile(r"Timeout \(>[\d.]+s\) from pytest-timeout")
 #: Outcomes that say nothing about the code: left out of failure rates and regressions.
 NO_VERDICT = frozenset({"skipped", "interrupted"})

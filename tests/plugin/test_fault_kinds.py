@@ -41,6 +41,7 @@ def test_the_table_answers_every_question_one_way() -> None:
     assert not kinds.kind("warning").breaks_vm and not kinds.kind("warning").stops_run
     assert kinds.kind("oops").aborts_command and kinds.kind("hung_task").aborts_command
     assert not kinds.kind("rcu_stall").aborts_command  # a stall may clear up
+    assert {"hang", "hung_task", "soft_lockup", "hard_lockup"} == kinds.HANG_KINDS
     assert kinds.kind("not_in_the_table").breaks_vm  # a kind someone forgot to add errs on the safe side
     assert set(CRITICAL_FAULT_KINDS) == {k.metric_label for k in kinds.TABLE if k.severity is kinds.Severity.CRITICAL}
     assert "oops" in ERROR_FAULT_KINDS and kinds.kind("gpf").metric_label == "oops"
