@@ -207,6 +207,7 @@ class TestSession:
         self._reported_hang = False
         self._reported_death = False
         self._reported_abandoned = False
+        self._reported_breaking = False
         self.symbols: Symbolizer | None = None  # resolves the module's (and kernel's) frames to file:line
         self._ended = False
 
@@ -339,13 +340,19 @@ class TestSession:
 
     def phase_verdict(self, expected: tuple[str, ...] = ()) -> tuple[Verdict, Verdict]:
         """(what happened since the last call, everything so far): each phase of a test (setup, call,
-        teardown) reports the faults that happened during it, once."""
+        teardown) reports the faults that happened during it, once.  After a phase reported a fault that
+        broke the VM, what the broken kernel says next (a hung task reported again, the VM dying) is its
+        aftermath, not a new fault."""
         whole = self.verdict(expected)
-        new = Verdict(whole.findings[self._reported_findings:], expected,
-                      None if self._reported_hang else whole.hang,
-                      "" if self._reported_death else whole.vm_died,
-                      abandoned="" if self._reported_abandoned else whole.abandoned,
-                      dumps="" if self._reported_hang else whole.dumps)
+        if self._reported_breaking:
+            new = Verdict([], expected)
+        else:
+            new = Verdict(whole.findings[self._reported_findings:], expected,
+                          None if self._reported_hang else whole.hang,
+                          "" if self._reported_death else whole.vm_died,
+                          abandoned="" if self._reported_abandoned else whole.abandoned,
+                          dumps="" if self._reported_hang else whole.dumps)
+            self._reported_breaking = new.faulted and new.breaks_vm
         self._reported_findings = len(whole.findings)
         self._reported_hang = whole.hang is not None
         self._reported_death = bool(whole.vm_died)
