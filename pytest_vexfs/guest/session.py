@@ -326,9 +326,9 @@ class TestSession:
             findings = [locate(f, self.symbols) for f in findings]
         return findings
 
-    def verdict(self, expected: tuple[str, ...] = ()) -> Verdict:
+    def verdict(self, expected: tuple[str, ...] = (), *, check: bool = True) -> Verdict:
         """Everything the test's kernel-log window holds so far; a fault that breaks the VM marks it broken."""
-        if not self._ended:
+        if check and not self._ended:
             self.check_kernel()
         findings = self._collect()
         verdict = Verdict(findings, expected, self.hang, self.vm_died,
@@ -338,12 +338,12 @@ class TestSession:
             self.vm.mark_broken(f"kernel fault: {verdict.title}")
         return verdict
 
-    def phase_verdict(self, expected: tuple[str, ...] = ()) -> tuple[Verdict, Verdict]:
+    def phase_verdict(self, expected: tuple[str, ...] = (), *, check: bool = True) -> tuple[Verdict, Verdict]:
         """(what happened since the last call, everything so far): each phase of a test (setup, call,
         teardown) reports the faults that happened during it, once.  After a phase reported a fault that
         broke the VM, what the broken kernel says next (a hung task reported again, the VM dying) is its
         aftermath, not a new fault."""
-        whole = self.verdict(expected)
+        whole = self.verdict(expected, check=check)
         if self._reported_breaking:
             new = Verdict([], expected)
         else:
