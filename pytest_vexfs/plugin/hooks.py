@@ -136,8 +136,11 @@ def pytest_testnodedown(node: Any, error: object | None) -> None:
     from pytest_vexfs.guest.runstate import reap
 
     cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
-    if cache.exists():
-        reap(cache)
+    reaped = reap(cache) if cache.exists() else []
+    reporter = node.config.pluginmanager.get_plugin("terminalreporter")
+    if reaped and reporter is not None:
+        worker = getattr(getattr(node, "gateway", None), "id", "?")
+        reporter.write_line(f"vexfs: worker {worker} died; reaped what it left: {', '.join(r.name for r in reaped)}")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
