@@ -36,6 +36,7 @@ from pytest_vexfs.module.profile import find_profile  # noqa: E402
 FAULTS: dict[str, tuple[str, ...] | None] = {
     "warn": ("warning",),
     "null_deref": ("oops",),
+    "oops_stuck": ("oops",),  # an oops, then an rmmod that can never finish: abandoned at the oops
     "gpf": ("gpf", "oops"),
     "bug": ("bug", "invalid_opcode", "oops"),
     "panic": ("panic",),
@@ -72,6 +73,8 @@ def plant(word: str, session: TestSession, module: LoadedModule, control: str) -
         if word == "rmmod_hang":
             session.run("echo 1 > /sys/module/vexfsref/parameters/hang_on_exit", check=True)
             module.unload()
+        elif word == "oops_stuck":  # the oops leaves the control file busy, so rmmod never returns
+            session.run(f"(echo null_deref > {control}); rmmod {module.name}")
         else:
             session.run(f"echo {word} > {control}")
     except VexfsError:

@@ -104,6 +104,9 @@ class Verdict:
         if primary is not None:
             return primary.title
         if self.hang is not None:
+            reason = getattr(self.hang, "abort_reason", "")
+            if reason:  # given up before the timeout: the harness saw it stuck (e.g. rmmod in exit code)
+                return f"hang: {self.hang.command!r} stuck ({reason})"
             return f"hang: {self.hang.command!r} did not finish within {self.hang.timeout:g}s"
         if self.vm_died:
             return f"VM died: {self.vm_died}"
