@@ -104,8 +104,9 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("backend", _text, "qemu", "VM backend", "backend",
             choices=("qemu", "libvirt", "terraform", "static")),
-    Setting("kernel", _text, "6.12", "guest kernel: 6.12 (Debian 13), 6.1 (Debian 12)", "vm.kernel",
-            allowed="6.12, 6.1"),
+    Setting("kernel", _text, "6.12", "guest kernel: 6.12 (Debian 13), 6.1 (Debian 12), 6.12-debug (built from "
+            "linux-source-6.12 with KASAN, kmemleak, lockdep, UBSAN, fault injection)", "vm.kernel",
+            allowed="6.12, 6.1, 6.12-debug"),
     Setting("kernel_build", _text, "", "build tree of a kernel given by path (for module builds)",
             "vm.kernel_build"),
     Setting("accel", _text, "auto", "accelerator; auto probes KVM by booting and falls back to TCG",
@@ -350,18 +351,19 @@ def resolve(cli: Mapping[str, Any], ini: Mapping[str, Any], environ: Mapping[str
 
 
 def _check_kernel(value: str, source: str) -> None:
-    from pytest_vexfs.guest.image import KERNELS
+    from pytest_vexfs.guest.image import kernel_names
 
-    if value in KERNELS:
+    names = kernel_names()
+    if value in names:
         return
     path = Path(value).expanduser()
     if ("/" in value or value.startswith(".")) and not path.is_file():
         raise ConfigError(f"kernel file {value} does not exist", source=source, key="kernel",
-                          allowed=", ".join(KERNELS) + " or the path of a kernel image (vmlinux/bzImage)",
+                          allowed=", ".join(names) + " or the path of a kernel image (vmlinux/bzImage)",
                           hint="build your kernel first, or pick 6.12 or 6.1")
     if "/" not in value and not value.startswith("."):
         raise ConfigError(f"unknown kernel {value!r}", source=source, key="kernel",
-                          allowed=", ".join(KERNELS) + " or the path of a kernel image")
+                          allowed=", ".join(names) + " or the path of a kernel image")
 
 
 def check_budget(values: Mapping[str, Any], vm_count: int) -> None:

@@ -8,12 +8,14 @@ ci=false
 [ "${1:-}" = "--ci" ] && ci=true
 
 packages=(qemu-system-x86 qemu-utils debootstrap busybox-static e2fsprogs cpio zstd xz-utils
-          openssh-client kmod patch ca-certificates)
+          openssh-client kmod patch ca-certificates binutils)  # binutils: addr2line, file:line in reports
+# The debug kernel flavour (--vexfs-kernel 6.12-debug) is built from linux-source-6.12 on first use.
+debug_kernel=(gcc make libc6-dev flex bison bc perl libelf-dev ccache)
 if $ci; then
     # PostgreSQL for the results-history tests, promtool for the alert rules, amtool for
     # monitoring/alertmanager.yml, libvirt for the libvirt backend tests.
     packages+=(postgresql prometheus prometheus-alertmanager libvirt-daemon-system libvirt-dev pkg-config
-               python3-dev)
+               python3-dev "${debug_kernel[@]}")
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q

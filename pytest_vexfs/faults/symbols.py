@@ -44,8 +44,9 @@ class ElfObject:
     developer opens (the module's source directory)."""
 
     def __init__(self, path: Path, path_map: tuple[tuple[str, str], ...] = (),
-                 own_prefixes: tuple[str, ...] = ()) -> None:
+                 own_prefixes: tuple[str, ...] = (), tree: Path | None = None) -> None:
         self.path = Path(path)
+        self.tree = tree  # a kernel tree: file names are shown relative to it (mm/slub.c)
         self.path_map = path_map
         self.own_prefixes = own_prefixes
         self._symbols: dict[str, tuple[str, int]] | None = None
@@ -128,6 +129,9 @@ class ElfObject:
             if file.startswith(prefix):
                 file = replacement + file[len(prefix):]
                 break
+        else:
+            if self.tree is not None:
+                return SourceLine(_in_tree(file, self.tree), int(line), func)
         return SourceLine(_display_path(file), int(line), func)
 
 
@@ -146,8 +150,7 @@ class Symbolizer:
         """The kernel's own frames, if ``vmlinux`` carries line tables (a stripped one is ignored)."""
         if not vmlinux.is_file() or not _has_line_info(vmlinux):
             return False
-        path_map = ((str(source_tree).rstrip("/") + "/", ""),) if source_tree else ()
-        self.objects[_KERNEL] = ElfObject(vmlinux, path_map)
+        self.objects[_KERNEL] = ElfObject(vmlinux, tree=source_tree)
         return True
 
     def locate(self, text: str) -> list[tuple[int, SourceLine]]:
@@ -190,6 +193,16 @@ def frame_function(line: str) -> str | None:
 def _has_line_info(path: Path) -> bool:
     readelf = shutil.which("readelf")
     return readelf is not None and ".debug_line" in _run([readelf, "-SW", str(path)])
+
+
+def _in_tree(file: str, tree: Path) -> str:
+    """A kernel source file relative to its tree, whatever directory it was compiled in (ccache may hand
+    back an object compiled elsewhere): the longest tail of the path that exists in the tree."""
+    parts = Path(file).parts
+    for i in range(1, len(parts)):
+        if (tree / Path(*parts[i:])).is_file():
+            return str(Path(*parts[i:]))
+    return file
 
 
 def _display_path(file: str) -> str:

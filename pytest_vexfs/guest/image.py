@@ -63,6 +63,13 @@ KERNELS: dict[str, KernelFlavour] = {
 }
 DEFAULT_KERNEL = "6.12"
 
+
+def kernel_names() -> tuple[str, ...]:
+    """Every kernel name --vexfs-kernel accepts: the packaged flavours and the debug ones built from source."""
+    from pytest_vexfs.guest.debug_kernel import DEBUG_FLAVOURS
+
+    return tuple(KERNELS) + tuple(DEBUG_FLAVOURS)
+
 #: Modules the initramfs loads (with their dependencies) to reach the root disk and network.
 BOOT_MODULES = ("virtio_mmio", "virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net",
                 "virtio_console")  # the control channel; built in on 6.12, a module on 6.1
@@ -223,7 +230,17 @@ def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
               progress: Progress = _stderr_progress, build_tree: str | Path | None = None) -> Image:
     """Return the cached image for `kernel`, building it first if needed (serialised by a file lock).
 
-    `kernel` is a flavour name (6.12, 6.1) or the path of a kernel the user built."""
+    `kernel` is a flavour name (6.12, 6.1), a debug flavour (6.12-debug: built from the Debian source
+    package on first use, see guest/debug_kernel.py) or the path of a kernel the user built."""
+    from pytest_vexfs.guest.debug_kernel import DEBUG_FLAVOURS, get_debug_kernel
+
+    if kernel in DEBUG_FLAVOURS:
+        debug = DEBUG_FLAVOURS[kernel]
+        base = get_image(debug.base, cache_dir, progress=progress)
+        built = get_debug_kernel(debug, cache_dir or default_cache_dir(), progress)
+        digest = hashlib.sha256(f"{base.digest}:{built.digest}".encode()).hexdigest()[:16]
+        return dataclasses.replace(base, digest=digest, kernel_release=built.release, kernel_flavour=kernel,
+                                   kernel_override=built.vmlinux, build_tree=built.tree, compiler="host")
     if kernel not in KERNELS and ("/" in kernel or kernel.startswith(".")):
         base = get_image(DEFAULT_KERNEL, cache_dir, progress=progress)
         return custom_kernel_image(base, Path(kernel).expanduser(), Path(build_tree) if build_tree else None)

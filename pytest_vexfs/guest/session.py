@@ -28,6 +28,15 @@ HANG_DUMP_SETTLE = 3.0
 #: validates every cache it debugs (a write to a freed object, a redzone overwritten; caches it does not
 #: debug refuse with EINVAL).
 CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev/null; true"
+#: kmemleak (debug kernel): scan, and print what it finds to the console (verbose). It reports an object
+#: only once it is KMEMLEAK_MIN_AGE seconds old, so the check waits that long after the test began.
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+KMEMLEAK_MIN_AGE = 5.5
+_DEBUGFS = f"[ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; [ -e {KMEMLEAK} ]"
+SCAN_KMEMLEAK = (f"if {_DEBUGFS}; then sleep {{wait:.1f}}; echo 1 > /sys/module/kmemleak/parameters/verbose; "
+                 f"echo scan > {KMEMLEAK}; fi")
+#: before a VM's first test: what the boot itself left unreferenced is not the tests' doing
+PRIME_KMEMLEAK = f"if {_DEBUGFS}; then echo scan > {KMEMLEAK}; echo clear > {KMEMLEAK}; fi; true"
 
 
 class GuestHang(CommandTimeout):
@@ -210,8 +219,13 @@ class TestSession:
         self._reported_breaking = False
         self.symbols: Symbolizer | None = None  # resolves the module's (and kernel's) frames to file:line
         self._ended = False
+        self.began = time.monotonic()
 
     def begin(self) -> None:
+        if not self.vm.checks_primed:
+            self.vm.run(PRIME_KMEMLEAK, timeout=120)
+            self.vm.checks_primed = True
+        self.began = time.monotonic()
         self._mark(begin_marker(self.nodeid))
 
     def end(self) -> None:
@@ -301,8 +315,9 @@ class TestSession:
         """Have the guest kernel look for damage the test left (slab validation) while it is still blamed."""
         if not self.vm.settings.checked_boot or self.hang is not None or not self.vm.is_alive():
             return
+        wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - self.began))
         try:
-            self.vm.run(CHECK_SLABS, timeout=60)
+            self.vm.run(CHECK_SLABS + "; " + SCAN_KMEMLEAK.format(wait=wait) + "; true", timeout=120)
         except VexfsError:
             pass  # the VM died or hangs: the verdict says so
 

@@ -113,6 +113,7 @@ class GuestVM:
         self.broken_reason = ""
         self.boot_seconds: float | None = None
         self.boot_mode = ""
+        self.checks_primed = False  # kmemleak cleared of what the boot left (guest.session.PRIME_KMEMLEAK)
         self.machine: Machine | None = None
         self.agent: AgentConnection | None = None  # the fast command path (qemu backend)
         self._ssh: SSHConnection | None = None

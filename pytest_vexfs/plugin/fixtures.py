@@ -11,7 +11,8 @@ import pytest
 
 from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import ConfigError, VexfsError
-from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.faults.injection import FaultInjector
+from pytest_vexfs.guest.session import TestSession, VMSlot, locate
 from pytest_vexfs.module.build import BuiltModule, build_module
 from pytest_vexfs.module.loaded import LoadedModule
 from pytest_vexfs.module.profile import ModuleProfile, load_seed_config
@@ -155,3 +156,26 @@ def _vexfs_requires(request: pytest.FixtureRequest) -> None:
         pytest.skip(f"module {profile.name!r} lacks capability {', '.join(missing)} "
                     f"(profile {profile.path or 'derived'} capabilities: "
                     f"{', '.join(sorted(profile.capabilities)) or 'none'})")
+
+
+@pytest.fixture
+def vexfs_fault_injection(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_module: LoadedModule,
+                          vexfs_profile: ModuleProfile, vexfs_slot: VMSlot) -> Generator[FaultInjector, None, None]:
+    """Error paths on purpose: `vexfs_fault_injection.sweep("mount", "mount -t ... /mnt/x", cleanup=...)`
+    runs the command once per allocation failure point in the module's code (N = 1, 2, ...) until a run
+    passes with nothing injected, and returns the report (points tried, the first that broke, its stack).
+    Kernel findings during the sweep fail the test as any other. Needs the debug kernel (skips otherwise)."""
+    def findings() -> list:
+        console = vexfs_vm.vm.console
+        if console is None:
+            return []
+        console.poll()
+        return [locate(f, vexfs_slot.symbols) for f in console.findings(request.node.nodeid)]
+
+    injector = FaultInjector(vexfs_vm.run, findings, vexfs_module.name)
+    if not injector.available():
+        pytest.skip("fault injection needs a kernel with FAILSLAB and fail-nth: --vexfs-kernel 6.12-debug")
+    reports = injector.reports
+    yield injector
+    for report in reports:
+        request.node.user_properties.append((f"fault_injection:{report.operation}", report.summary()))
