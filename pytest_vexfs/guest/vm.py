@@ -51,11 +51,15 @@ WATCHDOG_THRESH = 2
 HUNG_TASK_CHECK_INTERVAL = 1
 RCU_STALL_TIMEOUT = 8
 #: The "checked boot": checkers every Debian kernel carries, switched on. SLUB debug (F sanity checks,
-#: Z redzones, P poisoning, U alloc/free tracking) on the kmalloc caches and the module's own caches
-#: (vexfs*), so that a use-after-free write, an out-of-bounds write or a double free of the module is
-#: reported; KFENCE samples an allocation every 100 ms (it also sees reads). After each test the harness
-#: has the kernel validate those caches (guest.session.CHECK_SLABS). Cost: benchmarks/checked_boot.py.
-CHECKED_CMDLINE = "slub_debug=FZPU,kmalloc-*,vexfs* kfence.sample_interval=100"
+#: Z redzones, P poisoning, U alloc/free tracking) on the small kmalloc caches (<= 256 bytes: a module's
+#: structures; the bigger ones carry network and page-sized buffers, where poisoning costs most) and the
+#: module's own caches (vexfs*), so that a use-after-free write, an out-of-bounds write or a double free of
+#: the module is reported; KFENCE samples an allocation of any size every 100 ms (it also sees reads).
+#: After each test the harness has the kernel validate those caches (guest.session.CHECK_SLABS).
+#: Cost: benchmarks/checked_boot.py.
+SLUB_DEBUG_CACHES = ("kmalloc-8", "kmalloc-16", "kmalloc-32", "kmalloc-64", "kmalloc-96", "kmalloc-128",
+                     "kmalloc-192", "kmalloc-256", "vexfs*")
+CHECKED_CMDLINE = f"slub_debug=FZPU,{','.join(SLUB_DEBUG_CACHES)} kfence.sample_interval=100"
 
 
 @dataclasses.dataclass

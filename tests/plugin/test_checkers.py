@@ -56,7 +56,8 @@ def test_planted_bugs_are_found_by_the_checked_boot(pytester: pytest.Pytester) -
 
         def test_clean_afterwards(vexfs_vm, vexfs_module):
             # the same checked boot, on a fresh VM (the corrupted ones were replaced)
-            assert "slub_debug=FZPU,kmalloc-*,vexfs*" in vexfs_vm.run("cat /proc/cmdline").stdout
+            from pytest_vexfs.guest.vm import CHECKED_CMDLINE
+            assert CHECKED_CMDLINE in vexfs_vm.run("cat /proc/cmdline").stdout
             assert vexfs_vm.run("cat /sys/kernel/slab/kmalloc-64/sanity_checks").stdout.strip() == "1"
     """)
     result = pytester.runpytest_subprocess(*ARGS)

@@ -489,7 +489,7 @@ def test_panic_right_after_a_lockup_report_joins_it() -> None:
     assert lockup.excerpt.splitlines()[-1].endswith("Kernel Offset: disabled")
 
 
-# Checked boot (slub_debug=FZPU on kmalloc-*, kfence.sample_interval=100, DEBUG_LIST) of the same kernel,
+# Checked boot (slub_debug=FZPU on the kmalloc caches, kfence.sample_interval=100, DEBUG_LIST) of the same kernel,
 # the reference module's planted bugs (refmod/vexfsref_fault.c), captured by the harness itself.
 CHECKED = [
     ("slub_uaf_write", ("slab_corruption", "use-after-free write in vexfsref_fault_uaf_write",
