@@ -175,9 +175,7 @@ class _Builder:
         t0 = time.monotonic()
         free = shutil.disk_usage(self.root).free
         if free < MIN_FREE_BYTES:
-            raise DiskFullError("check free disk", f"{free / 1024**3:.1f} GiB free under {self.root}, "
-                                f"{MIN_FREE_BYTES / 1024**3:.0f} GiB needed for a debug kernel build",
-                                hint=f"free space under {self.root} or point VEXFS_CACHE_DIR at a larger disk")
+            raise DiskFullError(str(self.root), "build the debug kernel", MIN_FREE_BYTES, free)
         self.out.mkdir(exist_ok=True)
         if not (self.tree / "Makefile").exists():
             shutil.rmtree(self.tree, ignore_errors=True)
@@ -206,8 +204,8 @@ class _Builder:
 
     def _fail(self, step: str, output: str, argv: list[str]) -> None:
         if "No space left on device" in output:
-            raise DiskFullError(step, output, hint=f"free space under {self.root} or point VEXFS_CACHE_DIR "
-                                                   f"at a larger disk")
+            raise DiskFullError(str(self.root), f"build the debug kernel ({step})", MIN_FREE_BYTES,
+                                shutil.disk_usage(self.root).free, output)
         raise KernelBuildError(step, output, hint=f"command was: {' '.join(argv)} (in {self.tree}); "
                                                   f"the full log is {self.log}")
 
