@@ -52,7 +52,6 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valid
 
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.faults import kinds as fault_kinds
-from pytest_vexfs.faults.kernel_log import KINDS
 
 from pytest_vexfs.reporting.history import ResultsStore
 from pytest_vexfs.reporting.redact import Redactor
@@ -60,10 +59,8 @@ from pytest_vexfs.reporting.results import FAILING, RunInfo, TestResult
 
 SCHEMA = "pytest-vexfs/alert/1"
 SEVERITIES = ("info", "warning", "critical")
-#: Fault kinds the harness itself records besides the kernel's: a guest command past its hang timeout,
-#: a VM that died without a kernel report.
-HARNESS_FAULT_KINDS = fault_kinds.HARNESS_KINDS
-FAULT_KINDS = KINDS | HARNESS_FAULT_KINDS
+#: What ``kernel_fault(...)`` may name: the kernel's kinds and the harness's (``hang``, ``crash``).
+FAULT_KINDS = frozenset(fault_kinds.KINDS)
 #: A test that failed with one of these fault kinds hung (``test_timeout``): the harness's ``hang`` and
 #: the kernel's reports of a task or CPU that will not come back (faults/kinds.py, column ``hang``).
 HANG_FAULT_KINDS = fault_kinds.HANG_KINDS
