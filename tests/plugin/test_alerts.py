@@ -328,34 +328,36 @@ def test_regression_compares_with_the_previous_comparable_run(pytester: pytest.P
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["single", "xdist"])
 def test_ctrl_c_still_alerts_with_what_finished(pytester: pytest.Pytester, receiver: Receiver,
                                                 xdist: tuple[str, ...]) -> None:
-    started = pytester.path / "started"
-    # with xdist, the blocked tests wait until test_a's report has had time to reach the controller
+    started, reported = pytester.path / "started", pytester.path / "a_reported"
+    # the controller says when test_a's result has reached it (with xdist it comes from a worker)
+    pytester.makeconftest(f"""
+        import os, pathlib
+
+        def pytest_runtest_logreport(report):
+            if (report.when == "teardown" and report.nodeid.endswith("test_a_fails")
+                    and not os.environ.get("PYTEST_XDIST_WORKER")):
+                pathlib.Path({str(reported)!r}).touch()
+    """)
     pytester.makepyfile(test_stop=f"""
         import pathlib, time
 
         def test_a_fails():
-            pathlib.Path("a_done").touch()
             assert False
 
-        def wait_for_ctrl_c():
-            while not pathlib.Path("a_done").exists():
-                time.sleep(0.1)
-            time.sleep(2)
+        def test_b_waits_for_ctrl_c():
             pathlib.Path({str(started)!r}).touch()
             time.sleep(120)
 
-        def test_b_waits_for_ctrl_c():
-            wait_for_ctrl_c()
-
         def test_c_waits_too():
-            wait_for_ctrl_c()
+            pathlib.Path({str(started)!r}).touch()
+            time.sleep(120)
     """)
     path = alerts_file(pytester, receiver.url, [("High Failure Rate", "failure_rate > 0.1", "warning")])
     proc = subprocess.Popen([sys.executable, "-m", "pytest", *ARGS, *xdist, "--vexfs-alerts", str(path)],
                             cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not started.exists():
+        while not (started.exists() and reported.exists()):
             assert proc.poll() is None and time.monotonic() < deadline, "the inner run did not start"
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
