@@ -191,7 +191,9 @@ class Explorer:
             raise ExplorationStopped(self._broken("the kernel reported " + "; ".join(faults)), self.ops)
         for step, answer in zip(steps, answers):
             if step.number:
-                self.results[step.number] = f"{answer[0]} {answer[1]}".strip()
+                shown = (f"(tree of {answer[1].count(chr(0x1e)) + bool(answer[1])} entries)" if step.check == "tree"
+                         else answer[1])
+                self.results[step.number] = f"{answer[0]} {shown}".strip()
             problem = self._compare(step, answer)
             if problem:
                 self.failed = True

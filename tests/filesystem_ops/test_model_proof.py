@@ -15,8 +15,10 @@ MODES = ["zero_past_64k", "stale_truncate", "subdir_lost", "rename_undone", "fsy
 #: proven in every run (CI included); the others take minutes of exploration under TCG and run in the
 #: long mode (--vexfs-explore true, nightly)
 QUICK = {"zero_past_64k"}
-#: the same generator and budget for every mode: the checker is not told which one is planted
+#: the same generator and budget for every mode: the checker is not told which one is planted (the
+#: quick mode in every run gets a third of it)
 PROOF_BUDGET = Budget(examples=60, steps=30, seconds=0.0, seed=20261130)
+QUICK_BUDGET = Budget(examples=20, steps=30, seconds=0.0, seed=20261130)
 
 
 def reproducer_ops(path):
@@ -35,7 +37,7 @@ def test_planted_bug_is_found_and_shrunk(mode, request, vexfs_profile, vexfs_set
     if mode not in QUICK and not vexfs_settings.explore:
         pytest.skip(f"{mode}: long mode only (--vexfs-explore true)")
     vexfs_model = request.getfixturevalue("vexfs_model")  # after the skips: no VM is set up for nothing
-    vexfs_model.budget = PROOF_BUDGET
+    vexfs_model.budget = PROOF_BUDGET if vexfs_settings.explore else QUICK_BUDGET
     vexfs_model.rig.reload_module(silent=mode)
     start = time.monotonic()
     with pytest.raises(Discrepancy) as found:
@@ -50,3 +52,29 @@ def test_planted_bug_is_found_and_shrunk(mode, request, vexfs_profile, vexfs_set
         vexfs_model.replay(ops)  # still faulty
     vexfs_model.rig.reload_module()  # clean
     vexfs_model.replay(ops)
+
+
+#: the shortest sequence that shows each planted bug (what the exploration should shrink to)
+MINIMAL = {
+    "zero_past_64k": [("create", "a", 0o644), ("write", "a", 65536, 1, 0)],
+    "stale_truncate": [("create", "a", 0o644), ("write", "a", 0, 100, 1), ("truncate", "a", 10),
+                       ("truncate", "a", 100)],
+    "subdir_lost": [("mkdir", "d", 0o755), ("create", "d/a", 0o644), ("remount",)],
+    "rename_undone": [("mkdir", "d", 0o755), ("create", "a", 0o644), ("rename", "a", "d/a"), ("remount",)],
+    "fsync_lost": [("create", "a", 0o644), ("write", "a", 0, 100, 1), ("fsync", "a"), ("power_cut",)],
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_planted_bug_minimal_sequence_is_caught(mode, request, vexfs_profile):
+    """Each planted bug's shortest sequence fails on the faulty module and passes on the clean one (the
+    checker's detection: remount tree comparison, power-cut durability, read-back after write/truncate)."""
+    if vexfs_profile.name != "vexfsref":
+        pytest.skip("the planted bugs are the reference module's")
+    vexfs_model = request.getfixturevalue("vexfs_model")
+    vexfs_model.rig.reload_module(silent=mode)
+    with pytest.raises(Discrepancy) as found:
+        vexfs_model.replay(MINIMAL[mode])
+    print(found.value.args[0])
+    vexfs_model.rig.reload_module()
+    vexfs_model.replay(MINIMAL[mode])
