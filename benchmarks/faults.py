@@ -7,7 +7,9 @@ Uses the harness exactly as the pytest plugin does (VM slot, test session with k
 handling, verdict, replacement VMs restored from the snapshot with the module preloaded) against the
 reference module's fault-injection file, its fail_init and hang_on_exit parameters, and the memory
 accounting leak check. Prints one line per fault and, as its last line, one JSON object
-{kind: {"detect_s": ..., "fresh_vm_s": ..., "verdict": ..., "detected": ...}}.
+{kind: {"detect_s": ..., "fresh_vm_s": ..., "verdict": ..., "detected": ..., "hang_reported_s": ...}}:
+for hangs, hang_reported_s is when the kernel (or the stuck-rmmod watch) reported it, detect_s also
+includes the SysRq task dumps taken before the verdict.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ def main() -> None:
                 seen, title = plant(word, session, module, profile.fault_control)
                 verdict = session.verdict(expected or ())
                 detect = time.monotonic() - start
+                # a hang is reported (kernel detector or stuck rmmod) before its task dumps are taken
+                reported = session.hang_reported_at - start if session.hang_reported_at else None
                 session.end()
                 caught = bool(expected) and (verdict.expected_seen or seen in (expected or ()))
                 slot.release(discard=True)  # every fault test gets a fresh VM afterwards
@@ -123,8 +127,10 @@ def main() -> None:
                 results[word] = {"expected": list(expected) if expected else None,
                                  "verdict": seen or verdict.fault_kind, "title": title or verdict.title,
                                  "detected": caught, "detect_s": round(detect, 2), "fresh_vm_s": round(fresh, 2),
+                                 "hang_reported_s": round(reported, 2) if reported is not None else None,
                                  "fresh_vm_phases": fresh_vm.phases}
                 note = "" if expected else "  (no detector in this kernel)"
+                note += f"  (hang reported after {reported:.2f}s)" if reported is not None else ""
                 print(f"{word:14} {seen or verdict.fault_kind:16} detected={caught!s:5} in {detect:6.2f}s, "
                       f"fresh VM in {fresh:5.2f}s  {(title or verdict.title)[:70]}{note}", file=sys.stderr)
         finally:

@@ -217,6 +217,9 @@ class TestSession:
         self._reported_death = False
         self._reported_abandoned = False
         self._reported_breaking = False
+        #: time.monotonic() when a running command was first given up on (a fatal kernel report or
+        #: the abort callback's reason), before any task dumps are taken
+        self.hang_reported_at: float | None = None
         self.symbols: Symbolizer | None = None  # resolves the module's (and kernel's) frames to file:line
         self._ended = False
         self.began = time.monotonic()
@@ -247,7 +250,10 @@ class TestSession:
         GuestHang for a hung task or lockup); past the hang timeout, or when `abort` gives a reason,
         the VM is dumped (GuestHang)."""
         def stop() -> str | None:
-            return self._fatal_report() or (abort() if abort is not None else None)
+            reason = self._fatal_report() or (abort() if abort is not None else None)
+            if reason and self.hang_reported_at is None:
+                self.hang_reported_at = time.monotonic()
+            return reason
 
         self._aborting = None
         try:
