@@ -252,18 +252,6 @@ class GuestVM:
             assert self._ssh is not None
             return self._ssh
 
-    def connect_ssh_in_background(self) -> threading.Thread:
-        """Open the SSH connection in a thread (errors surface on the next use of `ssh`)."""
-        def connect() -> None:
-            try:
-                self.ssh  # noqa: B018 - the property connects
-            except Exception:  # noqa: BLE001
-                pass
-
-        thread = threading.Thread(target=connect, name=f"ssh-{self.name}", daemon=True)
-        thread.start()
-        return thread
-
     def _start_console(self, console: Path) -> None:
         monitor = KernelLogMonitor(ignore=self.settings.ignore_patterns)
         self.console = ConsoleFollower(console, monitor, on_finding=self._on_finding).start()

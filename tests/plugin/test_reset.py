@@ -1,6 +1,7 @@
 """Reset, not reboot: after a fault, the next test that uses the module gets a VM restored from a snapshot
 in which the module is already loaded (nobody runs insmod in it), in about the restore time; a test
-that does not ask for the module gets a plain VM."""
+that does not ask for the module gets a plain VM. And a hang is a hang in seconds: an rmmod stuck in
+the module's exit is reported as such long before its time limit."""
 
 from __future__ import annotations
 
@@ -49,3 +50,19 @@ def test_the_vm_after_a_fault_comes_with_the_module_loaded(pytester: pytest.Pyte
     after = metrics("test_after_the_panic")
     assert "vm_boot_seconds" in after and "module_load_seconds" not in after, after  # booted with it loaded
     assert "vm_boot_seconds" in metrics("test_without_the_module")  # after fresh_vm: a plain VM
+
+
+def test_a_stuck_rmmod_is_a_hang_long_before_its_time_limit(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_rmmod="""
+        import pytest
+
+        @pytest.mark.hang_timeout(300)
+        def test_rmmod_hangs(vexfs_vm, vexfs_module):
+            vexfs_vm.run("echo 1 > /sys/module/vexfsref/parameters/hang_on_exit", check=True)
+            vexfs_module.unload()  # its own limit: 30 s at least
+    """)
+    result = pytester.runpytest_subprocess(*ARGS)
+    result.assert_outcomes(failed=1)
+    # the stuck-exit watch gave up on rmmod, not the 30 s limit nor the 300 s hang timeout
+    result.stdout.fnmatch_lines(["*hang: 'rmmod vexfsref' stuck (rmmod stuck in vexfsref's exit for *"
+                                 "kernel stack unchanged for *vexfsref_hang_forever*"])
