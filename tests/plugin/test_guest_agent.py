@@ -66,10 +66,15 @@ def test_timeout_kills_the_command_and_keeps_its_output(two_vms: tuple[GuestVM, 
 
 def test_a_command_costs_milliseconds(two_vms: tuple[GuestVM, GuestVM]) -> None:
     vm, _ = two_vms
-    durations = sorted(vm.run("true", check=True).duration for _ in range(15))
-    # the goal is 10 ms; on a loaded 2-core host under TCG this only guards against falling back to a
-    # process start per command (~50 ms for bash alone) or to SSH (~130 ms)
-    assert durations[len(durations) // 2] < 0.1, durations
+    fast, ssh = [], []
+    for _ in range(15):  # interleaved: the host's load moves both alike
+        fast.append(vm.run("true", check=True).duration)
+        ssh.append(vm.ssh.run("true", check=True).duration)
+    fast.sort()
+    ssh.sort()
+    # the goal is 10 ms (benchmarks/boot.py measures it); on a loaded 2-core host under TCG this only
+    # guards against a process start per command (~50 ms for bash alone) or a fallback to SSH
+    assert fast[7] < ssh[7] / 2, (fast, ssh)
 
 
 def test_files_travel_through_the_agent(two_vms: tuple[GuestVM, GuestVM], tmp_path: Path) -> None:
