@@ -55,7 +55,7 @@ def _find_section(config: pytest.Config) -> AlertsConfig | None:
     return load_alerts_file(path, domains)
 
 
-@pytest.hookimpl(trylast=True)  # after the core plugin (settings, domains) and the reporting plugin (recorder)
+@pytest.hookimpl(trylast=True)  # after the core (settings), reporting (recorder) and collect (domains)
 def pytest_configure(config: pytest.Config) -> None:
     """Check the alerts section at start (a bad rule is a usage error naming it); on the controller,
     register the plugin object that sends the alerts at the end."""

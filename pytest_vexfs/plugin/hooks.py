@@ -42,10 +42,10 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
                   type="linelist", default=[])
     from pytest_vexfs.plugin import alerts, collect, fixtures, fs_fixtures, model_fixtures, reporting
 
-    # alerts before collect: both configure trylast, the later registered first, and alerts needs the
-    # domains collect adds
-    for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-alerts", alerts),
-                         ("vexfs-fs", fs_fixtures), ("vexfs-collect", collect), ("vexfs-model", model_fixtures)):
+    # alerts after collect: both configure trylast (trylast ones run in registration order), and alerts
+    # checks its rules against the domains collect adds
+    for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-fs", fs_fixtures),
+                         ("vexfs-collect", collect), ("vexfs-alerts", alerts), ("vexfs-model", model_fixtures)):
         if not pluginmanager.is_registered(module):
             pluginmanager.register(module, name)
 

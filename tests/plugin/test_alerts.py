@@ -294,6 +294,19 @@ def test_bad_condition_stops_the_run_at_start_naming_the_rule(pytester: pytest.P
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
+def test_domains_of_the_project_may_be_named(pytester: pytest.Pytester, receiver: Receiver) -> None:
+    # one from the ini key, one from the pytest_vexfs_domains hook (added after the core's configure)
+    pytester.makeini("[pytest]\nvexfs_domains = fuzzing\n")
+    pytester.makeconftest("def pytest_vexfs_domains(config):\n    return ['compression']\n")
+    pytester.makepyfile(**{"compression/test_zip": "def test_zip_breaks():\n    assert False\n"})
+    path = alerts_file(pytester, receiver.url, [("Fuzzing", "failure_rate{domain=fuzzing} > 0", "info"),
+                                                ("Compression", "failure_rate{domain=compression} > 0.5", "info")])
+    result = pytester.runpytest_subprocess(*ARGS, "--vexfs-alerts", str(path))
+    result.assert_outcomes(failed=1)
+    assert [post["body"]["rule"] for post in receiver.posts] == ["Compression"]
+    assert receiver.posts[0]["body"]["tests"][0]["domain"] == "compression"
+
+
 def test_regression_compares_with_the_previous_comparable_run(pytester: pytest.Pytester, receiver: Receiver,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makepyfile(test_flip="""
