@@ -96,3 +96,17 @@ def test_writes_past_a_declared_limit_expect_efbig(host_fsexec: Path, tmp_path: 
     explorer.finish()
     assert explorer.results[2].startswith("ok 9152 ")  # a short write up to the limit
     assert explorer.results[3] == "EFBIG" and explorer.results[4] == "EFBIG"
+
+
+def test_long_mode_raises_only_the_budgets_left_at_their_defaults(tmp_path: Path) -> None:
+    from pytest_vexfs import settings as cfg
+    from pytest_vexfs.model.run import Budget
+
+    def budget(cli: dict[str, str]) -> Budget:
+        s = cfg.resolve(cli, {}, {}, tmp_path, None)
+        return Budget.from_settings(s.values, s.sources)
+
+    assert budget({}) == Budget(examples=6, steps=40, seconds=0.0, seed=None)
+    assert budget({"explore": "true"}) == Budget(examples=100, steps=100, seconds=1800.0, seed=None)
+    assert budget({"explore": "true", "model_examples": "7", "model_seed": "42"}) == \
+        Budget(examples=7, steps=100, seconds=1800.0, seed=42)
