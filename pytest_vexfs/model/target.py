@@ -86,7 +86,7 @@ class ModelRig:
         if self.built is None:  # a filesystem of the guest kernel itself (ext4 as a control): no module
             self.module = None
         else:
-            self._load_module(put)
+            self._load_module(put, tools=format)
         self.fs = MountedFilesystem(self.session, self.profile, ko_path=self.module.guest_ko if self.module else "",
                                     mountpoint=self.mountpoint, format=format)
         if format:
@@ -96,10 +96,13 @@ class ModelRig:
         self.executor = GuestExecutor(self.session, self.mountpoint, put, self.binary)
         self.executor.install()
 
-    def _load_module(self, put: Any) -> None:
+    def _load_module(self, put: Any, *, tools: bool) -> None:
         assert self.built is not None
         self.module = LoadedModule(self.session, self.built, self.profile, put=put)
-        if not self.module.is_installed():
+        if not tools:  # after a power cut: the filesystem exists, so mkfs and the other tools are not needed
+            self.session.run(f"mkdir -p {shlex.quote(str(Path(self.module.guest_ko).parent))}", check=True)
+            put(self.built.ko, self.module.guest_ko)
+        elif not self.module.is_installed():
             self.module.install()
         if self.load_params and self.module.is_loaded():
             self.module.unload()  # loaded by an earlier test without this rig's parameters
