@@ -21,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from pytest_vexfs.privacy import private_dir
 from pytest_vexfs.errors import HostToolMissing, VMBootError, VMError
 from pytest_vexfs.backends.qmp import QMPClient, QMPError
 from pytest_vexfs.guest.runstate import socket_dir
@@ -151,7 +152,7 @@ class QemuMachine(Machine):
     # -- lifecycle -------------------------------------------------------------------------------
     def prepare_disks(self) -> None:
         spec = self.spec
-        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(spec.run_dir)  # the root disk overlay holds the guest's keys
         self.sock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if spec.base_disk is None:
             raise VMError("MachineSpec.base_disk is required for the qemu backend", vm=spec.name)

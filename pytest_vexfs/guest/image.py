@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 
 import filelock
 
+from pytest_vexfs.privacy import private_dir
 from pytest_vexfs.diskspace import disk_full_is_clear, free_bytes, require_free
 from pytest_vexfs.errors import ConfigError, DiskFullError, HostToolMissing, ImageBuildError
 
@@ -245,11 +246,12 @@ def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
         base = get_image(DEFAULT_KERNEL, cache_dir, progress=progress)
         return custom_kernel_image(base, Path(kernel).expanduser(), Path(build_tree) if build_tree else None)
     flavour = resolve_flavour(kernel)
-    cache = (cache_dir or default_cache_dir()) / "images"
-    cache.mkdir(parents=True, exist_ok=True)
+    private_dir(cache_dir or default_cache_dir())  # images, snapshots and runs hold SSH keys
+    cache = private_dir((cache_dir or default_cache_dir()) / "images")
     digest = image_digest(flavour)
     final = cache / f"{flavour.name}-{digest}"
     if (final / "manifest.json").exists() and Image.load(final).initrd.exists():
+        private_dir(final)  # its disk holds the guest's SSH host key
         return Image.load(final)
     with filelock.FileLock(str(cache / f".{flavour.name}-{digest}.lock")):
         builder = ImageBuilder(flavour, cache, digest, progress)

@@ -31,6 +31,7 @@ from pytest_vexfs.backends import get_backend
 from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec, read_tail
 from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
 from pytest_vexfs.diskspace import disk_full_is_clear
+from pytest_vexfs.privacy import is_private, make_private, private_dir, private_file
 from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMBootPanic, VMCrashed, VMError
 from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
@@ -163,10 +164,9 @@ class GuestVM:
             return self
         self.state = VMState.BOOTING
         start = time.monotonic()
-        run_dir = self.settings.cache_dir / "run" / self.name
+        run_dir = private_dir(self.settings.cache_dir / "run") / self.name
         console = self.settings.artifacts_dir / "consoles" / f"{self.name}.log"
-        console.parent.mkdir(parents=True, exist_ok=True)
-        console.write_bytes(b"")
+        private_file(private_dir(console.parent) / console.name)  # consoles show keys being used
         try:
             qemu = self.settings.backend == "qemu"
             snap = self._restore_from or (ensure_snapshot(self.image, self.settings, self.accel, self.preload)
@@ -480,8 +480,7 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
     """Return the cached snapshot for this image and machine shape, cold-booting once to make it; with
     `preload`, a snapshot derived from it in which the preload's steps are done (restored once to
     make it), so a replacement VM comes with, say, the module under test already loaded."""
-    root = settings.cache_dir / "snapshots"
-    root.mkdir(parents=True, exist_ok=True)
+    root = private_dir(settings.cache_dir / "snapshots")
     key = snapshot_key(image, settings, accel)
     needed = (settings.memory_mb + SNAPSHOT_OVERHEAD_MB) * 1024**2  # the RAM file, state and disk
     base = _ensure(root, key, lambda out: _make_snapshot(image, settings, accel, out), needed)
@@ -495,6 +494,8 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
 def _ensure(root: Path, key: str, make: Callable[[Path], None], needed: int) -> Snapshot:
     snap = Snapshot(root / key)
     if snap.state.exists():
+        if not is_private(snap.path):  # saved by an older version, readable by everyone
+            make_private(snap.path)
         return snap
     with filelock.FileLock(str(root / f".{key}.lock")):
         if snap.state.exists():
@@ -505,6 +506,7 @@ def _ensure(root: Path, key: str, make: Callable[[Path], None], needed: int) -> 
         try:
             with disk_full_is_clear(root, needed, "save a VM snapshot"):
                 make(tmp)
+            make_private(tmp)  # files QEMU wrote (state, RAM) follow the umask
             os.rename(tmp, snap.path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
