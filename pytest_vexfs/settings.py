@@ -389,3 +389,20 @@ def check_budget(values: Mapping[str, Any], vm_count: int) -> None:
                                  hint="use fewer workers (-n), smaller VMs, or raise the limits in the "
                                       "environment file")
 
+
+
+def markdown_table() -> str:
+    """The settings table as README shows it (README's copy is checked against this by a test)."""
+    rows = ["| option | variable | ini key | environment file | default | meaning |", "|---|---|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "" if s.default in ("", None) else str(s.default).lower() if isinstance(s.default, bool) \
+            else f"{s.default:g}" if isinstance(s.default, float) else str(s.default)
+        allowed = s.allowed or ", ".join(s.choices)
+        meaning = s.help.replace("|", "\\|") + (f" ({allowed})" if allowed and allowed not in s.help else "")
+        rows.append(f"| `{s.cli}` | `{s.env_var}` | `{s.ini}` | {f'`{s.env_file_key}`' if s.env_file_key else ''} "
+                    f"| {f'`{default}`' if default else ''} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -93,3 +93,14 @@ def test_bad_environment_file_is_one_paragraph(project: pytest.Pytester, text: s
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])
     result.stderr.no_fnmatch_line("*Traceback*")
+
+
+def test_readme_shows_the_settings_table() -> None:
+    from pathlib import Path
+
+    from pytest_vexfs.settings import markdown_table
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("<!-- settings table: python -m pytest_vexfs.settings -->\n")
+    end = readme.index("<!-- end of settings table -->")
+    assert readme[start:end].split("\n", 1)[1] == markdown_table(), "run: python -m pytest_vexfs.settings"
