@@ -21,9 +21,10 @@ from pytest_vexfs.errors import CommandTimeout, ConfigError, SSHError, VMError
 from pytest_vexfs.module.profile import find_profile, load_seed_config
 from pytest_vexfs.domains import DOMAINS
 from pytest_vexfs.faults import kinds as fault_kinds
+from pytest_vexfs.faults import module_log
 from pytest_vexfs.faults.verdict import Verdict
 from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PROFILE_KEY, REAPED_KEY, SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
-                                      WORKER_RUN_ID, domain_of, run_id)
+                                      WORKER_RUN_ID, domain_of, module_profile, run_id)
 from pytest_vexfs.plugin.options import add_options, resolve_settings
 
 CONSOLE_SECTION = "vexfs console"
@@ -40,12 +41,13 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     add_options(parser, "core")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
-    from pytest_vexfs.plugin import alerts, collect, fixtures, fs_fixtures, model_fixtures, reporting
+    from pytest_vexfs.plugin import alerts, collect, domain_summary, fixtures, fs_fixtures, model_fixtures, reporting
 
     # alerts after collect: both configure trylast (trylast ones run in registration order), and alerts
     # checks its rules against the domains collect adds
     for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-fs", fs_fixtures),
-                         ("vexfs-collect", collect), ("vexfs-alerts", alerts), ("vexfs-model", model_fixtures)):
+                         ("vexfs-collect", collect), ("vexfs-alerts", alerts), ("vexfs-model", model_fixtures),
+                         ("vexfs-domain-summary", domain_summary)):
         if not pluginmanager.is_registered(module):
             pluginmanager.register(module, name)
 
@@ -266,8 +268,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         if fault_kinds.kind(phase.fault_kind).stops_run \
                 and load_seed_config(item.path.parent).get("stop_on_critical_failure"):
             item.session.shouldstop = f"stop_on_critical_failure: {phase.title} in {item.nodeid}"
+    if report.failed and report.when in ("setup", "call"):
+        _add_module_words(item, report)
     if report.when == "teardown":
         slot = item.config.stash.get(SLOT_KEY, None)
         if slot is not None and slot.vm is vm and (item.get_closest_marker("fresh_vm") or not vm.is_alive()):
             slot.release(discard=True)  # the next test gets a fresh VM
     return report
+
+
+def _add_module_words(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Under a failure, the kernel log lines the module printed during the test (MODULE_LOG_SECTION)."""
+    session = item.stash.get(TEST_SESSION_KEY, None)
+    if session is None or any(title == CONSOLE_SECTION for title, _ in report.sections):
+        return  # no session, or a kernel fault: its console excerpt is already there
+    try:
+        profile = module_profile(item.config)
+        names: tuple[str, ...] = (profile.name, profile.fs_type)
+        ignore: tuple[str, ...] = tuple(profile.ignore_kernel_messages)
+    except ConfigError:
+        names, ignore = (), ()
+    words = module_log.gather(session.vm, item.nodeid, names, ignore)
+    if words:
+        report.sections.append((module_log.MODULE_LOG_SECTION, words.render()))

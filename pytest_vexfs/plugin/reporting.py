@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_vexfs.errors import ConfigError, VexfsError
+from pytest_vexfs.faults.module_log import MODULE_LOG_SECTION
 
 from pytest_vexfs.reporting import html as html_parts
 from pytest_vexfs.reporting.junit import add_console_excerpts
@@ -149,6 +150,7 @@ class ReportingPlugin:
         self.recorder = recorder
         self.outcome: Outcome | None = None
         self._excerpts: dict[str, str] = {}
+        self._module_words: dict[str, str] = {}  # nodeid -> the module's kernel log lines of a failure
         self._with_extras: set[str] = set()
 
     # -- run lifecycle --------------------------------------------------------------------------
@@ -187,6 +189,8 @@ class ReportingPlugin:
         for title, text in report.sections:
             if is_console_section(title) and text.strip():
                 self._excerpts[report.nodeid] = text
+            elif title == MODULE_LOG_SECTION and text.strip():
+                self._module_words[report.nodeid] = text
         if report.failed and report.nodeid not in self._with_extras:
             partial = result_from_phases({report.when: report}, redactor)
             extras = html_parts.failure_extras(partial, redactor)
@@ -215,8 +219,10 @@ class ReportingPlugin:
         self._update_metadata()
         result = yield
         xmlpath = self.config.getoption("xmlpath", None)
-        if xmlpath and self._excerpts and Path(xmlpath).is_file():
+        if xmlpath and (self._excerpts or self._module_words) and Path(xmlpath).is_file():
             try:
+                add_console_excerpts(Path(xmlpath), self._module_words, self.config.getoption("junitprefix", None),
+                                     title=MODULE_LOG_SECTION)
                 add_console_excerpts(Path(xmlpath), self._excerpts,
                                      self.config.getoption("junitprefix", None))
             except VexfsError as err:

@@ -65,8 +65,10 @@ def case_properties(case: TestCase) -> dict[str, str]:
     return found
 
 
-def add_console_excerpts(path: Path, excerpts: Mapping[str, str], prefix: str | None = None) -> int:
-    """Append each test's console excerpt (by nodeid) to its ``<system-out>``; return how many."""
+def add_console_excerpts(path: Path, excerpts: Mapping[str, str], prefix: str | None = None,
+                         title: str = "vexfs console") -> int:
+    """Append each test's console excerpt (or other text, under `title`) by nodeid to its ``<system-out>``;
+    return how many."""
     if not excerpts:
         return 0
     wanted = {junit_names(nodeid, prefix): text for nodeid, text in excerpts.items()}
@@ -77,7 +79,7 @@ def add_console_excerpts(path: Path, excerpts: Mapping[str, str], prefix: str | 
             text = wanted.get((str(case.classname), str(case.name)))
             if not text:
                 continue
-            block = xml_safe(f"{' vexfs console ':-^80}\n{text}\n")
+            block = xml_safe(f"{f' {title} ':-^80}\n{text}\n")
             case.system_out = (case.system_out or "") + block
             added += 1
     try:
