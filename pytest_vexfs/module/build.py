@@ -84,6 +84,7 @@ def _kernel_in_range(release: str, spec: str) -> bool:
 def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
                  progress: Callable[[str], None] = lambda m: None) -> BuiltModule:
     """Build (or fetch from cache) the module and its tools for the image's kernel."""
+    fetch_source(profile, progress)
     if not profile.source.is_dir():
         raise ModuleError(f"module source {profile.source} is missing",
                           hint="point --vexfs-source at your module's directory")
@@ -103,6 +104,32 @@ def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
     return BuiltModule(out, out / Path(profile.module_file).name,
                        tuple(out / "tools" / Path(t).name for t in profile.tools), image.kernel_release,
                        digest, meta.get("log", ""), meta.get("build_dir"))
+
+
+def fetch_source(profile: ModuleProfile, progress: Callable[[str], None] = lambda m: None) -> None:
+    """Run the profile's `fetch` command (on the host, in the profile's directory) when `source` is missing:
+    a module kept elsewhere (a kernel tree, a release tarball) is fetched at build time, not vendored."""
+    if not profile.fetch or profile.source.is_dir():
+        return
+    where = profile.path.parent if profile.path else Path.cwd()
+    progress(f"fetching the source of {profile.name}: {profile.fetch}")
+    lock = filelock.FileLock(str(where / f".{profile.name}-fetch.lock"))
+    with lock:
+        if profile.source.is_dir():
+            return
+        try:
+            proc = subprocess.run(profile.fetch, shell=True, cwd=where, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, errors="replace", timeout=1800)
+        except subprocess.TimeoutExpired:
+            raise ModuleError(f"the profile's fetch command {profile.fetch!r} ran for 30 minutes",
+                              hint="run it by hand in " + str(where)) from None
+        if proc.returncode != 0 or not profile.source.is_dir():
+            said = proc.stdout.strip()[-4000:]
+            raise ModuleError(f"the profile's fetch command {profile.fetch!r} (in {where}) "
+                              + (f"exited with {proc.returncode}" if proc.returncode
+                                 else f"did not create the source directory {profile.source}")
+                              + (f"; it said:\n{said}" if said else ""),
+                              hint="run it by hand to see why; it must create the profile's source directory")
 
 
 def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) -> None:

@@ -168,15 +168,16 @@ class LoadedModule:
                        timeout=120)
         return self.guest.run("cat /sys/kernel/debug/kmemleak", timeout=60).stdout
 
-    def leak_check(self, work: Callable[[], None] | None = None, cycles: int = 3) -> LeakReport:
-        """Load → work → unload `cycles` times; compare kernel memory before and after."""
+    def leak_check(self, work: Callable[[], None] | None = None, cycles: int = 3, **params: Any) -> LeakReport:
+        """Load (with the profile's parameters overridden by `params`) → work → unload `cycles` times;
+        compare kernel memory before and after."""
         if self.is_loaded():
             self.unload()
         if self.has_kmemleak():
             self.guest.run("echo clear > /sys/kernel/debug/kmemleak", timeout=60)
         before = self.memory_sample()
         for _ in range(cycles):
-            self.load()
+            self.load(**params)
             if work:
                 work()
             self.unload()

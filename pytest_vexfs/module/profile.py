@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PrivateAttr, StrictBool,
                       StrictInt, StrictStr, field_serializer, field_validator,
@@ -38,6 +38,21 @@ class Patch(BaseModel):
     kernel: StrictStr = Field(default="", description='kernel releases it applies to, e.g. "<6.5" ("" = all)')
 
 
+class ParameterValues(BaseModel):
+    """A module parameter's value the module accepts at insmod, and one it refuses (either may be absent)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    valid: Scalar | None = Field(default=None, description="loads, and /sys/module shows it")
+    invalid: Scalar | None = Field(default=None, description="insmod refuses it")
+
+
+#: limits the domain suites read (bytes or counts); a figure the profile does not declare is the test's own
+#: default, which the module must then support
+LIMIT_KEYS = ("name_max", "max_file_size", "max_dir_entries", "min_device_bytes", "max_dim", "max_k",
+              "max_batch", "max_vectors_per_file")
+
+
 class ModuleProfile(BaseModel):
     """What the harness must know about a module under test (see refmod/profile.yml).
 
@@ -47,8 +62,11 @@ class ModuleProfile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    name: StrictStr = Field(min_length=1, description="the kernel module name, as in lsmod")
+    name: StrictStr = Field(min_length=1, description="the kernel module name, as in lsmod (default: the "
+                                                       "name of module_file, as Kbuild names it)")
     module_file: StrictStr = Field(min_length=1, description="the .ko the build produces")
+    fetch: StrictStr = Field(default="", description="host command (in the profile's directory) that creates "
+                                                     "source when it is missing")
     source: Path = Field(default=Path("."), description="directory with Kbuild/Makefile, relative to the profile")
     fs_type: StrictStr = Field(default="", description="filesystem type for mount -t")
     mkfs: list[StrictStr] = Field(default=[], description='formatting command, "{device}" is the device')
@@ -64,6 +82,13 @@ class ModuleProfile(BaseModel):
     device: StrictStr = Field(default="", description="block device to format (default /dev/vdb)")
     ignore_kernel_messages: list[StrictStr] = Field(default=[], description="kernel log lines that are not failures")
     limits: dict[str, StrictInt] = Field(default={}, description="documented limits, e.g. max_dim: 4096")
+    parameters: dict[str, ParameterValues] = Field(default={}, description="per module parameter: "
+                                                   "{valid: V, invalid: W}")
+    accepted_mount_options: list[StrictStr] = Field(default=[], description="mount options the module takes")
+    unknown_mount_options: Literal["refused", "ignored"] = Field(
+        default="refused", description="what the module does with a mount option it does not know")
+    vector_client: StrictStr = Field(default="vexctl", description="vexctl, package.module:Class or an entry "
+                                                                   "point of pytest_vexfs.vector_clients")
     build: dict[str, Any] = Field(default={}, description="build options (reserved)")
     description: StrictStr = ""
     _path: Path | None = PrivateAttr(None)
@@ -74,6 +99,21 @@ class ModuleProfile(BaseModel):
         if isinstance(data, dict):  # `load_params:` with nothing after it means "none", as before
             return {k: v for k, v in data.items() if v is not None or k not in cls.model_fields}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_module_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name") and isinstance(data.get("module_file"), str):
+            return {**data, "name": Path(data["module_file"]).stem.replace("-", "_")}  # as Kbuild names it
+        return data
+
+    @field_validator("limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(LIMIT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown limit(s) {', '.join(unknown)}; allowed: {', '.join(LIMIT_KEYS)}")
+        return value
 
     @field_validator("mkfs", "fsck", mode="before")
     @classmethod
@@ -105,11 +145,15 @@ class ModuleProfile(BaseModel):
         """True when the module declares `capability`."""
         return capability in self.capabilities
 
+    def limit(self, key: str, default: int) -> int:
+        """A declared limit (limits: in the profile), else `default`."""
+        return int(self.limits.get(key, default))
+
     @classmethod
     def load(cls, path: Path, source_override: Path | None = None) -> ModuleProfile:
         """Read a profile YAML; unknown keys and wrong types are ConfigErrors naming the file and key."""
         data = load_mapping(path, "module profile")
-        for key in ("name", "module_file"):
+        for key in ("module_file",):
             if not data.get(key):
                 raise ConfigError(f"profile needs a non-empty string {key!r}", source=str(path), key=key)
         profile = validate(cls, data, str(path), "module profile")

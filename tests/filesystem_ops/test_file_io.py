@@ -2,6 +2,8 @@
 
 import hashlib
 
+import pytest
+
 from pytest_vexfs.module.fs import run_guest_python
 
 
@@ -55,14 +57,17 @@ def test_truncate_and_size_survive_remount(vexfs_fs, vexfs_vm):
     assert out[2].split() == ["\\0", "q"]
 
 
-def test_multi_mib_files_keep_their_checksums(vexfs_fs, vexfs_vm, tmp_path):
+def test_multi_mib_files_keep_their_checksums(vexfs_fs, vexfs_vm, vexfs_profile, tmp_path):
     # one file made on the host and copied in, one made in the guest; both read back across a remount
-    payload = hashlib.sha256(b"seed").digest() * (6 * 1024 * 1024 // 32 + 77)
+    # (at most as big as the module's declared largest file)
+    largest = vexfs_profile.limit("max_file_size", 7340033)
+    payload = (hashlib.sha256(b"seed").digest() * (6 * 1024 * 1024 // 32 + 77))[:largest]
+    guest_size = min(7340033, largest)
     host_file = tmp_path / "payload.bin"
     host_file.write_bytes(payload)
     vexfs_vm.put(host_file, "/tmp/payload.bin")
     vexfs_vm.run(f"cp /tmp/payload.bin {vexfs_fs / 'host.bin'} && rm /tmp/payload.bin && "
-                 f"head -c 7340033 /dev/urandom > {vexfs_fs / 'guest.bin'}", check=True)
+                 f"head -c {guest_size} /dev/urandom > {vexfs_fs / 'guest.bin'}", check=True)
 
     def sums() -> dict[str, tuple[str, int]]:
         text = vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && for f in host.bin guest.bin; do "
@@ -72,7 +77,7 @@ def test_multi_mib_files_keep_their_checksums(vexfs_fs, vexfs_vm, tmp_path):
 
     before = sums()
     assert before["host.bin"] == (hashlib.sha256(payload).hexdigest(), len(payload))
-    assert before["guest.bin"][1] == 7340033
+    assert before["guest.bin"][1] == guest_size
     vexfs_fs.cycle()
     assert sums() == before
     back = tmp_path / "back.bin"
@@ -98,3 +103,21 @@ out({"rewritten": blk == b"\\xee" * 4096, "neighbour": prev == bytes([99]) * 409
      "size": os.path.getsize(p)})
 """, vexfs_fs.mountpoint)
     assert answers == {"rewritten": True, "neighbour": True, "size": 256 * 4096}
+
+
+def test_largest_file_and_one_byte_more(vexfs_fs, vexfs_vm, vexfs_profile):
+    """The declared largest file size: a byte at its last offset is written, one past it is EFBIG."""
+    if "max_file_size" not in vexfs_profile.limits:
+        pytest.skip(f"the profile of {vexfs_profile.name!r} declares no limits: max_file_size")
+    largest = vexfs_profile.limits["max_file_size"]
+    answers = run_guest_python(vexfs_vm, """
+p, largest = sys.argv[1] + "/edge", int(sys.argv[2])
+fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+r = {"last": err(os.pwrite, fd, b"L", largest - 1), "past": err(os.pwrite, fd, b"P", largest)}
+r["size"] = os.fstat(fd).st_size
+r["last_byte"] = os.pread(fd, 1, largest - 1).decode()
+os.ftruncate(fd, 0)
+os.close(fd)
+out(r)
+""", vexfs_fs.mountpoint, str(largest))
+    assert answers == {"last": "ok", "past": "EFBIG", "size": largest, "last_byte": "L"}

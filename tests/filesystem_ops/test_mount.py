@@ -29,14 +29,31 @@ def test_mount_lists_type_and_device(vexfs_fs, vexfs_profile):
     vexfs_fs.unmount()  # idempotent
 
 
-def test_bad_mount_options_are_einval(vexfs_fs, vexfs_vm, vexfs_profile):
+def test_unknown_mount_options_as_the_profile_says(vexfs_fs, vexfs_vm, vexfs_profile):
+    """unknown_mount_options: refused (EINVAL, the new mount API's way) or ignored (legacy filesystems)."""
     vexfs_fs.unmount()
     answers = run_guest_python(vexfs_vm, MOUNT_SCRIPT, vexfs_fs.device, "/mnt/probe", vexfs_profile.fs_type)
+    if vexfs_profile.unknown_mount_options == "ignored":
+        assert answers == {"bogus": "ok", "good": "ok"}, \
+            f"the profile says unknown mount options are ignored, but the kernel answered {answers}"
+        vexfs_fs.mount("no_such_option")
+        assert vexfs_fs.is_mounted()
+        return
     assert answers == {"bogus": "EINVAL", "good": "ok"}
     with pytest.raises(MountError) as info:
         vexfs_fs.mount("no_such_option")
     assert info.value.errno_name == "EINVAL"
     assert "no_such_option" in str(info.value)
+
+
+def test_accepted_mount_options_mount(vexfs_fs, vexfs_vm, vexfs_profile):
+    if not vexfs_profile.accepted_mount_options:
+        pytest.skip(f"the profile of {vexfs_profile.name!r} lists no mount options to try (accepted_mount_options:)")
+    for option in vexfs_profile.accepted_mount_options:
+        vexfs_fs.unmount()
+        vexfs_fs.mount(",".join(o for o in (vexfs_profile.mount_options, option) if o))
+        vexfs_vm.run(f"echo {option} > {vexfs_fs / 'opt'} && cat {vexfs_fs / 'opt'}", check=True)
+        assert vexfs_fs.mount_options()[0] == "rw"
 
 
 def test_unformatted_device_is_refused(vexfs_fs, vexfs_vm, vexfs_profile):

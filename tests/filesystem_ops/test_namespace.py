@@ -28,9 +28,10 @@ out(r)
                        "nlink_root_sub": 3, "nlink_after_rmdir": 2, "root_listing": ["a"]}
 
 
-def test_error_conditions(vexfs_fs, vexfs_vm):
+def test_error_conditions(vexfs_fs, vexfs_vm, vexfs_profile):
+    name_max = vexfs_profile.limit("name_max", 255)
     answers = run_guest_python(vexfs_vm, """
-root = sys.argv[1]
+root, name_max = sys.argv[1], int(sys.argv[2])
 os.mkdir(root + "/d"); os.mkdir(root + "/e"); open(root + "/d/f", "w").close(); open(root + "/plain", "w").close()
 out({
     "open_missing": err(open, root + "/nope"),
@@ -49,16 +50,17 @@ out({
     "rmdir_file": err(os.rmdir, root + "/plain"),
     "file_as_dir": err(open, root + "/plain/x", "w"),
     "rename_dir_into_itself": err(os.rename, root + "/d", root + "/d/sub"),
-    "long_name": err(open, root + "/" + "n" * 256, "w"),
+    "longest_name": err(open, root + "/" + "n" * name_max, "w"),
+    "long_name": err(open, root + "/" + "n" * (name_max + 1), "w"),
 })
-""", vexfs_fs.mountpoint)
+""", vexfs_fs.mountpoint, str(name_max))
     assert answers == {
         "open_missing": "ENOENT", "stat_missing": "ENOENT", "unlink_missing": "ENOENT",
         "rename_missing": "ENOENT", "mkdir_exists": "EEXIST", "create_excl_exists": "EEXIST",
         "link_exists": "EEXIST", "symlink_exists": "EEXIST", "rmdir_not_empty": "ENOTEMPTY",
         "rename_dir_over_nonempty": "ENOTEMPTY", "open_dir_for_write": "EISDIR", "read_dir": "EISDIR",
         "unlink_dir": "EISDIR", "rmdir_file": "ENOTDIR", "file_as_dir": "ENOTDIR",
-        "rename_dir_into_itself": "EINVAL", "long_name": "ENAMETOOLONG",
+        "rename_dir_into_itself": "EINVAL", "longest_name": "ok", "long_name": "ENAMETOOLONG",
     }
 
 
@@ -113,8 +115,8 @@ out({"data": data, "nlink": nlink, "gone": not os.path.exists(p)})
     assert vexfs_vm.run(f"ls -A {vexfs_fs.mountpoint}", check=True).stdout == ""
 
 
-def test_thousands_of_entries(vexfs_fs, vexfs_vm):
-    count = 3000
+def test_thousands_of_entries(vexfs_fs, vexfs_vm, vexfs_profile):
+    count = min(3000, vexfs_profile.limit("max_dir_entries", 3000) - 2)  # . and .. may count
     answers = run_guest_python(vexfs_vm, """
 d = sys.argv[1] + "/many"; n = int(sys.argv[2])
 os.mkdir(d)
@@ -127,7 +129,8 @@ out({"count": len(names), "unique": len(set(names)),
 """, vexfs_fs.mountpoint, str(count))
     assert answers == {"count": count, "unique": count, "sample": str(count - 1), "lookup_missing": "ENOENT"}
     vexfs_fs.cycle()
-    listed = vexfs_vm.run(f"ls {vexfs_fs / 'many'} | wc -l; cat {vexfs_fs / 'many/entry-01234'}; echo; "
+    probe = count // 2
+    listed = vexfs_vm.run(f"ls {vexfs_fs / 'many'} | wc -l; cat {vexfs_fs / f'many/entry-{probe:05d}'}; echo; "
                           f"rm -r {vexfs_fs / 'many'} && ls -A {vexfs_fs.mountpoint} | wc -l",
                           check=True).stdout.split()
-    assert listed == [str(count), "1234", "0"]
+    assert listed == [str(count), str(probe), "0"]

@@ -1,6 +1,6 @@
 """What a user sees when the module's profile does not match the module: a wrong fs type or a missing mkfs
 tool are clear errors naming the problem; a module without vector support skips vector tests with the
-reason. Each case runs pytest on a copied profile variant of the reference module (pytester)."""
+reason. Each case runs pytest on a variant of the profile under test (pytester)."""
 
 from pathlib import Path
 
@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from pytest_vexfs import settings as cfg
-from pytest_vexfs.module.profile import DEFAULT_SOURCE
 
 INNER_TESTS = """
 import pytest
@@ -27,15 +26,19 @@ PASSED_ON = ("kernel", "accel", "memory", "cpus", "machine", "scratch_disk", "bo
 
 
 @pytest.fixture
-def run_with_profile(pytester: pytest.Pytester, vexfs_settings):
-    """Run the inner tests against a variant of the reference module's profile; returns the result.
+def run_with_profile(pytester: pytest.Pytester, vexfs_settings, vexfs_profile):
+    """Run the inner tests against a variant of the profile under test; returns the result.
     The inner run shares the outer run's image cache (tests/conftest.py): no image is built for it."""
     options = {s.name: s.cli for s in cfg.SETTINGS}
     same_vm = [f"{options[n]}={getattr(vexfs_settings, n)}" for n in PASSED_ON]
+    if vexfs_profile.path is None:
+        pytest.skip(f"module {vexfs_profile.name!r} has no profile file to vary")
 
     def run(*args: str, **changes) -> pytest.RunResult:
-        profile = yaml.safe_load((DEFAULT_SOURCE / "profile.yml").read_text())
-        profile.update(changes, source=str(DEFAULT_SOURCE))
+        profile = yaml.safe_load(vexfs_profile.path.read_text())
+        profile.update(changes, source=str(vexfs_profile.source))
+        if profile.get("fetch"):  # relative to the original profile's directory
+            profile["fetch"] = f"cd {vexfs_profile.path.parent} && {profile['fetch']}"
         path = Path(pytester.path / "variant" / "profile.yml")
         path.parent.mkdir(exist_ok=True)
         path.write_text(yaml.safe_dump(profile))
@@ -46,31 +49,37 @@ def run_with_profile(pytester: pytest.Pytester, vexfs_settings):
     return run
 
 
-def test_wrong_fs_type_is_a_clear_error(run_with_profile):
+def test_wrong_fs_type_is_a_clear_error(run_with_profile, vexfs_profile):
     result = run_with_profile("-k", "test_mount", fs_type="wrongfs")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([
-        ("*pytest-vexfs: wrong fs type in profile: module registers vexfsref; the profile says "
+        (f"*pytest-vexfs: wrong fs type in profile: module registers {vexfs_profile.fs_type}; the profile says "
          "fs_type: 'wrongfs'*"),
         "*what to do: set fs_type in *variant/profile.yml to the type the module registers*",
     ])
 
 
-def test_missing_mkfs_tool_is_a_clear_error(run_with_profile):
-    result = run_with_profile("-k", "test_mount", tools=["tools/vexctl"])  # mkfs.vexfsref not built
+def test_missing_mkfs_tool_is_a_clear_error(run_with_profile, vexfs_profile):
+    mkfs = vexfs_profile.mkfs[0] if vexfs_profile.mkfs else ""
+    built = [t for t in vexfs_profile.tools if t.rsplit("/", 1)[-1] == mkfs]
+    if not built:
+        pytest.skip(f"the mkfs tool of {vexfs_profile.name!r} ({mkfs or 'none'}) is not one of the module's "
+                    "own tools: it cannot be left out of the build")
+    # the module's mkfs not built
+    result = run_with_profile("-k", "test_mount", tools=[t for t in vexfs_profile.tools if t not in built])
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([
-        "*pytest-vexfs: mkfs tool 'mkfs.vexfsref' not found in the guest (profile mkfs: mkfs.vexfsref {device})*",
+        f"*pytest-vexfs: mkfs tool '{mkfs}' not found in the guest (profile mkfs: {' '.join(vexfs_profile.mkfs)})*",
         "*what to do: add its make target to tools: in *variant/profile.yml*",
     ])
 
 
-def test_module_without_vectors_skips_vector_tests_with_the_reason(run_with_profile):
+def test_module_without_vectors_skips_vector_tests_with_the_reason(run_with_profile, vexfs_profile):
     # only the vector tests: both skips are decided from the profile, before any VM is needed
     result = run_with_profile("-k", "vector", capabilities=["files", "directories", "persistence"])
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines_random([
-        ("SKIPPED*test_inner.py:*module 'vexfsref' lacks capability vectors (profile *variant/profile.yml "
-         "capabilities: directories, files, persistence)"),
-        "SKIPPED*module 'vexfsref' lacks capability vectors*",
+        (f"SKIPPED*test_inner.py:*module '{vexfs_profile.name}' lacks capability vectors (profile "
+         "*variant/profile.yml capabilities: directories, files, persistence)"),
+        f"SKIPPED*module '{vexfs_profile.name}' lacks capability vectors*",
     ])
