@@ -15,7 +15,7 @@ import json
 import os
 import shlex
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.module.profile import Runner
@@ -40,6 +40,95 @@ class VectorError(VexfsError):
             text += f"\n  stderr: {stderr.strip()}"
         super().__init__(text)
         self.command, self.exit_status, self.stderr, self.errno_name = command, exit_status, stderr, errno_name
+
+
+class VectorUnsupported(VectorError):
+    """The vector client offers no such operation (the module's ABI has no ioctl for it)."""
+
+
+class VectorABIError(VectorError):
+    """The module does not answer the client's ABI: one error for the whole domain, naming the client and
+    the ioctl that failed ("the module at /mnt/vexfs does not implement ioctl 0x8018e703 ... ENOTTY")."""
+
+
+class ClientNotFound(VexfsError):
+    """The profile's vector_client names no importable client class."""
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (0xE7 << 8) | nr
+
+
+#: the reference module's vector ioctls (refmod/vexfs_ref_ioctl.h), as vexctl issues them
+VEXCTL_IOCTLS = {
+    "add": ("VEXFS_REF_IOC_ADD", _ioc(1, 1, 24)), "search": ("VEXFS_REF_IOC_SEARCH", _ioc(3, 2, 32)),
+    "stats": ("VEXFS_REF_IOC_STATS", _ioc(2, 3, 24)), "clear": ("VEXFS_REF_IOC_CLEAR", _ioc(0, 4, 0)),
+    "delete": ("VEXFS_REF_IOC_DELETE", _ioc(3, 5, 16)),
+}
+
+
+@runtime_checkable
+class VectorClient(Protocol):
+    """What the vector_ops domain needs from a module's vector API. The profile's `vector_client` names the
+    implementation: `vexctl` (the reference module's ABI, the default), `package.module:Class`, or the name
+    of an entry point in the group `pytest_vexfs.vector_clients`; it is constructed as `Class(guest)`.
+
+    `probe(mountpoint)` is called once before the domain's tests and raises VectorABIError when the module
+    does not answer; the operations raise VectorError (with `errno_name`) for refused requests and
+    VectorUnsupported for operations the ABI lacks.
+    """
+
+    name: str
+
+    def probe(self, mountpoint: str) -> None: ...
+
+    def store(self, path: str, vectors: Any, *, start_id: int | None = None) -> dict: ...
+
+    def get(self, path: str, vector_id: int) -> list[float]: ...
+
+    def delete(self, path: str, vector_id: int) -> int: ...
+
+    def search(self, path: str, k: int, metric: str = "l2", *, seed: int | None = None,
+               query: Sequence[float] | None = None, dim: int | None = None) -> SearchResult: ...
+
+    def stats(self, path: str) -> VectorStats: ...
+
+
+def load_client(spec: str, guest: Runner) -> VectorClient:
+    """The vector client the profile names (see VectorClient), constructed for `guest`."""
+    client = client_class(spec)(guest)
+    missing = [m for m in ("probe", "store", "get", "delete", "search", "stats") if not hasattr(client, m)]
+    if missing:
+        raise ClientNotFound(f"vector_client {spec!r} lacks {', '.join(missing)}",
+                             hint="implement pytest_vexfs.module.vectors.VectorClient")
+    return client  # type: ignore[no-any-return]
+
+
+def client_class(spec: str) -> Any:
+    """The class the profile's vector_client names (imported, not constructed): ClientNotFound if none."""
+    if spec in ("", "vexctl"):
+        return VexctlClient
+    import importlib
+    from importlib.metadata import entry_points
+
+    target: Any = None
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            target = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ClientNotFound(f"vector_client {spec!r} cannot be imported: {exc}",
+                                 hint="name a class as package.module:Class importable from the test run "
+                                      "(on PYTHONPATH or installed), or an entry point of the group "
+                                      "pytest_vexfs.vector_clients") from None
+    else:
+        found = [ep for ep in entry_points(group="pytest_vexfs.vector_clients") if ep.name == spec]
+        if not found:
+            raise ClientNotFound(f"vector_client {spec!r} is neither 'vexctl', a package.module:Class nor an "
+                                 "entry point of the group pytest_vexfs.vector_clients",
+                                 hint="set vector_client in the profile to one of those")
+        target = found[0].load()
+    return target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +158,40 @@ class VectorStats:
 
 
 class VexctlClient:
-    """Runs `vexctl` in a guest: add/gen/search/stats/clear/delete/abuse, each returning parsed JSON."""
+    """Runs `vexctl` in a guest: add/gen/search/stats/clear/delete/abuse, each returning parsed JSON.
+    The reference module's client (VectorClient `vexctl`)."""
+
+    name = "vexctl"
 
     def __init__(self, guest: Runner, tool: str = "vexctl", timeout: float = 300.0) -> None:
         self.guest = guest
         self.tool = tool
         self.timeout = timeout
+
+    def probe(self, mountpoint: str) -> None:
+        """Raise VectorABIError unless the tool is there and the module answers its stats ioctl."""
+        if not self.guest.run(f"command -v {shlex.quote(self.tool)}").ok:
+            raise VectorABIError(f"the vector client {self.name!r} ({self.tool}) is not on the guest's PATH")
+        probe = f"{mountpoint.rstrip('/')}/.vexfs-vector-probe"
+        self.guest.run(f": > {shlex.quote(probe)}", check=True)
+        try:
+            self.stats(probe)
+        except VectorError as exc:
+            ioctl_name, number = VEXCTL_IOCTLS["stats"]
+            said = exc.errno_name or f"exit {exc.exit_status}: {exc.stderr.strip()}"
+            raise VectorABIError(f"the module at {mountpoint} does not implement ioctl {number:#x} ({ioctl_name}) "
+                                 f"of client {self.name}: {said}",
+                                 command=exc.command, errno_name=exc.errno_name) from None
+        finally:
+            self.guest.run(f"rm -f {shlex.quote(probe)}")
+
+    def store(self, path: str, vectors: Any, *, start_id: int | None = None) -> dict:
+        """Append rows of floats; returns {"added", "count", "dim"} (the VectorClient name of add)."""
+        return self.add(path, vectors, start_id=start_id)
+
+    def get(self, path: str, vector_id: int) -> list[float]:
+        raise VectorUnsupported("vexctl cannot read a vector back: the reference ABI has no get ioctl "
+                                "(add, search, stats, clear, delete)")
 
     def _call(self, sub: str, path: str, *args: str, input: bytes | str | None = None,
               timeout: float | None = None) -> dict[str, Any]:

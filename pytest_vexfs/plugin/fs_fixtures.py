@@ -16,7 +16,8 @@ from pytest_vexfs.module.fs import FilesystemError, MountedFilesystem
 from pytest_vexfs.guest.session import TestSession
 from pytest_vexfs.module.loaded import LoadedModule
 from pytest_vexfs.module.profile import ModuleProfile
-from pytest_vexfs.module.vectors import VexctlClient
+from pytest_vexfs.module.vectors import (ClientNotFound, VectorABIError, VectorClient, client_class,
+                                        load_client)
 from pytest_vexfs.plugin.fixtures import user_error
 
 
@@ -81,21 +82,45 @@ def vexfs_loop_device(vexfs_vm: TestSession) -> Generator[Callable[[int], str], 
             vexfs_vm.run(f"losetup -d {device}; rm -f {backing}", timeout=60)
 
 
-@pytest.fixture
-def vexfs_vectors(request: pytest.FixtureRequest, vexfs_profile: ModuleProfile) -> VexctlClient:
-    """The guest-side vector client (`vexctl`): add/gen/search/stats/clear/delete/abuse on files of a mount.
+#: the first failed probe of the vector client in this process: later tests skip, naming it
+_VECTOR_PROBE_KEY = pytest.StashKey[tuple[str, str]]()
 
-    Skips (before any VM boots) when the module's profile lacks the "vectors" capability; fails clearly
-    when vexctl is missing from the guest."""
+
+@pytest.fixture
+def vexfs_vectors(request: pytest.FixtureRequest, vexfs_profile: ModuleProfile) -> VectorClient:
+    """The module's vector client (the profile's `vector_client`; `vexctl` by default): store/get/delete/search/
+    stats on files of the mount at /mnt/vexfs.
+
+    Skips (before any VM boots) when the module's profile lacks the "vectors" capability. The client is
+    probed once on the mount: a module that does not answer its ABI fails the first test with one
+    paragraph naming the client and the ioctl, and skips the others with a pointer to it."""
     if not vexfs_profile.has("vectors"):
         pytest.skip(f"module {vexfs_profile.name!r} lacks capability vectors (profile "
                     f"{vexfs_profile.path or 'derived'} capabilities: "
                     f"{', '.join(sorted(vexfs_profile.capabilities)) or 'none'})")
+    failed = request.config.stash.get(_VECTOR_PROBE_KEY, None)
+    if failed is not None:
+        pytest.skip(f"the vector client does not answer module {vexfs_profile.name!r} ({failed[1]}); "
+                    f"reported in {failed[0]}")
+    try:
+        client_class(vexfs_profile.vector_client)  # a client that is not there needs no VM to say so
+    except ClientNotFound as err:
+        request.config.stash[_VECTOR_PROBE_KEY] = (request.node.nodeid, str(err).splitlines()[0])
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
     vexfs_vm: TestSession = request.getfixturevalue("vexfs_vm")
     request.getfixturevalue("vexfs_module")  # installs the tools with the module
-    client = VexctlClient(vexfs_vm)
-    if not vexfs_vm.run(f"command -v {client.tool}").ok:
-        pytest.fail(f"pytest-vexfs: the vector client {client.tool!r} is not on the guest's PATH; list its make "
-                    f"target under tools: in {vexfs_profile.path or 'the profile'} (tools now: "
-                    f"{', '.join(vexfs_profile.tools) or 'none'})", pytrace=False)
+    fs: MountedFilesystem = request.getfixturevalue("vexfs_fs")
+    try:
+        client = load_client(vexfs_profile.vector_client, vexfs_vm)
+        client.probe(fs.mountpoint)
+    except VectorABIError as err:
+        text = str(err)
+        if "not on the guest's PATH" in text:
+            text += (f"; list its make target under tools: in {vexfs_profile.path or 'the profile'} (tools now: "
+                     f"{', '.join(vexfs_profile.tools) or 'none'})")
+        request.config.stash[_VECTOR_PROBE_KEY] = (request.node.nodeid, text.splitlines()[0])
+        pytest.fail(f"pytest-vexfs: {text}", pytrace=False)
+    except ClientNotFound as err:
+        request.config.stash[_VECTOR_PROBE_KEY] = (request.node.nodeid, str(err).splitlines()[0])
+        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
     return client
