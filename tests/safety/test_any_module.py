@@ -1,0 +1,155 @@
+"""Safety for any module, planted faults or not: a workload under memory pressure (a memory cgroup
+limit), concurrent stress from several processes, unload attempts while the filesystem is busy, and a
+clean unload with no kernel memory lost at the end. Any oops, WARN, lockup or hang the module shows meanwhile
+fails the test that caused it (the harness reads the kernel log); the profile's `fsck` checks the image.
+
+The error-path fault-injection sweep (mount, write, read, rename, unlink, unmount failing inside the
+kernel) needs a kernel with fault injection and is not here.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from pytest_vexfs.module.fs import MountedFilesystem, run_guest_python
+
+pytestmark = pytest.mark.requires("files")
+
+CGROUP = "/sys/fs/cgroup/vexfs-pressure"
+#: memory.max of the workload's cgroup: the page cache of its files must be reclaimed all the time
+PRESSURE_LIMIT = "24M"
+
+WORKLOAD = """set -e
+cd {root}
+for round in 1 2 3; do
+  mkdir -p r$round
+  for i in $(seq 1 {files}); do head -c {size} /dev/urandom > r$round/f$i; done
+  sha256sum r$round/* > /tmp/sums-$round
+  sync
+  echo 3 > /proc/sys/vm/drop_caches
+  sha256sum -c --quiet /tmp/sums-$round
+done
+"""
+
+STRESS = """
+import os, random, sys
+root, worker, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(worker)
+mine, shared = f"{root}/w{worker}", f"{root}/shared"
+os.makedirs(mine, exist_ok=True)
+os.makedirs(shared, exist_ok=True)
+errors = []
+for i in range(rounds):
+    name = f"{mine}/f{i % 17}"
+    data = os.urandom(rnd.randrange(1, 40000))
+    with open(name, "wb") as f:
+        f.write(data)
+    if open(name, "rb").read() != data:
+        errors.append(f"read back differs: {name}")
+    op = rnd.randrange(5)
+    try:
+        if op == 0:
+            os.rename(name, f"{shared}/moved-{worker}-{i}")
+        elif op == 1:
+            os.link(name, f"{shared}/link-{worker}-{i}")
+        elif op == 2:
+            for entry in os.listdir(shared)[:5]:
+                try:
+                    os.unlink(f"{shared}/{entry}")
+                except FileNotFoundError:
+                    pass  # another worker was first
+        elif op == 3:
+            os.truncate(name, rnd.randrange(0, 50000))
+        else:
+            os.makedirs(f"{mine}/d{i % 5}/e", exist_ok=True)
+            os.rmdir(f"{mine}/d{i % 5}/e")
+    except FileNotFoundError:
+        pass
+out({"worker": worker, "errors": errors})
+"""
+
+
+def _fsck(vexfs_vm, vexfs_profile, device: str) -> None:
+    """Run the profile's fsck (if any) on the unmounted device: the image the module left must be clean."""
+    if not vexfs_profile.fsck:
+        return
+    command = shlex.join(a.replace("{device}", device) for a in vexfs_profile.fsck)
+    result = vexfs_vm.run(command, timeout=300)
+    assert result.ok, f"{command} found the image inconsistent (exit {result.exit_status}):\n" \
+                      f"{result.stdout}{result.stderr}"
+
+
+def test_workload_under_memory_pressure(vexfs_fs, vexfs_vm, vexfs_profile):
+    setup = vexfs_vm.run("grep -q cgroup2 /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup; "
+                         "echo +memory > /sys/fs/cgroup/cgroup.subtree_control; "
+                         f"mkdir -p {CGROUP} && echo {PRESSURE_LIMIT} > {CGROUP}/memory.max")
+    if not setup.ok:
+        pytest.skip(f"the guest kernel offers no memory cgroup to limit the workload: {setup.stderr.strip()}")
+    size = min(4 << 20, vexfs_profile.limit("max_file_size", 4 << 20))
+    script = WORKLOAD.format(root=vexfs_fs.mountpoint, files=12, size=size)
+    try:
+        result = vexfs_vm.run(f"echo $$ > {CGROUP}/cgroup.procs && exec sh -c {shlex.quote(script)}", timeout=900)
+        events = vexfs_vm.run(f"cat {CGROUP}/memory.events", check=True).stdout
+    finally:
+        vexfs_vm.run(f"rmdir {CGROUP}")
+    assert result.ok, f"the workload failed under a {PRESSURE_LIMIT} memory limit:\n{result.stdout}{result.stderr}"
+    counters = dict(line.split() for line in events.splitlines())
+    assert int(counters.get("max", 0)) > 0, f"the limit never bit: memory.events {counters}"
+    vexfs_fs.unmount()
+    _fsck(vexfs_vm, vexfs_profile, vexfs_fs.device)
+
+
+def test_concurrent_stress_from_several_processes(vexfs_fs, vexfs_vm, vexfs_profile):
+    workers, rounds = 4, 150
+    answers = run_guest_python(vexfs_vm, """
+import subprocess
+root, workers, rounds, script = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+procs = [subprocess.Popen(["python3", "-c", script, root, str(w), rounds], stdout=subprocess.PIPE, text=True)
+         for w in range(workers)]
+results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+out({"codes": [p.returncode for p in procs], "errors": [e for r in results for e in r["errors"]]})
+""", vexfs_fs.mountpoint, str(workers), str(rounds), GUEST_PRELUDE_FOR_WORKERS + STRESS, timeout=900)
+    assert answers == {"codes": [0] * workers, "errors": []}, answers
+    listing = vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && find . | wc -l && du -sk .", check=True).stdout.split()
+    assert int(listing[0]) > workers
+    vexfs_fs.cycle()  # what the workers left is on the device and reads back
+    vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && find . -type f -exec cat {{}} + > /dev/null", check=True, timeout=300)
+    vexfs_fs.unmount()
+    _fsck(vexfs_vm, vexfs_profile, vexfs_fs.device)
+
+
+def test_unload_attempts_while_busy_are_refused(vexfs_fs, vexfs_vm, vexfs_module):
+    vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && (for i in $(seq 1 400); do echo $i > f$((i % 7)); cat f$((i % 7)) "
+                 "> /dev/null; done; echo done > /tmp/busy.done) > /dev/null 2>&1 &", check=True)
+    refused = vexfs_vm.run(f"n=0; while [ ! -e /tmp/busy.done ]; do rmmod {vexfs_module.name} 2>/dev/null && "
+                           "{ echo UNLOADED; break; }; n=$((n+1)); done; echo $n; rm -f /tmp/busy.done",
+                           timeout=600).stdout.split()
+    assert "UNLOADED" not in refused, "rmmod succeeded while the filesystem was mounted and busy"
+    assert int(refused[-1]) > 0
+    assert vexfs_module.is_loaded()
+    assert vexfs_vm.run(f"cat {vexfs_fs / 'f1'}", check=True).stdout.strip().isdigit()
+    vexfs_fs.unmount()
+    vexfs_module.unload()  # and once it is idle, it goes
+    assert not vexfs_module.is_loaded()
+    vexfs_module.load()
+
+
+def test_clean_unload_and_no_leak_after_a_workload(vexfs_module, vexfs_vm, vexfs_profile):
+    def work() -> None:
+        with MountedFilesystem(vexfs_vm, vexfs_profile, ko_path=vexfs_module.guest_ko) as fs:
+            vexfs_vm.run(f"cd {fs.mountpoint} && for i in $(seq 1 50); do mkdir d$i && head -c 20000 "
+                         "/dev/urandom > d$i/f && ln -s d$i/f s$i; done && sync && rm -r d1 s1", check=True)
+
+    report = vexfs_module.leak_check(work=work, cycles=3, **vexfs_profile.quiet)
+    assert not report.leaked, report.describe() + (f"\nkmemleak:\n{report.kmemleak}" if report.kmemleak else "")
+    assert not vexfs_module.is_loaded()
+    vexfs_module.load()
+
+
+#: the workers are separate guest processes: they get the same helpers as run_guest_python scripts
+GUEST_PRELUDE_FOR_WORKERS = """import errno, json, os, sys
+def out(obj):
+    print(json.dumps(obj))
+"""
