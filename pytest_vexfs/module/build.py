@@ -43,14 +43,33 @@ class BuiltModule:
     build_dir: str | None = None  # where it was compiled (the file names its debug info records)
 
 
+def external_tools(profile: ModuleProfile) -> dict[str, Path]:
+    """The tools that live outside `source` (paths relative to the profile), each with its directory: they
+    are built by `make <file>` in a copy of that directory. A tool inside `source` is a make target of the
+    module's own Makefile; so is one written relative to `source` when only that reading names a directory
+    (profiles written before tools were relative to the profile)."""
+    base = profile.path.parent if profile.path else profile.source
+    source = profile.source.resolve()
+    found = {}
+    for tool in profile.tools:
+        where = (base / tool).resolve()
+        if where.is_relative_to(source):
+            continue
+        if not where.parent.is_dir() and (source / tool).parent.is_dir():
+            continue
+        found[tool] = where.parent
+    return found
+
+
 def _source_digest(profile: ModuleProfile, image: Image) -> str:
     h = hashlib.sha256()
     h.update(image.kernel_release.encode() + image.digest.encode())
     h.update(json.dumps(profile.raw, sort_keys=True, default=str).encode())
-    for path in sorted(profile.source.rglob("*")):
-        if path.is_file() and not _is_build_output(path):
-            h.update(str(path.relative_to(profile.source)).encode())
-            h.update(path.read_bytes())
+    for root in (profile.source, *sorted(set(external_tools(profile).values()))):
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not _is_build_output(path):
+                h.update(str(path.relative_to(root)).encode())
+                h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -139,11 +158,16 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
     if os.geteuid() != 0:
         raise ModuleError("building in the image's chroot needs root",
                           hint="run as root, or build the module yourself and pass its directory")
-    inside = f"/tmp/vexfs-build-{digest}-{os.getpid()}"
+    # the source and the directories of tools kept outside it keep their relative layout in the copy, so
+    # that a tool's Makefile may include ../module/header.h
+    outside = external_tools(profile)
+    source = profile.source.resolve()
+    anchor = Path(os.path.commonpath([source, *outside.values()]))
+    top = f"/tmp/vexfs-build-{digest}-{os.getpid()}"
+    inside = f"{top}/{source.relative_to(anchor)}".removesuffix("/.")
     work = image.rootfs / inside.lstrip("/")
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(profile.source, work, ignore=lambda d, names: [
-        n for n in names if _is_build_output(Path(d) / n) and not (Path(d) / n).is_dir()])
+    shutil.rmtree(image.rootfs / top.lstrip("/"), ignore_errors=True)
+    shutil.copytree(profile.source, work, ignore=_no_build_outputs)
     log = []
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     try:
@@ -158,8 +182,16 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
                                            [f"patch {patch.file} does not apply"])
         kdir = image.headers
         steps = [["make", "-C", str(kdir), f"M={inside}", "modules"]]
-        if profile.tools:  # userspace tools with the guest's compiler (Debian installs no plain `cc` with it)
-            steps.append(["make", "-C", inside, f"CC={image.compiler}"] + [str(t) for t in profile.tools])
+        own = [t for t in profile.tools if t not in outside]
+        if own:  # userspace tools with the guest's compiler (Debian installs no plain `cc` with it)
+            steps.append(["make", "-C", inside, f"CC={image.compiler}"] + [str(t) for t in own])
+        built_at = {t: work / t for t in own}
+        for tool, directory in outside.items():
+            tool_dir = f"{top}/{directory.relative_to(anchor)}"
+            if not (image.rootfs / tool_dir.lstrip("/")).exists():
+                shutil.copytree(directory, image.rootfs / tool_dir.lstrip("/"), ignore=_no_build_outputs)
+            steps.append(["make", "-C", tool_dir, f"CC={image.compiler}", Path(tool).name])
+            built_at[tool] = image.rootfs / tool_dir.lstrip("/") / Path(tool).name
         for argv in steps:
             proc = subprocess.run(["chroot", str(image.rootfs), "env", "LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                                    *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -179,7 +211,7 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
         (tmp / "tools").mkdir(parents=True)
         shutil.copy2(ko, tmp / ko.name)
         for tool in profile.tools:
-            src = work / tool
+            src = built_at[tool]
             if not src.exists():
                 raise ModuleBuildError(str(profile.source), image.kernel_release, "\n".join(log),
                                        [f"tool {tool} was not built"])
@@ -188,20 +220,35 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
                                                     "log": "\n".join(log)[-20000:], "built": time.time()}))
         os.replace(tmp, out)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(image.rootfs / top.lstrip("/"), ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)  # a half-copied output (gone once moved into place)
+
+
+def _no_build_outputs(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if _is_build_output(Path(directory) / n) and not (Path(directory) / n).is_dir()]
 
 
 def _build_on_host(profile: ModuleProfile, image: Image, out: Path) -> None:
     import tempfile
 
     assert image.build_tree is not None
+    outside = external_tools(profile)
+    source = profile.source.resolve()
+    anchor = Path(os.path.commonpath([source, *outside.values()]))
     with tempfile.TemporaryDirectory(prefix="vexfs-build-") as tmp:
-        work = Path(tmp) / "src"
+        work = Path(tmp) / "src" / source.relative_to(anchor)
         shutil.copytree(profile.source, work)
         steps = [["make", "-C", str(image.build_tree), f"M={work}", "modules"]]
-        if profile.tools:
-            steps.append(["make", "-C", str(work)] + [str(t) for t in profile.tools])
+        own = [t for t in profile.tools if t not in outside]
+        if own:
+            steps.append(["make", "-C", str(work)] + [str(t) for t in own])
+        built_at = {t: work / t for t in own}
+        for tool, directory in outside.items():
+            tool_dir = Path(tmp) / "src" / directory.relative_to(anchor)
+            if not tool_dir.exists():
+                shutil.copytree(directory, tool_dir)
+            steps.append(["make", "-C", str(tool_dir), Path(tool).name])
+            built_at[tool] = tool_dir / Path(tool).name
         log = []
         for argv in steps:
             proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -216,7 +263,7 @@ def _build_on_host(profile: ModuleProfile, image: Image, out: Path) -> None:
         (tmp_out / "tools").mkdir(parents=True)
         shutil.copy2(work / profile.module_file, tmp_out / Path(profile.module_file).name)
         for tool in profile.tools:
-            shutil.copy2(work / tool, tmp_out / "tools" / Path(tool).name)
+            shutil.copy2(built_at[tool], tmp_out / "tools" / Path(tool).name)
         (tmp_out / "build.json").write_text(json.dumps({"kernel_release": image.kernel_release,
                                                         "build_dir": str(work),
                                                         "log": "\n".join(log)[-20000:], "built": time.time()}))

@@ -25,14 +25,16 @@ import io
 import json
 import shlex
 import tarfile
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_vexfs.compat.domains import (DomainBase, DomainError, TestResult, TestStatus, call_maybe_async,
+from pytest_vexfs.compat.domains import (DomainBase, DomainError, TestResult, call_maybe_async,
                                          constraint_problem)
+from pytest_vexfs.compat.oldapi import ResultCollectorAdapter, VMManagerAdapter, is_old_style_domain, status_name
 from pytest_vexfs.guest.session import TestSession
 from pytest_vexfs.compat.shell import SKIP_STATUS, ScriptHeader, ScriptHeaderError, is_shell_test, read_header
 from pytest_vexfs.plugin.keys import DOMAINS_KEY, domain_of
@@ -203,31 +205,34 @@ class ShellScriptItem(pytest.Function):
         raise ShellScriptFailed(name, result.exit_status, result.stdout, result.stderr)
 
     def _copy_directory(self, session: TestSession) -> str:
-        """Copy the script's directory (scripts source their helpers) once per VM; return its guest path."""
+        """Copy the user's tree (the rootdir: scripts `cd ../..; make`, source helpers, read data) once per VM,
+        at the same relative layout; a tree over MAX_COPY_BYTES falls back to the script's directory. Puts a
+        `sudo` on the guest's PATH if it has none. Returns the script's directory in the guest."""
+        root = self.config.rootpath
         local = self.path.parent
-        tag = hashlib.sha256(str(local.resolve()).encode()).hexdigest()[:8]
-        remote = f"{GUEST_SHELL_DIR}/{local.name}-{tag}"
+        tree = _tree_files(root) if local.is_relative_to(root) else None
+        base = root if tree is not None else local
+        files = tree if tree is not None else _tree_files(local)
+        if files is None:
+            raise DomainError(f"{local} holds more than {MAX_COPY_BYTES >> 20} MiB; move large "
+                              "data out of a shell test directory")
+        tag = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:8]
+        remote = f"{GUEST_SHELL_DIR}/{base.name}-{tag}"
+        script_dir = remote if base == local else f"{remote}/{local.relative_to(base)}"
         copied = self.config.stash[COPIED_KEY]
         key = (session.vm.name, remote)
         if key in copied:
-            return remote
+            return script_dir
         buf = io.BytesIO()
-        total = 0
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            for path in sorted(local.rglob("*")):
-                rel = path.relative_to(local)
-                if "__pycache__" in rel.parts or any(p.startswith(".") for p in rel.parts):
-                    continue
-                if path.is_file():
-                    total += path.stat().st_size
-                    if total > MAX_COPY_BYTES:
-                        raise DomainError(f"{local} holds more than {MAX_COPY_BYTES >> 20} MiB; move large "
-                                          "data out of a shell test directory")
-                tar.add(str(path), arcname=str(rel), recursive=False)
+            for path in files:
+                tar.add(str(path), arcname=str(path.relative_to(base)), recursive=False)
         session.run(f"mkdir -p {shlex.quote(remote)} && tar -x -m -C {shlex.quote(remote)} && "
-                    f"chmod -R a+rX {GUEST_SHELL_DIR}", input=buf.getvalue(), check=True, timeout=120)
+                    f"chmod -R a+rX {GUEST_SHELL_DIR} && "
+                    f"{{ command -v sudo >/dev/null || {{ cat > /usr/local/bin/sudo <<'EOF'\n{SUDO_SHIM}EOF\n"
+                    "chmod 755 /usr/local/bin/sudo; }; }", input=buf.getvalue(), check=True, timeout=120)
         copied.add(key)
-        return remote
+        return script_dir
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
         if isinstance(excinfo.value, ShellScriptFailed):
@@ -235,11 +240,45 @@ class ShellScriptItem(pytest.Function):
         return super().repr_failure(excinfo)
 
 
+#: `sudo` for old scripts in a guest without it: they run as root, so it runs the command (as -u USER if
+#: given), dropping sudo's own options
+SUDO_SHIM = """#!/bin/sh
+# pytest-vexfs: sudo for test scripts (the guest runs them as root)
+user=
+while [ $# -gt 0 ]; do
+  case "$1" in -u) user=$2; shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac
+done
+if [ -n "$user" ] && [ "$user" != root ] && [ "$(id -u)" = 0 ]; then
+  exec su -s /bin/sh "$user" -c 'exec "$0" "$@"' "$@"
+fi
+exec "$@"
+"""
+
+
+def _tree_files(base: Path) -> list[Path] | None:
+    """The files and directories under `base` to copy (no dot-directories, caches or build outputs), or None
+    if they hold more than MAX_COPY_BYTES."""
+    found, total = [], 0
+    for path in sorted(base.rglob("*")):
+        rel = path.relative_to(base)
+        if "__pycache__" in rel.parts or any(p.startswith(".") for p in rel.parts):
+            continue
+        if path.is_file():
+            if path.suffix in (".o", ".ko", ".pyc"):
+                continue
+            total += path.stat().st_size
+            if total > MAX_COPY_BYTES:
+                return None
+        found.append(path)
+    return found
+
+
 # -- domain classes --------------------------------------------------------------------------------
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
-    if not (inspect.isclass(obj) and issubclass(obj, DomainBase)) or obj is DomainBase:
+    ours = inspect.isclass(obj) and issubclass(obj, DomainBase) and obj is not DomainBase
+    if not ours and not (inspect.isclass(obj) and is_old_style_domain(obj, DomainBase)):
         return None
     module = getattr(collector, "obj", None)
     if (not isinstance(collector, pytest.Module) or obj.__module__ != getattr(module, "__name__", None)
@@ -252,7 +291,8 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
 class _ClassState:
     """One domain class's life in this worker: its instance, event loop, setup and teardown."""
 
-    instance: DomainBase | None = None
+    instance: Any = None             # a DomainBase, or an old-style class of the user's own DomainBase
+    vm_manager: VMManagerAdapter | None = None
     loop: asyncio.AbstractEventLoop | None = None
     vm: Any = None                   # the GuestVM setup_domain last ran on
     session: TestSession | None = None
@@ -269,13 +309,14 @@ class _ClassState:
 class DomainClass(pytest.Collector):
     """A DomainBase subclass: its test_* methods are the items."""
 
-    def __init__(self, *, obj: type[DomainBase], **kwargs: Any) -> None:
+    def __init__(self, *, obj: type, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.obj = obj
+        self.old_style = not issubclass(obj, DomainBase)  # of the user's own DomainBase
         self.state = _ClassState()
         for mark in getattr(obj, "pytestmark", []):
             self.add_marker(_mark(mark.name, *mark.args))
-        domain = obj.domain_name
+        domain = getattr(obj, "domain_name", "") if isinstance(getattr(obj, "domain_name", ""), str) else ""
         if domain:
             domains = self.config.stash[DOMAINS_KEY]
             if domain not in domains:
@@ -285,7 +326,7 @@ class DomainClass(pytest.Collector):
             self.add_marker(_mark(domain))
 
     def collect(self) -> Iterator[pytest.Item]:
-        for name in self.obj.test_methods():
+        for name in DomainBase.test_methods.__func__(self.obj):  # type: ignore[attr-defined]
             yield DomainTest.from_parent(self, name=name)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
@@ -295,7 +336,10 @@ class DomainClass(pytest.Collector):
             line = None
         return self.path, line, self.obj.__qualname__
 
-    def instance(self) -> DomainBase:
+    def instance(self) -> Any:
+        if self.state.instance is None and self.old_style:  # the old constructor: (vm_manager, result_collector)
+            self.state.vm_manager = VMManagerAdapter()
+            self.state.instance = self.obj(self.state.vm_manager, ResultCollectorAdapter())
         if self.state.instance is None:
             try:
                 self.state.instance = self.obj()
@@ -361,9 +405,11 @@ class DomainTest(pytest.Function):
     """One test_* method of a domain class, on the test's VM session."""
 
     def __init__(self, **kwargs: Any) -> None:
-        cls: type[DomainBase] = kwargs["parent"].obj
-        needs = ["vexfs_vm", "vexfs_seed"] + (["vexfs_module"] if cls.requires_module else [])
-        needs += list(cls.use_fixtures)
+        cls: type = kwargs["parent"].obj
+        old_style = kwargs["parent"].old_style
+        requires_module = bool(getattr(cls, "requires_module", False)) if not old_style else False
+        needs = ["vexfs_vm", "vexfs_seed"] + (["vexfs_module"] if requires_module else [])
+        needs += [] if old_style else list(getattr(cls, "use_fixtures", ()))
         super().__init__(callobj=_requesting(needs), **kwargs)
         self.method = getattr(cls, self.name)
         for mark in getattr(self.method, "pytestmark", []):
@@ -380,10 +426,14 @@ class DomainTest(pytest.Function):
         domain_class: DomainClass = self.parent  # type: ignore[assignment]
         session: TestSession = self.funcargs["vexfs_vm"]  # type: ignore[assignment]
         instance = domain_class.instance()
-        instance.vm = session
-        instance.config = dict(self.funcargs["vexfs_seed"])  # type: ignore[call-overload]
-        instance.module = self.funcargs.get("vexfs_module")
-        instance.fixtures = {n: self.funcargs[n] for n in type(instance).use_fixtures}
+        if domain_class.old_style:  # its attributes are its own: only the VM manager learns the session
+            assert domain_class.state.vm_manager is not None
+            domain_class.state.vm_manager.session = session
+        else:
+            instance.vm = session
+            instance.config = dict(self.funcargs["vexfs_seed"])  # type: ignore[call-overload]
+            instance.module = self.funcargs.get("vexfs_module")
+            instance.fixtures = {n: self.funcargs[n] for n in type(instance).use_fixtures}
         nextitem = self.stash.get(NEXT_ITEM_KEY, None)
         last = nextitem is None or nextitem.parent is not domain_class
         try:
@@ -409,15 +459,20 @@ def _result_problem(value: Any) -> tuple[str, str] | None:
         return None
     if value is False:
         return "fail", "the test returned False"
-    if not isinstance(value, TestResult):
+    if isinstance(value, dict) and "status" in value:  # old frameworks returned dicts too
+        value = types.SimpleNamespace(status=value["status"], message=value.get("message", ""),
+                                      details=value.get("details"))
+    status = status_name(getattr(value, "status", None))  # ours, or a TestResult of the user's own tree
+    if status not in ("passed", "failed", "skipped", "error"):
         return "fail", f"the test returned {value!r}; expected a TestResult (or None/bool)"
-    if value.status is TestStatus.PASSED:
+    if status == "passed":
         return None
-    text = value.message or f"status {value.status.name}"
-    if value.details:
-        text += "\ndetails: " + json.dumps(value.details, indent=2, sort_keys=True, default=str)
-    if value.status is TestStatus.SKIPPED:
+    text = str(getattr(value, "message", "") or f"status {status.upper()}")
+    details = getattr(value, "details", None)
+    if details:
+        text += "\ndetails: " + json.dumps(details, indent=2, sort_keys=True, default=str)
+    if status == "skipped":
         return "skip", text
-    if value.status is TestStatus.ERROR:
+    if status == "error":
         return "fail", f"ERROR: {text}"
     return "fail", text

@@ -102,25 +102,26 @@ def vexfs_vectors(request: pytest.FixtureRequest, vexfs_profile: ModuleProfile) 
     if failed is not None:
         pytest.skip(f"the vector client does not answer module {vexfs_profile.name!r} ({failed[1]}); "
                     f"reported in {failed[0]}")
+    problem = ""
     try:
         client_class(vexfs_profile.vector_client)  # a client that is not there needs no VM to say so
     except ClientNotFound as err:
-        request.config.stash[_VECTOR_PROBE_KEY] = (request.node.nodeid, str(err).splitlines()[0])
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
-    vexfs_vm: TestSession = request.getfixturevalue("vexfs_vm")
-    request.getfixturevalue("vexfs_module")  # installs the tools with the module
-    fs: MountedFilesystem = request.getfixturevalue("vexfs_fs")
-    try:
-        client = load_client(vexfs_profile.vector_client, vexfs_vm)
-        client.probe(fs.mountpoint)
-    except VectorABIError as err:
-        text = str(err)
-        if "not on the guest's PATH" in text:
-            text += (f"; list its make target under tools: in {vexfs_profile.path or 'the profile'} (tools now: "
-                     f"{', '.join(vexfs_profile.tools) or 'none'})")
-        request.config.stash[_VECTOR_PROBE_KEY] = (request.node.nodeid, text.splitlines()[0])
-        pytest.fail(f"pytest-vexfs: {text}", pytrace=False)
-    except ClientNotFound as err:
-        request.config.stash[_VECTOR_PROBE_KEY] = (request.node.nodeid, str(err).splitlines()[0])
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+        problem = str(err)
+    if not problem:
+        vexfs_vm: TestSession = request.getfixturevalue("vexfs_vm")
+        request.getfixturevalue("vexfs_module")  # installs the tools with the module
+        fs: MountedFilesystem = request.getfixturevalue("vexfs_fs")
+        try:
+            client = load_client(vexfs_profile.vector_client, vexfs_vm)
+            client.probe(fs.mountpoint)
+        except VectorABIError as err:
+            problem = str(err)
+            if "not on the guest's PATH" in problem:
+                problem += (f"; list its make target under tools: in {vexfs_profile.path or 'the profile'} "
+                            f"(tools now: {', '.join(vexfs_profile.tools) or 'none'})")
+        except ClientNotFound as err:
+            problem = str(err)
+    if problem:  # outside the except blocks: one paragraph, no chained traceback
+        request.config.stash[_VECTOR_PROBE_KEY] = (request.node.nodeid, problem.splitlines()[0])
+        pytest.fail(f"pytest-vexfs: {problem}", pytrace=False)
     return client

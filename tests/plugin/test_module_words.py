@@ -78,5 +78,5 @@ def test_a_refused_mount_shows_the_modules_explanation(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(["*- vexfs module log -*", "vexfsref: vdb: image checksum mismatch (×3)"])
     case = next(iter(next(iter(JUnitXml.fromfile(str(pytester.path / "junit.xml"))))))
     assert "vexfsref: vdb: image checksum mismatch (×3)" in (case.system_out or "")
-    html = (pytester.path / "report.html").read_text()
-    assert "vexfsref: vdb: image checksum mismatch (×3)" in html
+    html = (pytester.path / "report.html").read_text()  # pytest-html keeps the log in JSON: × is \u00d7
+    assert "vexfsref: vdb: image checksum mismatch (\\u00d73)" in html
