@@ -66,15 +66,15 @@ def test_profile_parameters_are_the_modules(vexfs_module, vexfs_vm, vexfs_profil
 
 def test_valid_value_loads(parameter, vexfs_module, vexfs_vm, vexfs_profile):
     values = vexfs_profile.parameters[parameter]
-    if "valid" not in values:
+    if values.valid is None:
         pytest.skip(f"the profile names no valid value for parameter {parameter!r} (parameters: {parameter}: "
                     "{valid: ...})")
     vexfs_module.unload()
     try:
-        vexfs_module.load(**{parameter: values["valid"]})
+        vexfs_module.load(**{parameter: values.valid})
         shown = _shown(vexfs_vm, vexfs_module, parameter)
         if shown is not None:  # parameters with permission 0 are not in /sys
-            assert _same_value(shown, values["valid"]), (parameter, shown, values["valid"])
+            assert _same_value(shown, values.valid), (parameter, shown, values.valid)
     finally:
         if vexfs_module.is_loaded():
             vexfs_module.unload()
@@ -83,13 +83,13 @@ def test_valid_value_loads(parameter, vexfs_module, vexfs_vm, vexfs_profile):
 
 def test_invalid_value_refuses_load(parameter, vexfs_module, vexfs_vm, vexfs_profile):
     values = vexfs_profile.parameters[parameter]
-    if "invalid" not in values:
+    if values.invalid is None:
         pytest.skip(f"the profile names no invalid value for parameter {parameter!r} (parameters: {parameter}: "
                     "{invalid: ...})")
     vexfs_module.unload()
     try:
         with pytest.raises(ModuleLoadError) as info:
-            vexfs_module.load(**{parameter: values["invalid"]})
+            vexfs_module.load(**{parameter: values.invalid})
         assert "Invalid argument" in str(info.value) or "invalid" in str(info.value).lower()
         assert not vexfs_module.is_loaded()
     finally:
