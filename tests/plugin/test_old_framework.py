@@ -17,10 +17,12 @@ from pytest_vexfs.reporting.junit import case_properties
 TREE = Path(__file__).parent / "data" / "oldframework"
 
 
+@pytest.mark.timeout(2400)
 def test_old_tree_runs_unmodified_and_the_oops_lands_on_its_item(pytester: pytest.Pytester) -> None:
     shutil.copytree(TREE, pytester.path, dirs_exist_ok=True)
+    # the scripts compile the module in the guest: under TCG on a busy host that takes minutes
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", "--junitxml=junit.xml",
-                                           "-rfEs", "tests", timeout=1200)
+                                           "--vexfs-hang-timeout=900", "-rfEs", "tests", timeout=2400)
     result.assert_outcomes(passed=4, failed=2)
     result.stdout.fnmatch_lines_random([
         "FAILED tests/domains/test_guest_domain.py::GuestBasicsDomain::test_failure_is_reported - as expected: "

