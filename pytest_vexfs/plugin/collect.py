@@ -227,8 +227,9 @@ class ShellScriptItem(pytest.Function):
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for path in files:
                 tar.add(str(path), arcname=str(path.relative_to(base)), recursive=False)
+        # loop devices as on a workstation: the loop driver is a module the guest loads on no other demand
         session.run(f"mkdir -p {shlex.quote(remote)} && tar -x -m -C {shlex.quote(remote)} && "
-                    f"chmod -R a+rX {GUEST_SHELL_DIR} && "
+                    f"chmod -R a+rX {GUEST_SHELL_DIR} && {{ modprobe -q loop || true; }} && "
                     f"{{ command -v sudo >/dev/null || {{ cat > /usr/local/bin/sudo <<'EOF'\n{SUDO_SHIM}EOF\n"
                     "chmod 755 /usr/local/bin/sudo; }; }", input=buf.getvalue(), check=True, timeout=120)
         copied.add(key)
