@@ -13,7 +13,7 @@ for a in 1 2 3; do
     : > lvl1-$a/lvl2-$b/lvl3/empty
   done
 done
-head -c 3M /dev/urandom > lvl1-1/big.bin
+head -c {big} /dev/urandom > lvl1-1/big.bin
 truncate -s 200000 lvl1-2/sparse && printf end >> lvl1-2/sparse
 ln lvl1-1/lvl2-x/note.txt lvl1-3/hardlink
 ln -s ../lvl1-1/lvl2-x/lvl3/lvl4/data.bin lvl1-2/symlink
@@ -23,8 +23,9 @@ mkdir emptydir; mkfifo lvl1-3/fifo
 """
 
 
-def test_nested_tree_survives_remount_and_reload(vexfs_fs, vexfs_vm, vexfs_module):
-    vexfs_vm.run(BUILD_TREE.format(root=vexfs_fs.mountpoint), check=True)
+def test_nested_tree_survives_remount_and_reload(vexfs_fs, vexfs_vm, vexfs_module, vexfs_profile):
+    big = min(3 << 20, vexfs_profile.limit("max_file_size", 3 << 20))  # 3 MiB, or the largest file
+    vexfs_vm.run(BUILD_TREE.format(root=vexfs_fs.mountpoint, big=big), check=True)
     before = tree_manifest(vexfs_vm, vexfs_fs.mountpoint)
     assert len(before) > 40
     deep = [p for p, attrs in before.items() if p.count("/") >= 4 and "sha256:" in attrs]
