@@ -8,11 +8,14 @@ are booted once per fault, not once per assertion.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+import filelock
 import pytest
 from junitparser import Error, Failure, JUnitXml
 
@@ -92,9 +95,21 @@ def _inner_tests() -> str:
 
 
 @pytest.fixture(scope="module")
-def inner(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, dict[str, str], str]]:
-    """Run the inner session once: {test name: (outcome, properties, failure text)}."""
-    root = tmp_path_factory.mktemp("phases")
+def inner(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict[str, list[Any]]:
+    """The inner session's results, run once per outer run (under xdist the first worker that gets here
+    runs it and the others read its results): {test name: [outcome, properties, failure text]}."""
+    if worker_id == "master":
+        return _run_inner(tmp_path_factory.mktemp("phases"))
+    shared = tmp_path_factory.getbasetemp().parent / "phase-verdicts.json"  # one directory per outer run
+    with filelock.FileLock(f"{shared}.lock"):
+        if shared.is_file():
+            return json.loads(shared.read_text())
+        cases = _run_inner(tmp_path_factory.mktemp("phases"))
+        shared.write_text(json.dumps(cases))
+        return cases
+
+
+def _run_inner(root: Path) -> dict[str, list[Any]]:
     (root / "conftest.py").write_text(CONFTEST)
     (root / "test_phases.py").write_text(_inner_tests())
     env = {**os.environ, "VEXFS_CACHE_DIR": str(OUTER_CACHE)}
@@ -111,7 +126,7 @@ def inner(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, dict
                     outcome = "error" if isinstance(result, Error) else "failed"
                     text = f"{result.message}\n{result.text}"
             name = case.name.split("[")[0]
-            cases[name] = (outcome, case_properties(case), text)
+            cases[name] = [outcome, case_properties(case), text]
     assert cases, done.stdout[-5000:]
     return cases
 
