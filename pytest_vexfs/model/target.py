@@ -132,7 +132,7 @@ class ModelRig:
                             permissions=self.profile.has("permissions"),
                             power_cut=self.power_cuts,
                             max_file_size=profile_limit(self.profile, "max_file_size"),
-                            max_name_len=profile_limit(self.profile, "max_name_len"))
+                            max_name_len=profile_limit(self.profile, "name_max"))
 
     def mount_command(self) -> str:
         assert self.fs is not None
