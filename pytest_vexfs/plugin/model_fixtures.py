@@ -13,6 +13,7 @@ from pytest_vexfs.model.run import Budget, ModelRun
 from pytest_vexfs.model.target import ModelRig
 from pytest_vexfs.module.build import BuiltModule
 from pytest_vexfs.module.profile import ModuleProfile
+from pytest_vexfs.plugin.fixtures import user_error
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def vexfs_model(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_slo
         rig = ModelRig(vexfs_slot, vexfs_vm, vexfs_built_module, vexfs_profile, power_cuts=power_cuts,
                        load_params=params).__enter__()
     except VexfsError as err:
-        pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+        raise user_error(err) from None
     run = ModelRun(rig, budget, request.config.rootpath / ".vexfs" / "model", label=request.node.nodeid)
     for note in run.notes():
         request.node.user_properties.append(("model_note", note))
