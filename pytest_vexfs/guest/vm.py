@@ -494,7 +494,7 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
 def _ensure(root: Path, key: str, make: Callable[[Path], None], needed: int) -> Snapshot:
     snap = Snapshot(root / key)
     if snap.state.exists():
-        if not is_private(snap.path):  # saved by an older version, readable by everyone
+        if not all(is_private(p) for p in (snap.path, snap.state, snap.ram) if p.exists()):  # an older version's
             make_private(snap.path)
         return snap
     with filelock.FileLock(str(root / f".{key}.lock")):

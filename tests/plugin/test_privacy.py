@@ -53,9 +53,9 @@ def test_snapshot_run_dirs_keys_and_consoles_are_owner_only(pytester: pytest.Pyt
     assert stat.S_IMODE(own_cache.stat().st_mode) == 0o700
     assert not _exposed(own_cache / "snapshots", own_cache / "run", pytester.path / ".vexfs" / "consoles")
 
-    # a snapshot saved by an older version (0644 in a 0755 directory) is made private on its next use
+    # a snapshot saved by an older version (files 0644 in its 0700 directory) is made private on its next use
     for snapshot in snapshots:
-        snapshot.parent.chmod(0o755)
-        snapshot.chmod(0o644)
+        for saved in snapshot.parent.iterdir():
+            saved.chmod(0o644)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "--vexfs-accel=tcg").assert_outcomes(passed=1)
     assert not _exposed(own_cache / "snapshots")
