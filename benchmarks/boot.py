@@ -86,7 +86,7 @@ def plain_boot(image, settings, accel, key, name, kernel: Path, machine: str):
     start = time.monotonic()
     try:
         machine_.start()
-        while not ssh_banner_ready("127.0.0.1", machine_.port or 0, 1.0):
+        while not ssh_banner_ready("127.0.0.1", machine_.port or 0, 5.0):
             if not machine_.is_running() or time.monotonic() - start > 300:
                 raise RuntimeError(f"plain boot failed after {time.monotonic() - start:.0f}s: "
                                    f"{machine_.exit_reason() or 'no SSH within 300 s'} {machine_.stderr()}\n"

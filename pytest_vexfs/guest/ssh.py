@@ -82,7 +82,9 @@ ConsoleTail = Callable[[], str]
 
 def ssh_banner_ready(host: str, port: int, timeout: float = 1.0) -> bool:
     """True once something at host:port greets with an SSH banner (QEMU's user-mode network accepts
-    TCP connections before the guest's sshd listens, so a plain connect proves nothing)."""
+    TCP connections before the guest's sshd listens, so a plain connect proves nothing). Give the
+    banner seconds: sshd forks and execs a session process per connection, which a slow guest (TCG on
+    a busy host) may take longer than a second to do, and a probe that gives up sooner never succeeds."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
