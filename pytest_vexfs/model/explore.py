@@ -77,6 +77,7 @@ class Target:
     mount_command: str
     reload_command: str
     fsck_command: str = ""
+    load_command: str = ""  # loads the module when it is not (a sequence starts from a known state)
     power_cut: Callable[[], None] | None = None
     kernel_log: Callable[[], str] = lambda: ""
     faults: Callable[[], list[str]] = lambda: []
@@ -126,8 +127,9 @@ class Explorer:
         self.counts: dict[str, int] = {}
         tag = f"vexfs-model: sequence {label}".strip()
         self._queue(Step(0, encode(["kmsg", tag]), ("ok", "")))
-        self._queue(Step(0, encode(["sh", f"mountpoint -q {shlex.quote(target.mountpoint)} || "
-                                          f"{target.mount_command} 2>&1"]), ("ok", "0"), "shell"))
+        load = f"{target.load_command} && " if target.load_command else ""
+        self._queue(Step(0, encode(["sh", f"{{ {load}mountpoint -q {shlex.quote(target.mountpoint)} || "
+                                          f"{target.mount_command}; }} 2>&1"]), ("ok", "0"), "shell"))
         self._queue(Step(0, encode(["reset"]), ("ok", "")))
         self._queue(Step(0, encode(["sync"]), ("ok", "")))
 

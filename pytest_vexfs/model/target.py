@@ -140,6 +140,15 @@ class ModelRig:
         return (f"mount -t {shlex.quote(self.profile.fs_type)}" + (f" -o {shlex.quote(opts)}" if opts else "")
                 + f" {shlex.quote(self.fs.device)} {shlex.quote(self.mountpoint)}")
 
+    def load_command(self) -> str:
+        """insmod unless the filesystem type is registered (a sequence after a failed reload)."""
+        if self.module is None:
+            return ""
+        params = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in
+                          {**self.profile.load_params, **self.load_params}.items())
+        return (f"{{ grep -qw {shlex.quote(self.profile.fs_type)} /proc/filesystems || "
+                f"insmod {shlex.quote(self.module.guest_ko)} {params}; }}")
+
     def reload_command(self) -> str:
         if self.module is None or self.fs is None:
             return "false"  # never generated without a module (Capabilities.reload)
@@ -170,6 +179,7 @@ class ModelRig:
         assert self.fs is not None
         return Target(run_batch=self.run_batch, mountpoint=self.mountpoint, mount_command=self.mount_command(),
                       reload_command=self.reload_command(), fsck_command=fsck_command(self.profile, self.fs.device),
+                      load_command=self.load_command(),
                       power_cut=self.power_cut if self.power_cuts else None, kernel_log=self.kernel_log,
                       faults=self.faults, module_name=self.profile.name)
 
