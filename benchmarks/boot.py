@@ -70,7 +70,8 @@ def vng_boot(image) -> tuple[float | None, str]:
         return None, "vng did not finish within 300 s"
     took = time.monotonic() - start
     if proc.returncode != 0:
-        return None, f"vng failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-300:]}"
+        said = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:]) or "nothing on its output"
+        return None, f"vng failed ({proc.returncode}) after {took:.0f}s: {said}"
     return took, " ".join(argv)
 
 
