@@ -27,7 +27,7 @@ def test_six_domains_against_minix(pytester: pytest.Pytester, vexfs_settings) ->
     args = [str(ROOT / "tests" / domain) for domain in DOMAINS]
     result = pytester.runpytest_subprocess(
         *args, "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), f"--vexfs-profile={PROFILE}",
-        "--deselect", "tests/integration/test_profiles.py", "-p", "no:cacheprovider",
+        "--deselect", "tests/integration/test_profiles.py", "-p", "no:cacheprovider", "--vexfs-results-db=off",
         "-p", "no:randomly", f"--junitxml={junit}", "-rs", f"--vexfs-kernel={vexfs_settings.kernel}",
         f"--vexfs-hang-timeout={vexfs_settings.hang_timeout}", f"--vexfs-boot-timeout={vexfs_settings.boot_timeout}",
         timeout=2400)
