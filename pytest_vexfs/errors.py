@@ -102,6 +102,11 @@ class VMBootPanic(VMBootError):
     """The guest kernel panicked while booting (too little memory, a broken kernel or initramfs)."""
 
 
+class HostDown(VMBootError):
+    """The machine that runs VMs (a libvirt host) cannot be used: unreachable, login refused, no pool or a
+    full one. With several hosts, the run places VMs on the others instead."""
+
+
 class VMCrashed(VMError):
     """The VM died (QEMU exited, kernel panic) while in use."""
 

@@ -156,10 +156,12 @@ SETTINGS: tuple[Setting, ...] = (
             "libvirt's own labelling)", "libvirt.dac_label"),
     Setting("libvirt_ssh_port", _port, 0, "host port forwarded to the guest's SSH (0 = pick one)",
             "libvirt.ssh_port", allowed="integer 0-65535"),
-    Setting("libvirt_ssh_address", _text, "", "address SSH connects to for a libvirt VM (default: the URI's "
-            "host, or 127.0.0.1)", "libvirt.ssh_address"),
-    Setting("libvirt_ssh_bind", _text, "", "address the libvirt VM's SSH forward binds to (default 127.0.0.1 "
-            "locally, 0.0.0.0 remotely)", "libvirt.ssh_bind"),
+    Setting("libvirt_ssh_address", _text, "", "address SSH connects to for a libvirt VM (default: 127.0.0.1, "
+            "remotely through a tunnel over the host's sshd; naming one skips the tunnel)", "libvirt.ssh_address"),
+    Setting("libvirt_ssh_bind", _text, "", "address the libvirt VM's SSH forward binds to on its host (default "
+            "127.0.0.1; 0.0.0.0 when libvirt_ssh_address is named for a remote URI)", "libvirt.ssh_bind"),
+    Setting("hosts", _text, "", "VM hosts shared by the workers: URI[*N],local[*N],... or a hosts file / "
+            "Ansible inventory (see README)", "libvirt.hosts"),
     Setting("inventory", _text, "", "Ansible inventory of existing hosts (backend static)",
             "static.inventory"),
     Setting("host", _text, "", "inventory host to test on, by name (backends static, terraform; default: "

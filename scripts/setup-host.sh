@@ -13,9 +13,10 @@ packages=(qemu-system-x86 qemu-utils debootstrap busybox-static e2fsprogs cpio z
 debug_kernel=(gcc make libc6-dev flex bison bc perl libelf-dev ccache)
 if $ci; then
     # PostgreSQL for the results-history tests, promtool for the alert rules, amtool for
-    # monitoring/alertmanager.yml, libvirt for the libvirt backend tests.
+    # monitoring/alertmanager.yml, libvirt for the libvirt backend tests, sshd for reaching it as a
+    # remote host over loopback.
     packages+=(postgresql prometheus prometheus-alertmanager libvirt-daemon-system libvirt-dev pkg-config
-               python3-dev "${debug_kernel[@]}")
+               python3-dev openssh-server "${debug_kernel[@]}")
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q

@@ -15,6 +15,20 @@ output "vms" {
   }
 }
 
+# The libvirt host this fleet lives on, in the shape of the plugin's hosts list (--vexfs-hosts FILE reads
+# `terraform output -json` saved to a file): name => {uri, pool, capacity}. tests/plugin/test_hosts_list.py
+# and test_infra_terraform.py check the shapes agree.
+output "vm_hosts" {
+  description = "The libvirt host and pool of the fleet as the plugin's hosts list: name => {uri, pool, capacity}."
+  value = {
+    (local.resource_prefix) = {
+      uri      = var.libvirt_uri
+      pool     = module.storage.pool_name
+      capacity = var.max_parallel_tests
+    }
+  }
+}
+
 output "ssh_private_key_path" {
   description = "Private key that logs in to every VM."
   value       = var.ssh_private_key_path

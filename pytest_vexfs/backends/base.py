@@ -70,6 +70,7 @@ class MachineSpec:
                                            # (a power cut: the next VM boots on what this one wrote)
     libvirt: LibvirtOptions = LibvirtOptions()   # used by the libvirt backend
     hosts: HostOptions = HostOptions()           # used by the static and terraform backends
+    image_digest: str = ""                       # of the image the files come from (remote hosts cache by it)
 
     @property
     def console_log(self) -> Path:

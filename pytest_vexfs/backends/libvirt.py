@@ -6,29 +6,38 @@ the serial console written to a file, and QEMU user-mode networking with guest S
 port (``<qemu:commandline>``: libvirt has no user-mode NIC with port forwarding of its own). ``q35`` and
 ``microvm`` are both rendered (microvm needs virtio-mmio addresses and no USB controller).
 
-Any libvirt URI works. On a local URI the disks live in ``spec.run_dir``; on a remote one (``qemu+ssh://``)
-they are volumes of a storage pool there (option ``libvirt_pool``), the console is streamed through
-libvirt, and kernel/initrd/base image paths must exist on that host. Connecting runs under a deadline,
-so an unreachable URI fails within seconds instead of hanging.
+Any libvirt URI works. On a local URI the disks live in ``spec.run_dir``. A remote one (``qemu+ssh://``)
+needs nothing on that host but libvirtd, sshd and a storage pool (option ``libvirt_pool``): the image's
+kernel, initrd and root disk are uploaded into the pool over libvirt streams once, cached there by digest
+(a marker volume says an upload completed), each VM gets copy-on-write volumes on top, the serial console
+is read over a libvirt stream, and the guest's SSH port, forwarded to the host's loopback, is reached
+through an SSH tunnel over the host's sshd (:mod:`pytest_vexfs.backends.hostssh`). Connecting runs under
+a deadline, so an unreachable URI fails within seconds instead of hanging; an unreachable host, a refused
+key, a missing pool and a full pool each get one paragraph saying what to do.
 
 Every domain is named ``spec.name`` (per run: ``vexfs-<runid>-...``) and carries ownership metadata
-(host, pid, disks); cleanup touches only the domain and disks it created, and :func:`reap_stale`
-removes leftovers whose owning process has died.
+(host, pid, run id, disks, pool volumes); cleanup touches only the domain and disks it created;
+:func:`reap_record` removes one dead run's domain (local or remote) and :func:`reap_stale` every leftover
+of this machine's dead runs on one URI.
 
 Options: keyword arguments, else ``spec.libvirt`` (:class:`~pytest_vexfs.backends.base.LibvirtOptions`, from
 the settings ``--vexfs-libvirt-uri``, ``--vexfs-libvirt-pool``, ...): the URI (default ``$LIBVIRT_DEFAULT_URI``
 or ``qemu:///system``), connect timeout (10 s), storage pool (remote URIs), console (``file`` or ``stream``),
 DAC label (``+0:+0`` for a local URI as root, else libvirt's own labelling), SSH port (a free port), SSH
-address and bind address (loopback locally).
+address (default: a tunnel over the remote host's sshd; naming one reachable from here skips the
+tunnel) and bind address (loopback, or all addresses when an SSH address is named for a remote host).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import shlex
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -38,12 +47,14 @@ from typing import Any
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
+import filelock
 import libvirt
 
-from pytest_vexfs.errors import ConfigError, VMBootError, VMError
+from pytest_vexfs.errors import ConfigError, HostDown, VMBootError, VMError
 from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.guest.runstate import process_alive
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
+from pytest_vexfs.backends.hostssh import HostSSH, LocalForward
 
 METADATA_NS = "https://github.com/vexfs/pytest-vexfs/libvirt/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -60,12 +71,46 @@ _SHUTOFF_REASONS = {0: "unknown", 1: "guest powered off", 2: "destroyed", 3: "cr
                     8: "daemon stopped"}
 
 
-class LibvirtUnreachable(VMBootError):
-    """The libvirt URI could not be opened before the deadline."""
+#: Volumes of uploaded images are named IMAGE_PREFIX + key + "-" + part; a marker volume ends in ".complete".
+IMAGE_PREFIX = "vexfs-image-"
+#: Free space a pool must keep for each VM's copy-on-write root volume, beyond its scratch disk.
+VM_ROOT_HEADROOM = 256 * 1024**2
+
+
+class LibvirtUnreachable(HostDown):
+    """The libvirt URI could not be opened before the deadline (`kind`: unreachable, refused key, host key)."""
+
+    def __init__(self, message: str, *, kind: str = "unreachable", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
 
 
 class LibvirtDomainError(VMError):
     """libvirt refused to define, start or control the domain."""
+
+
+class LibvirtPoolError(HostDown):
+    """The storage pool for a remote URI is missing, inactive or too full (`kind`: missing, full)."""
+
+    def __init__(self, message: str, *, kind: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
+
+
+@dataclasses.dataclass
+class UploadReport:
+    """What putting the image into a host's pool cost: nothing when it was there already."""
+
+    volumes: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        if not self.volumes:
+            return "image already in the pool (0 bytes uploaded)"
+        rate = self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+        return (f"uploaded {self.volumes} volume(s), {self.bytes / 1e6:.1f} MB in {self.seconds:.1f}s "
+                f"({rate:.0f} MB/s)")
 
 
 def _silence_libvirt(_ctx: object, _err: object) -> None:
@@ -95,11 +140,34 @@ def open_connection(uri: str, timeout: float = 10.0) -> libvirt.virConnect:
                                  hint="check the host is up and reachable; for qemu+ssh:// that "
                                       "key-based SSH login works without a prompt")
     if "error" in result:
-        raise LibvirtUnreachable(
-            f"cannot open libvirt URI {uri!r} ({time.monotonic() - started:.1f}s): "
-            f"{result['error'].get_error_message()}",
-            hint="is libvirtd running there? (without systemd: virtlogd -d && libvirtd -d)")
+        raise _open_error(uri, result["error"].get_error_message(), time.monotonic() - started)
     return result["conn"]
+
+
+def _open_error(uri: str, message: str, seconds: float) -> LibvirtUnreachable:
+    """One paragraph for a failed open: which of host, key, host key or daemon is at fault."""
+    parts = urllib.parse.urlsplit(uri)
+    login = f"{parts.username + '@' if parts.username else ''}{parts.hostname or 'localhost'}"
+    text = f"cannot open libvirt URI {uri!r} ({seconds:.1f}s): {message}"
+    if "Permission denied" in message:
+        return LibvirtUnreachable(
+            text, kind="refused key",
+            hint=f"the host refused the SSH key: authorise your public key there (ssh-copy-id {login}) or "
+                 f"name the key for that host in ~/.ssh/config (IdentityFile); `ssh {login} true` must work "
+                 "without a prompt")
+    if "Host key verification failed" in message:
+        return LibvirtUnreachable(
+            text, kind="host key",
+            hint=f"the host's SSH key is not in known_hosts (or changed): connect once with `ssh {login}` "
+                 "and check the fingerprint, or add it with ssh-keyscan")
+    if parts.hostname and any(word in message for word in (
+            "Connection refused", "Could not resolve", "No route", "timed out", "Network is unreachable")):
+        return LibvirtUnreachable(
+            text, kind="unreachable",
+            hint=f"the host {parts.hostname} cannot be reached over SSH: check it is up, its name resolves "
+                 "and sshd listens there")
+    return LibvirtUnreachable(text, hint="is libvirtd running there? (without systemd: virtlogd -d && "
+                                         "libvirtd -d)")
 
 
 def is_local_uri(uri: str) -> bool:
@@ -110,6 +178,10 @@ def is_local_uri(uri: str) -> bool:
 def guest_cmdline(spec: MachineSpec) -> str:
     """The kernel command line: spec.cmdline plus what the guest init needs that it does not set."""
     words = shlex.split(spec.cmdline) if spec.cmdline else []
+    # under TCG on a loaded host the kernel's IO-APIC timer check can miss its ticks and panic
+    # ("IO-APIC + timer doesn't work!"): libvirt's q35 routes the PIT like real hardware, skip the check
+    if "no_timer_check" not in words:
+        words.append("no_timer_check")
     keys = {w.split("=", 1)[0] for w in words}
     defaults = [("root", "/dev/vda"), ("console", "ttyS0"), ("panic", "-1"), ("vexfs.host", spec.name),
                 ("vexfs.time", str(int(time.time())))]
@@ -119,6 +191,132 @@ def guest_cmdline(spec: MachineSpec) -> str:
     if "rw" not in keys and "ro" not in keys:
         words.append("rw")
     return " ".join(words)
+
+
+def qcow2_virtual_size(path: Path) -> int:
+    """The virtual size in bytes of a local qcow2 image (what a copy-on-write volume on it must offer)."""
+    proc = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(path)], capture_output=True, text=True,
+                          timeout=60, check=False, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise VMBootError(f"qemu-img info {path} failed", stderr=proc.stderr)
+    return int(json.loads(proc.stdout)["virtual-size"])
+
+
+def image_key(spec: MachineSpec) -> str:
+    """Cache key of the image files in a pool: the image digest plus each file's name and size."""
+    parts = [spec.image_digest]
+    for path in (spec.kernel, spec.initrd, spec.base_disk):
+        assert path is not None
+        parts.append(f"{path.name}:{path.stat().st_size}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def lookup_pool(conn: libvirt.virConnect, name: str, uri: str) -> libvirt.virStoragePool:
+    """The active pool `name`, or LibvirtPoolError naming the pools there are."""
+    try:
+        pool = conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError:
+        with contextlib.suppress(libvirt.libvirtError):
+            known = ", ".join(sorted(conn.listStoragePools() + conn.listDefinedStoragePools()))
+        raise LibvirtPoolError(
+            f"storage pool {name!r} does not exist at {uri} (pools there: {known or 'none'})", kind="missing",
+            hint="name an existing pool with --vexfs-libvirt-pool, or create a directory pool on that host: "
+                 f"virsh -c {uri} pool-define-as {name} dir --target /var/lib/libvirt/images/{name} && "
+                 f"virsh -c {uri} pool-build {name} && virsh -c {uri} pool-start {name}") from None
+    if not pool.isActive():
+        raise LibvirtPoolError(f"storage pool {name!r} at {uri} is not active", kind="missing",
+                               hint=f"start it: virsh -c {uri} pool-start {name}")
+    return pool
+
+
+def check_pool_space(pool: libvirt.virStoragePool, needed: int, what: str, uri: str) -> None:
+    """Raise LibvirtPoolError(kind="full") unless the pool has `needed` bytes free."""
+    with contextlib.suppress(libvirt.libvirtError):
+        pool.refresh(0)
+    available = pool.info()[3]
+    if available < needed:
+        raise LibvirtPoolError(
+            f"storage pool {pool.name()!r} at {uri} is full: {available / 2**20:.0f} MiB free, {what} needs "
+            f"{needed / 2**20:.0f} MiB", kind="full",
+            hint=f"free space there (old images: virsh -c {uri} vol-list {pool.name()} | grep {IMAGE_PREFIX}), "
+                 "or name a bigger pool with --vexfs-libvirt-pool")
+
+
+def _volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError:
+        return None
+
+
+def upload_volume(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, path: Path) -> int:
+    """Create raw volume `name` and fill it with `path` over a libvirt stream; returns the bytes sent."""
+    size = path.stat().st_size
+    xml = (f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{size}</capacity>"
+           "<allocation unit='bytes'>0</allocation><target><format type='raw'/>"
+           "<permissions><mode>0644</mode></permissions></target></volume>")
+    vol = pool.createXML(xml, 0)
+    stream = conn.newStream(0)
+    try:
+        vol.upload(stream, 0, size, 0)
+        with open(path, "rb") as fh:
+            stream.sendAll(lambda _stream, nbytes, f: f.read(min(nbytes, 1 << 20)), fh)
+        stream.finish()
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        with contextlib.suppress(libvirt.libvirtError):
+            vol.delete(0)
+        raise
+    return size
+
+
+def ensure_image_volumes(conn: libvirt.virConnect, pool: libvirt.virStoragePool, files: dict[str, Path],
+                         key: str, uri: str, lock_path: Path) -> tuple[dict[str, str], UploadReport]:
+    """Paths on the host of the image's volumes, uploading them first unless a complete copy is there.
+
+    `files` maps a part name ("vmlinux", "initrd", "root.qcow2") to the local file. The marker volume
+    ``<prefix><key>.complete`` is created last, so a half-done upload (killed run) is redone, never used.
+    Workers of one run share the upload through a file lock.
+    """
+    names = {part: f"{IMAGE_PREFIX}{key}-{part}" for part in files}
+    marker = f"{IMAGE_PREFIX}{key}.complete"
+    report = UploadReport()
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(lock_path)):
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.refresh(0)
+        if _volume(pool, marker) is None:
+            for name in names.values():  # leftovers of an interrupted upload
+                vol = _volume(pool, name)
+                if vol is not None:
+                    vol.delete(0)
+            total = sum(path.stat().st_size for path in files.values())
+            check_pool_space(pool, total + VM_ROOT_HEADROOM, f"the guest image ({len(files)} volumes)", uri)
+            started = time.monotonic()
+            try:
+                for part, path in files.items():
+                    report.bytes += upload_volume(conn, pool, names[part], path)
+                    report.volumes += 1
+                pool.createXML(f"<volume><name>{escape(marker)}</name><capacity>0</capacity>"
+                               "<target><format type='raw'/></target></volume>", 0)
+            except libvirt.libvirtError as exc:
+                message = exc.get_error_message()
+                if "space" in message.lower():
+                    raise LibvirtPoolError(f"storage pool {pool.name()!r} at {uri} ran full while uploading "
+                                           f"the guest image: {message}", kind="full",
+                                           hint="free space there or name a bigger pool with "
+                                                "--vexfs-libvirt-pool") from None
+                raise LibvirtDomainError(f"uploading the guest image into pool {pool.name()!r} at {uri} "
+                                         f"failed: {message}") from None
+            report.seconds = time.monotonic() - started
+    paths = {}
+    for part, name in names.items():
+        vol = _volume(pool, name)
+        if vol is None:
+            raise LibvirtDomainError(f"image volume {name} vanished from pool {pool.name()!r} at {uri}")
+        paths[part] = vol.path()
+    return paths, report
 
 
 class LibvirtMachine(Machine):
@@ -134,6 +332,7 @@ class LibvirtMachine(Machine):
         opts = spec.libvirt
         self.uri = uri or opts.uri or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
         self.local = is_local_uri(self.uri)
+        self.host = urllib.parse.urlsplit(self.uri).hostname or "localhost"
         self.connect_timeout = float(connect_timeout or opts.connect_timeout)
         self.pool_name = pool or opts.pool or None
         if not self.local and not self.pool_name:
@@ -147,14 +346,21 @@ class LibvirtMachine(Machine):
                               allowed="file, stream")
         default_label = "+0:+0" if self.local and os.geteuid() == 0 else None
         self.dac_label = dac_label if dac_label is not None else (opts.dac_label or default_label)
-        host = urllib.parse.urlsplit(self.uri).hostname
-        self.ssh_address = ssh_address or opts.ssh_address or (host or "127.0.0.1")
-        self.ssh_bind = ssh_bind or opts.ssh_bind or ("127.0.0.1" if self.local else "0.0.0.0")
-        self.ssh_port = int(ssh_port or opts.ssh_port or
-                            (free_port() if self.local else 20000 + zlib.crc32(spec.name.encode()) % 20000))
+        # the guest's SSH is forwarded to the loopback of the host QEMU runs on; remotely it is reached
+        # through an SSH tunnel over the host's sshd (self._forward), unless an address reachable from
+        # here is named (the forward then binds to all addresses of that host)
+        explicit_address = ssh_address or opts.ssh_address
+        self.tunnel = not self.local and not explicit_address
+        self.ssh_address = explicit_address or "127.0.0.1"
+        self.ssh_bind = (ssh_bind or opts.ssh_bind
+                         or ("0.0.0.0" if explicit_address and not self.local else "127.0.0.1"))
+        self.ssh_port = int(ssh_port or opts.ssh_port or (free_port() if self.local else 0))
         self.machine_type = spec.machine_type
+        self.upload = UploadReport()
         self._conn: libvirt.virConnect | None = None
         self._dom: libvirt.virDomain | None = None
+        self._host_ssh: HostSSH | None = None
+        self._forward: LocalForward | None = None
         self._disks: list[Path] = []
         self._volumes: list[str] = []
         self._xml = ""
@@ -170,8 +376,10 @@ class LibvirtMachine(Machine):
         return self.spec.run_dir / "ctl.sock"
 
     # -- rendering -------------------------------------------------------------------------------
-    def domain_xml(self, root_disk: str, scratch_disk: str, *, disk_type: str = "file") -> str:
-        """The domain XML of this machine (`disk_type` "file" takes paths, "volume" takes pool/name)."""
+    def domain_xml(self, root_disk: str, scratch_disk: str, *, disk_type: str = "file", kernel: str = "",
+                   initrd: str = "") -> str:
+        """The domain XML of this machine (`disk_type` "file" takes paths, "volume" takes pool/name;
+        `kernel`/`initrd` are paths on the host, by default the spec's)."""
         spec = self.spec
         microvm = self.machine_type == "microvm"
         for required in ("kernel", "initrd"):
@@ -209,8 +417,8 @@ class LibvirtMachine(Machine):
         seclabel = (f"<seclabel type='static' model='dac' relabel='no'><label>{escape(self.dac_label)}"
                     "</label></seclabel>" if self.dac_label else "")
         owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                            "disks": [str(p) for p in self._disks], "volumes": self._volumes,
-                            "pool": self.pool_name})
+                            "run_id": run_id_of(spec.name), "disks": [str(p) for p in self._disks],
+                            "volumes": self._volumes, "pool": self.pool_name})
         return f"""<domain type='{"kvm" if spec.accel == "kvm" else "qemu"}' xmlns:qemu='{QEMU_NS}'>
   <name>{escape(spec.name)}</name>
   <metadata><vexfs:machine xmlns:vexfs='{METADATA_NS}'>{escape(owner)}</vexfs:machine></metadata>
@@ -218,8 +426,8 @@ class LibvirtMachine(Machine):
   <vcpu>{int(spec.cpus)}</vcpu>
   <os>
     <type arch='x86_64' machine='{escape(self.machine_type)}'>hvm</type>
-    <kernel>{escape(str(spec.kernel))}</kernel>
-    <initrd>{escape(str(spec.initrd))}</initrd>
+    <kernel>{escape(kernel or str(spec.kernel))}</kernel>
+    <initrd>{escape(initrd or str(spec.initrd))}</initrd>
     <cmdline>{escape(self._cmdline)}</cmdline>
   </os>
   <features><acpi/></features>
@@ -255,32 +463,36 @@ class LibvirtMachine(Machine):
         create_vm_disks(spec.name, spec.base_disk, root, scratch, spec.scratch_disk_mb)
         return str(root), str(scratch)
 
-    def _make_pool_volumes(self, conn: libvirt.virConnect) -> tuple[str, str]:
+    def _make_pool_volumes(self, conn: libvirt.virConnect) -> tuple[tuple[str, str], dict[str, str]]:
+        """The image's volumes in the pool (uploaded if missing) and this VM's copy-on-write volumes."""
         spec = self.spec
-        try:
-            pool = conn.storagePoolLookupByName(self.pool_name)
-        except libvirt.libvirtError as exc:
-            raise ConfigError(f"storage pool {self.pool_name!r} not found at {self.uri}: "
-                              f"{exc.get_error_message()}", key="libvirt_pool") from None
-        base_size = 8 * 1024**3
-        with contextlib.suppress(libvirt.libvirtError):
-            base_size = conn.storageVolLookupByPath(str(spec.base_disk)).info()[1]
+        assert self.pool_name and spec.kernel and spec.initrd and spec.base_disk
+        pool = lookup_pool(conn, self.pool_name, self.uri)
+        files = {"vmlinux": spec.kernel, "initrd": spec.initrd, "root.qcow2": spec.base_disk}
+        key = image_key(spec)
+        lock_id = hashlib.sha256(f"{self.uri}|{self.pool_name}|{key}".encode()).hexdigest()[:16]
+        image, self.upload = ensure_image_volumes(conn, pool, files, key, self.uri,
+                                                  spec.run_dir.parent / f"upload-{lock_id}.lock")
+        check_pool_space(pool, int(spec.scratch_disk_mb) * 2**20 + VM_ROOT_HEADROOM,
+                         f"a VM ({int(spec.scratch_disk_mb)} MiB scratch disk and its root disk's changes)",
+                         self.uri)
+        base_size = qcow2_virtual_size(spec.base_disk)
         names = (f"{spec.name}-root.qcow2", f"{spec.name}-scratch.qcow2")
         root_xml = (f"<volume><name>{escape(names[0])}</name><capacity>{base_size}</capacity>"
                     "<target><format type='qcow2'/></target>"
-                    f"<backingStore><path>{escape(str(spec.base_disk))}</path><format type='qcow2'/>"
+                    f"<backingStore><path>{escape(image['root.qcow2'])}</path><format type='qcow2'/>"
                     "</backingStore></volume>")
         scratch_xml = (f"<volume><name>{escape(names[1])}</name>"
                        f"<capacity unit='MiB'>{int(spec.scratch_disk_mb)}</capacity>"
                        "<target><format type='qcow2'/></target></volume>")
         for name, xml in zip(names, (root_xml, scratch_xml)):
+            self._volumes.append(name)  # recorded first: a half-made volume is removed with the rest
             try:
                 pool.createXML(xml, 0)
             except libvirt.libvirtError as exc:
-                raise LibvirtDomainError(f"creating volume {name} in pool {self.pool_name} failed: "
-                                         f"{exc.get_error_message()}", vm=spec.name) from None
-            self._volumes.append(name)
-        return names
+                raise LibvirtDomainError(f"creating volume {name} in pool {self.pool_name} at {self.uri} "
+                                         f"failed: {exc.get_error_message()}", vm=spec.name) from None
+        return names, image
 
     def _remove_disks(self) -> None:
         for path in self._disks:
@@ -297,16 +509,26 @@ class LibvirtMachine(Machine):
 
     # -- Machine protocol ------------------------------------------------------------------------
     def start(self) -> None:
-        """Connect (with a deadline), create the disks, define and start the domain."""
+        """Connect (with a deadline), create the disks, define and start the domain; on a remote URI also
+        log in to the host's sshd and open the tunnel to the guest's SSH port."""
         spec = self.spec
         if spec.base_disk is None:
             raise ConfigError("the libvirt backend needs spec.base_disk (the image's root qcow2)", key="base_disk")
         self._conn = open_connection(self.uri, self.connect_timeout)
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         try:
+            if self.tunnel:
+                parts = urllib.parse.urlsplit(self.uri)
+                ssh_port = parts.port if parts.scheme.endswith("+ssh") else None
+                self._host_ssh = HostSSH(self.host, user=parts.username, port=ssh_port,
+                                         timeout=self.connect_timeout).connect()
+            if not self.ssh_port:  # a port free on that host (asked of its sshd), else one derived from the name
+                self.ssh_port = ((self._host_ssh.free_port() if self._host_ssh is not None else None)
+                                 or 20000 + zlib.crc32(spec.name.encode()) % 20000)
             if self.pool_name:
-                root, scratch = self._make_pool_volumes(self._conn)
-                self._xml = self.domain_xml(root, scratch, disk_type="volume")
+                (root, scratch), image = self._make_pool_volumes(self._conn)
+                self._xml = self.domain_xml(root, scratch, disk_type="volume", kernel=image["vmlinux"],
+                                            initrd=image["initrd"])
             else:
                 root, scratch = self._make_local_disks()
                 self._xml = self.domain_xml(root, scratch)
@@ -323,14 +545,19 @@ class LibvirtMachine(Machine):
                                          stderr=self._qemu_log_tail()) from None
             if self.console_mode == "stream":
                 self._start_console_stream()
+            if self._host_ssh is not None:
+                self._forward = self._host_ssh.forward(self.ssh_port)
         except BaseException:
             self.kill()
             raise
 
     def endpoint(self) -> SSHEndpoint:
-        """The forwarded SSH port of the guest."""
-        return SSHEndpoint(host=self.ssh_address, port=self.ssh_port, user="root",
-                           host_key=self.spec.host_key, key_file=self.spec.key_file)
+        """The guest's SSH: its forwarded port here, or the local end of the tunnel to a remote host."""
+        if self._forward is not None:
+            return SSHEndpoint(host="127.0.0.1", port=self._forward.port, user="root", host_key=self.spec.host_key,
+                               key_file=self.spec.key_file)
+        return SSHEndpoint(host=self.ssh_address, port=self.ssh_port, user="root", host_key=self.spec.host_key,
+                           key_file=self.spec.key_file)
 
     def is_running(self) -> bool:
         """False once the domain is no longer active (powered off, panicked, destroyed)."""
@@ -407,6 +634,12 @@ class LibvirtMachine(Machine):
         if self._console_thread is not None:
             self._console_thread.join(timeout=5.0)
             self._console_thread = None
+        forward, self._forward = self._forward, None
+        if forward is not None:
+            forward.close()
+        host_ssh, self._host_ssh = self._host_ssh, None
+        if host_ssh is not None:
+            host_ssh.close()
         self._remove_disks()
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -415,10 +648,16 @@ class LibvirtMachine(Machine):
 
     def describe(self) -> dict:
         """Facts for reports."""
-        return {"backend": self.backend, "vm_id": self.spec.name, "uri": self.uri, "libvirt_domain": self.spec.name,
-                "machine": self.machine_type, "accel": self.spec.accel, "ssh_port": self.ssh_port,
-                "console_mode": self.console_mode, "domain_xml": str(self.spec.run_dir / "domain.xml"),
-                "cmdline": self._cmdline}
+        facts: dict[str, Any] = {
+            "backend": self.backend, "vm_id": self.spec.name, "uri": self.uri, "vm_host": self.host,
+            "libvirt_domain": self.spec.name, "machine": self.machine_type, "accel": self.spec.accel,
+            "ssh_port": self.ssh_port, "console_mode": self.console_mode,
+            "domain_xml": str(self.spec.run_dir / "domain.xml"), "cmdline": self._cmdline,
+            "console_log": str(self.spec.console_log)}
+        if self.pool_name:
+            facts.update(libvirt_pool=self.pool_name, image_upload=str(self.upload),
+                         image_upload_bytes=self.upload.bytes)
+        return facts
 
     # -- helpers ---------------------------------------------------------------------------------
     def _qemu_log_tail(self, lines: int = 20) -> str:
@@ -432,7 +671,9 @@ class LibvirtMachine(Machine):
 
     def _start_console_stream(self) -> None:
         assert self._conn is not None and self._dom is not None
-        stream = self._conn.newStream(0)
+        # non-blocking, polled: a thread blocked in virStreamRecv stalls other calls on the connection
+        # (destroy hung there once the guest was up)
+        stream = self._conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
         try:
             self._dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
         except libvirt.libvirtError as exc:
@@ -459,6 +700,77 @@ class LibvirtMachine(Machine):
                 log.write(data)
 
 
+def run_id_of(name: str) -> str:
+    """The run id in a VM name ``vexfs-<runid>-<worker>-<n>`` ("" for other names)."""
+    parts = name.split("-")
+    return parts[1] if len(parts) >= 3 and parts[0] == "vexfs" else ""
+
+
+def _owner(dom: libvirt.virDomain) -> dict | None:
+    """The ownership metadata this backend writes into its domains (None for anybody else's)."""
+    try:
+        element = ElementTree.fromstring(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0))
+        owner = json.loads(element.text or "")
+    except (libvirt.libvirtError, ValueError, ElementTree.ParseError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _delete_volumes(conn: libvirt.virConnect, pool_name: str | None, names: list[str]) -> None:
+    if not pool_name:
+        return
+    with contextlib.suppress(libvirt.libvirtError):
+        pool = conn.storagePoolLookupByName(pool_name)
+        for name in names:
+            vol = _volume(pool, name)
+            if vol is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    vol.delete(0)
+
+
+def _remove_domain(conn: libvirt.virConnect, dom: libvirt.virDomain, owner: dict) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        if dom.isActive():
+            dom.destroy()
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.undefine()
+    for disk in owner.get("disks", []):
+        with contextlib.suppress(OSError):
+            Path(disk).unlink()
+    _delete_volumes(conn, owner.get("pool"), list(owner.get("volumes", [])))
+
+
+def reap_record(uri: str, name: str, pool: str | None = None, *, timeout: float = 10.0) -> bool:
+    """Remove the domain `name` of a dead run on `uri` (local or remote) with its disks and volumes.
+
+    Volumes named after the domain are removed from `pool` even when the domain itself was never
+    defined (a run killed between creating the disks and defining the domain). True if anything was there.
+    Raises LibvirtUnreachable when the host cannot be reached (the caller keeps its record for next time).
+    """
+    conn = open_connection(uri, timeout)
+    try:
+        found = False
+        try:
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError:
+            dom = None
+        if dom is not None:
+            owner = _owner(dom)
+            if owner is None:
+                return False  # not ours, whatever its name says
+            _remove_domain(conn, dom, owner)
+            found = True
+        if pool:
+            with contextlib.suppress(libvirt.libvirtError):
+                existing = set(conn.storagePoolLookupByName(pool).listVolumes())
+                mine = [v for v in (f"{name}-root.qcow2", f"{name}-scratch.qcow2") if v in existing]
+                _delete_volumes(conn, pool, mine)
+                found = found or bool(mine)
+        return found
+    finally:
+        conn.close()
+
+
 def reap_stale(uri: str = "qemu:///system", prefix: str = "vexfs-", *, timeout: float = 10.0) -> list[str]:
     """Remove domains (and their disks) left by runs of this host whose process has died.
 
@@ -471,28 +783,12 @@ def reap_stale(uri: str = "qemu:///system", prefix: str = "vexfs-", *, timeout: 
         for dom in conn.listAllDomains(0):
             if not dom.name().startswith(prefix):
                 continue
-            try:
-                element = ElementTree.fromstring(
-                    dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0))
-                owner = json.loads(element.text or "")
-            except (libvirt.libvirtError, ValueError, ElementTree.ParseError):
+            owner = _owner(dom)
+            if owner is None or owner.get("host") != socket.gethostname():
                 continue
-            if owner.get("host") != socket.gethostname() or process_alive(int(owner.get("pid", 0)), None):
+            if process_alive(int(owner.get("pid", 0)), None):
                 continue
-            with contextlib.suppress(libvirt.libvirtError):
-                if dom.isActive():
-                    dom.destroy()
-            with contextlib.suppress(libvirt.libvirtError):
-                dom.undefine()
-            for disk in owner.get("disks", []):
-                with contextlib.suppress(OSError):
-                    Path(disk).unlink()
-            if owner.get("pool"):
-                with contextlib.suppress(libvirt.libvirtError):
-                    pool = conn.storagePoolLookupByName(owner["pool"])
-                    for name in owner.get("volumes", []):
-                        with contextlib.suppress(libvirt.libvirtError):
-                            pool.storageVolLookupByName(name).delete(0)
+            _remove_domain(conn, dom, owner)
             reaped.append(dom.name())
     finally:
         conn.close()

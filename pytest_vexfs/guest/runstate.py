@@ -69,6 +69,8 @@ class VMRecord:
     key_file: str | None = None
     host_key: str | None = None
     console_log: str | None = None
+    uri: str | None = None          # backend libvirt: the connection URI (the domain may be remote)
+    pool: str | None = None         # backend libvirt: the pool holding its volumes
 
     @property
     def owner_alive(self) -> bool:
@@ -149,6 +151,8 @@ def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord
     for record in list_records(cache_dir):
         if (record.owner_alive or (record.detached and record.qemu_alive)) and not include_live_owners:
             continue
+        if record.backend == "libvirt" and not _reap_libvirt(record):
+            continue  # its host does not answer now: keep the record for the next run
         kill_vm_process(record)
         shutil.rmtree(record.run_dir, ignore_errors=True)
         shutil.rmtree(socket_dir(record.run_dir), ignore_errors=True)
@@ -156,6 +160,19 @@ def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord
         reaped.append(record)
     _reap_key_dirs(cache_dir)
     return reaped
+
+
+def _reap_libvirt(record: VMRecord) -> bool:
+    """Remove a dead run's libvirt domain and volumes (local or on a remote host); False if unreachable."""
+    try:
+        from pytest_vexfs.backends.libvirt import LibvirtUnreachable, reap_record
+    except ImportError:
+        return False  # libvirt-python is gone: nothing can be done from here
+    try:
+        reap_record(record.uri or "qemu:///system", record.name, record.pool, timeout=5.0)
+    except LibvirtUnreachable:
+        return False
+    return True
 
 
 def _reap_key_dirs(cache_dir: Path) -> None:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 from pytest_vexfs.guest.accel import AccelChoice, choose_accel
 from pytest_vexfs.settings import ResolvedSettings
-from pytest_vexfs.errors import CommandTimeout, VexfsError, VMCrashed
+from pytest_vexfs.backends.placement import Placement, VMHost, parse_hosts
+from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed
 from pytest_vexfs.guest.image import Image, get_image, kernel_debug_objects
 from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker
@@ -75,6 +76,14 @@ def locate(finding: Finding, symbols: Symbolizer) -> Finding:
     return dataclasses.replace(finding, excerpt=excerpt, location=blamed)
 
 
+def placement_of(settings: ResolvedSettings, run_id: str, cache_dir: Path) -> Placement | None:
+    """The run's placement over the hosts list (setting ``hosts``), or None without one."""
+    if not settings.hosts:
+        return None
+    hosts = parse_hosts(settings.hosts, default_pool=settings.libvirt_pool, source=settings.sources["hosts"])
+    return Placement(hosts, cache_dir / "run" / f"placement-{run_id}.json")
+
+
 class VMSlot:
     """The VM of one worker: booted lazily on first use, replaced after a crash, hang or fresh_vm test."""
 
@@ -100,6 +109,8 @@ class VMSlot:
         #: snapshot that has it done (reset in about the restore time instead of restore + install + load)
         self.preload: Preload | None = None
         self.symbols = Symbolizer()
+        #: with a hosts list (setting ``hosts``), where this worker's VMs go
+        self.placement: Placement | None = placement_of(settings, run_id, self.cache_dir)
 
     @property
     def cache_dir(self) -> Path:
@@ -128,15 +139,16 @@ class VMSlot:
             self._accel = choose_accel(self.settings.accel, self.image(), self.cache_dir)
         return self._accel
 
-    def vm_settings(self) -> VMSettings:
+    def vm_settings(self, host: VMHost | None = None) -> VMSettings:
+        """How this worker's next VM is made; on `host` of the hosts list when one is given."""
         s = self.settings
         return VMSettings(cache_dir=self.cache_dir, artifacts_dir=self.artifacts_dir, memory_mb=s.memory,
                           cpus=s.cpus, scratch_disk_mb=s.scratch_disk, machine=s.machine,
                           boot_timeout=s.boot_timeout, snapshot=s.snapshot,
                           hung_task_timeout=s.hung_task_timeout, checked_boot=s.checked_boot,
-                          ignore_patterns=self.ignore_patterns, backend=s.backend,
-                          libvirt=s.libvirt_options(), hosts=s.host_options(self.worker_index),
-                          scratch_image=self.scratch_image)
+                          ignore_patterns=self.ignore_patterns, backend=host.backend if host else s.backend,
+                          libvirt=host.libvirt_options(s.libvirt_options()) if host else s.libvirt_options(),
+                          hosts=s.host_options(self.worker_index), scratch_image=self.scratch_image)
 
     @property
     def worker_index(self) -> int:
@@ -155,12 +167,8 @@ class VMSlot:
             if self._keypair is None:
                 key_dir = self.cache_dir / "run" / f"keys-{os.getpid()}-{self.run_id}-{self.worker}"
                 self._keypair = generate_keypair(key_dir, comment=f"pytest-vexfs run {self.run_id}")
-            self.count += 1
-            name = f"vexfs-{self.run_id}-{self.worker}-{self.count}"
-            vm = GuestVM(name, self.image(), self.vm_settings(), self.accel(), keypair=self._keypair,
-                         run_id=self.run_id, preload=self._usable(preload))
             try:
-                vm.boot()
+                vm = self._boot(preload)
             except VexfsError as exc:
                 self.last_boot_error = exc
                 raise
@@ -168,9 +176,9 @@ class VMSlot:
             self.vm = vm
         return self.vm
 
-    def _usable(self, preload: Preload | None) -> Preload | None:
+    def _usable(self, preload: Preload | None, host: VMHost | None = None) -> Preload | None:
         """`preload` if its snapshot exists or can be made; else None (a plain VM), said once."""
-        settings = self.vm_settings()
+        settings = self.vm_settings(host)
         if preload is None or not settings.snapshot or settings.backend != "qemu" or self.scratch_image:
             return None
         try:
@@ -181,10 +189,36 @@ class VMSlot:
             return None
         return preload
 
+    def _boot(self, preload: Preload | None) -> GuestVM:
+        """Boot the next VM: here, or on a host of the hosts list with room (a host failing for a reason
+        of its own is marked down and the VM goes to the next one)."""
+        while True:
+            assert self._keypair is not None
+            host = self.placement.acquire(self.worker) if self.placement is not None else None
+            self.count += 1
+            name = f"vexfs-{self.run_id}-{self.worker}-{self.count}"
+            vm = GuestVM(name, self.image(), self.vm_settings(host), self.accel(), keypair=self._keypair,
+                         run_id=self.run_id, preload=self._usable(preload, host), host_name=host.name if host else "")
+            if host is not None:
+                self.progress(f"{name} goes to host {host.describe()}")
+            try:
+                return vm.boot()
+            except HostDown as exc:
+                if self.placement is None or host is None:
+                    raise
+                self.placement.mark_down(host.name, exc.message)
+                self.progress(f"host {host.name} is down, not used again in this run: {exc.message}")
+            except BaseException:
+                if self.placement is not None:
+                    self.placement.release(self.worker)
+                raise
+
     def release(self, discard: bool = False) -> None:
         if self.vm is not None and discard:
             self.vm.destroy()
             self.vm = None
+            if self.placement is not None:
+                self.placement.release(self.worker)
 
     def close(self) -> None:
         self.release(discard=True)

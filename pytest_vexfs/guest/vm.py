@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 from collections.abc import Callable
+from typing import Any
 
 import filelock
 
@@ -104,11 +105,12 @@ class GuestVM:
                  keypair: KeyPair, run_id: str, owner_pid: int | None = None,
                  on_finding: Callable[[Finding], None] | None = None, detached: bool = False,
                  ram_file: Path | None = None, preload: Preload | None = None,
-                 restore_from: Snapshot | None = None) -> None:
+                 restore_from: Snapshot | None = None, host_name: str = "") -> None:
         """`preload`: restore from a snapshot in which these steps were already done (made once, cached).
         `ram_file` (how snapshots are made): the guest RAM lives in this file, shared; with
         `restore_from`, the file is a copy of that snapshot's RAM and the guest is restored into it."""
         self.detached = detached
+        self.host_name = host_name  # the host of the hosts list it was placed on ("" = the run's backend)
         self.name = name
         self.image = image
         self.settings = settings
@@ -146,19 +148,27 @@ class GuestVM:
                            scratch_disk_mb=s.scratch_disk_mb, accel=self.accel.name,
                            machine_type=s.machine, host_key=self.image.host_key,
                            authorized_key=key.public_line, key_file=key.private_path,
-                           console_log_path=console, libvirt=s.libvirt, hosts=s.hosts,
+                           console_log_path=console, image_digest=self.image.digest, libvirt=s.libvirt,
+                           hosts=s.hosts,
                            scratch_image=s.scratch_image)
 
     def _record(self, machine: Machine) -> None:
+        """Write the reaper's record of this VM: a local QEMU process, or a libvirt domain (any host)."""
+        owner: dict[str, Any] = {
+            "name": machine.spec.name, "run_id": self.run_id, "owner_pid": self.owner_pid,
+            "owner_start": process_start_time(self.owner_pid), "run_dir": str(machine.spec.run_dir),
+            "detached": self.detached, "key_file": str(self.keypair.private_path),
+            "host_key": self.image.host_key, "console_log": str(machine.spec.console_log)}
+        if machine.backend == "libvirt":
+            write_record(self.settings.cache_dir, VMRecord(**owner, backend="libvirt",
+                                                           uri=getattr(machine, "uri", None),
+                                                           pool=getattr(machine, "pool_name", None)))
+            return
         pid = machine.local_pid()
         if pid is None:
-            return  # only local QEMU processes are ours to reap
-        write_record(self.settings.cache_dir, VMRecord(
-            name=machine.spec.name, run_id=self.run_id, owner_pid=self.owner_pid,
-            owner_start=process_start_time(self.owner_pid), run_dir=str(machine.spec.run_dir),
-            qemu_pid=pid, qemu_start=process_start_time(pid),
-            ssh_port=machine.endpoint().port, detached=self.detached, key_file=str(self.keypair.private_path),
-            host_key=self.image.host_key, console_log=str(machine.spec.console_log)))
+            return  # machines the harness did not start (static, terraform) are not ours to reap
+        write_record(self.settings.cache_dir, VMRecord(**owner, qemu_pid=pid, qemu_start=process_start_time(pid),
+                                                       ssh_port=machine.endpoint().port))
 
     def boot(self) -> GuestVM:
         """Bring the VM to READY (snapshot restore if possible, else cold boot); raise VMBootError."""
@@ -184,6 +194,7 @@ class GuestVM:
                                                           on_start=self._record, die_with_parent=not self.detached)
             else:
                 self.machine = get_backend(self.settings.backend)(spec)
+                self._record(self.machine)  # before it creates anything: a killed run is reaped later
             self._start_console(Path(self.machine.console_path()))
             self._boot_start, self._boot_deadline = start, start + self.settings.boot_timeout
             deadline = self._boot_deadline
@@ -392,6 +403,7 @@ class GuestVM:
                      "accel_reason": self.accel.reason, "boot_mode": self.boot_mode,
                      "boot_seconds": self.boot_seconds, "boot_phases": dict(self.phases),
                      "ssh_seconds": self.ssh_seconds})
+        info["vm_host"] = self.host_name or info.get("vm_host") or "localhost"
         return info
 
     # -- teardown --------------------------------------------------------------------------------

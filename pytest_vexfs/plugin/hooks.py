@@ -23,8 +23,8 @@ from pytest_vexfs.domains import DOMAINS
 from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults import module_log
 from pytest_vexfs.faults.verdict import Verdict
-from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PROFILE_KEY, REAPED_KEY, SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
-                                      WORKER_RUN_ID, domain_of, module_profile, run_id)
+from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PLACEMENT_KEY, PROFILE_KEY, REAPED_KEY, SETTINGS_KEY, SLOT_KEY,
+                                      TEST_SESSION_KEY, WORKER_RUN_ID, domain_of, module_profile, run_id)
 from pytest_vexfs.plugin.options import add_options, resolve_settings
 
 CONSOLE_SECTION = "vexfs console"
@@ -112,7 +112,9 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
         cfg.check_budget(settings.values, max(1, int(numprocesses)))
     except ConfigError as err:
         raise pytest.UsageError(f"pytest-vexfs: {err}") from err
-    if settings.backend == "qemu":  # cheap, and only ever touches VMs of dead runs
+    if settings.hosts:
+        _probe_hosts(config, settings)
+    if settings.backend in ("qemu", "libvirt"):  # cheap, and only ever touches VMs of dead runs
         from pytest_vexfs.guest.image import default_cache_dir
         from pytest_vexfs.guest.runstate import reap
 
@@ -145,6 +147,37 @@ def pytest_testnodedown(node: Any, error: object | None) -> None:
         reporter.write_line(f"vexfs: worker {worker} died; reaped what it left: {', '.join(r.name for r in reaped)}")
 
 
+def _probe_hosts(config: pytest.Config, settings: cfg.ResolvedSettings) -> None:
+    """Check the hosts list: a host that is down is skipped with a warning, all down stops the run."""
+    from pytest_vexfs.guest.image import default_cache_dir
+    from pytest_vexfs.guest.session import placement_of
+    from pytest_vexfs.backends.placement import probe_hosts
+
+    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    try:
+        placement = placement_of(settings, run_id(config), cache)
+    except ConfigError as err:
+        raise pytest.UsageError(f"pytest-vexfs: {err}") from err
+    assert placement is not None
+    down = probe_hosts(placement.hosts)
+    for name, reason in down.items():
+        placement.mark_down(name, reason)
+        config.issue_config_time_warning(
+            pytest.PytestWarning(f"pytest-vexfs: VM host {name} is down and skipped in this run: {reason}"),
+            stacklevel=2)
+    if len(down) == len(placement.hosts):
+        placement.remove()
+        raise pytest.UsageError("pytest-vexfs: no VM host of the hosts list answers:\n"
+                                + "\n".join(f"  {name}: {reason}" for name, reason in down.items()))
+    config.stash[PLACEMENT_KEY] = placement
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    placement = config.stash.get(PLACEMENT_KEY, None)
+    if placement is not None:
+        placement.remove()
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
     from pytest_vexfs.guest.image import KERNELS, default_cache_dir, image_digest
@@ -160,6 +193,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if settings.backend == "libvirt":
         lines.append(f"vexfs: libvirt {settings.libvirt_uri}, storage pool "
                      f"{settings.libvirt_pool or 'none (disks in the run directory)'}")
+    placement = config.stash.get(PLACEMENT_KEY, None)
+    if placement is not None:
+        down = placement.down()
+        lines.append("vexfs: hosts " + ", ".join(
+            h.describe() + (" DOWN, skipped" if h.name in down else "") for h in placement.hosts))
     reaped = config.stash.get(REAPED_KEY, None)
     if reaped:
         lines.append(f"vexfs: reaped {len(reaped)} VM(s) left by dead runs: {', '.join(reaped)}")
@@ -239,10 +277,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     vm = session.vm
     info = vm.describe()
     for name in ("kernel_release", "image_digest", "backend", "accelerator", "qemu_version", "vm_id",
-                 "console_log"):
+                 "vm_host", "console_log"):
         _record(item, report, name, info.get(name, ""))
     if session.booted and vm.boot_seconds is not None:
         _record(item, report, "metric:vm_boot_seconds", round(vm.boot_seconds, 3))
+    if session.booted and "image_upload_bytes" in info:  # remote libvirt: what the image upload cost
+        _record(item, report, "image_upload", info["image_upload"])
+        _record(item, report, "metric:image_upload_bytes", info["image_upload_bytes"])
     expected = _expected_kinds(item)
     # the kernel checks itself (slab validation) after the test body, and again before its end marker
     phase, whole = session.phase_verdict(expected, check=report.when == "call")

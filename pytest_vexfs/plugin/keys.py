@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_vexfs import settings as cfg
+from pytest_vexfs.backends.placement import Placement
 from pytest_vexfs.guest.runstate import new_run_id
 from pytest_vexfs.guest.session import TestSession, VMSlot
 from pytest_vexfs.module.profile import ModuleProfile, find_profile
@@ -16,6 +17,8 @@ RUN_ID_KEY = pytest.StashKey[str]()
 TEST_SESSION_KEY = pytest.StashKey[TestSession]()
 PROFILE_KEY = pytest.StashKey[ModuleProfile]()
 REAPED_KEY = pytest.StashKey[list]()
+#: the hosts list's placement (setting ``hosts``), made by the controller after probing the hosts
+PLACEMENT_KEY = pytest.StashKey[Placement]()
 #: the key under which the controller hands its run id to xdist workers
 WORKER_RUN_ID = "vexfs_run_id"
 

@@ -150,6 +150,15 @@ def test_vms_output_has_the_attributes_the_backend_reads() -> None:
     assert "ssh_private_key_path" in _blocks(_load(TF / "outputs.tf"), "output")
 
 
+def test_vm_hosts_output_has_the_hosts_list_shape() -> None:
+    from pytest_vexfs.backends.placement import HOST_KEYS
+
+    value = _blocks(_load(TF / "outputs.tf"), "output")["vm_hosts"]["value"]
+    (entry,) = value.values()  # python-hcl2 parses the object expression into a mapping
+    keys = set(entry)
+    assert {"uri", "pool", "capacity"} <= keys <= set(HOST_KEYS), keys
+
+
 def test_recorded_output_matches_declared_outputs() -> None:
     sample = json.loads(SAMPLE.read_text())
     declared = _blocks(_load(TF / "outputs.tf"), "output")
