@@ -404,6 +404,9 @@ class LibvirtMachine(Machine):
         nic = ("virtio-net-device,netdev=vexfsnet" if microvm
                else "virtio-net-pci,netdev=vexfsnet,bus=pcie.0,addr=0x10")
         hostfwd = f"user,id=vexfsnet,hostfwd=tcp:{self.ssh_bind}:{self.ssh_port}-:22"
+        # TCG: guest time counts executed instructions; without it a starved guest's clock raced ahead of its
+        # disk here and block requests timed out (I/O errors on vda, RCU stalls) under a load of 15
+        icount = "" if spec.accel == "kvm" else "<qemu:arg value='-icount'/><qemu:arg value='shift=auto'/>"
         if spec.accel == "kvm":
             cpu = "<cpu mode='host-passthrough'/>"
         elif microvm:  # qemu64 without a PIT (libvirt cannot set microvm's pit=on) stalls TSC calibration
@@ -447,6 +450,7 @@ class LibvirtMachine(Machine):
     <memballoon model='none'/>
   </devices>
   <qemu:commandline>
+    {icount}
     <qemu:arg value='-netdev'/><qemu:arg value={quoteattr(hostfwd)}/>
     <qemu:arg value='-device'/><qemu:arg value={quoteattr(nic)}/>
   </qemu:commandline>

@@ -282,11 +282,15 @@ class GuestVM:
                 self._ssh = None
         cmdline = machine.command_line()
         stderr = machine.stderr
+        sshd_started = False
         while True:
             if not machine.is_running():
                 raise VMBootError(f"the machine stopped during boot ({machine.exit_reason()})", vm=self.name,
                                   cmdline=cmdline, stderr=stderr(), console_tail=self.console_tail())
-            if ssh_banner_ready(endpoint.host, endpoint.port, timeout=5.0):
+            # a loaded TCG guest's sshd can take seconds to greet (more through a tunnel to a remote host),
+            # and a probe given up on is a greeting lost: once the guest's init has started sshd, wait longer
+            sshd_started = sshd_started or "vexfs-init: ready" in self.console_tail(60)
+            if ssh_banner_ready(endpoint.host, endpoint.port, timeout=15.0 if sshd_started else 5.0):
                 break
             if time.monotonic() > deadline:
                 raise VMBootError(f"guest did not become SSH-ready within {self.settings.boot_timeout:g}s",

@@ -30,7 +30,9 @@ from pytest_vexfs.reporting.junit import case_properties
 
 URI = "qemu+ssh://root@127.0.0.1/system"
 ROOT = Path(__file__).resolve().parents[2]
+# cold boots of TCG guests next to the rest of the suite (-n 2) on two cores: give them time
 ARGS = ("-p", "no:cacheprovider", "-p", "no:randomly", "--vexfs-accel", "tcg", "--junitxml=junit.xml", "-rfEs",
+        "--vexfs-boot-timeout", "400",
         "--vexfs-backend", "libvirt", "--vexfs-libvirt-uri", URI)
 
 
