@@ -108,7 +108,8 @@ def test_unknown_key_in_environment_file(project: pytest.Pytester) -> None:
     (("--vexfs-memory", "lots"), "*bad value 'lots' for memory*command line option --vexfs-memory*integer > 0*"),
     (("--vexfs-accel", "hvf"), "*bad value 'hvf' for accel*allowed: auto, kvm, tcg*"),
     (("--vexfs-backend", "docker"), "*bad value 'docker' for backend*allowed: qemu, libvirt, terraform, static*"),
-    (("--vexfs-kernel", "5.10"), "*unknown kernel '5.10'*allowed: 6.12, 6.1, 6.12-debug or the path of a kernel image*"),
+    (("--vexfs-kernel", "5.10"), "*unknown kernel '5.10'*allowed: 6.12, 6.1, 6.12-debug or the path of a kernel "
+                                   "image*"),
     (("--vexfs-kernel", "/nonexistent/bzImage"), "*kernel file /nonexistent/bzImage does not exist*"),
     (("--vexfs-source", "/nonexistent/module"), "*module source directory /nonexistent/module does not exist*"),
 ])
