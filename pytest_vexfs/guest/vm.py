@@ -241,7 +241,8 @@ class GuestVM:
                         timeout=max(1.0, deadline - time.monotonic()))
         except AgentError as exc:
             agent.close()
-            raise VMBootError(f"the guest agent did not come up: {exc.message}", vm=self.name,
+            raise VMBootError(f"guest did not become ready within {self.settings.boot_timeout:g}s "
+                              f"(its agent on the control channel: {exc.message})", vm=self.name,
                               cmdline=machine.command_line(), stderr=machine.stderr(),
                               console_tail=self.console_tail() or "(nothing on the serial console yet)",
                               hint="look at the console tail above; raise --vexfs-boot-timeout if the "

@@ -35,10 +35,10 @@ def test_vm_that_never_comes_up_shows_console_and_command_line(pytester: pytest.
     cache = Path(os.environ["VEXFS_CACHE_DIR"])
     before = {r.name for r in list_records(cache)}
     pytester.makepyfile(test_guest=GUEST_TEST + "\n\ndef test_second(vexfs_vm):\n    pass\n")
-    # a cold boot (no snapshot) cannot reach SSH in 2 s under emulation
+    # a cold boot (no snapshot) cannot come up in 2 s under emulation
     result = pytester.runpytest_subprocess(*ARGS, "--vexfs-snapshot", "false", "--vexfs-boot-timeout", "2")
     result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines(["*guest did not become SSH-ready within 2s*", "*--- qemu command line ---*",
+    result.stdout.fnmatch_lines(["*guest did not become ready within 2s*", "*--- qemu command line ---*",
                                  "*qemu-system-x86_64 -name vexfs-*", "*--- console tail ---*"])
     # the second test fails at once instead of waiting out another boot
     result.stdout.fnmatch_lines(["*not booting again: the previous boot of this worker failed*"])
