@@ -18,6 +18,7 @@ prints what would be done and changes nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -189,6 +190,9 @@ def destroy(env: str, dry_run: bool) -> int:
             print(f"  {'would remove' if dry_run else 'removing'} {path}")
             if not dry_run:
                 shutil.rmtree(path, ignore_errors=True)
+    if not dry_run:
+        with contextlib.suppress(OSError):  # ansible/inventory/ itself, once no environment is left in it
+            inventory_dir(env).parent.rmdir()
     print(f"environment {env}: {'nothing changed (dry run)' if dry_run else 'torn down'}")
     return 0
 
