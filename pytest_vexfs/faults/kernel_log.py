@@ -149,6 +149,7 @@ _TIMESTAMP_INSIDE = re.compile(r"\[\s*\d+\.\d{6}\]")
 _HEADER_STARTS = (
     "BUG", "Oops", "WARNING", "Kernel panic", "kernel BUG at", "general protection fault", "invalid opcode",
     "watchdog: ", "NMI watchdog", "rcu: INFO", "INFO: ", "UBSAN:", "unreferenced object", "vexfs-test-",
+    "kmemleak: unreferenced object",
 )
 _HEADER_FIRST = frozenset(s[0] for s in _HEADER_STARTS)
 
@@ -273,6 +274,7 @@ _GENERIC_FRAMES = re.compile(
     r"|flush_all\w*|restore_bytes|slab_fix|check_data_corruption|__list_(?:add|del)\w*|list_(?:add|del)\w*)"
 )
 
+_KMEMLEAK_PREFIX = "kmemleak: "
 _ADDRESS = re.compile(r"\b(?:0x)?[0-9a-f]{8,}\b|\b0x[0-9a-fA-F]+\b")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 _SPACES = re.compile(r"\s+")
@@ -595,6 +597,8 @@ class KernelLogMonitor:
         # else: user space or firmware output, no part of any report
 
     def _kernel_line(self, raw: str, text: str, stamp: re.Match[str] | None, out: list[Finding]) -> None:
+        if text.startswith(_KMEMLEAK_PREFIX):  # kmemleak's verbose reports (scan): one prefix per line
+            text = text[len(_KMEMLEAK_PREFIX):]
         header = text[:1] in _HEADER_FIRST and text.startswith(_HEADER_STARTS)
         if header and text.startswith("vexfs-test-"):
             self._marker(text, out)

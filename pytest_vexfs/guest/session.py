@@ -144,11 +144,17 @@ class VMSlot:
         s = self.settings
         return VMSettings(cache_dir=self.cache_dir, artifacts_dir=self.artifacts_dir, memory_mb=s.memory,
                           cpus=s.cpus, scratch_disk_mb=s.scratch_disk, machine=s.machine,
-                          boot_timeout=s.boot_timeout, snapshot=s.snapshot,
+                          boot_timeout=s.boot_timeout * self._boot_factor(), snapshot=s.snapshot,
                           hung_task_timeout=s.hung_task_timeout, checked_boot=s.checked_boot,
                           ignore_patterns=self.ignore_patterns, backend=host.backend if host else s.backend,
                           libvirt=host.libvirt_options(s.libvirt_options()) if host else s.libvirt_options(),
                           hosts=s.host_options(self.worker_index), scratch_image=self.scratch_image)
+
+    def _boot_factor(self) -> float:
+        """A debug kernel (KASAN, lockdep, kmemleak) boots several times slower under TCG."""
+        from pytest_vexfs.guest.debug_kernel import DEBUG_BOOT_FACTOR, DEBUG_FLAVOURS
+
+        return DEBUG_BOOT_FACTOR if self.settings.kernel in DEBUG_FLAVOURS else 1.0
 
     @property
     def worker_index(self) -> int:

@@ -6,13 +6,22 @@ with file:line. The first test that needs it builds it (10-20 min on two cores; 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from junitparser import JUnitXml
 
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.guest.debug_kernel import (CONFIG_FRAGMENT, DEBUG_FLAVOURS, KernelBuildError, _load,
                                              missing_options, source_version, wanted_options)
+from pytest_vexfs.module.profile import DEFAULT_SOURCE
+from pytest_vexfs.reporting.junit import case_properties
+
+ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg", "--junitxml=junit.xml", "-p", "no:randomly",
+        "--vexfs-kernel", "6.12-debug")
+FAULT_SOURCE = DEFAULT_SOURCE / "vexfsref_fault.c"
+
 
 def test_the_config_fragment_asks_for_every_checker() -> None:
     wanted = wanted_options()
@@ -56,3 +65,54 @@ def test_unknown_kernel_names_list_the_debug_flavour(pytester: pytest.Pytester) 
     result.stderr.fnmatch_lines(["*unknown kernel '6.12-dbg'*6.12-debug*"])
     assert "Traceback" not in result.stderr.str()
     assert "6.12-debug" in DEBUG_FLAVOURS and CONFIG_FRAGMENT.is_file()
+
+
+def function_lines(function: str) -> range:
+    lines = FAULT_SOURCE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines, 1) if re.match(rf"static noinline void {function}\(", line))
+    end = next(i for i, line in enumerate(lines[start:], start + 1) if line == "}")
+    return range(start, end + 1)
+
+
+# planted word -> (fault kind, title pattern): every planted bug, each found by the checker made for it
+DEBUG_BUGS = {
+    "uaf_write": ("kasan", r"KASAN: slab-use-after-free Write in vexfsref_fault_uaf_write"),
+    "uaf_read": ("kasan", r"KASAN: slab-use-after-free Read in vexfsref_fault_uaf_read"),
+    "oob_write": ("kasan", r"KASAN: slab-out-of-bounds Write in vexfsref_fault_oob_write"),
+    "oob_read": ("kasan", r"KASAN: slab-out-of-bounds Read in vexfsref_fault_oob_read"),
+    "double_free": ("kasan", r"KASAN: double-free in vexfsref_fault_double_free"),
+    "list_corrupt": ("list_corruption", r"list corruption in vexfsref_fault_list_corrupt"),
+    "lock_inversion": ("lockdep", r"possible circular locking dependency in vexfsref_fault_lock_inversion"),
+    "small_leak": ("kmemleak", r"memory leak in vexfsref_fault_small_leak"),
+}
+
+
+def test_every_planted_bug_is_found_on_the_debug_kernel(pytester: pytest.Pytester) -> None:
+    words = list(DEBUG_BUGS)
+    pytester.makepyfile(test_planted=f"""
+        import pytest
+
+        @pytest.mark.parametrize("word", {words!r})
+        def test_plant(vexfs_vm, vexfs_module, vexfs_profile, word):
+            vexfs_vm.run(f"echo {{word}} > {{vexfs_profile.fault_control}}")
+
+        def test_clean_afterwards(vexfs_vm, vexfs_module):
+            assert vexfs_vm.run("uname -r").stdout.strip().endswith("-vexfs-debug")
+    """)
+    result = pytester.runpytest_subprocess(*ARGS, timeout=3600)
+    cases = {case.name: case_properties(case)
+             for suite in JUnitXml.fromfile(str(pytester.path / "junit.xml")) for case in suite}
+    problems = []
+    for word, (kind, title) in DEBUG_BUGS.items():
+        props = cases.get(f"test_plant[{word}]", {})
+        function = f"vexfsref_fault_{word}"
+        location = re.fullmatch(r"(?P<file>\S+):(?P<line>\d+) \((?P<func>\w+)\)", props.get("fault_location", ""))
+        if props.get("fault_kind") != kind or not re.fullmatch(title, props.get("fault_title", "")):
+            problems.append(f"{word}: {props.get('fault_kind')} {props.get('fault_title')!r}")
+        elif not location or Path(location["file"]).resolve() != FAULT_SOURCE.resolve() \
+                or int(location["line"]) not in function_lines(function):
+            problems.append(f"{word}: location {props.get('fault_location')!r}")
+    assert not problems, "\n".join(problems) + "\n" + result.stdout.str()[-5000:]
+    assert "fault_kind" not in cases["test_clean_afterwards"]
+    # kernel frames resolve too, through the debug vmlinux (mm/kasan/... in a KASAN report's trace)
+    result.stdout.fnmatch_lines(["*kasan_report+0x*mm/kasan/report.c:*"])

@@ -569,3 +569,11 @@ def test_kfence_titles_name_the_bug_class_like_slub_debug() -> None:
     assert title("use-after-free write") == "use-after-free write in mod_fn"
     assert title("invalid free", "[    5.000002] freed by task 198 on cpu 0 at 27.904136s:\n") == \
         "double free in mod_fn"
+
+
+def test_kmemleak_verbose_scan_reports_on_the_debug_kernel() -> None:
+    """kmemleak's reports printed by a scan (verbose=1) carry a "kmemleak: " prefix on every line."""
+    findings = find_faults(capture("debug-kmemleak"))
+    assert findings and {(f.kind, f.title, f.module) for f in findings} == {
+        ("kmemleak", "memory leak in vexfsref_fault_small_leak", "vexfsref")}
+    assert all(f.frame.startswith("vexfsref_fault_small_leak+0x") for f in findings)
