@@ -246,7 +246,7 @@ class ResolvedSettings:
     sources: dict[str, str]
     env_name: str = ""
     env_file: Path | None = None
-    env_data: dict = dataclasses.field(default_factory=dict)
+    env_data: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: per setting: "cli", "env", "env_file", "ini" or "default" (relative paths depend on it)
     levels: dict[str, str] = dataclasses.field(default_factory=dict)
     #: the environment file, typed (its extra sections, e.g. alerts, are read from here)
@@ -291,7 +291,7 @@ def find_env_file(name: str, rootdir: Path) -> Path:
                       hint=f"create environments/{name}.yml or pick one of the allowed names")
 
 
-def load_env_file(path: Path) -> dict:
+def load_env_file(path: Path) -> dict[str, Any]:
     """Parse and check an environment file; the sections present, as plain data."""
     return read_environment(path).model_dump(exclude_none=True, exclude_defaults=True)
 
@@ -301,7 +301,7 @@ def read_environment(path: Path) -> EnvironmentSections:
     return validate(EnvironmentFile, load_mapping(path, "environment file"), str(path), "environment file")
 
 
-def _from_env_file(data: Mapping, dotted: str) -> Any:
+def _from_env_file(data: Mapping[str, Any], dotted: str) -> Any:
     node: Any = data
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -317,7 +317,7 @@ def resolve(cli: Mapping[str, Any], ini: Mapping[str, Any], environ: Mapping[str
     (None = not given). The first level that sets a value wins: CLI > env > environment file > ini > default."""
     env_file: Path | None = None
     environment: EnvironmentSections | None = None
-    env_data: dict = {}
+    env_data: dict[str, Any] = {}
     if env_name:
         env_file = find_env_file(env_name, rootdir)
         environment = read_environment(env_file)

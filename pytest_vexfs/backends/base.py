@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,7 @@ class Machine(Protocol):
     def kill(self) -> None:
         """Terminate at once and clean up; safe to call more than once."""
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Facts for reports: backend, accel, command line, ids."""
 
     def command_line(self) -> list[str]:

@@ -650,7 +650,7 @@ class LibvirtMachine(Machine):
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Facts for reports."""
         facts: dict[str, Any] = {
             "backend": self.backend, "vm_id": self.spec.name, "uri": self.uri, "vm_host": self.host,
@@ -710,7 +710,7 @@ def run_id_of(name: str) -> str:
     return parts[1] if len(parts) >= 3 and parts[0] == "vexfs" else ""
 
 
-def _owner(dom: libvirt.virDomain) -> dict | None:
+def _owner(dom: libvirt.virDomain) -> dict[str, Any] | None:
     """The ownership metadata this backend writes into its domains (None for anybody else's)."""
     try:
         element = ElementTree.fromstring(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0))
@@ -732,7 +732,7 @@ def _delete_volumes(conn: libvirt.virConnect, pool_name: str | None, names: list
                     vol.delete(0)
 
 
-def _remove_domain(conn: libvirt.virConnect, dom: libvirt.virDomain, owner: dict) -> None:
+def _remove_domain(conn: libvirt.virConnect, dom: libvirt.virDomain, owner: dict[str, Any]) -> None:
     with contextlib.suppress(libvirt.libvirtError):
         if dom.isActive():
             dom.destroy()

@@ -157,7 +157,7 @@ class StaticMachine(Machine):
             self._console_thread = None
         self._started = False
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Facts for reports."""
         return {"backend": self.backend, "vm_id": self.host.name, "host": self.host.name, "address": self.host.address,
                 "ssh_port": self.host.port, "user": self.host.user, "domain": self.host.domain,

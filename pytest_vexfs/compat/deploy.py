@@ -25,11 +25,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pytest_vexfs.domains import DOMAINS
 from pytest_vexfs.errors import ConfigError, VexfsError
+
+if TYPE_CHECKING:
+    from pytest_vexfs.guest.runstate import VMRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "terraform"
@@ -89,7 +93,7 @@ def terraform_usable(dry_run: bool) -> tuple[bool, str]:
     return True, ""
 
 
-def _write_inventory(env: str, guests: dict[str, dict], key_file: Path, known_hosts: Path) -> Path:
+def _write_inventory(env: str, guests: dict[str, dict[str, Any]], key_file: Path, known_hosts: Path) -> Path:
     directory = inventory_dir(env)
     directory.mkdir(parents=True, exist_ok=True)
     group_vars = directory / "group_vars"
@@ -125,7 +129,7 @@ def _local_up(env: str, vms: list[PlannedVM]) -> Path:
     key_dir = cache / "run" / f"keys-deploy-{env}"
     key = generate_keypair(key_dir, comment=f"deploy_infrastructure {env}")
     known_hosts = key_dir / "known_hosts"
-    guests: dict[str, dict] = {}
+    guests: dict[str, dict[str, Any]] = {}
     lines = []
     for vm_plan in vms:
         vm = GuestVM(vm_plan.name, slot.image(), slot.vm_settings(), slot.accel(), keypair=key,
@@ -224,7 +228,7 @@ def deploy(env: str, mode: str, dry_run: bool) -> int:
     return 0
 
 
-def _records_of(env: str) -> list:
+def _records_of(env: str) -> list[VMRecord]:
     from pytest_vexfs.guest.image import default_cache_dir
     from pytest_vexfs.guest.runstate import list_records
 

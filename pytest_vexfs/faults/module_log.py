@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from pytest_vexfs.faults.kernel_log import BEGIN_PREFIX, END_PREFIX, begin_marker, end_marker
 from pytest_vexfs.guest.ssh import CommandResult
@@ -68,7 +68,7 @@ def window_of(log: str, nodeid: str) -> list[str]:
 
 def fold(lines: Iterable[str], max_lines: int = MAX_LINES) -> ModuleWords:
     """Fold repeats (lines equal but for their numbers) into one line with a count."""
-    counts: dict[str, list] = {}
+    counts: dict[str, list[Any]] = {}
     for line in lines:
         key = _NUMBERS.sub("#", line)
         if key in counts:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_vexfs.errors import CommandTimeout, VMError
 from pytest_vexfs.guest.ssh import CommandResult
@@ -35,7 +36,7 @@ class _Pending:
     def __init__(self) -> None:
         self.out = bytearray()
         self.err = bytearray()
-        self.reply: dict | None = None
+        self.reply: dict[str, Any] | None = None
         self.done = threading.Event()
 
 
@@ -128,7 +129,7 @@ class AgentConnection:
         for pending in list(self._pending.values()):
             pending.done.set()
 
-    def _dispatch(self, msg: dict) -> None:
+    def _dispatch(self, msg: dict[str, Any]) -> None:
         pending = self._pending.get(msg.get("id", -1))
         if pending is None:
             return  # hello, or output of a command we gave up on
@@ -140,7 +141,7 @@ class AgentConnection:
             pending.reply = msg
             pending.done.set()
 
-    def _send(self, msg: dict) -> None:
+    def _send(self, msg: dict[str, Any]) -> None:
         data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
         with self._lock:
             if self._sock is None or self._dead:
@@ -152,7 +153,7 @@ class AgentConnection:
                 raise AgentError(f"writing to the guest agent failed: {exc!r}", vm=self.name,
                                  console_tail=self._console_tail()) from exc
 
-    def _start(self, msg: dict) -> tuple[int, _Pending]:
+    def _start(self, msg: dict[str, Any]) -> tuple[int, _Pending]:
         cid = next(self._ids)
         pending = self._pending[cid] = _Pending()
         try:
@@ -162,7 +163,7 @@ class AgentConnection:
             raise
         return cid, pending
 
-    def _request(self, msg: dict, timeout: float) -> dict:
+    def _request(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
         """A request without output (ping, setup, put, get): its reply, or AgentError."""
         cid, pending = self._start(msg)
         try:
@@ -205,7 +206,7 @@ class AgentConnection:
         Past `timeout`, or when `abort()` returns a reason, the command's process tree is killed and
         CommandTimeout carries the output so far."""
         text = command if isinstance(command, str) else " ".join(command)
-        msg: dict = {"op": "sh", "cmd": command} if isinstance(command, str) else \
+        msg: dict[str, Any] = {"op": "sh", "cmd": command} if isinstance(command, str) else \
             {"op": "argv", "argv": list(command)}
         if input is not None:
             msg["stdin"] = base64.b64encode(input.encode() if isinstance(input, str) else input).decode()

@@ -400,8 +400,8 @@ class GuestVM:
     def poll_findings(self) -> list[Finding]:
         return self.console.poll() if self.console else []
 
-    def describe(self) -> dict:
-        info = self.machine.describe() if self.machine else {"backend": "qemu", "vm_id": self.name}
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = self.machine.describe() if self.machine else {"backend": "qemu", "vm_id": self.name}
         if self.settings.backend == "qemu":
             info["qemu_version"] = qemu_version()
         info.update({"kernel_release": self.image.kernel_release, "image_digest": self.image.digest,
@@ -491,7 +491,7 @@ class Preload:
     digests, commands): equal keys mean interchangeable snapshots."""
 
     key: str
-    steps: tuple[tuple, ...]
+    steps: tuple[tuple[Any, ...], ...]
 
 
 def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,

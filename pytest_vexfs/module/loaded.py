@@ -68,7 +68,8 @@ class LoadedModule:
     def preload(self, **params: Any) -> Preload:
         """install() and load(**params) as the steps of a derived snapshot: a replacement VM restored
         from it has the module loaded without doing either (see guest.vm.ensure_snapshot)."""
-        steps: list[tuple] = [("run", f"mkdir -p {GUEST_DIR}"), ("put", self.built.ko, self.guest_ko, 0o644)]
+        steps: list[tuple[Any, ...]] = [("run", f"mkdir -p {GUEST_DIR}"),
+                                        ("put", self.built.ko, self.guest_ko, 0o644)]
         steps += [("put", tool, f"/usr/local/bin/{tool.name}", 0o755) for tool in self.built.tools]
         steps.append(("run", self._insmod_command(params)))
         described = json.dumps([self.built.digest, [[str(part) for part in step] for step in steps]])

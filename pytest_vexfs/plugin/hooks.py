@@ -263,7 +263,7 @@ def _fail(report: pytest.TestReport, message: str) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, Any]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     """The one verdict pipeline: after every phase (setup, call, teardown) of a test that touched a VM,
     the faults of that phase fail it with the kernel's kind, title and excerpt; a VM they broke is
     replaced after the test."""

@@ -16,7 +16,7 @@ DOMAINS_KEY = pytest.StashKey[tuple[str, ...]]()
 RUN_ID_KEY = pytest.StashKey[str]()
 TEST_SESSION_KEY = pytest.StashKey[TestSession]()
 PROFILE_KEY = pytest.StashKey[ModuleProfile]()
-REAPED_KEY = pytest.StashKey[list]()
+REAPED_KEY = pytest.StashKey[list[str]]()
 #: the hosts list's placement (setting ``hosts``), made by the controller after probing the hosts
 PLACEMENT_KEY = pytest.StashKey[Placement]()
 #: the key under which the controller hands its run id to xdist workers
