@@ -77,8 +77,8 @@ def load_inventory(path: str | Path) -> list[InventoryHost]:
             if v.get("ansible_connection") != "local"]
 
 
-def _walk_yaml_group(name: str, group: Any, inherited: dict, out: dict[str, dict], source: str
-                     ) -> dict[str, dict]:
+def _walk_yaml_group(name: str, group: Any, inherited: dict[str, Any], out: dict[str, dict[str, Any]], source: str
+                     ) -> dict[str, dict[str, Any]]:
     if group is None:
         return out
     if not isinstance(group, dict):
@@ -92,7 +92,7 @@ def _walk_yaml_group(name: str, group: Any, inherited: dict, out: dict[str, dict
     return out
 
 
-def _parse_ini(text: str, source: str) -> dict[str, dict]:
+def _parse_ini(text: str, source: str) -> dict[str, dict[str, Any]]:
     parser = configparser.ConfigParser(allow_no_value=True, delimiters=("\0",), interpolation=None,
                                        strict=False)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
@@ -102,8 +102,8 @@ def _parse_ini(text: str, source: str) -> dict[str, dict]:
         raise InventoryError(f"inventory {source} is neither YAML nor INI: {exc}", source=source) from None
     members: dict[str, list[str]] = {}
     children: dict[str, list[str]] = {}
-    group_vars: dict[str, dict] = {}
-    host_vars: dict[str, dict] = {}
+    group_vars: dict[str, dict[str, Any]] = {}
+    host_vars: dict[str, dict[str, Any]] = {}
     for section in parser.sections():
         group, _, kind = section.partition(":")
         for line in parser[section]:
@@ -136,7 +136,7 @@ def _parse_ini(text: str, source: str) -> dict[str, dict]:
             todo.extend(parent for parent, kids in children.items() if g in kids)
         return found[::-1]  # parents first, so children's vars win
 
-    result: dict[str, dict] = {}
+    result: dict[str, dict[str, Any]] = {}
     for host, hv in host_vars.items():
         merged = dict(group_vars.get("all", {}))
         for g in groups_of(host):
@@ -174,11 +174,12 @@ def _host_from_vars(name: str, v: Mapping[str, Any], source: str) -> InventoryHo
 # -- Terraform -------------------------------------------------------------------------------------
 
 def read_terraform_output(directory: str | Path | None = None, json_file: str | Path | None = None,
-                          *, timeout: float = 60.0) -> dict:
+                          *, timeout: float = 60.0) -> dict[str, Any]:
     """Return ``terraform output -json`` of `directory`, or the same JSON recorded in `json_file`."""
     if json_file is not None:
         try:
-            return json.loads(Path(json_file).read_text())
+            recorded: dict[str, Any] = json.loads(Path(json_file).read_text())
+            return recorded
         except (OSError, ValueError) as exc:
             raise InventoryError(f"cannot read terraform output {json_file}: {exc}",
                                  source=str(json_file)) from None
@@ -201,7 +202,8 @@ def read_terraform_output(directory: str | Path | None = None, json_file: str | 
         raise InventoryError(f"`{' '.join(argv)}` exited with status {proc.returncode}: "
                              f"{proc.stderr.strip()[-2000:]}", source=str(directory))
     try:
-        return json.loads(proc.stdout)
+        output: dict[str, Any] = json.loads(proc.stdout)
+        return output
     except ValueError as exc:
         raise InventoryError(f"`{' '.join(argv)}` printed invalid JSON: {exc}", source=str(directory)) from None
 

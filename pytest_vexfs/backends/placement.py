@@ -218,7 +218,7 @@ class Placement:
 
     def _load(self) -> dict[str, Any]:
         try:
-            state = json.loads(self.state_file.read_text())
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             state = {}
         state.setdefault("down", {})

@@ -23,7 +23,7 @@ class QMPClient:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buf = b""
-        self.events: list[dict] = []
+        self.events: list[dict[str, Any]] = []
 
     def connect(self, deadline: float | None = None) -> None:
         """Connect (retrying until `deadline` while QEMU creates the socket) and negotiate."""
@@ -56,7 +56,7 @@ class QMPClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read_message(self) -> dict:
+    def _read_message(self) -> dict[str, Any]:
         assert self._sock is not None
         while b"\n" not in self._buf:
             try:
@@ -67,7 +67,8 @@ class QMPClient:
                 raise QMPError("QMP connection closed by QEMU")
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
-        return json.loads(line)
+        message: dict[str, Any] = json.loads(line)
+        return message
 
     def execute(self, command: str, **arguments: Any) -> Any:
         """Send one command and return its result; events seen meanwhile go to `self.events`."""

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from collections.abc import Callable, Iterable
 
 import filelock
@@ -160,7 +161,7 @@ def initramfs_digest() -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def recipe(flavour: KernelFlavour) -> dict:
+def recipe(flavour: KernelFlavour) -> dict[str, Any]:
     """Everything that decides a root disk's content; its hash is the image digest."""
     guest_files = _hash_files(ROOTFS_GUEST_FILES)
     return {
@@ -295,7 +296,7 @@ class ImageBuilder:
         self.flavour, self.cache, self.digest, self.progress = flavour, cache, digest, progress
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _run(self, step: str, argv: list[str], **kw) -> str:
+    def _run(self, step: str, argv: list[str], **kw: Any) -> str:
         t0 = time.monotonic()
         self.progress(f"{step} ...")
         env = dict(os.environ)
@@ -311,7 +312,8 @@ class ImageBuilder:
                                     free_bytes(self.cache), detail=proc.stdout)
             raise ImageBuildError(step, proc.stdout, hint=f"command was: {' '.join(argv)}")
         self.progress(f"{step} done in {time.monotonic() - t0:.1f}s")
-        return proc.stdout
+        output: str = proc.stdout  # text=True
+        return output
 
 
     # -- the build -------------------------------------------------------------------------------

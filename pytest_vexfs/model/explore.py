@@ -35,7 +35,7 @@ ENVIRONMENT_OPS = ("remount", "reload", "drop_caches", "power_cut")
 class Discrepancy(AssertionError):
     """The filesystem answered an operation differently from the model."""
 
-    def __init__(self, message: str, ops: Sequence[tuple], index: int) -> None:
+    def __init__(self, message: str, ops: Sequence[tuple[Any, ...]], index: int) -> None:
         super().__init__(message)
         self.ops = [tuple(op) for op in ops]
         self.index = index
@@ -46,7 +46,7 @@ class ExplorationStopped(BaseException):  # noqa: N818 - not an Exception: Hypot
 
     Shrinking would need a fresh VM for every attempt; the usual verdict reports the fault instead."""
 
-    def __init__(self, message: str, ops: Sequence[tuple]) -> None:
+    def __init__(self, message: str, ops: Sequence[tuple[Any, ...]]) -> None:
         super().__init__(message)
         self.ops = [tuple(op) for op in ops]
 
@@ -120,7 +120,7 @@ class Explorer:
         self.caps = caps
         self.batch_size = batch_size
         self.model = Model(max_file_size=caps.max_file_size)
-        self.ops: list[tuple] = []
+        self.ops: list[tuple[Any, ...]] = []
         self.results: dict[int, str] = {}
         self.pending: list[Step] = []
         self.failed = False
@@ -340,17 +340,20 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
             return sorted(paths, key=lambda p: (p.count("/"), p))
 
         def _any(self, data: Any) -> str:
-            return data.draw(st.sampled_from(self._candidates()), label="path")
+            path: str = data.draw(st.sampled_from(self._candidates()), label="path")
+            return path
 
         def _file(self, data: Any) -> str:
             """Existing regular files first (shrinking moves toward them), then every other candidate."""
             files = self.model.paths("f")
             rest = [p for p in self._candidates() if p not in set(files)]
-            return data.draw(st.sampled_from(files + rest), label="file")
+            path: str = data.draw(st.sampled_from(files + rest), label="file")
+            return path
 
         def _existing(self, data: Any) -> str:
             paths = self.model.paths() or ["a"]
-            return data.draw(st.sampled_from(paths), label="path")
+            path: str = data.draw(st.sampled_from(paths), label="path")
+            return path
 
         def do(self, *op: Any) -> None:
             self.explorer.apply(op)
@@ -467,7 +470,7 @@ def run_exploration(make_target: Callable[[], Target], caps: Capabilities, *, ex
             return seeds
 
 
-def random_operation(model: Model, rng: random.Random, caps: Capabilities) -> tuple:
+def random_operation(model: Model, rng: random.Random, caps: Capabilities) -> tuple[Any, ...]:
     """One operation drawn like the state machine's rules draw them (no disruptions), for plain random
     walks: benchmarks and long control runs, where shrinking is not needed."""
     paths = model.paths() or ["a"]

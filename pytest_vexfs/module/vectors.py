@@ -82,7 +82,7 @@ class VectorClient(Protocol):
 
     def probe(self, mountpoint: str) -> None: ...
 
-    def store(self, path: str, vectors: Any, *, start_id: int | None = None) -> dict: ...
+    def store(self, path: str, vectors: Any, *, start_id: int | None = None) -> dict[str, Any]: ...
 
     def get(self, path: str, vector_id: int) -> list[float]: ...
 
@@ -185,7 +185,7 @@ class VexctlClient:
         finally:
             self.guest.run(f"rm -f {shlex.quote(probe)}")
 
-    def store(self, path: str, vectors: Any, *, start_id: int | None = None) -> dict:
+    def store(self, path: str, vectors: Any, *, start_id: int | None = None) -> dict[str, Any]:
         """Append rows of floats; returns {"added", "count", "dim"} (the VectorClient name of add)."""
         return self.add(path, vectors, start_id=start_id)
 
@@ -214,7 +214,7 @@ class VexctlClient:
             raise VectorError(f"vexctl {sub} printed {type(data).__name__}, not an object", command=command)
         return data
 
-    def add(self, path: str, vectors: Any, *, start_id: int | None = None, dim: int | None = None) -> dict:
+    def add(self, path: str, vectors: Any, *, start_id: int | None = None, dim: int | None = None) -> dict[str, Any]:
         """Append `vectors` (rows of floats: numpy array or lists) sent as raw float32; returns
         {"added", "count", "dim"}. Ids are start_id, start_id+1, ... (default: the current count)."""
         import numpy as np
@@ -228,7 +228,7 @@ class VexctlClient:
         return self._call("add", path, *args, input=data.tobytes())
 
     def gen(self, path: str, count: int, dim: int, seed: int, *, start_id: int | None = None,
-            batch: int | None = None) -> dict:
+            batch: int | None = None) -> dict[str, Any]:
         """Add `count` generated vectors (the same as `generate(count, dim, seed)`); returns
         {"added", "count", "dim", "seconds"} (seconds spent in the guest generating and adding)."""
         args = ["--count", str(count), "--dim", str(dim), "--seed", str(seed)]
@@ -376,12 +376,14 @@ def generate(count: int, dim: int, seed: int) -> np.ndarray:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
     values = ((z >> np.uint64(40)).astype(np.int64) - (1 << 23)).astype(np.float32) / np.float32(1 << 23)
-    return values.reshape(count, dim)
+    matrix: np.ndarray = values.reshape(count, dim)
+    return matrix
 
 
 def query_for_seed(dim: int, seed: int) -> np.ndarray:
     """The query `vexctl search --seed S` uses: the first generated vector of that seed."""
-    return generate(1, dim, seed)[0]
+    query: np.ndarray = generate(1, dim, seed)[0]
+    return query
 
 
 def scores(data: np.ndarray, query: Any, metric: str) -> np.ndarray:
@@ -392,13 +394,15 @@ def scores(data: np.ndarray, query: Any, metric: str) -> np.ndarray:
     q = np.asarray(query, dtype=np.float64)
     if metric == "l2":
         diff = d - q
-        return np.einsum("ij,ij->i", diff, diff)
+        squared: np.ndarray = np.einsum("ij,ij->i", diff, diff)
+        return squared
     dots = d @ q
     if metric == "dot":
         return dots
     if metric == "cosine":
         norms = np.sqrt(np.einsum("ij,ij->i", d, d) * float(q @ q))
-        return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        cosine: np.ndarray = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        return cosine
     raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
 
 

@@ -43,7 +43,7 @@ SHELL_DIRS_INI = "vexfs_shell_dirs"
 GUEST_SHELL_DIR = "/tmp/vexfs-shell"
 MAX_COPY_BYTES = 64 * 1024 * 1024
 NEXT_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
-COPIED_KEY = pytest.StashKey[set]()
+COPIED_KEY = pytest.StashKey[set[tuple[str, str]]]()
 
 
 # -- options and the domain hook ---------------------------------------------------------------------
@@ -87,7 +87,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if isinstance(item, (ShellScriptItem, DomainTest)) and report.skipped and isinstance(report.longrepr, tuple):
         path, line, _ = item.reportinfo()  # "-rs" names the script or method, not this module
@@ -106,7 +106,8 @@ def _requesting(names: list[str]) -> Callable[..., None]:
 
 
 def _mark(name: str, *args: Any) -> pytest.MarkDecorator:
-    return getattr(pytest.mark, name).with_args(*args) if args else getattr(pytest.mark, name)
+    mark: pytest.MarkDecorator = getattr(pytest.mark, name)
+    return mark.with_args(*args) if args else mark
 
 
 # -- shell scripts ---------------------------------------------------------------------------------
