@@ -24,7 +24,7 @@ from pathlib import Path
 from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.guest.image import default_cache_dir, forget_image, get_image
-from pytest_vexfs.guest.runstate import kill_vm_process, list_records, reap, remove_record
+from pytest_vexfs.guest.runstate import VMRecord, kill_vm_process, list_records, reap, remove_record
 
 
 def _settings(args: argparse.Namespace) -> cfg.ResolvedSettings:
@@ -79,7 +79,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find(cache: Path, name: str):
+def _find(cache: Path, name: str) -> VMRecord:
     for record in list_records(cache):
         if record.name == name:
             return record

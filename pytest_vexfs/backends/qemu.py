@@ -19,7 +19,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pytest_vexfs.privacy import private_dir
 from pytest_vexfs.errors import HostToolMissing, VMBootError, VMError
@@ -55,7 +57,7 @@ class QemuMachine(Machine):
 
     def __init__(self, spec: MachineSpec, *, incoming: Path | None = None, ram_file: Path | None = None,
                  ram_shared: bool = False, port: int | None = None,
-                 on_start=None, die_with_parent: bool = True) -> None:
+                 on_start: Callable[[Machine], None] | None = None, die_with_parent: bool = True) -> None:
         self.spec = spec
         self.die_with_parent = die_with_parent
         self.incoming = incoming
@@ -65,7 +67,7 @@ class QemuMachine(Machine):
         self.ram_file = ram_file
         self.ram_shared = ram_shared
         self.port = port
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self._on_start = on_start  # callback(machine) once QEMU runs: records it for the reaper
         self._stderr_path = spec.run_dir / "qemu.stderr"
         self._exit_reason = ""
@@ -318,7 +320,7 @@ class QemuMachine(Machine):
         shutil.rmtree(self.spec.run_dir, ignore_errors=True)
         shutil.rmtree(self.sock_dir, ignore_errors=True)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "vm_id": self.spec.name,

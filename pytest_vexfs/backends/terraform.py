@@ -13,6 +13,7 @@ required), ``host``, ``domain``, ``index``, ``connect_timeout``, ``console_strea
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pytest_vexfs.errors import ConfigError
 from pytest_vexfs.backends.inventory import InventoryHost, hosts_from_terraform_output, read_terraform_output
@@ -26,7 +27,7 @@ class TerraformMachine(StaticMachine):
     backend = "terraform"
 
     def __init__(self, spec: MachineSpec, *, terraform_dir: str | Path | None = None,
-                 terraform_output: str | Path | None = None, **options) -> None:
+                 terraform_output: str | Path | None = None, **options: Any) -> None:
         self.terraform_dir = terraform_dir if terraform_dir is not None else (spec.hosts.terraform_dir or None)
         self.terraform_output = (terraform_output if terraform_output is not None
                                  else (spec.hosts.terraform_output or None))
@@ -45,7 +46,7 @@ class TerraformMachine(StaticMachine):
         outputs = read_terraform_output(self.terraform_dir, self.terraform_output)
         return hosts_from_terraform_output(outputs, source=source), source
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Facts for reports, with the libvirt domain Terraform created."""
         facts = super().describe()
         facts["libvirt_domain"] = self.host.variables.get("libvirt_domain")

@@ -12,6 +12,7 @@ import pytest
 from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.faults.injection import FaultInjector
+from pytest_vexfs.faults.kernel_log import Finding
 from pytest_vexfs.guest.session import TestSession, VMSlot, locate
 from pytest_vexfs.module.build import BuiltModule, build_module
 from pytest_vexfs.module.loaded import LoadedModule
@@ -165,7 +166,7 @@ def vexfs_fault_injection(request: pytest.FixtureRequest, vexfs_vm: TestSession,
     runs the command once per allocation failure point in the module's code (N = 1, 2, ...) until a run
     passes with nothing injected, and returns the report (points tried, the first that broke, its stack).
     Kernel findings during the sweep fail the test as any other. Needs the debug kernel (skips otherwise)."""
-    def findings() -> list:
+    def findings() -> list[Finding]:
         console = vexfs_vm.vm.console
         if console is None:
             return []

@@ -119,7 +119,7 @@ class CrashedWorkerReports:
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
         """Name the crash report after the phase the test was in."""
         seen = self._phases.pop(crashitem, set())
-        report.when = next((w for w in PHASES if w not in seen), "teardown")  # type: ignore[misc,assignment]
+        report.when = next((w for w in PHASES if w not in seen), "teardown")  # type: ignore[misc]
         if report.when != "teardown":
             self._crashed.add(crashitem)
 
