@@ -179,5 +179,5 @@ def _reap_key_dirs(cache_dir: Path) -> None:
     """Remove the SSH key directories (run/keys-<pid>-...) of runs whose process is gone."""
     for key_dir in (cache_dir / "run").glob("keys-*"):
         pid = key_dir.name.split("-")[1]
-        if pid.isdigit() and process_start_time(int(pid)) is None:
+        if pid.isdigit() and not process_alive(int(pid), None):  # a zombie (killed, not yet waited for) is gone
             shutil.rmtree(key_dir, ignore_errors=True)
