@@ -76,6 +76,9 @@ class ModelRun:
         if not caps.persistence:
             notes.append(f"profile of {self.rig.profile.name!r} declares no persistence capability: "
                          "explored without remounts, module reloads or power cuts")
+        elif not caps.power_cut and not self.rig.profile.has("crash_consistent"):
+            notes.append(f"profile of {self.rig.profile.name!r} does not declare crash_consistent: "
+                         "explored without power cuts")
         elif not caps.power_cut:
             notes.append("power cuts off (they need the qemu backend and a block device)")
         if not caps.permissions:

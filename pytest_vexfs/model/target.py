@@ -46,7 +46,10 @@ class ModelRig:
         self.profile = profile
         self.load_params = dict(load_params or {})
         self.mountpoint = mountpoint
-        self.power_cuts = (power_cuts and profile.has("persistence") and slot.settings.backend == "qemu"
+        # a power cut is a fair question only to a module that promises crash consistency (a non-journalled
+        # filesystem such as minix needs its fsck after a crash, by design)
+        self.power_cuts = (power_cuts and profile.has("persistence") and profile.has("crash_consistent")
+                           and slot.settings.backend == "qemu"
                            and profile.raw.get("device") != "none")
         self.binary = build_executor(slot.image(), slot.cache_dir)
         self.fs: MountedFilesystem | None = None
