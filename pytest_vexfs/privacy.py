@@ -32,16 +32,22 @@ def private_file(path: Path) -> Path:
 
 
 def make_private(path: Path) -> None:
-    """`path` and, if it is a directory, everything in it: directories 0700, files 0600 (symlinks untouched).
+    """`path` and, if it is a directory, everything in it: directories 0700, files 0600 (symlinks untouched;
+    only what is not owner-only already is changed; an entry a concurrent worker removes is skipped).
     Only for trees the harness wrote itself (never a guest root filesystem, whose modes matter)."""
-    if path.is_symlink() or not path.exists():
-        return
-    if path.is_dir():
-        os.chmod(path, OWNER_DIR)
-        for entry in path.iterdir():
-            make_private(entry)
-    else:
-        os.chmod(path, OWNER_FILE)
+    try:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            return
+        if stat.S_ISDIR(mode):
+            if stat.S_IMODE(mode) != OWNER_DIR:
+                os.chmod(path, OWNER_DIR)
+            for entry in path.iterdir():
+                make_private(entry)
+        elif stat.S_IMODE(mode) != OWNER_FILE:
+            os.chmod(path, OWNER_FILE)
+    except FileNotFoundError:
+        pass
 
 
 def is_private(path: Path) -> bool:

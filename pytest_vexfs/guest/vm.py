@@ -32,7 +32,7 @@ from pytest_vexfs.backends import get_backend
 from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec, read_tail
 from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
 from pytest_vexfs.diskspace import disk_full_is_clear
-from pytest_vexfs.privacy import is_private, make_private, private_dir, private_file
+from pytest_vexfs.privacy import make_private, private_dir, private_file
 from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMBootPanic, VMCrashed, VMError
 from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
@@ -500,6 +500,7 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
     `preload`, a snapshot derived from it in which the preload's steps are done (restored once to
     make it), so a replacement VM comes with, say, the module under test already loaded."""
     root = private_dir(settings.cache_dir / "snapshots")
+    make_private(root)  # every snapshot in it, also those an older version saved 0644 and no key uses now
     key = snapshot_key(image, settings, accel)
     needed = (settings.memory_mb + SNAPSHOT_OVERHEAD_MB) * 1024**2  # the RAM file, state and disk
     base = _ensure(root, key, lambda out: _make_snapshot(image, settings, accel, out), needed)
@@ -513,8 +514,6 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
 def _ensure(root: Path, key: str, make: Callable[[Path], None], needed: int) -> Snapshot:
     snap = Snapshot(root / key)
     if snap.state.exists():
-        if not all(is_private(p) for p in (snap.path, snap.state, snap.ram) if p.exists()):  # an older version's
-            make_private(snap.path)
         return snap
     with filelock.FileLock(str(root / f".{key}.lock")):
         if snap.state.exists():

@@ -53,9 +53,14 @@ def test_snapshot_run_dirs_keys_and_consoles_are_owner_only(pytester: pytest.Pyt
     assert stat.S_IMODE(own_cache.stat().st_mode) == 0o700
     assert not _exposed(own_cache / "snapshots", own_cache / "run", pytester.path / ".vexfs" / "consoles")
 
-    # a snapshot saved by an older version (files 0644 in its 0700 directory) is made private on its next use
+    # a snapshot saved by an older version (files 0644 in its 0700 directory) is made private on its next use,
+    # and so is one that no snapshot key of this version names any more
     for snapshot in snapshots:
         for saved in snapshot.parent.iterdir():
             saved.chmod(0o644)
+    stale = own_cache / "snapshots" / "0123456789abcdef"
+    stale.mkdir(mode=0o755)
+    (stale / "state.bin").write_bytes(b"saved by an older version")
+    (stale / "state.bin").chmod(0o644)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "--vexfs-accel=tcg").assert_outcomes(passed=1)
     assert not _exposed(own_cache / "snapshots")
