@@ -89,6 +89,15 @@ static int fail(void)
 	return 0;
 }
 
+/* fail() with the errno of the failed call, after closing `fd` */
+static int close_fail(int fd)
+{
+	int e = errno;
+	close(fd);
+	errno = e;
+	return fail();
+}
+
 /* print a name with TAB, newline, separators and non-printable bytes escaped as \xHH */
 static void put_escaped(const char *s)
 {
@@ -245,19 +254,11 @@ static int op(char **f, int nf)
 		for (i = 0; i < len; i++)
 			buf[i] = (char)(((seed * 31 + off + i) % 251) + 1);
 		done = pwrite(fd, buf, len, off);
-		if (done < 0) {
-			int e = errno;
-			close(fd);
-			errno = e;
-			return fail();
-		}
+		if (done < 0)
+			return close_fail(fd);
 		/* read the whole file back at once: a write that does not stick is caught here */
-		if (lseek(fd, 0, SEEK_SET) < 0 || file_digest(fd, &size, &crc) < 0) {
-			int e = errno;
-			close(fd);
-			errno = e;
-			return fail();
-		}
+		if (lseek(fd, 0, SEEK_SET) < 0 || file_digest(fd, &size, &crc) < 0)
+			return close_fail(fd);
 		close(fd);
 		printf("ok\t%zd %lld:%08x\n", done, size, crc);
 		return 0;
@@ -267,12 +268,8 @@ static int op(char **f, int nf)
 		fd = open(full(f[1]), O_RDWR | O_NOFOLLOW);
 		if (fd < 0)
 			return fail();
-		if (ftruncate(fd, atoll(f[2])) < 0 || file_digest(fd, &size, &crc) < 0) {
-			int e = errno;
-			close(fd);
-			errno = e;
-			return fail();
-		}
+		if (ftruncate(fd, atoll(f[2])) < 0 || file_digest(fd, &size, &crc) < 0)
+			return close_fail(fd);
 		close(fd);
 		printf("ok\t%lld:%08x\n", size, crc);
 		return 0;
@@ -282,12 +279,8 @@ static int op(char **f, int nf)
 		fd = open(full(f[1]), O_RDONLY | O_NOFOLLOW);
 		if (fd < 0)
 			return fail();
-		if (file_digest(fd, &size, &crc) < 0) {
-			int e = errno;
-			close(fd);
-			errno = e;
-			return fail();
-		}
+		if (file_digest(fd, &size, &crc) < 0)
+			return close_fail(fd);
 		close(fd);
 		printf("ok\t%lld:%08x\n", size, crc);
 		return 0;
@@ -344,12 +337,8 @@ static int op(char **f, int nf)
 		if (fd < 0)
 			return fail();
 		r = o[1] == 's' ? fsync(fd) : fdatasync(fd);
-		if (r < 0) {
-			int e = errno;
-			close(fd);
-			errno = e;
-			return fail();
-		}
+		if (r < 0)
+			return close_fail(fd);
 		close(fd);
 	} else if (!strcmp(o, "sync") && nf == 1) {
 		sync();
