@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pytest_vexfs.backends.host import free_port
 from pytest_vexfs.reporting.alerts import (FAULT_KINDS, HANG_FAULT_KINDS, AlertsConfig, RunFacts, load_alerts,
                                            parse_condition, webhook_display)
 from pytest_vexfs.reporting.results import Finding, TestResult
@@ -94,10 +94,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/services/{SECRET}"
+    return f"http://127.0.0.1:{free_port()}/services/{SECRET}"
 
 
 def alerts_file(pytester: pytest.Pytester, url: str, rules: list[tuple[str, str, str]] | None = None) -> Path:
