@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 
 import filelock
 
-from pytest_vexfs.privacy import private_dir
+from pytest_vexfs.privacy import OWNER_DIR, make_private, private_dir
 from pytest_vexfs.diskspace import disk_full_is_clear, free_bytes, require_free
 from pytest_vexfs.errors import ConfigError, DiskFullError, HostToolMissing, ImageBuildError
 
@@ -250,10 +250,12 @@ def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
     flavour = resolve_flavour(kernel)
     private_dir(cache_dir or default_cache_dir())  # images, snapshots and runs hold SSH keys
     cache = private_dir((cache_dir or default_cache_dir()) / "images")
+    for entry in cache.iterdir():  # also images an older version left 0644 that no digest names now
+        if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith("."):
+            _private_image(entry)
     digest = image_digest(flavour)
     final = cache / f"{flavour.name}-{digest}"
     if (final / "manifest.json").exists() and Image.load(final).initrd.exists():
-        private_dir(final)  # its disk holds the guest's SSH host key
         return Image.load(final)
     with filelock.FileLock(str(cache / f".{flavour.name}-{digest}.lock")):
         builder = ImageBuilder(flavour, cache, digest, progress)
@@ -264,7 +266,22 @@ def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
             tmp = image.initrd.with_suffix(f".tmp{os.getpid()}")
             builder.build_initramfs(image.rootfs, image.kernel_release, tmp)
             os.replace(tmp, image.initrd)
+    _private_image(final)
     return image
+
+
+def _private_image(path: Path) -> Path:
+    """The image directory and its files owner-only (its disk holds the guest's SSH host key); the
+    unpacked root filesystem below it keeps the modes the guest needs."""
+    try:
+        os.chmod(path, OWNER_DIR)
+        entries = list(path.iterdir())
+    except FileNotFoundError:  # removed by a concurrent `vexfs-vm image build --force`
+        return path
+    for entry in entries:
+        if entry.is_file() and not entry.is_symlink():
+            make_private(entry)
+    return path
 
 
 def forget_image(kernel: str, cache_dir: Path) -> list[Path]:
