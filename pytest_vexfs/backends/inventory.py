@@ -16,7 +16,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from pytest_vexfs.errors import ConfigError, VMBootError
+from pytest_vexfs.polling import deadline_in, poll, remaining
 
 #: Attributes of each entry of the Terraform ``vms`` output that the terraform backend reads.
 TERRAFORM_VM_KEYS = ("address", "ssh_port", "ssh_user", "domain", "libvirt_domain", "console_path")
@@ -260,15 +260,12 @@ def select_host(hosts: Iterable[InventoryHost], *, name: str | None = None, doma
 
 def wait_for_ssh(address: str, port: int, timeout: float = 10.0, *, name: str = "") -> str:
     """Poll until `address:port` greets with an SSH banner; return it, or raise HostUnreachable."""
-    deadline = time.monotonic() + timeout
+    deadline = deadline_in(timeout)
     last = "no attempt made"
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
+    for _ in poll(deadline, 0.25):
         try:
-            with socket.create_connection((address, port), timeout=min(remaining, 3.0)) as sock:
-                sock.settimeout(max(0.1, min(deadline - time.monotonic(), 3.0)))
+            with socket.create_connection((address, port), timeout=min(remaining(deadline, 0.1), 3.0)) as sock:
+                sock.settimeout(min(remaining(deadline, 0.1), 3.0))
                 banner = sock.recv(256)
             if banner.startswith(b"SSH-"):
                 return banner.decode(errors="replace").strip()
@@ -279,6 +276,5 @@ def wait_for_ssh(address: str, port: int, timeout: float = 10.0, *, name: str = 
             last = "timed out"
         except OSError as exc:
             last = exc.strerror or str(exc)
-        time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
     raise HostUnreachable(f"SSH at {address}:{port} not reachable within {timeout:g}s ({last})", vm=name,
                           hint="check the inventory's ansible_host/ansible_port and that sshd runs there")

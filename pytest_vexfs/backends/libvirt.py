@@ -51,6 +51,7 @@ import filelock
 import libvirt
 
 from pytest_vexfs.errors import ConfigError, HostDown, VMBootError, VMError
+from pytest_vexfs.polling import deadline_in, poll
 from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.guest.runstate import process_alive
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
@@ -611,9 +612,9 @@ class LibvirtMachine(Machine):
         if self.is_running() and self.machine_type != "microvm":
             with contextlib.suppress(LibvirtDomainError):
                 self.sysrq("o")
-            deadline = time.monotonic() + timeout
-            while self.is_running() and time.monotonic() < deadline:
-                time.sleep(0.1)
+            for _ in poll(deadline_in(timeout), 0.1):
+                if not self.is_running():
+                    break
         self.kill()
 
     def kill(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pytest_vexfs.privacy import private_dir
 from pytest_vexfs.errors import HostToolMissing, VMBootError, VMError
+from pytest_vexfs.polling import deadline_in, poll
 from pytest_vexfs.backends.qmp import QMPClient, QMPError
 from pytest_vexfs.guest.runstate import socket_dir
 from pytest_vexfs.backends.host import create_vm_disks, free_port
@@ -195,7 +196,7 @@ class QemuMachine(Machine):
 
     def _wait_qmp(self, deadline: float) -> None:
         assert self.proc is not None
-        while time.monotonic() < deadline:
+        for _ in poll(deadline, 0.005):
             if self.proc.poll() is not None:
                 raise VMBootError(f"QEMU exited with status {self.proc.returncode} while starting",
                                   vm=self.spec.name, cmdline=self.command_line(), stderr=self.stderr(),
@@ -207,7 +208,6 @@ class QemuMachine(Machine):
                     return
                 except QMPError:
                     pass
-            time.sleep(0.005)
         raise VMBootError("QEMU did not open its QMP socket within 15s", vm=self.spec.name,
                           cmdline=self.command_line(), stderr=self.stderr())
 
@@ -242,7 +242,7 @@ class QemuMachine(Machine):
     def wait_running(self, deadline: float) -> None:
         """Wait for the guest CPU to run (after an incoming migration has loaded)."""
         with QMPClient(self.qmp_path, timeout=10) as qmp:
-            while time.monotonic() < deadline:
+            for _ in poll(deadline, 0.005):
                 if not self.is_running():
                     raise VMBootError("QEMU exited while restoring the snapshot", vm=self.spec.name,
                                       cmdline=self.command_line(), stderr=self.stderr())
@@ -252,8 +252,6 @@ class QemuMachine(Machine):
                     return
                 if state == "paused":  # the snapshot was taken from a stopped guest: resume it
                     qmp.execute("cont")
-                    continue
-                time.sleep(0.005)
         raise VMBootError("snapshot restore did not finish in time", vm=self.spec.name,
                           cmdline=self.command_line(), stderr=self.stderr())
 
@@ -266,15 +264,15 @@ class QemuMachine(Machine):
                 qmp.execute("migrate-set-capabilities", capabilities=[
                     {"capability": "x-ignore-shared", "state": True}])
             qmp.execute("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
-            deadline = time.monotonic() + timeout
-            while True:
+            for _ in poll(deadline_in(timeout), 0.05):
                 info = qmp.execute("query-migrate")
                 status = info.get("status") if isinstance(info, dict) else None
                 if status == "completed":
                     break
-                if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                if status in ("failed", "cancelled"):
                     raise VMError(f"saving VM state failed: {info}", vm=self.spec.name)
-                time.sleep(0.05)
+            else:
+                raise VMError(f"saving VM state did not finish within {timeout:g}s: {info}", vm=self.spec.name)
         os.replace(tmp, path)
 
     def sysrq(self, key: str) -> None:

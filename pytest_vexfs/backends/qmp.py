@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 from pytest_vexfs.errors import VMError
+from pytest_vexfs.polling import deadline_in, poll
 
 
 class QMPError(VMError):
@@ -27,8 +27,8 @@ class QMPClient:
 
     def connect(self, deadline: float | None = None) -> None:
         """Connect (retrying until `deadline` while QEMU creates the socket) and negotiate."""
-        deadline = deadline or time.monotonic() + self.timeout
-        while True:
+        error: OSError | None = None
+        for _ in poll(deadline or deadline_in(self.timeout), 0.02):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             try:
@@ -36,9 +36,9 @@ class QMPClient:
                 break
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 sock.close()
-                if time.monotonic() > deadline:
-                    raise QMPError(f"QMP socket {self.path} not available: {exc}") from exc
-                time.sleep(0.02)
+                error = exc
+        else:
+            raise QMPError(f"QMP socket {self.path} not available: {error}") from error
         self._sock = sock
         self._read_message()  # greeting
         self.execute("qmp_capabilities")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vexfs.errors import CommandTimeout, VMError
+from pytest_vexfs.polling import deadline_in, poll, remaining
 from pytest_vexfs.guest.ssh import CommandResult
 
 #: how often a waiting command polls its `abort` callback
@@ -59,23 +60,23 @@ class AgentConnection:
     def connect(self, timeout: float = 10.0, *, ping: bool = True) -> None:
         """Connect and (with `ping`) wait until the agent answers; without, the first request will."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        deadline = time.monotonic() + timeout
-        while True:
+        deadline = deadline_in(timeout)
+        error: OSError | None = None
+        for _ in poll(deadline, 0.01):
             try:
                 sock.connect(str(self.path))
                 break
             except (FileNotFoundError, ConnectionRefusedError) as exc:
-                if time.monotonic() > deadline:
-                    sock.close()
-                    raise AgentError(f"guest agent socket {self.path} not available: {exc}",
-                                     vm=self.name) from exc
-                time.sleep(0.01)
+                error = exc
+        else:
+            sock.close()
+            raise AgentError(f"guest agent socket {self.path} not available: {error}", vm=self.name) from error
         self._sock = sock
         self._dead = ""
         self._reader = threading.Thread(target=self._read_loop, name=f"agent-{self.name}", daemon=True)
         self._reader.start()
         if ping:
-            reply = self._request({"op": "ping"}, timeout=max(0.1, deadline - time.monotonic()))
+            reply = self._request({"op": "ping"}, timeout=remaining(deadline, 0.1))
             self.agent_pid = reply.get("pid")
 
     @property

@@ -17,6 +17,7 @@ import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from pytest_vexfs.polling import deadline_in, poll
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -135,9 +136,9 @@ def kill_vm_process(record: VMRecord, timeout: float = 3.0) -> bool:
         return False
     try:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and process_alive(pid, record.qemu_start):
-            time.sleep(0.05)
+        for _ in poll(deadline_in(timeout), 0.05):
+            if not process_alive(pid, record.qemu_start):
+                break
         if process_alive(pid, record.qemu_start):
             os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:

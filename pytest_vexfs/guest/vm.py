@@ -34,6 +34,7 @@ from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
 from pytest_vexfs.diskspace import disk_full_is_clear
 from pytest_vexfs.privacy import make_private, private_dir, private_file
 from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMBootPanic, VMCrashed, VMError
+from pytest_vexfs.polling import deadline_in, poll, remaining
 from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.guest.image import Image
@@ -235,10 +236,10 @@ class GuestVM:
         mark = time.monotonic()
         agent = AgentConnection(machine.control_path, name=self.name, console_tail=self.console_tail)
         try:
-            agent.connect(timeout=max(1.0, deadline - time.monotonic()), ping=False)  # setup answers
+            agent.connect(timeout=remaining(deadline, 1.0), ping=False)  # setup answers
             agent.setup(epoch=time.time(), host=self.name, sysctls=self._sysctls(),
                         authorized_key=self.keypair.public_line,
-                        timeout=max(1.0, deadline - time.monotonic()))
+                        timeout=remaining(deadline, 1.0))
         except AgentError as exc:
             agent.close()
             raise VMBootError(f"guest did not become ready within {self.settings.boot_timeout:g}s "
@@ -277,14 +278,14 @@ class GuestVM:
         if sshd_listening:  # a restored guest: skip the banner probe (each probe costs an sshd fork+exec)
             self._ssh = SSHConnection(endpoint, name=self.name, console_tail=self.console_tail)
             try:
-                self._ssh.connect(timeout=max(5.0, deadline - time.monotonic()))
+                self._ssh.connect(timeout=remaining(deadline, 5.0))
                 return
             except SSHError:
                 self._ssh = None
         cmdline = machine.command_line()
         stderr = machine.stderr
         sshd_started = False
-        while True:
+        for _ in poll(deadline, 0.05):
             if not machine.is_running():
                 raise VMBootError(f"the machine stopped during boot ({machine.exit_reason()})", vm=self.name,
                                   cmdline=cmdline, stderr=stderr(), console_tail=self.console_tail())
@@ -293,15 +294,14 @@ class GuestVM:
             sshd_started = sshd_started or "vexfs-init: ready" in self.console_tail(60)
             if ssh_banner_ready(endpoint.host, endpoint.port, timeout=15.0 if sshd_started else 5.0):
                 break
-            if time.monotonic() > deadline:
-                raise VMBootError(f"guest did not become SSH-ready within {self.settings.boot_timeout:g}s",
-                                  vm=self.name, cmdline=cmdline, stderr=stderr(),
-                                  console_tail=self.console_tail() or "(nothing on the serial console yet)",
-                                  hint="look at the console tail above; raise --vexfs-boot-timeout if the "
-                                       "machine is merely slow")
-            time.sleep(0.05)
+        else:
+            raise VMBootError(f"guest did not become SSH-ready within {self.settings.boot_timeout:g}s",
+                              vm=self.name, cmdline=cmdline, stderr=stderr(),
+                              console_tail=self.console_tail() or "(nothing on the serial console yet)",
+                              hint="look at the console tail above; raise --vexfs-boot-timeout if the "
+                                   "machine is merely slow")
         self._ssh = SSHConnection(endpoint, name=self.name, console_tail=self.console_tail)
-        self._ssh.connect(timeout=max(5.0, deadline - time.monotonic()))
+        self._ssh.connect(timeout=remaining(deadline, 5.0))
 
     def _sysctls(self) -> dict[str, str]:
         """Applied at every boot (runtime settings, so the cached snapshot does not depend on them).
@@ -376,11 +376,9 @@ class GuestVM:
     def _wait_alive(self, seconds: float) -> bool:
         """False if QEMU exits within `seconds` (a panicking guest takes a moment to go)."""
         assert self.machine is not None
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        for _ in poll(deadline_in(seconds), 0.05):
             if not self.machine.is_running():
                 return False
-            time.sleep(0.05)
         return self.machine.is_running()
 
     def is_alive(self) -> bool:
