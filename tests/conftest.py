@@ -4,6 +4,9 @@ instead of building a guest image (debootstrap, network) per test."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+
 import pytest
 
 from pytest_vexfs.guest.image import default_cache_dir
@@ -14,3 +17,11 @@ OUTER_CACHE = default_cache_dir()  # evaluated at import, before pytester moves 
 @pytest.fixture(autouse=True)
 def _share_image_cache(monkeypatch: pytest.MonkeyPatch, vexfs_settings) -> None:
     monkeypatch.setenv("VEXFS_CACHE_DIR", vexfs_settings.cache_dir or str(OUTER_CACHE))
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback TCP port that refuses connections (bound for the test's duration, never listening)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

@@ -11,7 +11,6 @@ follows). A host that refuses SSH, and a resource budget overrun, fail within se
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,13 +53,6 @@ def _passes_on(project: pytest.Pytester, backend: str, *extra: str) -> dict[str,
     assert props["backend"] == backend
     assert props["domain"] == "kernel_module"
     return props
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket() as sock:  # bound, never listening: connections are refused
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

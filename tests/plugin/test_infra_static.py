@@ -47,27 +47,19 @@ def test_ini_inventory_with_group_vars_and_children(tmp_path: Path) -> None:
     assert hosts["vm-b"].key_file == Path("/keys/id")
 
 
-def _closed_port() -> tuple[socket.socket, int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
-    return sock, sock.getsockname()[1]
-
-
-def test_host_refusing_ssh_fails_within_seconds(tmp_path: Path) -> None:
-    sock, port = _closed_port()
-    with sock:
-        inventory = tmp_path / "hosts.yml"
-        inventory.write_text("all:\n  hosts:\n    dead-vm:\n      ansible_host: 127.0.0.1\n"
-                             f"      ansible_port: {port}\n      vexfs_domain: safety\n")
-        machine = StaticMachine(MachineSpec(name="s-0", run_dir=tmp_path / "vm"), inventory=inventory,
-                                domain="safety", connect_timeout=2)
-        assert isinstance(machine, Machine)
-        t0 = time.monotonic()
-        with pytest.raises(HostUnreachable) as info:
-            machine.start()
-        assert time.monotonic() - t0 < 5
+def test_host_refusing_ssh_fails_within_seconds(tmp_path: Path, closed_port: int) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    dead-vm:\n      ansible_host: 127.0.0.1\n"
+                         f"      ansible_port: {closed_port}\n      vexfs_domain: safety\n")
+    machine = StaticMachine(MachineSpec(name="s-0", run_dir=tmp_path / "vm"), inventory=inventory,
+                            domain="safety", connect_timeout=2)
+    assert isinstance(machine, Machine)
+    t0 = time.monotonic()
+    with pytest.raises(HostUnreachable) as info:
+        machine.start()
+    assert time.monotonic() - t0 < 5
     text = str(info.value)
-    assert f"[dead-vm] SSH at 127.0.0.1:{port} not reachable within 2s (connection refused)" in text
+    assert f"[dead-vm] SSH at 127.0.0.1:{closed_port} not reachable within 2s (connection refused)" in text
     assert "ansible_host/ansible_port" in text
     assert not machine.is_running()
 

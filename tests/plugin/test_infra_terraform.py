@@ -199,22 +199,18 @@ def test_terraform_backend_reports_an_unserved_domain(tmp_path: Path) -> None:
         TerraformMachine(spec)
 
 
-def test_terraform_backend_refused_ssh_fails_fast(tmp_path: Path) -> None:
-    import socket
-    with socket.socket() as sock:  # a port that is certainly closed: bound, never listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        data = json.loads(SAMPLE.read_text())
-        data["vms"]["value"]["vexfs-ci-safety-0"]["ssh_port"] = port
-        recorded = tmp_path / "output.json"
-        recorded.write_text(json.dumps(data))
-        machine = TerraformMachine(MachineSpec(name="vexfs-t-0", run_dir=tmp_path / "vm"),
-                                   terraform_output=recorded, domain="safety", connect_timeout=2)
-        t0 = time.monotonic()
-        with pytest.raises(HostUnreachable, match=rf"SSH at 127.0.0.1:{port} not reachable within 2s "
-                                                  r"\(connection refused\)"):
-            machine.start()
-        assert time.monotonic() - t0 < 5
+def test_terraform_backend_refused_ssh_fails_fast(tmp_path: Path, closed_port: int) -> None:
+    data = json.loads(SAMPLE.read_text())
+    data["vms"]["value"]["vexfs-ci-safety-0"]["ssh_port"] = closed_port
+    recorded = tmp_path / "output.json"
+    recorded.write_text(json.dumps(data))
+    machine = TerraformMachine(MachineSpec(name="vexfs-t-0", run_dir=tmp_path / "vm"),
+                               terraform_output=recorded, domain="safety", connect_timeout=2)
+    t0 = time.monotonic()
+    with pytest.raises(HostUnreachable, match=rf"SSH at 127.0.0.1:{closed_port} not reachable within 2s "
+                                              r"\(connection refused\)"):
+        machine.start()
+    assert time.monotonic() - t0 < 5
 
 
 @needs_terraform
