@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from pytest_vexfs import settings as cfg
-from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.errors import VexfsError, run_command_line
 from pytest_vexfs.guest.image import default_cache_dir, forget_image, get_image
 from pytest_vexfs.guest.runstate import VMRecord, kill_vm_process, list_records, reap, remove_record
 
@@ -198,13 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "down" and not args.all and not args.name:
         parser.error("down needs a NAME or --all")
-    try:
-        return int(args.func(args))
-    except VexfsError as exc:
-        print(f"vexfs-vm: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command_line("vexfs-vm", lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -166,3 +167,15 @@ class ModuleUnloadError(ModuleError):
 
 class ResourceLimitError(ConfigError):
     """A run would exceed the resource budget of its environment."""
+
+
+def run_command_line(prog: str, command: Callable[[], int]) -> int:
+    """Run a console command's body: its typed errors become one paragraph on stderr (exit 2), Ctrl-C
+    exit 130, never a traceback."""
+    try:
+        return int(command())
+    except VexfsError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

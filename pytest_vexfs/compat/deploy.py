@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pytest_vexfs.domains import DOMAINS
-from pytest_vexfs.errors import ConfigError, VexfsError
+from pytest_vexfs.errors import ConfigError, VexfsError, run_command_line
 
 if TYPE_CHECKING:
     from pytest_vexfs.guest.runstate import VMRecord
@@ -256,15 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
     parser.add_argument("--force-destroy", action="store_true", help="tear the environment down")
     args = parser.parse_args(argv)
-    try:
-        if args.force_destroy:
-            return destroy(args.environment, args.dry_run)
-        return deploy(args.environment, args.mode, args.dry_run)
-    except VexfsError as exc:
-        print(f"deploy_infrastructure.sh: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    if args.force_destroy:
+        return run_command_line("deploy_infrastructure.sh", lambda: destroy(args.environment, args.dry_run))
+    return run_command_line("deploy_infrastructure.sh", lambda: deploy(args.environment, args.mode, args.dry_run))
 
 
 if __name__ == "__main__":
