@@ -101,106 +101,127 @@ class Setting:
         return "VEXFS_" + self.name.upper()
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("backend", _text, "qemu", "VM backend", "backend",
-            choices=("qemu", "libvirt", "terraform", "static")),
-    Setting("kernel", _text, "6.12", "guest kernel: 6.12 (Debian 13), 6.1 (Debian 12), 6.12-debug (built from "
-            "linux-source-6.12 with KASAN, kmemleak, lockdep, UBSAN, fault injection)", "vm.kernel",
-            allowed="6.12, 6.1, 6.12-debug"),
-    Setting("kernel_build", _text, "", "build tree of a kernel given by path (for module builds)",
-            "vm.kernel_build"),
-    Setting("accel", _text, "auto", "accelerator; auto probes KVM by booting and falls back to TCG",
-            "vm.accel", choices=("auto", "kvm", "tcg")),
-    Setting("memory", _positive_int, 1024, "VM memory in MiB", "vm.memory_mb", allowed="integer > 0"),
-    Setting("cpus", _positive_int, 1, "VM CPUs", "vm.cpus", allowed="integer > 0"),
-    Setting("scratch_disk", _positive_int, 512, "size in MiB of the VM's scratch disk /dev/vdb",
-            "vm.scratch_disk_mb", allowed="integer > 0"),
-    Setting("machine", _text, "q35", "QEMU machine type (microvm: its kernel's TSC calibration fails "
-            "intermittently under TCG on a loaded host)", "vm.machine", choices=("q35", "microvm")),
-    Setting("snapshot", _boolean, True, "restore VMs from a cached snapshot of a booted guest",
-            "vm.snapshot", allowed="true/false"),
-    Setting("checked_boot", _boolean, True, "boot with the kernel's own memory checkers on (SLUB debug "
-            "on kmalloc caches, KFENCE) and validate slabs after each test", "vm.checked_boot",
-            allowed="true/false"),
-    Setting("boot_timeout", _positive_float, 180.0, "seconds a VM may take to become SSH-ready",
-            "timeouts.boot", allowed="number > 0"),
-    Setting("hang_timeout", _positive_float, 120.0,
-            "default seconds a guest command may run before it counts as a hang", "timeouts.hang",
-            allowed="number > 0"),
-    Setting("hung_task_timeout", _positive_int, 3, "guest kernel.hung_task_timeout_secs",
-            "timeouts.hung_task", allowed="integer > 0"),
-    Setting("cache_dir", _text, "", "image/snapshot cache (default $XDG_CACHE_HOME/pytest-vexfs)",
-            "cache_dir"),
-    Setting("source", _text, "", "module source directory (Kbuild/Makefile); default: the bundled "
-            "reference module", "module.source"),
-    Setting("profile", _text, "", "module profile YAML (fs type, mkfs, params, capabilities)",
-            "module.profile"),
-    Setting("max_vms", _positive_int, 8, "most VMs this run may have at once", "limits.max_vms",
-            allowed="integer > 0"),
-    Setting("max_total_memory_gb", _positive_float, 16.0, "memory budget of all VMs (GiB)",
-            "limits.max_total_memory_gb", allowed="number > 0"),
-    Setting("max_total_cpus", _positive_int, 8, "CPU budget of all VMs", "limits.max_total_cpus",
-            allowed="integer > 0"),
-    Setting("max_total_disk_gb", _positive_float, 40.0, "disk budget of all VMs (GiB)",
-            "limits.max_total_disk_gb", allowed="number > 0"),
-    Setting("libvirt_uri", _text, "qemu:///system", "libvirt connection URI (backend libvirt)",
-            "libvirt.uri"),
-    Setting("libvirt_pool", _text, "", "libvirt storage pool for the VM disks; needed when the URI is remote "
-            "(qemu+ssh://host/system)", "libvirt.pool"),
-    Setting("libvirt_connect_timeout", _positive_float, 10.0, "seconds to open the libvirt URI",
-            "libvirt.connect_timeout", allowed="number > 0"),
-    Setting("libvirt_console", _text, "auto", "how the libvirt backend reads the serial console: file (local "
-            "URI), stream (through libvirt, remote URI), auto", "libvirt.console",
-            choices=("auto", "file", "stream")),
-    Setting("libvirt_dac_label", _text, "", "libvirt DAC label of the VM (default +0:+0 locally as root, else "
-            "libvirt's own labelling)", "libvirt.dac_label"),
-    Setting("libvirt_ssh_port", _port, 0, "host port forwarded to the guest's SSH (0 = pick one)",
-            "libvirt.ssh_port", allowed="integer 0-65535"),
-    Setting("libvirt_ssh_address", _text, "", "address SSH connects to for a libvirt VM (default: 127.0.0.1, "
-            "remotely through a tunnel over the host's sshd; naming one skips the tunnel)", "libvirt.ssh_address"),
-    Setting("libvirt_ssh_bind", _text, "", "address the libvirt VM's SSH forward binds to on its host (default "
-            "127.0.0.1; 0.0.0.0 when libvirt_ssh_address is named for a remote URI)", "libvirt.ssh_bind"),
-    Setting("hosts", _text, "", "VM hosts shared by the workers: URI[*N],local[*N],... or a hosts file / "
-            "Ansible inventory (see README)", "libvirt.hosts"),
-    Setting("inventory", _text, "", "Ansible inventory of existing hosts (backend static)",
-            "static.inventory"),
-    Setting("host", _text, "", "inventory host to test on, by name (backends static, terraform; default: "
-            "chosen by domain and worker)", "static.host"),
-    Setting("domain", _text, "", "take hosts whose vexfs_domain is this (backends static, terraform; set by "
-            "ansible/run_domain_tests.yml)", "static.domain"),
-    Setting("host_connect_timeout", _positive_float, 10.0, "seconds an existing host has to answer SSH "
-            "(backends static, terraform)", "static.connect_timeout", allowed="number > 0"),
-    Setting("console_stream", _boolean, True, "stream an existing host's kernel log over SSH (backends static, "
-            "terraform)", "static.console_stream", allowed="true/false"),
-    Setting("terraform_dir", _text, "", "Terraform working dir or recorded output JSON (backend "
-            "terraform)", "terraform.dir"),
-    Setting("model_examples", _positive_int, 6, "model checker: sequences per exploration round",
-            "model.examples", allowed="integer > 0"),
-    Setting("model_steps", _positive_int, 40, "model checker: most operations per sequence", "model.steps",
-            allowed="integer > 0"),
-    Setting("model_budget", _non_negative_float, 0.0, "model checker: seconds to keep exploring in new "
-            "rounds (0: one round)", "model.budget", allowed="number >= 0"),
-    Setting("model_seed", _text, "", "model checker: seed of the first round (default random, printed)",
-            "model.seed"),
-    Setting("explore", _boolean, False, "model checker long mode (nightly): 100 sequences of 100 operations "
-            "per round and a 30 min budget unless set otherwise", "model.explore", allowed="true/false"),
+def setting(convert: Callable[[Any], Any], default: Any, help: str, env_file_key: str = "", *,
+            choices: tuple[str, ...] = (), allowed: str = "", group: str = "core", metavar: str | None = None) -> Any:
+    """A field of SettingValues and its row of the table (see Setting for the arguments)."""
+    row = {"convert": convert, "default": default, "help": help, "env_file_key": env_file_key,
+           "choices": choices, "allowed": allowed, "group": group, "metavar": metavar}
+    return dataclasses.field(default=default, metadata={"setting": row})
+
+
+@dataclasses.dataclass(kw_only=True)
+class SettingValues:
+    """Every setting, typed: a field's type is its value's, its `setting(...)` is its row in the table
+    (SETTINGS is read from these fields; the CLI option, ini key and variable follow from the name)."""
+
+    backend: str = setting(_text, "qemu", "VM backend", "backend",
+                           choices=("qemu", "libvirt", "terraform", "static"))
+    kernel: str = setting(_text, "6.12", "guest kernel: 6.12 (Debian 13), 6.1 (Debian 12), 6.12-debug (built from "
+                          "linux-source-6.12 with KASAN, kmemleak, lockdep, UBSAN, fault injection)", "vm.kernel",
+                          allowed="6.12, 6.1, 6.12-debug")
+    kernel_build: str = setting(_text, "", "build tree of a kernel given by path (for module builds)",
+                                "vm.kernel_build")
+    accel: str = setting(_text, "auto", "accelerator; auto probes KVM by booting and falls back to TCG",
+                         "vm.accel", choices=("auto", "kvm", "tcg"))
+    memory: int = setting(_positive_int, 1024, "VM memory in MiB", "vm.memory_mb", allowed="integer > 0")
+    cpus: int = setting(_positive_int, 1, "VM CPUs", "vm.cpus", allowed="integer > 0")
+    scratch_disk: int = setting(_positive_int, 512, "size in MiB of the VM's scratch disk /dev/vdb",
+                                "vm.scratch_disk_mb", allowed="integer > 0")
+    machine: str = setting(_text, "q35", "QEMU machine type (microvm: its kernel's TSC calibration fails "
+                           "intermittently under TCG on a loaded host)", "vm.machine", choices=("q35", "microvm"))
+    snapshot: bool = setting(_boolean, True, "restore VMs from a cached snapshot of a booted guest",
+                             "vm.snapshot", allowed="true/false")
+    checked_boot: bool = setting(_boolean, True, "boot with the kernel's own memory checkers on (SLUB debug "
+                                 "on kmalloc caches, KFENCE) and validate slabs after each test", "vm.checked_boot",
+                                 allowed="true/false")
+    boot_timeout: float = setting(_positive_float, 180.0, "seconds a VM may take to become SSH-ready",
+                                  "timeouts.boot", allowed="number > 0")
+    hang_timeout: float = setting(_positive_float, 120.0, "default seconds a guest command may run before it "
+                                  "counts as a hang", "timeouts.hang", allowed="number > 0")
+    hung_task_timeout: int = setting(_positive_int, 3, "guest kernel.hung_task_timeout_secs",
+                                     "timeouts.hung_task", allowed="integer > 0")
+    cache_dir: str = setting(_text, "", "image/snapshot cache (default $XDG_CACHE_HOME/pytest-vexfs)",
+                             "cache_dir")
+    source: str = setting(_text, "", "module source directory (Kbuild/Makefile); default: the bundled "
+                          "reference module", "module.source")
+    profile: str = setting(_text, "", "module profile YAML (fs type, mkfs, params, capabilities)",
+                           "module.profile")
+    max_vms: int = setting(_positive_int, 8, "most VMs this run may have at once", "limits.max_vms",
+                           allowed="integer > 0")
+    max_total_memory_gb: float = setting(_positive_float, 16.0, "memory budget of all VMs (GiB)",
+                                         "limits.max_total_memory_gb", allowed="number > 0")
+    max_total_cpus: int = setting(_positive_int, 8, "CPU budget of all VMs", "limits.max_total_cpus",
+                                  allowed="integer > 0")
+    max_total_disk_gb: float = setting(_positive_float, 40.0, "disk budget of all VMs (GiB)",
+                                       "limits.max_total_disk_gb", allowed="number > 0")
+    libvirt_uri: str = setting(_text, "qemu:///system", "libvirt connection URI (backend libvirt)",
+                               "libvirt.uri")
+    libvirt_pool: str = setting(_text, "", "libvirt storage pool for the VM disks; needed when the URI is remote "
+                                "(qemu+ssh://host/system)", "libvirt.pool")
+    libvirt_connect_timeout: float = setting(_positive_float, 10.0, "seconds to open the libvirt URI",
+                                             "libvirt.connect_timeout", allowed="number > 0")
+    libvirt_console: str = setting(_text, "auto", "how the libvirt backend reads the serial console: file (local "
+                                   "URI), stream (through libvirt, remote URI), auto", "libvirt.console",
+                                   choices=("auto", "file", "stream"))
+    libvirt_dac_label: str = setting(_text, "", "libvirt DAC label of the VM (default +0:+0 locally as root, else "
+                                     "libvirt's own labelling)", "libvirt.dac_label")
+    libvirt_ssh_port: int = setting(_port, 0, "host port forwarded to the guest's SSH (0 = pick one)",
+                                    "libvirt.ssh_port", allowed="integer 0-65535")
+    libvirt_ssh_address: str = setting(_text, "", "address SSH connects to for a libvirt VM (default: 127.0.0.1, "
+                                       "remotely through a tunnel over the host's sshd; naming one skips the "
+                                       "tunnel)", "libvirt.ssh_address")
+    libvirt_ssh_bind: str = setting(_text, "", "address the libvirt VM's SSH forward binds to on its host "
+                                    "(default 127.0.0.1; 0.0.0.0 when libvirt_ssh_address is named for a remote "
+                                    "URI)", "libvirt.ssh_bind")
+    hosts: str = setting(_text, "", "VM hosts shared by the workers: URI[*N],local[*N],... or a hosts file / "
+                         "Ansible inventory (see README)", "libvirt.hosts")
+    inventory: str = setting(_text, "", "Ansible inventory of existing hosts (backend static)",
+                             "static.inventory")
+    host: str = setting(_text, "", "inventory host to test on, by name (backends static, terraform; default: "
+                        "chosen by domain and worker)", "static.host")
+    domain: str = setting(_text, "", "take hosts whose vexfs_domain is this (backends static, terraform; set by "
+                          "ansible/run_domain_tests.yml)", "static.domain")
+    host_connect_timeout: float = setting(_positive_float, 10.0, "seconds an existing host has to answer SSH "
+                                          "(backends static, terraform)", "static.connect_timeout",
+                                          allowed="number > 0")
+    console_stream: bool = setting(_boolean, True, "stream an existing host's kernel log over SSH (backends static, "
+                                   "terraform)", "static.console_stream", allowed="true/false")
+    terraform_dir: str = setting(_text, "", "Terraform working dir or recorded output JSON (backend "
+                                 "terraform)", "terraform.dir")
+    model_examples: int = setting(_positive_int, 6, "model checker: sequences per exploration round",
+                                  "model.examples", allowed="integer > 0")
+    model_steps: int = setting(_positive_int, 40, "model checker: most operations per sequence", "model.steps",
+                               allowed="integer > 0")
+    model_budget: float = setting(_non_negative_float, 0.0, "model checker: seconds to keep exploring in new "
+                                  "rounds (0: one round)", "model.budget", allowed="number >= 0")
+    model_seed: str = setting(_text, "", "model checker: seed of the first round (default random, printed)",
+                              "model.seed")
+    explore: bool = setting(_boolean, False, "model checker long mode (nightly): 100 sequences of 100 operations "
+                            "per round and a 30 min budget unless set otherwise", "model.explore",
+                            allowed="true/false")
     # reporting: the values are checked by pytest_vexfs.reporting.settings (paths relative to where they
     # came from: the invocation directory for the command line and variables, else the rootdir)
-    Setting("results_db", _text, ".vexfs/results.db", "results history: a SQLite file path or sqlite:///PATH "
-            "(default .vexfs/results.db under rootdir), postgresql://user:password@host/db (needs "
-            "pytest-vexfs[postgres]), or 'off'", "reporting.results_db", group="reporting", metavar="URL"),
-    Setting("results_json", _text, ".vexfs/results/{run_id}.json", "run JSON document; {run_id} is replaced, "
-            "a directory gets <run-id>.json (default .vexfs/results/<run-id>.json under rootdir), or 'off'",
-            "reporting.results_json", group="reporting", metavar="PATH"),
-    Setting("metrics", _text, "", "write Prometheus metrics of the run to PATH (textfile-collector format, "
-            "must end in .prom)", "reporting.metrics", group="reporting", metavar="PATH"),
-    Setting("pushgateway", _text, "", "push Prometheus metrics of the run to this Pushgateway "
-            "(http[s]://[user:password@]host:port)", "reporting.pushgateway", group="reporting", metavar="URL"),
+    results_db: str = setting(_text, ".vexfs/results.db", "results history: a SQLite file path or "
+                              "sqlite:///PATH (default .vexfs/results.db under rootdir), "
+                              "postgresql://user:password@host/db (needs pytest-vexfs[postgres]), or 'off'",
+                              "reporting.results_db", group="reporting", metavar="URL")
+    results_json: str = setting(_text, ".vexfs/results/{run_id}.json", "run JSON document; {run_id} is "
+                                "replaced, a directory gets <run-id>.json (default .vexfs/results/<run-id>.json "
+                                "under rootdir), or 'off'", "reporting.results_json", group="reporting",
+                                metavar="PATH")
+    metrics: str = setting(_text, "", "write Prometheus metrics of the run to PATH (textfile-collector format, "
+                           "must end in .prom)", "reporting.metrics", group="reporting", metavar="PATH")
+    pushgateway: str = setting(_text, "", "push Prometheus metrics of the run to this Pushgateway "
+                               "(http[s]://[user:password@]host:port)", "reporting.pushgateway", group="reporting",
+                               metavar="URL")
     # alerts: the file holds an `alerts` section, which replaces the environment file's own (checked by
     # pytest_vexfs.reporting.alerts; a relative path is taken from where the value came from, as above)
-    Setting("alerts", _text, "", "YAML file with an 'alerts' section (enabled, webhook_url, rules) that "
-            "replaces the environment file's, or 'off'", group="alerts", metavar="FILE"),
-)
+    alerts: str = setting(_text, "", "YAML file with an 'alerts' section (enabled, webhook_url, rules) that "
+                          "replaces the environment file's, or 'off'", group="alerts", metavar="FILE")
+
+
+SETTINGS: tuple[Setting, ...] = tuple(Setting(f.name, **f.metadata["setting"])
+                                      for f in dataclasses.fields(SettingValues))
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
@@ -238,9 +259,10 @@ def _environment_model() -> type[EnvironmentSections]:
 EnvironmentFile = _environment_model()
 
 
-@dataclasses.dataclass
-class ResolvedSettings:
-    """The values in effect and where each came from."""
+@dataclasses.dataclass(kw_only=True)
+class ResolvedSettings(SettingValues):
+    """The values in effect (typed attributes, and `values` by name) and where each came from. Resolved
+    for one group only, the other settings keep their defaults."""
 
     values: dict[str, Any]
     sources: dict[str, str]
@@ -252,11 +274,6 @@ class ResolvedSettings:
     #: the environment file, typed (its extra sections, e.g. alerts, are read from here)
     environment: EnvironmentSections | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
     def libvirt_options(self) -> LibvirtOptions:
         """The libvirt backend's options, typed."""
         v = self.values
@@ -349,7 +366,8 @@ def resolve(cli: Mapping[str, Any], ini: Mapping[str, Any], environ: Mapping[str
         values[s.name], sources[s.name], levels[s.name] = value, source, level
     if "kernel" in values:
         _check_kernel(values["kernel"], sources["kernel"])
-    return ResolvedSettings(values, sources, env_name or "", env_file, env_data, levels, environment)
+    return ResolvedSettings(**values, values=values, sources=sources, env_name=env_name or "", env_file=env_file,
+                            env_data=env_data, levels=levels, environment=environment)
 
 
 def _check_kernel(value: str, source: str) -> None:
