@@ -10,6 +10,7 @@ whose kernel faulted is marked broken once; it is never retried command by comma
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -46,6 +47,10 @@ BASE_CMDLINE = ("console=ttyS0,115200 root=/dev/vda rw panic=-1 quiet random.tru
                 "sysrq_always_enabled=1 tsc=reliable")
 SNAPSHOT_VERSION = 5  # 2: guest agent; 3: RAM in its own file; 4: icount (5: without it again)
 SNAPSHOT_OVERHEAD_MB = 256  # beyond the RAM file: the device state and the root disk overlay
+#: A snapshot no VM has restored from for this long is deleted when the snapshots are next opened: its
+#: image, kernel, settings or module changed, so nothing asks for it again (each is about 1 GiB of RAM
+#: file and state). Every restore marks its snapshot used.
+SNAPSHOT_UNUSED_DAYS = 3.0
 #: Fault detectors tuned for a test harness (see _sysctls): a soft lockup is reported after
 #: 2 x WATCHDOG_THRESH seconds, a task blocked in D state after the hung-task timeout (checked every
 #: second), an RCU stall after RCU_STALL_TIMEOUT (later than the soft lockup, whose report it would
@@ -498,7 +503,10 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
     `preload`, a snapshot derived from it in which the preload's steps are done (restored once to
     make it), so a replacement VM comes with, say, the module under test already loaded."""
     root = private_dir(settings.cache_dir / "snapshots")
-    make_private(root)  # every snapshot in it, also those an older version saved 0644 and no key uses now
+    if root not in _PRUNED:  # once per process: old snapshots go, the rest become owner-only
+        _PRUNED.add(root)
+        prune_snapshots(root)
+        make_private(root)  # every snapshot in it, also those an older version saved 0644
     key = snapshot_key(image, settings, accel)
     needed = (settings.memory_mb + SNAPSHOT_OVERHEAD_MB) * 1024**2  # the RAM file, state and disk
     base = _ensure(root, key, lambda out: _make_snapshot(image, settings, accel, out), needed)
@@ -509,9 +517,43 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
                    lambda out: _make_derived(image, settings, accel, base, preload, out), needed)
 
 
+_PRUNED: set[Path] = set()
+
+
+def prune_snapshots(root: Path, unused_days: float = SNAPSHOT_UNUSED_DAYS) -> list[Path]:
+    """Delete the snapshots under `root` not used for `unused_days`, and the partial ones a killed
+    process left (`.KEY.tmpPID` whose PID is gone); return what was deleted."""
+    cutoff = time.time() - unused_days * 86400
+    removed = []
+    for path in sorted(root.iterdir()):
+        name = path.name
+        if name.startswith(".") and ".tmp" in name:
+            pid = name.rpartition(".tmp")[2]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            continue
+        try:
+            if name.startswith(".") or not path.is_dir() or path.stat().st_mtime >= cutoff:
+                continue
+        except FileNotFoundError:  # another worker pruned it
+            continue
+        with filelock.FileLock(str(root / f".{name}.lock")):
+            trash = root / f".{name}.tmp{os.getpid()}"
+            try:
+                os.rename(path, trash)  # out of sight at once: a restore finds it whole or not at all
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def _ensure(root: Path, key: str, make: Callable[[Path], None], needed: int) -> Snapshot:
     snap = Snapshot(root / key)
     if snap.state.exists():
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(snap.path)  # used now (prune_snapshots keeps it)
         return snap
     with filelock.FileLock(str(root / f".{key}.lock")):
         if snap.state.exists():
