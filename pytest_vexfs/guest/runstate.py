@@ -52,6 +52,9 @@ def process_alive(pid: int, start_time: int | None) -> bool:
     return start_time is None or current == start_time
 
 
+#: what process_file names: "keys" (a run's SSH key pair), "scratch" (a scratch disk kept across VMs)
+PROCESS_FILE_KINDS = ("keys", "scratch")
+
 @dataclasses.dataclass
 class VMRecord:
     """What the harness needs to know to reap one VM."""
@@ -159,7 +162,7 @@ def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord
         shutil.rmtree(socket_dir(record.run_dir), ignore_errors=True)
         remove_record(cache_dir, record.name)
         reaped.append(record)
-    _reap_key_dirs(cache_dir)
+    _reap_process_files(cache_dir)
     return reaped
 
 
@@ -176,9 +179,21 @@ def _reap_libvirt(record: VMRecord) -> bool:
     return True
 
 
-def _reap_key_dirs(cache_dir: Path) -> None:
-    """Remove the SSH key directories (run/keys-<pid>-...) of runs whose process is gone."""
-    for key_dir in (cache_dir / "run").glob("keys-*"):
-        pid = key_dir.name.split("-")[1]
-        if pid.isdigit() and not process_alive(int(pid), None):  # a zombie (killed, not yet waited for) is gone
-            shutil.rmtree(key_dir, ignore_errors=True)
+def process_file(cache_dir: Path, kind: str, name: str) -> Path:
+    """run/<kind>-<pid>-<name>: a file or directory of this process (SSH keys, a kept scratch disk), which
+    the reaper removes once the process is gone."""
+    return cache_dir / "run" / f"{kind}-{os.getpid()}-{name}"
+
+
+def _reap_process_files(cache_dir: Path) -> None:
+    """Remove the run/<kind>-<pid>-... files and directories of processes that are gone."""
+    for path in (cache_dir / "run").glob("*-*"):
+        kind, _, rest = path.name.partition("-")
+        pid = rest.split("-")[0]
+        if kind not in PROCESS_FILE_KINDS or not pid.isdigit():
+            continue
+        if not process_alive(int(pid), None):  # a zombie (killed, not yet waited for) is gone
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)

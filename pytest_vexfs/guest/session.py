@@ -21,6 +21,7 @@ from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker
 from pytest_vexfs.faults.symbols import Symbolizer, frame_function
 from pytest_vexfs.faults.verdict import Verdict, finding_kind
 from pytest_vexfs.guest.ssh import CommandResult, KeyPair, generate_keypair
+from pytest_vexfs.guest.runstate import process_file
 from pytest_vexfs.backends.base import read_tail
 from pytest_vexfs.guest.vm import GuestVM, Preload, VMSettings, ensure_snapshot
 
@@ -171,7 +172,7 @@ class VMSlot:
                 raise VexfsError(f"not booting again: the previous boot of this worker failed: "
                                  f"{self.last_boot_error}")
             if self._keypair is None:
-                key_dir = self.cache_dir / "run" / f"keys-{os.getpid()}-{self.run_id}-{self.worker}"
+                key_dir = process_file(self.cache_dir, "keys", f"{self.run_id}-{self.worker}")
                 self._keypair = generate_keypair(key_dir, comment=f"pytest-vexfs run {self.run_id}")
             try:
                 vm = self._boot(preload)

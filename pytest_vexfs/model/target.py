@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.guest.runstate import process_file
 from pytest_vexfs.guest.session import TestSession, VMSlot
 from pytest_vexfs.model.executor import GuestExecutor, build_executor
 from pytest_vexfs.model.explore import Capabilities, Target
@@ -62,7 +63,7 @@ class ModelRig:
     # -- setup -----------------------------------------------------------------------------------
     def __enter__(self) -> ModelRig:
         if self.power_cuts:
-            self._scratch = self.slot.cache_dir / "run" / f"scratch-{self.slot.run_id}-{self.slot.worker}.raw"
+            self._scratch = process_file(self.slot.cache_dir, "scratch", f"{self.slot.run_id}-{self.slot.worker}.raw")
             self._scratch.unlink(missing_ok=True)
             self.slot.scratch_image = self._scratch
             self._replace_vm(kill=False)

@@ -1,9 +1,11 @@
-"""The snapshot cache does not grow without bound: snapshots nobody restored from for days, and partial
-ones a killed process left, are deleted; a snapshot in use is kept and marked used."""
+"""The cache does not grow without bound: snapshots nobody restored from for days, partial ones a killed
+process left, and a dead process's SSH keys and kept scratch disk are deleted; a snapshot in use is kept
+and marked used."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -48,3 +50,26 @@ def test_a_snapshot_in_use_is_marked_used_and_survives_pruning(tmp_path: Path) -
     assert _ensure(tmp_path, snap.name, never, needed=0).path == snap
     assert time.time() - snap.stat().st_mtime < 60
     assert prune_snapshots(tmp_path) == [] and (snap / "state.bin").is_file()
+
+
+def test_a_dead_process_s_keys_and_kept_scratch_disk_are_reaped(tmp_path: Path) -> None:
+    from pytest_vexfs.guest.runstate import process_file, reap
+
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    keys = run / f"keys-{dead.pid}-20261130T000000Z-abcdef-gw0"
+    keys.mkdir()
+    (keys / "id_ed25519").write_text("private")
+    scratch = run / f"scratch-{dead.pid}-20261130T000000Z-abcdef-gw0.raw"
+    scratch.write_bytes(b"\0" * 4096)
+    mine = process_file(tmp_path, "scratch", "20261130T000000Z-abcdef-gw1.raw")
+    mine.write_bytes(b"\0" * 4096)
+    unrelated = run / "upload-0123456789abcdef.lock"
+    unrelated.touch()
+
+    reap(tmp_path)
+
+    assert not keys.exists() and not scratch.exists()
+    assert mine.is_file() and unrelated.exists()  # this process's scratch disk and other files stay
