@@ -9,6 +9,7 @@ environment variable ``VEXFS_ALERTS``, the ``alerts`` section of the environment
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Generator
 from pathlib import Path
@@ -25,7 +26,7 @@ from pytest_vexfs.reporting.alerts import (AlertsConfig, Delivery, RunContext, R
                                            webhook_display)
 from pytest_vexfs.reporting.history import open_store
 from pytest_vexfs.reporting.recorder import RunRecorder
-from pytest_vexfs.reporting.results import FAILING, NO_DOMAIN
+from pytest_vexfs.reporting.results import FAILING, NO_DOMAIN, write_atomically
 from pytest_vexfs.reporting.settings import OFF_VALUES
 
 PLUGIN_NAME = "vexfs-alerts-run"
@@ -134,7 +135,12 @@ class AlertsPlugin:
     def _send(self) -> None:
         fired = evaluate(self.alerts, self._facts())
         if fired:
-            self.delivery = deliver(self.alerts, fired, self._context(), self.recorder.redactor)
+            context = self._context()
+            self.delivery = deliver(self.alerts, fired, context, self.recorder.redactor)
+            if context.results_json is not None:  # the run's document says which alerts went out
+                document = json.loads(context.results_json.read_text())
+                document["alerts"] = self.delivery.records()
+                write_atomically(context.results_json, json.dumps(document, indent=2) + "\n")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Which alerts were sent, and a warning for each that the webhook did not take."""

@@ -574,6 +574,15 @@ class Delivery:
     sent: list[tuple[Alert, int]] = field(default_factory=list)
     failed: list[tuple[Alert, WebhookError]] = field(default_factory=list)
 
+    def records(self) -> list[dict[str, Any]]:
+        """What the run's JSON document keeps of the alerts: each rule that held, and whether it got out."""
+        def record(alert: Alert, delivered: bool, outcome: str) -> dict[str, Any]:
+            rule = alert.rule
+            return {"rule": rule.name, "severity": rule.severity, "condition": rule.condition.text,
+                    "summary": alert.match.summary, "delivered": delivered, "outcome": outcome}
+        return ([record(alert, True, f"HTTP {status}") for alert, status in self.sent]
+                + [record(alert, False, err.reason) for alert, err in self.failed])
+
 
 def deliver(config: AlertsConfig, alerts: Sequence[Alert], context: RunContext,
             redactor: Redactor | None = None, **post: Any) -> Delivery:

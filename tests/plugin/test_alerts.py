@@ -256,6 +256,11 @@ def test_failure_rate_above_the_line_delivers_one_message_per_rule_from_the_cont
     assert "XyzzyWebhookSecret42" not in json.dumps([post["body"] for post in receiver.posts])
     results_json = Path(message["results_json"])
     assert results_json.is_file() and "XyzzyWebhookSecret42" not in results_json.read_text()
+    recorded = {a["rule"]: a for a in json.loads(results_json.read_text())["alerts"]}  # the run keeps them
+    assert sorted(recorded) == ["High Failure Rate", "Vectors Broken"]
+    assert recorded["High Failure Rate"] == {"rule": "High Failure Rate", "severity": "warning",
+                                             "condition": "failure_rate > 0.1", "summary": message["summary"],
+                                             "delivered": True, "outcome": "HTTP 200"}
     for report in ("report.html", "junit.xml"):
         assert "XyzzyWebhookSecret42" not in (pytester.path / report).read_text(), report
 
@@ -272,6 +277,10 @@ def test_unreachable_webhook_leaves_the_run_green_with_a_warning(pytester: pytes
         "attempts: ConnectionRefusedError*",
         "WARNING: alert 'Also' (info) was not delivered: *"])
     assert SECRET not in result.stdout.str() and "Traceback" not in result.stdout.str()
+    document = next((pytester.path / ".vexfs" / "results").glob("*.json")).read_text()
+    recorded = json.loads(document)["alerts"]
+    assert [(a["rule"], a["delivered"]) for a in recorded] == [("Always", False), ("Also", False)]
+    assert recorded[0]["outcome"].startswith("ConnectionRefusedError") and SECRET not in document
 
 
 @pytest.mark.parametrize("where", ["alerts file", "environment file"])
