@@ -88,6 +88,10 @@ class Machine(Protocol):
     #: the backend's registered name (reports, JUnit property `backend`)
     backend: str
     spec: MachineSpec
+    #: True when start() returns with the machine's sshd already answering (an existing host): the harness
+    #: then logs in at once instead of probing for the SSH banner (each probe is a connection closed before
+    #: login, which OpenSSH 9.8+ penalises: PerSourcePenalties noauth)
+    sshd_ready: bool = False
 
     def start(self) -> None:
         """Launch the machine; returns once it is running (not necessarily SSH-ready)."""

@@ -276,5 +276,11 @@ def wait_for_ssh(address: str, port: int, timeout: float = 10.0, *, name: str = 
             last = "timed out"
         except OSError as exc:
             last = exc.strerror or str(exc)
+    if "Not allowed at this time" in last:  # OpenSSH 9.8+: this source is penalised (PerSourcePenalties)
+        hint = ("the host's sshd refuses this machine for a while after too many failed or unauthenticated "
+                "connections (OpenSSH PerSourcePenalties): wait a minute, or exempt this machine there with "
+                "PerSourcePenaltyExemptList")
+    else:
+        hint = "check the inventory's ansible_host/ansible_port and that sshd runs there"
     raise HostUnreachable(f"SSH at {address}:{port} not reachable within {timeout:g}s ({last})", vm=name,
-                          hint="check the inventory's ansible_host/ansible_port and that sshd runs there")
+                          hint=hint)

@@ -1,8 +1,13 @@
 """The ``static`` backend: machines that already exist, listed in an Ansible inventory.
 
-Nothing is booted or destroyed. ``start()`` checks the host answers SSH within a short deadline and, so
-that the harness's fault detection works as on a VM, streams the host's kernel log (``dmesg``) over SSH
-into the console file. ``sysrq()`` writes to ``/proc/sysrq-trigger`` over SSH.
+Nothing is booted or destroyed. ``start()`` checks the host answers SSH within a short deadline, logs in
+once and keeps that connection: ``is_running()`` asks over it (a session channel opened and closed), and,
+so that the harness's fault detection works as on a VM, the host's kernel log (``dmesg``) is streamed over
+it into the console file. ``sysrq()`` writes to ``/proc/sysrq-trigger`` over SSH.
+
+Liveness is never probed with fresh connections: OpenSSH 9.8 and later penalise a source for every
+connection closed before it logs in (``PerSourcePenalties noauth:1``) and refuse it ("Not allowed at this
+time") once 15 s of penalties add up, which a probe per liveness check reached within a few tests.
 
 Options (keyword arguments, else ``spec.hosts``, a :class:`~pytest_vexfs.backends.base.HostOptions`):
 ``inventory`` (path, required), ``host`` (inventory host name), ``domain`` (test domain; picks the
@@ -77,8 +82,9 @@ class StaticMachine(Machine):
         self._started = False
         self._stopping = threading.Event()
         self._console_thread: threading.Thread | None = None
-        self._console_client: paramiko.SSHClient | None = None
+        self._client: paramiko.SSHClient | None = None  # logged in at start: liveness and the kernel log
         self._console_error = ""
+        self._lost = ""  # why the connection to the host broke
 
     # -- host selection (overridden by the terraform backend) ----------------------------------------
     def _load_hosts(self) -> tuple[list[InventoryHost], str]:
@@ -94,9 +100,19 @@ class StaticMachine(Machine):
                            source=source)
 
     # -- Machine protocol ------------------------------------------------------------------------
+    #: start() returns with the host's sshd answering: the harness logs in without banner probes
+    sshd_ready = True
+
     def start(self) -> None:
-        """Check the host answers SSH within `connect_timeout`; start following its kernel log."""
+        """Check the host answers SSH within `connect_timeout`, log in (the connection that watches the
+        host); start following its kernel log."""
         wait_for_ssh(self.host.address, self.host.port, self.connect_timeout, name=self.host.name)
+        self._stopping.clear()
+        self._lost = ""
+        self._client = ssh_client(self.endpoint(), timeout=self.connect_timeout)
+        transport = self._client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(5)
         self._started = True
         self.spec.run_dir.mkdir(parents=True, exist_ok=True)
         if self.console_stream and self._local_console() is None:
@@ -109,12 +125,19 @@ class StaticMachine(Machine):
                            key_file=self.host.key_file or self.spec.key_file)
 
     def is_running(self) -> bool:
-        """True while the host accepts TCP connections on its SSH port (probed with a 2 s deadline)."""
-        if not self._started:
+        """True while the host answers on the connection made at start (a session channel opened and
+        closed within 2 s: logged in, so the host's sshd counts no penalty for it)."""
+        if not self._started or self._lost:
+            return False
+        transport = self._client.get_transport() if self._client is not None else None
+        if transport is None or not transport.is_active():
+            self._lost = f"the SSH connection to {self.host.name} ({self.host.address}:{self.host.port}) closed"
             return False
         try:
-            wait_for_ssh(self.host.address, self.host.port, 2.0, name=self.host.name)
-        except HostUnreachable:
+            transport.open_session(timeout=2.0).close()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self._lost = (f"{self.host.name} ({self.host.address}:{self.host.port}) stopped answering on its "
+                          f"SSH connection: {exc or type(exc).__name__}")
             return False
         return True
 
@@ -122,11 +145,13 @@ class StaticMachine(Machine):
         """Why the host stopped answering ("" while it answers)."""
         if not self._started:
             return "not started"
-        try:
+        if self.is_running():
+            return ""
+        try:  # the connection is gone: is the host itself still there?
             wait_for_ssh(self.host.address, self.host.port, 2.0, name=self.host.name)
         except HostUnreachable as exc:
-            return exc.message
-        return ""
+            return f"{self._lost}; {exc.message}"
+        return self._lost
 
     def console_path(self) -> Path:
         """The host's serial console file when it is local, else the file its dmesg stream fills."""
@@ -149,7 +174,7 @@ class StaticMachine(Machine):
     def kill(self) -> None:
         """Stop following the kernel log; safe to call more than once."""
         self._stopping.set()
-        client, self._console_client = self._console_client, None
+        client, self._client = self._client, None
         if client is not None:
             client.close()
         if self._console_thread is not None:
@@ -179,14 +204,12 @@ class StaticMachine(Machine):
             client.close()
 
     def _start_console_stream(self) -> None:
-        client = ssh_client(self.endpoint(), timeout=self.connect_timeout)
-        self._console_client = client
-        transport = client.get_transport()
+        assert self._client is not None
+        transport = self._client.get_transport()
         assert transport is not None
         channel = transport.open_session(timeout=self.connect_timeout)
         channel.exec_command(DMESG_FOLLOW)
         channel.settimeout(0.5)
-        self._stopping.clear()
         self._console_thread = threading.Thread(target=self._pump_console, args=(channel,),
                                                 name=f"console-{self.host.name}", daemon=True)
         self._console_thread.start()

@@ -215,7 +215,7 @@ class GuestVM:
                 self._connect_agent(qemu_machine, deadline)
             else:
                 self.boot_mode = "cold"
-                self._connect(deadline)
+                self._connect(deadline, sshd_listening=self.machine.sshd_ready)
                 self._configure_guest()
             self._record(self.machine)  # now with the port QEMU really got
         except BaseException as exc:
@@ -265,7 +265,7 @@ class GuestVM:
                     raise VMError("VM is not booted", vm=self.name)
                 mark = time.monotonic()
                 self._connect(max(self._boot_deadline, mark + self.settings.boot_timeout),
-                              sshd_listening=self.agent is not None)
+                              sshd_listening=self.agent is not None or self.machine.sshd_ready)
                 self.phases["ssh"] = round(time.monotonic() - mark, 3)
                 if self.ssh_seconds is None:
                     self.ssh_seconds = round(time.monotonic() - self._boot_start, 3)

@@ -120,6 +120,31 @@ def test_static_host_refusing_ssh_fails_within_seconds(project: pytest.Pytester,
     assert elapsed < 60, f"{elapsed:.0f}s"
 
 
+def test_static_host_is_watched_over_its_login_not_probed(running_vm: GuestVM, closed_port: int,
+                                                         tmp_path: Path) -> None:
+    """The harness asks a static host whether it lives many times per test. Each ask used to be a fresh
+    connection closed before login, which the guest's OpenSSH 10 counts against this machine
+    (PerSourcePenalties noauth): within a few tests of the real kernel_module suite it refused us
+    ("Not allowed at this time"). Asked over the connection made at start, it never does."""
+    from pytest_vexfs.backends.base import MachineSpec
+    from pytest_vexfs.backends.inventory import wait_for_ssh
+    from pytest_vexfs.backends.static import StaticMachine
+
+    inventory = _inventory(tmp_path / "hosts.yml", running_vm, closed_port)
+    machine = StaticMachine(MachineSpec(name="watched", run_dir=tmp_path / "run"), inventory=inventory,
+                            domain="kernel_module")
+    machine.start()
+    try:
+        assert all(machine.is_running() for _ in range(40))  # 40 s of penalties the old way
+        assert machine.exit_reason() == ""
+    finally:
+        machine.kill()
+    # a fresh connection is still welcome: sshd greets with its banner, not "Not allowed at this time"
+    endpoint = running_vm.machine.endpoint()
+    assert wait_for_ssh(endpoint.host, endpoint.port, 5.0).startswith("SSH-2.0-OpenSSH")
+    assert not machine.is_running()
+
+
 def _recorded_output(path: Path, vm: GuestVM, closed_port: int) -> Path:
     data = json.loads(SAMPLE.read_text())
     vms = data["vms"]["value"]
