@@ -89,9 +89,12 @@ class VMSlot:
     """The VM of one worker: booted lazily on first use, replaced after a crash, hang or fresh_vm test."""
 
     def __init__(self, settings: ResolvedSettings, worker: str, run_id: str, artifacts_dir: Path,
-                 progress: Callable[[str], None] | None = None, ignore_patterns: tuple[str, ...] = ()) -> None:
+                 progress: Callable[[str], None] | None = None, ignore_patterns: tuple[str, ...] = (),
+                 min_scratch_bytes: int = 0) -> None:
         self.settings = settings
         self.ignore_patterns = ignore_patterns
+        #: the module's smallest device (its profile's min_device_bytes): the scratch disk is never smaller
+        self.min_scratch_bytes = min_scratch_bytes
         self.worker = worker
         self.run_id = run_id
         self.artifacts_dir = artifacts_dir
@@ -144,12 +147,17 @@ class VMSlot:
         """How this worker's next VM is made; on `host` of the hosts list when one is given."""
         s = self.settings
         return VMSettings(cache_dir=self.cache_dir, artifacts_dir=self.artifacts_dir, memory_mb=s.memory,
-                          cpus=s.cpus, scratch_disk_mb=s.scratch_disk, machine=s.machine,
+                          cpus=s.cpus, scratch_disk_mb=self.scratch_disk_mb, machine=s.machine,
                           boot_timeout=s.boot_timeout * self._boot_factor(), snapshot=s.snapshot,
                           hung_task_timeout=s.hung_task_timeout, checked_boot=s.checked_boot,
                           ignore_patterns=self.ignore_patterns, backend=host.backend if host else s.backend,
                           libvirt=host.libvirt_options(s.libvirt_options()) if host else s.libvirt_options(),
                           hosts=s.host_options(self.worker_index), scratch_image=self.scratch_image)
+
+    @property
+    def scratch_disk_mb(self) -> int:
+        """The scratch disk's size: the setting, or the module's min_device_bytes (in MiB) when larger."""
+        return max(int(self.settings.scratch_disk), -(-self.min_scratch_bytes // 2**20))
 
     def _boot_factor(self) -> float:
         """A debug kernel (KASAN, lockdep, kmemleak) boots several times slower under TCG."""

@@ -192,8 +192,22 @@ class MountedFilesystem:
         command = shlex.join(argv)
         result = self._run(command)
         if not result.ok:
-            raise FilesystemError(f"formatting {self.device} failed (exit {result.exit_status})",
-                                  command=command, output=result.stderr + result.stdout)
+            raise FilesystemError(f"formatting {self.device} failed (exit {result.exit_status})"
+                                  + self._too_small_note(), command=command, output=result.stderr + result.stdout)
+
+    def device_bytes(self) -> int | None:
+        """The size of the device in bytes (None when the guest cannot tell)."""
+        out = self._run(f"blockdev --getsize64 {shlex.quote(self.device)}").stdout.strip()
+        return int(out) if out.isdigit() else None
+
+    def _too_small_note(self) -> str:
+        """Why a format failed when the device is smaller than the profile's min_device_bytes, else ""."""
+        least = self.profile.limits.get("min_device_bytes")
+        size = self.device_bytes() if least else None
+        if least is None or size is None or size >= least:
+            return ""
+        return (f": {self.device} holds {size} bytes, less than the {least} the profile declares as the module's "
+                f"smallest device (limits: min_device_bytes)")
 
     def mount(self, options: str | None = None, *, read_only: bool = False) -> None:
         """Mount the device at the mount point with the profile's fs_type and options."""

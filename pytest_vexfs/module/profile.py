@@ -149,6 +149,14 @@ class ModuleProfile(BaseModel):
         """A declared limit (limits: in the profile), else `default`."""
         return int(self.limits.get(key, default))
 
+    def file_size(self, wanted: int) -> int:
+        """`wanted` bytes, or the declared max_file_size when that is smaller: a file the module must take."""
+        return min(wanted, self.limit("max_file_size", wanted))
+
+    def device_bytes(self, wanted: int) -> int:
+        """`wanted` bytes, or the declared min_device_bytes when that is larger: a device the module must take."""
+        return max(wanted, self.limit("min_device_bytes", wanted))
+
     @classmethod
     def load(cls, path: Path, source_override: Path | None = None) -> ModuleProfile:
         """Read a profile YAML; unknown keys and wrong types are ConfigErrors naming the file and key."""

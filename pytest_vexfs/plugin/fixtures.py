@@ -56,11 +56,12 @@ def vexfs_slot(pytestconfig: pytest.Config) -> Generator[VMSlot, None, None]:
             print(f"[vexfs] {msg}", file=sys.stderr, flush=True)
 
     try:
-        ignore = tuple(module_profile(pytestconfig).ignore_kernel_messages)
+        profile = module_profile(pytestconfig)
+        ignore, least = tuple(profile.ignore_kernel_messages), profile.limit("min_device_bytes", 0)
     except ConfigError:
-        ignore = ()  # tests that need the module report the profile problem themselves
+        ignore, least = (), 0  # tests that need the module report the profile problem themselves
     slot = VMSlot(settings, worker_id(pytestconfig), run_id(pytestconfig), artifacts, progress,
-                  ignore_patterns=ignore)
+                  ignore_patterns=ignore, min_scratch_bytes=least)
     pytestconfig.stash[SLOT_KEY] = slot
     try:
         yield slot

@@ -59,15 +59,18 @@ def vexfs_mount_factory(vexfs_vm: TestSession, vexfs_module: LoadedModule,
 
 
 @pytest.fixture
-def vexfs_loop_device(vexfs_vm: TestSession) -> Generator[Callable[[int], str], None, None]:
+def vexfs_loop_device(vexfs_vm: TestSession,
+                      vexfs_profile: ModuleProfile) -> Generator[Callable[[int], str], None, None]:
     """A function making small block devices: `vexfs_loop_device(4)` returns "/dev/loopN" backed by a
-    4 MiB file in the guest's /tmp; detached and removed at teardown (request it before the mounts that
-    use it, so those are unmounted first)."""
+    4 MiB file in the guest's /tmp (never smaller than the profile's limits: min_device_bytes, rounded up
+    to whole MiB: size it with `vexfs_profile.device_bytes`); detached and removed at teardown (request it
+    before the mounts that use it, so those are unmounted first)."""
     made: list[tuple[str, str]] = []
 
     def make(size_mib: int) -> str:
+        size_mib = max(int(size_mib), -(-vexfs_profile.device_bytes(int(size_mib) << 20) // 2**20))
         backing = f"/tmp/vexfs-loop-{len(made)}-{size_mib}M.img"
-        result = vexfs_vm.run(f"modprobe -q loop; truncate -s {int(size_mib)}M {backing} && "
+        result = vexfs_vm.run(f"modprobe -q loop; truncate -s {size_mib}M {backing} && "
                               f"losetup -f --show {backing}")
         if not result.ok:
             pytest.fail(f"pytest-vexfs: cannot make a {size_mib} MiB loop device in the guest: "

@@ -1,15 +1,19 @@
-"""Reading and writing files: seek, append, holes, truncate, and files of several MiB checked by SHA-256."""
+"""Reading and writing files: seek, append, holes, truncate, and files of several MiB checked by SHA-256.
+Every file stays inside the profile's limits: max_file_size (a refusal below it is reported as that)."""
 
 import hashlib
 
 import pytest
 
 from pytest_vexfs.module.fs import run_guest_python
+from pytest_vexfs.module.limits import LIMIT_OF_ERRNO, inside_declared_limits, refusal
 
 
-def test_write_read_seek_append_truncate(vexfs_fs, vexfs_vm):
-    answers = run_guest_python(vexfs_vm, """
-p = sys.argv[1] + "/f"
+def test_write_read_seek_append_truncate(vexfs_fs, vexfs_vm, vexfs_profile):
+    hole = vexfs_profile.file_size((1 << 20) + 1) - 1  # a byte after a hole of ~1 MiB, or of the largest file
+    with inside_declared_limits(vexfs_profile, f"a sparse file of {hole + 1} bytes"):
+        answers = run_guest_python(vexfs_vm, """
+p, hole = sys.argv[1] + "/f", int(sys.argv[2])
 r = {}
 with open(p, "wb") as f:
     f.write(b"0123456789")
@@ -23,11 +27,11 @@ with open(p, "ab") as f:
     f.seek(0); f.write(b"CD")
 r["append"] = open(p, "rb").read().decode()
 fd = os.open(p, os.O_RDWR)
-os.pwrite(fd, b"Z", 1 << 20)                  # a hole of ~1 MiB
+os.pwrite(fd, b"Z", hole)                     # a hole
 st = os.fstat(fd)
 r["sparse_size"] = st.st_size
 r["hole_zero"] = os.pread(fd, 4096, 4096) == bytes(4096)
-r["after_hole"] = os.pread(fd, 8, (1 << 20) - 2).decode("latin1")
+r["after_hole"] = os.pread(fd, 8, hole - 2).decode("latin1")
 os.ftruncate(fd, 5)
 r["truncated"] = os.pread(fd, 100, 0).decode()
 r["truncated_size"] = os.fstat(fd).st_size
@@ -36,38 +40,40 @@ r["regrown"] = os.pread(fd, 100, 0).decode("latin1")
 os.close(fd)
 r["eof_read"] = open(p, "rb").read()[12:] == b""
 out(r)
-""", vexfs_fs.mountpoint)
+""", vexfs_fs.mountpoint, str(hole))
     assert answers == {
         "overwrite": "0123xy6789", "tell": 10, "tail": "789",
         "append": "0123xy6789ABCD",
-        "sparse_size": (1 << 20) + 1, "hole_zero": True, "after_hole": "\0\0Z",
+        "sparse_size": hole + 1, "hole_zero": True, "after_hole": "\0\0Z",
         "truncated": "0123x", "truncated_size": 5,
         "regrown": "0123x" + "\0" * 7, "eof_read": True,
     }
 
 
-def test_truncate_and_size_survive_remount(vexfs_fs, vexfs_vm):
-    vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && printf 'abcdefgh' > t && truncate -s 3 t && "
-                 "truncate -s 100000 grown && printf q >> grown", check=True)
+def test_truncate_and_size_survive_remount(vexfs_fs, vexfs_vm, vexfs_profile):
+    grown = vexfs_profile.file_size(100001) - 1
+    with inside_declared_limits(vexfs_profile, f"a file truncated to {grown} bytes and grown by one"):
+        vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && printf 'abcdefgh' > t && truncate -s 3 t && "
+                     f"truncate -s {grown} grown && printf q >> grown", check=True)
     vexfs_fs.cycle()
     out = vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && cat t && echo && stat -c %s grown && "
                        "tail -c 2 grown | od -An -c", check=True).stdout.split("\n")
     assert out[0] == "abc"
-    assert out[1] == "100001"
+    assert out[1] == str(grown + 1)
     assert out[2].split() == ["\\0", "q"]
 
 
 def test_multi_mib_files_keep_their_checksums(vexfs_fs, vexfs_vm, vexfs_profile, tmp_path):
     # one file made on the host and copied in, one made in the guest; both read back across a remount
     # (at most as big as the module's declared largest file)
-    largest = vexfs_profile.limit("max_file_size", 7340033)
-    payload = (hashlib.sha256(b"seed").digest() * (6 * 1024 * 1024 // 32 + 77))[:largest]
-    guest_size = min(7340033, largest)
+    payload = (hashlib.sha256(b"seed").digest() * (6 * 1024 * 1024 // 32 + 77))[:vexfs_profile.file_size(7340033)]
+    guest_size = vexfs_profile.file_size(7340033)
     host_file = tmp_path / "payload.bin"
     host_file.write_bytes(payload)
     vexfs_vm.put(host_file, "/tmp/payload.bin")
-    vexfs_vm.run(f"cp /tmp/payload.bin {vexfs_fs / 'host.bin'} && rm /tmp/payload.bin && "
-                 f"head -c {guest_size} /dev/urandom > {vexfs_fs / 'guest.bin'}", check=True)
+    with inside_declared_limits(vexfs_profile, f"files of {len(payload)} and {guest_size} bytes"):
+        vexfs_vm.run(f"cp /tmp/payload.bin {vexfs_fs / 'host.bin'} && rm /tmp/payload.bin && "
+                     f"head -c {guest_size} /dev/urandom > {vexfs_fs / 'guest.bin'}", check=True)
 
     def sums() -> dict[str, tuple[str, int]]:
         text = vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && for f in host.bin guest.bin; do "
@@ -85,24 +91,30 @@ def test_multi_mib_files_keep_their_checksums(vexfs_fs, vexfs_vm, vexfs_profile,
     assert back.read_bytes() == payload
 
 
-def test_overwrite_in_place_and_concurrent_readers(vexfs_fs, vexfs_vm):
+def test_overwrite_in_place_and_concurrent_readers(vexfs_fs, vexfs_vm, vexfs_profile):
     """A block rewritten in the middle of a file: another open fd sees it, its neighbours are intact."""
-    answers = run_guest_python(vexfs_vm, """
-p = sys.argv[1] + "/blocks"
+    blocks = vexfs_profile.file_size(256 * 4096) // 4096  # 1 MiB, or the largest file's whole blocks
+    if blocks < 2:
+        pytest.skip(f"the profile of {vexfs_profile.name!r} declares files of at most "
+                    f"{vexfs_profile.limits['max_file_size']} bytes: not two 4 KiB blocks")
+    with inside_declared_limits(vexfs_profile, f"a file of {blocks * 4096} bytes"):
+        answers = run_guest_python(vexfs_vm, """
+p, blocks = sys.argv[1] + "/blocks", int(sys.argv[2])
+middle = blocks // 2
 with open(p, "wb") as f:
-    for i in range(256):
+    for i in range(blocks):
         f.write(bytes([i]) * 4096)
 reader = open(p, "rb")
 with open(p, "r+b") as w:
-    w.seek(100 * 4096); w.write(b"\\xee" * 4096); w.flush(); os.fsync(w.fileno())
-reader.seek(100 * 4096)
+    w.seek(middle * 4096); w.write(b"\\xee" * 4096); w.flush(); os.fsync(w.fileno())
+reader.seek(middle * 4096)
 blk = reader.read(4096)
-reader.seek(99 * 4096)
+reader.seek((middle - 1) * 4096)
 prev = reader.read(4096)
-out({"rewritten": blk == b"\\xee" * 4096, "neighbour": prev == bytes([99]) * 4096,
+out({"rewritten": blk == b"\\xee" * 4096, "neighbour": prev == bytes([middle - 1]) * 4096,
      "size": os.path.getsize(p)})
-""", vexfs_fs.mountpoint)
-    assert answers == {"rewritten": True, "neighbour": True, "size": 256 * 4096}
+""", vexfs_fs.mountpoint, str(blocks))
+    assert answers == {"rewritten": True, "neighbour": True, "size": blocks * 4096}
 
 
 def test_largest_file_and_one_byte_more(vexfs_fs, vexfs_vm, vexfs_profile):
@@ -120,4 +132,7 @@ os.ftruncate(fd, 0)
 os.close(fd)
 out(r)
 """, vexfs_fs.mountpoint, str(largest))
+    if answers["last"] in LIMIT_OF_ERRNO:
+        raise refusal(vexfs_profile, f"a byte at offset {largest - 1} (a file of exactly {largest} bytes)",
+                      answers["last"])
     assert answers == {"last": "ok", "past": "EFBIG", "size": largest, "last_byte": "L"}

@@ -100,7 +100,7 @@ def test_busy_unmount_names_the_holder(vexfs_fs, vexfs_vm):
 
 
 def test_statfs_accounts_for_written_data(vexfs_fs, vexfs_vm, vexfs_profile):
-    file_kib = min(8 << 20, vexfs_profile.limit("max_file_size", 8 << 20)) // 1024  # 8 MiB, or the largest file
+    file_kib = vexfs_profile.file_size(8 << 20) // 1024  # 8 MiB, or the largest file
     size_kib = int(vexfs_vm.run(f"blockdev --getsize64 {vexfs_fs.device}", check=True).stdout) // 1024
 
     def df() -> tuple[int, int]:

@@ -24,7 +24,7 @@ mkdir emptydir; mkfifo lvl1-3/fifo
 
 
 def test_nested_tree_survives_remount_and_reload(vexfs_fs, vexfs_vm, vexfs_module, vexfs_profile):
-    big = min(3 << 20, vexfs_profile.limit("max_file_size", 3 << 20))  # 3 MiB, or the largest file
+    big = vexfs_profile.file_size(3 << 20)  # 3 MiB, or the largest file
     vexfs_vm.run(BUILD_TREE.format(root=vexfs_fs.mountpoint, big=big), check=True)
     before = tree_manifest(vexfs_vm, vexfs_fs.mountpoint)
     assert len(before) > 40

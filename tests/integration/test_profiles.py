@@ -34,7 +34,7 @@ def run_with_profile(pytester: pytest.Pytester, vexfs_settings, vexfs_profile):
     if vexfs_profile.path is None:
         pytest.skip(f"module {vexfs_profile.name!r} has no profile file to vary")
 
-    def run(*args: str, **changes) -> pytest.RunResult:
+    def run(*args: str, inner: str = INNER_TESTS, **changes) -> pytest.RunResult:
         profile = yaml.safe_load(vexfs_profile.path.read_text())
         profile.update(changes, source=str(vexfs_profile.source))
         if profile.get("fetch"):  # relative to the original profile's directory
@@ -42,7 +42,7 @@ def run_with_profile(pytester: pytest.Pytester, vexfs_settings, vexfs_profile):
         path = Path(pytester.path / "variant" / "profile.yml")
         path.parent.mkdir(exist_ok=True)
         path.write_text(yaml.safe_dump(profile))
-        pytester.makepyfile(test_inner=INNER_TESTS)
+        pytester.makepyfile(test_inner=inner)
         return pytester.runpytest_subprocess(f"--vexfs-profile={path}", *same_vm,
                                              "-p", "no:cacheprovider", "-rs", *args, timeout=600)
 
@@ -83,3 +83,15 @@ def test_module_without_vectors_skips_vector_tests_with_the_reason(run_with_prof
          "*variant/profile.yml capabilities: directories, files, persistence)"),
         f"SKIPPED*module '{vexfs_profile.name}' lacks capability vectors*",
     ])
+
+
+def test_min_device_bytes_sizes_the_scratch_disk_and_the_loop_devices(run_with_profile, vexfs_profile,
+                                                                      vexfs_settings):
+    least = (int(vexfs_settings.scratch_disk) + 7) << 20  # more than --vexfs-scratch-disk gives
+    result = run_with_profile(inner=f"""
+def test_devices(vexfs_fs, vexfs_vm, vexfs_loop_device):
+    scratch = int(vexfs_vm.run(f"blockdev --getsize64 {{vexfs_fs.device}}", check=True).stdout)
+    loop = int(vexfs_vm.run(f"blockdev --getsize64 {{vexfs_loop_device(4)}}", check=True).stdout)
+    assert scratch >= {least} and loop >= {least}, (scratch, loop)
+""", limits={**vexfs_profile.limits, "min_device_bytes": least})
+    result.assert_outcomes(passed=1)

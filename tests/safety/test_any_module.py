@@ -14,6 +14,7 @@ import shlex
 import pytest
 
 from pytest_vexfs.module.fs import MountedFilesystem, run_guest_python
+from pytest_vexfs.module.limits import inside_declared_limits, refusal, refusal_errno
 
 pytestmark = pytest.mark.requires("files")
 
@@ -39,7 +40,7 @@ done
 
 STRESS = """
 import os, random, sys
-root, worker, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+root, worker, rounds, largest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rnd = random.Random(worker)
 mine, shared = f"{root}/w{worker}", f"{root}/shared"
 os.makedirs(mine, exist_ok=True)
@@ -47,7 +48,7 @@ os.makedirs(shared, exist_ok=True)
 errors = []
 for i in range(rounds):
     name = f"{mine}/f{i % 17}"
-    data = os.urandom(rnd.randrange(1, 40000))
+    data = os.urandom(rnd.randrange(1, min(40000, largest)))
     with open(name, "wb") as f:
         f.write(data)
     if open(name, "rb").read() != data:
@@ -65,7 +66,7 @@ for i in range(rounds):
                 except FileNotFoundError:
                     pass  # another worker was first
         elif op == 3:
-            os.truncate(name, rnd.randrange(0, 50000))
+            os.truncate(name, rnd.randrange(0, min(50000, largest + 1)))
         else:
             os.makedirs(f"{mine}/d{i % 5}/e", exist_ok=True)
             os.rmdir(f"{mine}/d{i % 5}/e")
@@ -91,7 +92,7 @@ def test_workload_under_memory_pressure(vexfs_fs, vexfs_vm, vexfs_profile, recor
                          f"mkdir -p {CGROUP} && echo {PRESSURE_LIMIT} > {CGROUP}/memory.max")
     if not setup.ok:
         pytest.skip(f"the guest kernel offers no memory cgroup to limit the workload: {setup.stderr.strip()}")
-    size = min(4 << 20, vexfs_profile.limit("max_file_size", 4 << 20))
+    size = vexfs_profile.file_size(4 << 20)
     script = WORKLOAD.format(root=vexfs_fs.mountpoint, rounds=8, size=size)  # 64 MiB written, 8 MiB alive
     try:
         # a new shell joins the cgroup (not the guest agent's, which would take every later command with it)
@@ -100,6 +101,8 @@ def test_workload_under_memory_pressure(vexfs_fs, vexfs_vm, vexfs_profile, recor
         events = vexfs_vm.run(f"cat {CGROUP}/memory.events", check=True).stdout
     finally:
         vexfs_vm.run(f"rmdir {CGROUP}")
+    if not result.ok and refusal_errno(result.stderr):
+        raise refusal(vexfs_profile, f"a file of {size} bytes", refusal_errno(result.stderr), result.stderr)
     assert result.ok, f"the workload failed under a {PRESSURE_LIMIT} memory limit:\n{result.stdout}{result.stderr}"
     counters = dict(line.split() for line in events.splitlines())
     # how often the limit was reached (a module whose data bypasses the page cache may never reach it)
@@ -110,14 +113,21 @@ def test_workload_under_memory_pressure(vexfs_fs, vexfs_vm, vexfs_profile, recor
 
 def test_concurrent_stress_from_several_processes(vexfs_fs, vexfs_vm, vexfs_profile):
     workers, rounds = 4, 150
-    answers = run_guest_python(vexfs_vm, """
+    largest = vexfs_profile.file_size(50000)  # files of up to 50,000 bytes, or the largest the module takes
+    with inside_declared_limits(vexfs_profile, f"files of at most {largest} bytes"):
+        answers = run_guest_python(vexfs_vm, """
 import subprocess
-root, workers, rounds, script = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-procs = [subprocess.Popen(["python3", "-c", script, root, str(w), rounds], stdout=subprocess.PIPE, text=True)
-         for w in range(workers)]
-results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+root, workers, rounds, script, largest = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+procs = [subprocess.Popen(["python3", "-c", script, root, str(w), rounds, largest], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) for w in range(workers)]
+done = [p.communicate() for p in procs]
+bad = [e for (o, e), p in zip(done, procs) if p.returncode]
+if bad:
+    sys.exit("a worker failed:\\n" + bad[0])
+results = [json.loads(o.strip().splitlines()[-1]) for o, e in done]
 out({"codes": [p.returncode for p in procs], "errors": [e for r in results for e in r["errors"]]})
-""", vexfs_fs.mountpoint, str(workers), str(rounds), GUEST_PRELUDE_FOR_WORKERS + STRESS, timeout=900)
+""", vexfs_fs.mountpoint, str(workers), str(rounds), GUEST_PRELUDE_FOR_WORKERS + STRESS, str(largest),
+                                   timeout=900)
     assert answers == {"codes": [0] * workers, "errors": []}, answers
     listing = vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && find . | wc -l && du -sk .", check=True).stdout.split()
     assert int(listing[0]) > workers
@@ -144,9 +154,12 @@ def test_unload_attempts_while_busy_are_refused(vexfs_fs, vexfs_vm, vexfs_module
 
 
 def test_clean_unload_and_no_leak_after_a_workload(vexfs_module, vexfs_vm, vexfs_profile):
+    size = vexfs_profile.file_size(20000)
+
     def work() -> None:
-        with MountedFilesystem(vexfs_vm, vexfs_profile, ko_path=vexfs_module.guest_ko) as fs:
-            vexfs_vm.run(f"cd {fs.mountpoint} && for i in $(seq 1 50); do mkdir d$i && head -c 20000 "
+        with MountedFilesystem(vexfs_vm, vexfs_profile, ko_path=vexfs_module.guest_ko) as fs, \
+                inside_declared_limits(vexfs_profile, f"a file of {size} bytes"):
+            vexfs_vm.run(f"cd {fs.mountpoint} && for i in $(seq 1 50); do mkdir d$i && head -c {size} "
                          "/dev/urandom > d$i/f && ln -s d$i/f s$i; done && sync && rm -r d1 s1", check=True)
 
     report = vexfs_module.leak_check(work=work, cycles=2, **vexfs_profile.quiet)

@@ -1,0 +1,91 @@
+"""What it means when the module refuses an operation the suites sized inside its profile's `limits`.
+
+The domain suites keep every file size, name length and entry count inside the limits a profile declares
+(`ModuleProfile.file_size`, `limit`). A refusal of such an operation (EFBIG for a file no bigger than
+`max_file_size`, ENAMETOOLONG for a name no longer than `name_max`, EMLINK for fewer entries than
+`max_dir_entries`) is then a contradiction between the module and its profile, and is reported as that:
+`inside_declared_limits` turns the bare "File too large" of a guest command into a `LimitRefused` naming
+the operation, the errno, the limit and where it is declared. The module's own kernel log lines of the test
+are added under the failure by the plugin. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+from collections.abc import Generator
+
+from pytest_vexfs.errors import CommandFailed, ModuleError
+from pytest_vexfs.module.fs import FilesystemError
+from pytest_vexfs.module.profile import ModuleProfile
+
+#: the errno a module answers when an operation goes past a limit, and the limit it goes past
+LIMIT_OF_ERRNO = {"EFBIG": "max_file_size", "ENAMETOOLONG": "name_max", "EMLINK": "max_dir_entries"}
+_ERRNO_NUMBER = re.compile(r"\[Errno (\d+)\]")
+
+
+class LimitRefused(ModuleError):
+    """The module refused an operation inside the limits its profile declares (or declares none for)."""
+
+    def __init__(self, message: str, *, errno_name: str, limit: str, output: str = "", hint: str = "") -> None:
+        super().__init__(message + (f"\n  the guest said: {output.strip()}" if output.strip() else ""), hint=hint)
+        self.errno_name, self.limit, self.output = errno_name, limit, output
+
+
+def refusal_errno(output: str) -> str:
+    """The limit errno (EFBIG, ENAMETOOLONG, EMLINK) a failed guest command's output shows, else ""."""
+    for match in _ERRNO_NUMBER.finditer(output):  # python: "OSError: [Errno 27] File too large"
+        name = errno.errorcode.get(int(match.group(1)), "")
+        if name in LIMIT_OF_ERRNO:
+            return name
+    for name in LIMIT_OF_ERRNO:  # coreutils and the shell: "head: error writing '...': File too large"
+        if os.strerror(getattr(errno, name)) in output:
+            return name
+    return ""
+
+
+def refusal_message(profile: ModuleProfile, what: str, errno_name: str) -> tuple[str, str]:
+    """The sentence (and what-to-do hint) for a module that refused `what` with `errno_name`."""
+    limit = LIMIT_OF_ERRNO.get(errno_name, "")
+    where = str(profile.path or "its profile")
+    said = f"module {profile.name!r} refused {what} with {errno_name} ({os.strerror(getattr(errno, errno_name))})"
+    if limit and limit in profile.limits:
+        return (f"{said}, inside the limits its profile declares (limits: {limit}: {profile.limits[limit]} in "
+                f"{where}): the module or its profile is wrong; the module's own kernel log lines of this test "
+                "are under this failure",
+                f"fix the module, or declare the limit it really has (limits: {limit}) so the tests stay "
+                "inside it")
+    return (f"{said}; its profile declares no {limit or 'limit for it'}",
+            f"if that is the module's limit, declare it in {where} (limits: {limit or '...'}: N): the tests "
+            "then stay inside it; otherwise it is a bug of the module")
+
+
+def refusal(profile: ModuleProfile, what: str, errno_name: str, output: str = "") -> LimitRefused:
+    """The LimitRefused for a module that refused `what` ("a file of 4096 bytes") with `errno_name`."""
+    message, hint = refusal_message(profile, what, errno_name)
+    return LimitRefused(message, errno_name=errno_name, limit=LIMIT_OF_ERRNO.get(errno_name, ""), output=output,
+                        hint=hint)
+
+
+@contextlib.contextmanager
+def inside_declared_limits(profile: ModuleProfile, what: str) -> Generator[None, None, None]:
+    """Run guest commands sized inside the profile's limits: a failure that is a limit refusal (EFBIG,
+    ENAMETOOLONG, EMLINK) becomes LimitRefused naming `what` ("a file of 3145728 bytes"), the limit and the
+    profile; any other failure goes through unchanged."""
+    __tracebackhide__ = True
+    try:
+        yield
+    except (CommandFailed, FilesystemError) as exc:
+        output = (exc.stderr + exc.stdout) if isinstance(exc, CommandFailed) else exc.output
+        name = refusal_errno(output)
+        if not name:
+            raise
+        command = getattr(exc, "command", "")
+        raise refusal(profile, what + (f" ({command})" if command and len(command) < 200 else ""), name,
+                      _last_lines(output)) from None
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    return "\n".join(text.strip().splitlines()[-count:])
