@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pytest_vexfs.errors import VexfsError
-from pytest_vexfs.module.profile import Runner
+from pytest_vexfs.module.profile import ModuleProfile, Runner
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,6 +129,55 @@ def client_class(spec: str) -> Any:
                                  hint="set vector_client in the profile to one of those")
         target = found[0].load()
     return target
+
+
+#: what the vector_ops suite uses beyond VectorClient, as `VexctlClient` offers it: (why a test needs it)
+EXTRA_OPERATIONS = {
+    "gen": "generates vectors in the guest and sends them in requests of exactly the batch size it is given",
+    "clear": "empties a file's vector set in one call",
+    "abuse": "sends the reference ABI's malformed requests (null and bad pointers, zero counts) itself",
+    "search_latencies": "times searches inside the guest, without the client's transport",
+}
+
+
+def missing_operation(client: VectorClient, operation: str) -> str:
+    """Why a test needing `operation` (one of EXTRA_OPERATIONS) cannot run with `client`, or "" if it can."""
+    if callable(getattr(client, operation, None)):
+        return ""
+    return (f"the vector client {getattr(client, 'name', type(client).__name__)!r} has no {operation}() "
+            f"(which {EXTRA_OPERATIONS[operation]}); only the VectorClient operations store, get, delete, "
+            "search and stats are required of a client")
+
+
+#: vectors per store request when the profile declares no smaller max_batch (vexctl's own largest batch)
+DEFAULT_BATCH = 16384
+
+
+def batch_for(profile: ModuleProfile) -> int:
+    """Vectors per store request for this module: DEFAULT_BATCH, or its profile's max_batch when smaller."""
+    return min(DEFAULT_BATCH, profile.limit("max_batch", DEFAULT_BATCH))
+
+
+def store_generated(client: VectorClient, path: str, count: int, dim: int, seed: int, *,
+                    batch: int | None = None) -> dict[str, Any]:
+    """Store `generate(count, dim, seed)` in the empty file `path` (ids 0..count-1) through `client`, at most
+    `batch` vectors per request (the profile's max_batch); returns {"count", "dim", "seconds"}.
+
+    A client with `gen` (vexctl) makes the data in the guest; any other gets it made here and `store`d.
+    """
+    gen = getattr(client, "gen", None)
+    if callable(gen):
+        made: dict[str, Any] = gen(path, count, dim, seed, batch=batch)
+        return made
+    import time
+
+    data = generate(count, dim, seed)
+    step = max(1, batch or count)
+    started = time.perf_counter()
+    for first in range(0, count, step):
+        client.store(path, data[first:first + step], start_id=first)
+    stats = client.stats(path)
+    return {"added": count, "count": stats.count, "dim": stats.dim, "seconds": time.perf_counter() - started}
 
 
 @dataclasses.dataclass(frozen=True)

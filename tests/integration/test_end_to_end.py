@@ -5,9 +5,12 @@ import re
 
 import pytest
 
+from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.module.fs import MountedFilesystem, tree_manifest
 from pytest_vexfs.faults.kernel_log import begin_marker
-from pytest_vexfs.module.vectors import METRICS, VexctlClient, assert_same_neighbours, generate, knn, query_for_seed
+from pytest_vexfs.module.limits import inside_declared_limits
+from pytest_vexfs.module.vectors import (METRICS, assert_same_neighbours, batch_for, generate, knn, load_client,
+                                        query_for_seed, store_generated)
 
 pytestmark = pytest.mark.requires("files", "persistence")
 
@@ -40,20 +43,28 @@ def test_build_load_mkfs_mount_write_search_remount_verify_unload(
     vexfs_module.load()
     assert vexfs_profile.fs_type in vexfs_vm.run("cat /proc/filesystems", check=True).stdout.split()
 
-    vectors = VexctlClient(vexfs_vm) if vexfs_profile.has("vectors") else None
-    if vectors is not None:
-        data = generate(COUNT, DIM, SEED)
+    vectors = None
+    if vexfs_profile.has("vectors"):  # through the client the profile names
+        count = min(COUNT, vexfs_profile.limit("max_vectors_per_file", COUNT))
+        data = generate(count, DIM, SEED)
         expected = {m: knn(data, query_for_seed(DIM, 5), 10, m) for m in METRICS}
+    blob = vexfs_profile.file_size(2 << 20)
     fs = MountedFilesystem(vexfs_vm, vexfs_profile, ko_path=vexfs_module.guest_ko)
     with fs:  # mkfs + mount
-        vexfs_vm.run(f"set -e; cd {fs.mountpoint}; mkdir -p docs/2024/q1 index; "
-                     "for i in $(seq 1 50); do echo \"document $i\" > docs/2024/q1/doc$i.txt; done; "
-                     "head -c 2M /dev/urandom > docs/blob.bin; ln -s ../docs/2024 index/latest; "
-                     "chown -R 1000:1000 docs/2024", check=True)
-        if vectors is not None:
-            made = vectors.gen(fs / "index/embeddings", COUNT, DIM, SEED)
-            assert made["count"] == COUNT
-            vectors.add(fs / "index/extra", data[:3] * 2)
+        with inside_declared_limits(vexfs_profile, f"a file of {blob} bytes"):
+            vexfs_vm.run(f"set -e; cd {fs.mountpoint}; mkdir -p docs/2024/q1 index; "
+                         "for i in $(seq 1 50); do echo \"document $i\" > docs/2024/q1/doc$i.txt; done; "
+                         f"head -c {blob} /dev/urandom > docs/blob.bin; ln -s ../docs/2024 index/latest; "
+                         "chown -R 1000:1000 docs/2024", check=True)
+        if vexfs_profile.has("vectors"):
+            try:
+                vectors = load_client(vexfs_profile.vector_client, vexfs_vm)
+                vectors.probe(fs.mountpoint)
+            except VexfsError as err:
+                pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
+            made = store_generated(vectors, fs / "index/embeddings", count, DIM, SEED, batch=batch_for(vexfs_profile))
+            assert made["count"] == count
+            vectors.store(fs / "index/extra", data[:3] * 2)
             for metric in METRICS:
                 assert_same_neighbours(vectors.search(fs / "index/embeddings", k=10, metric=metric, seed=5),
                                        expected[metric])

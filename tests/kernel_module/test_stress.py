@@ -3,25 +3,35 @@ within the domain's time limits; and the module refuses to go while its filesyst
 
 import pytest
 
-from pytest_vexfs.errors import ModuleUnloadError
+from pytest_vexfs.errors import ModuleUnloadError, VexfsError
 from pytest_vexfs.module.fs import MountedFilesystem
+from pytest_vexfs.module.limits import inside_declared_limits
+from pytest_vexfs.module.vectors import batch_for, load_client, store_generated
 
 CYCLES = 10
 
 
 def test_load_unload_cycles_leak_nothing(vexfs_module, vexfs_vm, vexfs_profile, vexfs_seed, record_property):
     load_times, unload_times = [], []
-    vectors = vexfs_profile.has("vectors")
+    size = vexfs_profile.file_size(1 << 20)
+    vectors = None
+    if vexfs_profile.has("vectors"):  # vectors stored through the profile's client in every cycle
+        try:
+            vectors = load_client(vexfs_profile.vector_client, vexfs_vm)
+        except VexfsError as err:
+            pytest.fail(f"pytest-vexfs: {err}", pytrace=False)
 
     def work() -> None:  # runs between each load and unload of the leak check
         if load_times:
             unload_times.append(vexfs_module.last_unload_seconds)
         load_times.append(vexfs_module.last_load_seconds)
         with MountedFilesystem(vexfs_vm, vexfs_profile, ko_path=vexfs_module.guest_ko) as fs:
-            vexfs_vm.run(f"cd {fs.mountpoint} && mkdir -p a/b && head -c 1M /dev/urandom > a/b/f && "
-                         "ln a/b/f hard && ln -s a/b/f soft"
-                         + (" && vexctl gen vec --count 2000 --dim 32 --seed 1 > /dev/null" if vectors else ""),
-                         check=True)
+            with inside_declared_limits(vexfs_profile, f"a file of {size} bytes"):
+                vexfs_vm.run(f"cd {fs.mountpoint} && mkdir -p a/b && head -c {size} /dev/urandom > a/b/f && "
+                             "ln a/b/f hard && ln -s a/b/f soft", check=True)
+            if vectors is not None:
+                store_generated(vectors, fs / "vec", min(2000, vexfs_profile.limit("max_vectors_per_file", 2000)),
+                                32, 1, batch=batch_for(vexfs_profile))
             fs.cycle()  # a save and a load of the image in every cycle
             vexfs_vm.run(f"cmp {fs / 'hard'} {fs / 'soft'} && rm -r {fs / 'a'}", check=True)
 
