@@ -1,6 +1,6 @@
 """pytest fixtures for a mounted filesystem of the module under test and its vector client.
 
-Thin wrappers over `fs.MountedFilesystem` and `vectors.VexctlClient`, on the VM and loaded module of
+Thin wrappers over `fs.MountedFilesystem` and the profile's vector client, on the VM and loaded module of
 the core plugin's `vexfs_vm` and `vexfs_module`. Registered as a plugin module by `pytest_vexfs.plugin.hooks`.
 """
 

@@ -93,3 +93,48 @@ def test_a_client_that_cannot_be_imported_is_a_clear_error(pytester: pytest.Pyte
     result.assert_outcomes(errors=1)  # decided before any VM is needed
     result.stdout.fnmatch_lines(["*pytest-vexfs: vector_client 'nosuchpackage.clients:Mine' cannot be imported: "
                                  "No module named 'nosuchpackage'*"])
+
+
+def test_the_vector_ops_domain_with_a_client_of_the_interface_only(pytester: pytest.Pytester) -> None:
+    # a user's client offering only the VectorClient operations (here over the reference ABI): the
+    # datasets are generated on the host and stored through it; what needs vexctl's extras skips, saying so
+    pytester.makepyfile(plainclient="""
+        from pytest_vexfs.module.vectors import VexctlClient
+
+        class PlainClient:
+            name = "plain"
+
+            def __init__(self, guest):
+                self._vexctl = VexctlClient(guest)
+
+            def probe(self, mountpoint):
+                self._vexctl.probe(mountpoint)
+
+            def store(self, path, vectors, *, start_id=None):
+                return self._vexctl.store(path, vectors, start_id=start_id)
+
+            def get(self, path, vector_id):
+                return self._vexctl.get(path, vector_id)
+
+            def delete(self, path, vector_id):
+                return self._vexctl.delete(path, vector_id)
+
+            def search(self, path, k, metric="l2", *, seed=None, query=None, dim=None):
+                return self._vexctl.search(path, k, metric, seed=seed, query=query, dim=dim)
+
+            def stats(self, path):
+                return self._vexctl.stats(path)
+    """)
+    profile = _variant(pytester, DEFAULT_SOURCE, vector_client="plainclient:PlainClient")
+    tests = Path(__file__).resolve().parents[1]
+    result = pytester.runpytest_subprocess(f"--vexfs-profile={profile}", str(tests / "vector_ops"),
+                                           str(tests / "performance" / "test_vector_perf.py"),
+                                           "--rootdir", str(pytester.path),
+                                           "-p", "no:cacheprovider", "-p", "no:randomly", "-rs",
+                                           "-k", "not 100k", "--vexfs-results-db=off", timeout=900)
+    result.assert_outcomes(passed=6, skipped=4)
+    result.stdout.fnmatch_lines_random([
+        *(f"SKIPPED*the vector client 'plain' has no {operation}() (which *); only the VectorClient operations "
+          "store, get, delete, search and stats are required of a client" for operation in ("clear", "gen", "abuse")),
+        "SKIPPED*these figures time the reference ABI inside the guest (*); the profile's vector client is 'plain', "
+        "not vexctl"])
