@@ -136,6 +136,15 @@ class Machine(Protocol):
         """The host process of the machine when it runs on this host and is ours to reap, else None."""
         return None
 
+    def host_lost(self) -> str:
+        """Why the (remote) host the machine runs on stopped answering mid-run; "" while it answers, and
+        for machines of this host."""
+        return ""
+
+    def leftovers(self) -> str:
+        """What kill() could not remove (on a host that no longer answers); "" when nothing is left."""
+        return ""
+
 
 def read_tail(path: Path, max_bytes: int = 16384) -> str:
     """The last `max_bytes` of a (console) file, decoded leniently; "" if it does not exist."""

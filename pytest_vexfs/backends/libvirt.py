@@ -370,6 +370,8 @@ class LibvirtMachine(Machine):
         self._console_stream: Any = None
         self._stopping = threading.Event()
         self._exit_reason = ""
+        self._host_lost = ""   # why the remote host stopped answering mid-run
+        self._leftovers = ""   # what kill() could not remove because of that
 
     @property
     def control_path(self) -> Path:
@@ -565,16 +567,44 @@ class LibvirtMachine(Machine):
                            key_file=self.spec.key_file)
 
     def is_running(self) -> bool:
-        """False once the domain is no longer active (powered off, panicked, destroyed)."""
-        if self._dom is None:
+        """False once the domain is no longer active (powered off, panicked, destroyed) or its host is lost."""
+        if self._dom is None or self._host_lost:
             return False
         try:
             return bool(self._dom.isActive())
         except libvirt.libvirtError:
+            self.host_lost()
             return False
 
+    def host_lost(self) -> str:
+        """Why the remote host stopped answering while this VM ran on it: its libvirt connection or the SSH
+        connection carrying the guest's tunnel closed ("" while both are up, and on a local URI)."""
+        if self._host_lost or self.local:  # (after kill(): nothing left to ask, the answer is kept)
+            return self._host_lost
+        broken = []
+        if self._conn is not None:
+            try:
+                alive = bool(self._conn.isAlive())
+            except libvirt.libvirtError:
+                alive = False
+            if not alive:
+                broken.append("its libvirt connection closed")
+        if self._host_ssh is not None and not self._host_ssh.is_alive():
+            broken.append(f"the SSH connection to {self._host_ssh.label} closed")
+        if broken:
+            self._host_lost = (f"the VM host {self.uri} was lost mid-run ({' and '.join(broken)}): "
+                               f"VM {self.spec.name} on it is gone for this run")
+        return self._host_lost
+
+    def leftovers(self) -> str:
+        """What kill() could not remove because the host was lost ("" when everything went)."""
+        return self._leftovers
+
     def exit_reason(self) -> str:
-        """libvirt's reason for the shut-off state and the tail of QEMU's log ("" while running)."""
+        """libvirt's reason for the shut-off state and the tail of QEMU's log ("" while running); or why
+        its host was lost."""
+        if self.host_lost():
+            return self._host_lost
         if self._dom is None:
             return self._exit_reason or "not started"
         try:
@@ -618,9 +648,17 @@ class LibvirtMachine(Machine):
         self.kill()
 
     def kill(self) -> None:
-        """Destroy and undefine the domain, delete its disks; safe to call more than once."""
+        """Destroy and undefine the domain, delete its disks; safe to call more than once. On a host lost
+        mid-run that cannot be done: what is left there is said by leftovers() (the VM's record stays, and
+        the next run reaps it once the host answers)."""
         self._stopping.set()
+        lost = self.host_lost()
         dom, self._dom = self._dom, None
+        if lost and (dom is not None or self._volumes):
+            self._leftovers = (f"domain {self.spec.name}" + (f" and volumes {', '.join(self._volumes)} in pool "
+                                                            f"{self.pool_name}" if self._volumes else "")
+                               + f" on {self.uri}")
+            dom, self._volumes = None, []  # nothing answers there: no calls that can only fail
         if dom is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 state, reason = dom.state()
@@ -707,8 +745,8 @@ class LibvirtMachine(Machine):
 
 def run_id_of(name: str) -> str:
     """The run id in a VM name ``vexfs-<runid>-<worker>-<n>`` ("" for other names)."""
-    parts = name.split("-")
-    return parts[1] if len(parts) >= 3 and parts[0] == "vexfs" else ""
+    parts = name.split("-")  # the run id has a dash of its own (runstate.new_run_id: STAMP-HEX)
+    return "-".join(parts[1:-2]) if len(parts) >= 4 and parts[0] == "vexfs" else ""
 
 
 def _owner(dom: libvirt.virDomain) -> dict[str, Any] | None:

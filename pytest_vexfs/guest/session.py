@@ -218,22 +218,36 @@ class VMSlot:
                 self.progress(f"{name} goes to host {host.describe()}")
             try:
                 return vm.boot()
-            except HostDown as exc:
-                if self.placement is None or host is None:
+            except VexfsError as exc:
+                # the host failed for a reason of its own: at connect (HostDown), or lost during the boot
+                reason = exc.message if isinstance(exc, HostDown) else (
+                    vm.machine.host_lost() if vm.machine is not None else "")
+                if self.placement is None or host is None or not reason:
+                    if self.placement is not None:
+                        self.placement.release(self.worker)
                     raise
-                self.placement.mark_down(host.name, exc.message)
-                self.progress(f"host {host.name} is down, not used again in this run: {exc.message}")
+                self.placement.mark_down(host.name, reason)
+                self.progress(f"host {host.name} is down, not used again in this run: {reason}")
             except BaseException:
                 if self.placement is not None:
                     self.placement.release(self.worker)
                 raise
 
     def release(self, discard: bool = False) -> None:
+        """With `discard`, destroy the worker's VM (the next test boots another). A VM whose host of the
+        hosts list was lost mid-run takes that host out of the run: no other VM goes there."""
         if self.vm is not None and discard:
-            self.vm.destroy()
-            self.vm = None
+            vm, self.vm = self.vm, None
+            lost = vm.machine.host_lost() if vm.machine is not None else ""
+            vm.destroy()
             if self.placement is not None:
+                if lost and vm.host_name:
+                    self.placement.mark_down(vm.host_name, lost)
+                    self.progress(f"host {vm.host_name} is down, not used again in this run: {lost}")
                 self.placement.release(self.worker)
+            left = vm.machine.leftovers() if vm.machine is not None else ""
+            if left:
+                self.progress(f"left on a lost host, removed by a later run once it answers: {left}")
 
     def close(self) -> None:
         self.release(discard=True)

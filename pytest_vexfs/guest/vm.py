@@ -438,7 +438,8 @@ class GuestVM:
             self.machine.stop(timeout=3)
             self.machine.kill()
             shutil.rmtree(self.machine.spec.run_dir, ignore_errors=True)  # whatever the backend left
-            remove_record(self.settings.cache_dir, self.machine.spec.name)
+            if not self.machine.leftovers():  # else kept: the next run reaps them once their host answers
+                remove_record(self.settings.cache_dir, self.machine.spec.name)
         if self.state is not VMState.BROKEN:
             self.state = VMState.STOPPED
 

@@ -270,3 +270,160 @@ def test_workers_spread_over_the_remote_host_and_local_qemu_and_a_down_host_is_s
     # two workers, one VM each: one on the "remote" host, one on this machine's QEMU
     assert {props["vm_host"] for props in cases.values()} == {"127.0.0.1", "local"}
     assert {props["backend"] for props in cases.values()} == {"libvirt", "qemu"}
+
+
+#: A TCP relay (127.0.0.1:PORT -> the loopback host's sshd): the "network" of a second VM host. Killing it
+#: is that host dying for this machine: every connection to it (libvirt's, the guest's tunnel) breaks at once.
+RELAY = r"""
+import select, socket, sys, threading
+
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", int(sys.argv[2])))
+listener.listen(16)
+print(listener.getsockname()[1], flush=True)
+
+
+def pump(a, b):
+    try:
+        while True:
+            for sock in select.select([a, b], [], [])[0]:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                (b if sock is a else a).sendall(data)
+    except OSError:
+        pass
+    finally:
+        a.close()
+        b.close()
+
+
+while True:
+    client, _ = listener.accept()
+    try:
+        upstream = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    except OSError:
+        client.close()
+        continue
+    threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+"""
+
+
+def _start_relay(port: int = 0) -> tuple[subprocess.Popen, int]:
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", RELAY, "22", str(port)], stdout=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def _loopback_known_hosts() -> Path:
+    """The known_hosts file scripts/loopback-libvirt-host.sh wrote for 127.0.0.1 (named in the ssh config)."""
+    from pytest_vexfs.backends.hostssh import ssh_options
+
+    for name in ssh_options("127.0.0.1", user="root").get("userknownhostsfile", []):
+        path = Path(name)
+        if path.is_absolute() and path.is_file() and path.read_text().startswith("127.0.0.1 "):
+            return path
+    pytest.skip("no known_hosts file for 127.0.0.1 from scripts/loopback-libvirt-host.sh")
+
+
+def _processes_naming(*words: str) -> list[str]:
+    """Command lines of this machine's processes that contain every one of `words` (read, never signalled)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(word in text for word in words):
+            found.append(text)
+    return found
+
+
+HOST_DIES = """
+import os, signal, threading, time
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(8))
+def test_guest(vexfs_vm, n, record_property):
+    if vexfs_vm.vm.host_name == os.environ["DOOMED_HOST"]:
+        # the host dies under this test's command: its network to this machine goes
+        threading.Timer(1.0, os.kill, (int(os.environ["RELAY_PID"]), signal.SIGKILL)).start()
+        start = time.monotonic()
+        try:
+            vexfs_vm.run("sleep 60")
+        finally:
+            record_property("command_ended_after", round(time.monotonic() - start, 1))
+    assert vexfs_vm.run("uname -r").ok
+"""
+
+
+def test_a_host_dying_mid_run_costs_only_its_running_test(pytester: pytest.Pytester, remote_pool: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_vexfs.backends.libvirt import reap_record, run_id_of
+    from pytest_vexfs.guest.image import default_cache_dir
+    from pytest_vexfs.guest.runstate import remove_record
+    import os
+
+    cache = Path(os.environ.get("VEXFS_CACHE_DIR") or default_cache_dir())
+    known = _loopback_known_hosts()
+    host_key = known.read_text().splitlines()[0].split(" ", 1)[1]
+    relay, port = _start_relay()
+    doomed_uri, doomed = f"qemu+ssh://root@127.0.0.1:{port}/system", f"127.0.0.1:{port}"
+    known_line = f"[127.0.0.1]:{port} {host_key}\n"
+    with open(known, "a") as fh:
+        fh.write(known_line)
+    run = ""
+    try:
+        monkeypatch.setenv("RELAY_PID", str(relay.pid))
+        monkeypatch.setenv("DOOMED_HOST", doomed)
+        pytester.makepyfile(test_host_dies=HOST_DIES)
+        result = pytester.runpytest_subprocess(*ARGS[:-4], "--vexfs-hosts", f"{doomed_uri}*1,local*2",
+                                               "--vexfs-libvirt-pool", remote_pool, "-p", "xdist", "-n", "2")
+        assert relay.wait(5) == -9  # the host is gone (killed by the test that ran there)
+        # the test that ran on the dying host failed, naming it, at once (not after its 60 s command)
+        result.assert_outcomes(passed=7, failed=1)
+        result.stdout.fnmatch_lines([f"*VM host {doomed_uri} was lost mid-run*"])
+        result.stdout.fnmatch_lines(["results JSON: *"])  # the run ended normally, with its reports
+        cases = _cases(pytester)
+        (dead,) = [(name, p) for name, p in cases.items() if p["vm_host"] == doomed]
+        run = run_id_of(dead[1]["vm_id"])
+        assert float(dead[1]["command_ended_after"]) < 30
+        # every other test passed on the surviving host, also those of the worker whose host died
+        assert {p["vm_host"] for name, p in cases.items() if name != dead[0]} == {"local"}
+        dead_worker = dead[1]["vm_id"].split("-")[-2]
+        assert any(p["vm_id"].split("-")[-2] == dead_worker for name, p in cases.items() if name != dead[0])
+
+        # nothing of the run is left on this machine: no VM process, tunnel, transport or run directory
+        # but the dead host's domain, which only that host can remove: its record is kept for the reaper
+        assert [r.name for r in list_records(cache) if r.run_id == run] == [dead[1]["vm_id"]]
+        # the run's QEMU processes (the dead host's domain runs on, over there)
+        assert [cmd for cmd in _processes_naming(f"vexfs-{run}-") if dead[1]["vm_id"] not in cmd] == []
+        assert not _processes_naming("ssh", f"-p {port}")  # libvirt's qemu+ssh transports to the dead host
+        assert not list((cache / "run").glob(f"vexfs-{run}-*"))
+        assert dead[1]["vm_id"] in _domains()  # still there (the host kept running, unreachable)
+
+        # the host comes back: the next run reaps what the dead one left there, and nothing else is left
+        relay, _ = _start_relay(port)
+        pytester.makepyfile(test_host_dies="def test_nothing():\n    pass\n")
+        again = pytester.runpytest_subprocess(*ARGS[:-4], "--vexfs-backend", "libvirt", "--vexfs-libvirt-uri",
+                                              doomed_uri, "--vexfs-libvirt-pool", remote_pool)
+        again.assert_outcomes(passed=1)
+        again.stdout.fnmatch_lines([f"vexfs: reaped * VM(s) left by dead runs: *{dead[1]['vm_id']}*"])
+        assert not [d for d in _domains() if d.startswith(f"vexfs-{run}-")]
+        assert not [v for v in _pool_volumes(remote_pool) if v.startswith(f"vexfs-{run}-")]
+        assert not [r for r in list_records(cache) if r.run_id == run]
+    finally:
+        relay.kill()
+        relay.wait()
+        known.write_text(known.read_text().replace(known_line, ""))
+        if run:  # whatever a failed assertion above left: through the loopback URI itself
+            for record in list_records(cache):
+                if record.run_id == run:
+                    reap_record(URI, record.name, remote_pool)
+                    remove_record(cache, record.name)
