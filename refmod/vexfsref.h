@@ -137,6 +137,7 @@ void vexfsref_fault_exit(void);
 extern int vexfsref_fail_init;
 extern int vexfsref_hang_on_exit;
 extern int vexfsref_errpath_bug;
+extern unsigned int vexfsref_file_limit_kib;
 void vexfsref_hang_forever(void);
 
 #endif /* VEXFSREF_H */

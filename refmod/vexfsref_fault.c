@@ -66,6 +66,11 @@ int vexfsref_errpath_bug;
 module_param_named(errpath_bug, vexfsref_errpath_bug, int, 0644);
 MODULE_PARM_DESC(errpath_bug, "1: vexfsref_vec_reserve leaks when its second allocation fails");
 
+unsigned int vexfsref_file_limit_kib;
+module_param_named(file_limit_kib, vexfsref_file_limit_kib, uint, 0644);
+MODULE_PARM_DESC(file_limit_kib, "files larger than this many KiB are refused with EFBIG, "
+		 "saying so in the kernel log (default 0: no limit)");
+
 /*
  * Silent corruption: real classes of filesystem bugs, planted for the model checker's self-tests.
  * No kernel message reveals them; only comparing what was written with what is read shows them.

@@ -287,6 +287,21 @@ static int vx_rename(VX_IDMAP_T *idmap, struct inode *old_dir, struct dentry *ol
 	return err;
 }
 
+/*
+ * The file_limit_kib parameter: a module with a small largest file, as some are, that explains each
+ * refusal in the kernel log (the errno alone says little).
+ */
+static int vx_file_limit(struct inode *inode, loff_t size)
+{
+	u64 limit = (u64)READ_ONCE(vexfsref_file_limit_kib) << 10;
+
+	if (!limit || size <= limit)
+		return 0;
+	pr_warn_ratelimited("vexfsref: %s: file size limit of %llu bytes reached, write refused\n",
+			    inode->i_sb->s_id, limit);
+	return -EFBIG;
+}
+
 static int vx_setattr(VX_IDMAP_T *idmap, struct dentry *dentry, struct iattr *attr)
 {
 	struct inode *inode = d_inode(dentry);
@@ -301,6 +316,9 @@ static int vx_setattr(VX_IDMAP_T *idmap, struct dentry *dentry, struct iattr *at
 		if (!S_ISREG(inode->i_mode))
 			return -EINVAL;
 		if (attr->ia_size > old) {
+			err = vx_file_limit(inode, attr->ia_size);
+			if (err)
+				return err;
 			err = vexfsref_charge(inode, attr->ia_size, -1, true);
 			if (err)
 				return err;
@@ -362,6 +380,9 @@ static int vx_write_begin(struct file *file, struct address_space *mapping, loff
 	int err;
 
 	if (pos + len > size) {
+		err = vx_file_limit(inode, pos + len);
+		if (err)
+			return err;
 		err = vexfsref_charge(inode, pos + len, -1, true);
 		if (err)
 			return err;

@@ -1,20 +1,22 @@
 """A nested tree (files several levels deep, links, modes, owners) survives unmount/remount and a module
-reload, byte for byte."""
+reload, byte for byte. Its files stay inside the profile's limits: max_file_size."""
 
 from pytest_vexfs.module.fs import tree_manifest
+from pytest_vexfs.module.limits import inside_declared_limits
 
 BUILD_TREE = """set -e; cd {root}
 for a in 1 2 3; do
+  size=$(echo {sizes} | cut -d' ' -f$a)
   for b in x y; do
     d=lvl1-$a/lvl2-$b/lvl3/lvl4
     mkdir -p $d
-    head -c $((a * 70000 + 13)) /dev/urandom > $d/data.bin
+    head -c $size /dev/urandom > $d/data.bin
     echo "$a $b" > lvl1-$a/lvl2-$b/note.txt
     : > lvl1-$a/lvl2-$b/lvl3/empty
   done
 done
 head -c {big} /dev/urandom > lvl1-1/big.bin
-truncate -s 200000 lvl1-2/sparse && printf end >> lvl1-2/sparse
+truncate -s {sparse} lvl1-2/sparse && printf end >> lvl1-2/sparse
 ln lvl1-1/lvl2-x/note.txt lvl1-3/hardlink
 ln -s ../lvl1-1/lvl2-x/lvl3/lvl4/data.bin lvl1-2/symlink
 chmod 600 lvl1-1/lvl2-y/note.txt; chmod 2750 lvl1-3/lvl2-y
@@ -24,8 +26,11 @@ mkdir emptydir; mkfifo lvl1-3/fifo
 
 
 def test_nested_tree_survives_remount_and_reload(vexfs_fs, vexfs_vm, vexfs_module, vexfs_profile):
-    big = vexfs_profile.file_size(3 << 20)  # 3 MiB, or the largest file
-    vexfs_vm.run(BUILD_TREE.format(root=vexfs_fs.mountpoint, big=big), check=True)
+    big = vexfs_profile.file_size(3 << 20)  # 3 MiB, or the largest file; so for every size here
+    sizes = " ".join(str(vexfs_profile.file_size(a * 70000 + 13)) for a in (1, 2, 3))
+    sparse = vexfs_profile.file_size(200003) - 3
+    with inside_declared_limits(vexfs_profile, f"files of {sizes}, {big} and {sparse + 3} bytes"):
+        vexfs_vm.run(BUILD_TREE.format(root=vexfs_fs.mountpoint, big=big, sizes=sizes, sparse=sparse), check=True)
     before = tree_manifest(vexfs_vm, vexfs_fs.mountpoint)
     assert len(before) > 40
     deep = [p for p, attrs in before.items() if p.count("/") >= 4 and "sha256:" in attrs]
