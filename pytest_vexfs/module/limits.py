@@ -15,7 +15,7 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import Generator
+from types import TracebackType
 
 from pytest_vexfs.errors import CommandFailed, ModuleError
 from pytest_vexfs.module.fs import FilesystemError
@@ -69,22 +69,26 @@ def refusal(profile: ModuleProfile, what: str, errno_name: str, output: str = ""
                         hint=hint)
 
 
-@contextlib.contextmanager
-def inside_declared_limits(profile: ModuleProfile, what: str) -> Generator[None, None, None]:
+class inside_declared_limits(contextlib.AbstractContextManager["inside_declared_limits"]):  # noqa: N801
     """Run guest commands sized inside the profile's limits: a failure that is a limit refusal (EFBIG,
     ENAMETOOLONG, EMLINK) becomes LimitRefused naming `what` ("a file of 3145728 bytes"), the limit and the
-    profile; any other failure goes through unchanged."""
-    __tracebackhide__ = True
-    try:
-        yield
-    except (CommandFailed, FilesystemError) as exc:
+    profile; any other failure goes through unchanged. A `with` block (a class, so that the failure's
+    traceback ends at the test's line, not inside contextlib)."""
+
+    def __init__(self, profile: ModuleProfile, what: str) -> None:
+        self.profile, self.what = profile, what
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        __tracebackhide__ = True
+        if not isinstance(exc, (CommandFailed, FilesystemError)):
+            return
         output = (exc.stderr + exc.stdout) if isinstance(exc, CommandFailed) else exc.output
         name = refusal_errno(output)
-        if not name:
-            raise
-        command = getattr(exc, "command", "")
-        raise refusal(profile, what + (f" ({command})" if command and len(command) < 200 else ""), name,
-                      _last_lines(output)) from None
+        if name:
+            command = exc.command
+            raise refusal(self.profile, self.what + (f" ({command})" if command and len(command) < 200 else ""),
+                          name, _last_lines(output)) from None
 
 
 def _last_lines(text: str, count: int = 3) -> str:
