@@ -24,6 +24,11 @@ import paramiko
 
 from pytest_vexfs.errors import HostDown
 
+#: A host's SSH connection is asked every HOST_CHECK_INTERVAL seconds whether it still answers (a session
+#: channel opened and closed); no answer within HOST_ANSWER_TIMEOUT closes it, which ends every tunnel
+#: through it at once (a host that went silent, powered off or cut off, sends no reset that would).
+HOST_CHECK_INTERVAL, HOST_ANSWER_TIMEOUT = 5.0, 15.0
+
 
 class HostSSHError(HostDown):
     """The VM host's sshd could not be reached or refused the login (one paragraph with what to do)."""
@@ -74,6 +79,8 @@ class HostSSH:
                                   opts.get("userknownhostsfile", []) + opts.get("globalknownhostsfile", [])]
         self.timeout = timeout
         self.client: paramiko.SSHClient | None = None
+        self.lost = ""  # why the connection was given up on (the host stopped answering)
+        self._closed = threading.Event()
 
     @property
     def label(self) -> str:
@@ -118,9 +125,20 @@ class HostSSH:
                                     "(ssh -v " f"{self.user}@{self.address})") from None
         transport = client.get_transport()
         assert transport is not None
-        transport.set_keepalive(5)
         self.client = client
+        threading.Thread(target=self._watch, args=(transport,), name=f"watch-{self.label}", daemon=True).start()
         return self
+
+    def _watch(self, transport: paramiko.Transport) -> None:
+        """Close the connection once the host stops answering on it."""
+        while not self._closed.wait(HOST_CHECK_INTERVAL) and transport.is_active():
+            try:
+                transport.open_session(timeout=HOST_ANSWER_TIMEOUT).close()
+            except (paramiko.SSHException, OSError, EOFError):
+                if not self._closed.is_set():
+                    self.lost = f"stopped answering (nothing within {HOST_ANSWER_TIMEOUT:g}s)"
+                    transport.close()
+                return
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -148,6 +166,7 @@ class HostSSH:
         return LocalForward(self, remote_host, remote_port).start()
 
     def close(self) -> None:
+        self._closed.set()
         client, self.client = self.client, None
         if client is not None:
             client.close()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -121,13 +122,41 @@ def _silence_libvirt(_ctx: object, _err: object) -> None:
 libvirt.registerErrorHandler(_silence_libvirt, None)
 
 
+#: A connection to a remote host sends a keepalive after this many idle seconds and closes itself after
+#: KEEPALIVE_COUNT unanswered ones: a host that stops answering (powered off, cut off) fails the calls
+#: waiting on it within ~20 s instead of whenever TCP gives up.
+KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 3
+
+
+@functools.cache
+def _event_loop() -> threading.Thread:
+    """libvirt's default event loop, run by a daemon thread (once per process): keepalives need one."""
+    libvirt.virEventRegisterDefaultImpl()
+
+    def run() -> None:
+        while True:
+            libvirt.virEventRunDefaultImpl()
+
+    thread = threading.Thread(target=run, name="libvirt-events", daemon=True)
+    thread.start()
+    return thread
+
+
 def open_connection(uri: str, timeout: float = 10.0) -> libvirt.virConnect:
-    """Open `uri` in a helper thread and give up after `timeout` seconds (qemu+ssh can hang)."""
+    """Open `uri` in a helper thread and give up after `timeout` seconds (qemu+ssh can hang); a remote
+    connection sends keepalives and closes itself when its host stops answering."""
     result: dict[str, Any] = {}
+    remote = not is_local_uri(uri)
+    if remote:
+        _event_loop()
 
     def connect() -> None:
         try:
-            result["conn"] = libvirt.open(uri)
+            conn = libvirt.open(uri)
+            if remote:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+            result["conn"] = conn
         except libvirt.libvirtError as exc:
             result["error"] = exc
 
@@ -590,7 +619,8 @@ class LibvirtMachine(Machine):
             if not alive:
                 broken.append("its libvirt connection closed")
         if self._host_ssh is not None and not self._host_ssh.is_alive():
-            broken.append(f"the SSH connection to {self._host_ssh.label} closed")
+            broken.append(f"the SSH connection to {self._host_ssh.label} "
+                          + (self._host_ssh.lost or "closed"))
         if broken:
             self._host_lost = (f"the VM host {self.uri} was lost mid-run ({' and '.join(broken)}): "
                                f"VM {self.spec.name} on it is gone for this run")
