@@ -113,6 +113,10 @@ class ModuleProfile(BaseModel):
         unknown = sorted(set(value) - set(LIMIT_KEYS))
         if unknown:
             raise ValueError(f"unknown limit(s) {', '.join(unknown)}; allowed: {', '.join(LIMIT_KEYS)}")
+        not_positive = sorted(k for k, v in value.items() if v <= 0)
+        if not_positive:
+            raise ValueError(f"limit(s) {', '.join(f'{k}: {value[k]}' for k in not_positive)} must be > 0 "
+                             "(leave a limit out when the module has none)")
         return value
 
     @field_validator("mkfs", "fsck", mode="before")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vexfs.errors import CommandFailed
+from pytest_vexfs.errors import CommandFailed, ConfigError
 from pytest_vexfs.module.fs import FilesystemError
 from pytest_vexfs.module.limits import LimitRefused, inside_declared_limits, refusal_errno
 from pytest_vexfs.module.profile import ModuleProfile
@@ -63,3 +63,10 @@ def test_a_refusal_without_a_declared_limit_says_to_declare_it(tmp_path: Path) -
 def test_other_failures_go_through_unchanged(tmp_path: Path) -> None:
     with pytest.raises(CommandFailed), inside_declared_limits(_profile(tmp_path), "a file"):
         raise CommandFailed("false", 1, "", "Permission denied")
+
+
+def test_a_limit_of_zero_is_refused_when_the_profile_is_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        _profile(tmp_path, max_file_size=0, name_max=60)
+    assert "limit(s) max_file_size: 0 must be > 0 (leave a limit out when the module has none)" in str(info.value)
+    assert str(tmp_path / "profile.yml") in str(info.value)
