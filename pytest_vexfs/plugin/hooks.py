@@ -172,6 +172,17 @@ def _probe_hosts(config: pytest.Config, settings: cfg.ResolvedSettings) -> None:
     config.stash[PLACEMENT_KEY] = placement
 
 
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The hosts of the hosts list that were down, at start or lost mid-run, and why."""
+    placement = config.stash.get(PLACEMENT_KEY, None)
+    down = placement.down() if placement is not None else {}
+    if down:
+        terminalreporter.write_sep("-", "vexfs hosts")
+        for name, reason in down.items():
+            terminalreporter.write_line(f"host {name} was down, not used for the rest of the run: {reason}",
+                                        yellow=True)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     placement = config.stash.get(PLACEMENT_KEY, None)
     if placement is not None:

@@ -401,6 +401,8 @@ def test_a_host_dying_mid_run_costs_only_its_running_test(pytester: pytest.Pytes
         result.stdout.fnmatch_lines([f"*VM host {doomed_uri} was lost mid-run*" + (
             "" if how == "SIGKILL" else f"SSH connection to root@{doomed} stopped answering*")])
         result.stdout.fnmatch_lines(["results JSON: *"])  # the run ended normally, with its reports
+        result.stdout.fnmatch_lines([f"host {doomed} was down, not used for the rest of the run: the VM host "
+                                     f"{doomed_uri} was lost mid-run*"])
         cases = _cases(pytester)
         (dead,) = [(name, p) for name, p in cases.items() if p["vm_host"] == doomed]
         run = run_id_of(dead[1]["vm_id"])
