@@ -44,6 +44,9 @@ class Verdict:
     """The command abandoned because the console showed a fatal fault ("" if none was)."""
     dumps: str = ""
     """Task dumps (SysRq w, t) taken for a hang."""
+    host_lost: str = ""
+    """Why the VM's host (a remote VM host) was lost under the test: the VM went with it, but that is no
+    fault of the kernel's (no fault kind, never an expected fault); the test fails with it."""
 
     @property
     def kinds(self) -> set[str]:
@@ -88,7 +91,7 @@ class Verdict:
     @property
     def breaks_vm(self) -> bool:
         """Whether the VM must be replaced before the next test."""
-        return self.hang is not None or bool(self.vm_died) or bool(self.abandoned) \
+        return self.hang is not None or bool(self.vm_died) or bool(self.abandoned) or bool(self.host_lost) \
             or any(fault_kinds.kind(k).breaks_vm for k in self.kinds)
 
     @property

@@ -274,10 +274,12 @@ class TestSession:
         self.hang: GuestHang | None = None
         self.abandoned: GuestFault | None = None
         self.vm_died = ""
+        self.host_lost = ""  # the VM's (remote) host was lost: not a kernel fault
         self._aborting: Finding | None = None
         self._reported_findings = 0
         self._reported_hang = False
         self._reported_death = False
+        self._reported_lost = False
         self._reported_abandoned = False
         self._reported_breaking = False
         #: time.monotonic() when a running command was first given up on (a fatal kernel report or
@@ -393,9 +395,14 @@ class TestSession:
     def _collect(self) -> list[Finding]:
         """Read the console up to now; note a VM death; every finding of this test so far."""
         vm = self.vm
-        if not self.vm_died and not vm.destroyed and vm.machine is not None and not vm.machine.is_running():
-            self.vm_died = vm.machine.exit_reason() or "QEMU exited"
-            vm.mark_broken(self.vm_died)
+        if not (self.vm_died or self.host_lost or vm.destroyed) and vm.machine is not None \
+                and not vm.machine.is_running():
+            self.host_lost = vm.machine.host_lost()  # the VM went with its host: nothing the kernel did
+            if self.host_lost:
+                vm.mark_broken(self.host_lost)
+            else:
+                self.vm_died = vm.machine.exit_reason() or "QEMU exited"
+                vm.mark_broken(self.vm_died)
         console = vm.console
         if console is None:
             return []
@@ -417,7 +424,7 @@ class TestSession:
         findings = self._collect()
         verdict = Verdict(findings, expected, self.hang, self.vm_died,
                           abandoned=self.abandoned.summary if self.abandoned else "",
-                          dumps=self.hang.dumps if self.hang else "")
+                          dumps=self.hang.dumps if self.hang else "", host_lost=self.host_lost)
         if verdict.faulted and verdict.breaks_vm:
             self.vm.mark_broken(f"kernel fault: {verdict.title}")
         return verdict
@@ -435,10 +442,12 @@ class TestSession:
                           None if self._reported_hang else whole.hang,
                           "" if self._reported_death else whole.vm_died,
                           abandoned="" if self._reported_abandoned else whole.abandoned,
-                          dumps="" if self._reported_hang else whole.dumps)
+                          dumps="" if self._reported_hang else whole.dumps,
+                          host_lost="" if self._reported_lost else whole.host_lost)
             self._reported_breaking = new.faulted and new.breaks_vm
         self._reported_findings = len(whole.findings)
         self._reported_hang = whole.hang is not None
         self._reported_death = bool(whole.vm_died)
+        self._reported_lost = bool(whole.host_lost)
         self._reported_abandoned = bool(whole.abandoned)
         return new, whole

@@ -320,6 +320,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if fault_kinds.kind(phase.fault_kind).stops_run \
                 and load_seed_config(item.path.parent).get("stop_on_critical_failure"):
             item.session.shouldstop = f"stop_on_critical_failure: {phase.title} in {item.nodeid}"
+    if phase.host_lost and not report.failed:  # a test that failed on it already says so
+        _fail(report, f"the test's VM was lost with its host: {phase.host_lost}")
     if report.failed and report.when in ("setup", "call"):
         _add_module_words(item, report)
     if report.when == "teardown":

@@ -64,6 +64,14 @@ def test_an_oops_beats_the_hang_it_caused() -> None:
     assert alone.breaks_vm and Verdict([], (), vm_died="QEMU exited").fault_kind == "crash"
 
 
+def test_a_lost_host_is_no_kernel_fault() -> None:
+    """A VM gone with its remote host is replaced, but it is no crash of the kernel: no fault kind (no metric,
+    no stop_on_critical_failure), and never the fault a test expected."""
+    lost = Verdict([], ("panic", "crash"), host_lost="the VM host qemu+ssh://hv1/system was lost mid-run")
+    assert lost.breaks_vm and not lost.faulted and not lost.expected_seen
+    assert (lost.fault_kind, lost.title) == ("", "")
+
+
 def test_a_soft_lockup_is_named_before_the_rcu_stall_that_came_first() -> None:
     findings = find_faults(capture("soft_lockup"))
     assert [f.kind for f in findings][:2] == ["rcu_stall", "soft_lockup"]
