@@ -6,30 +6,49 @@ It uses the kernel's fault injection (debug kernel: FAILSLAB, FAIL_PAGE_ALLOC, F
 FAULT_INJECTION_STACKTRACE_FILTER): ``require-start``/``require-end`` of both fault points are set to the
 module's address range (``/proc/modules``), so only allocations made on behalf of its code count, and the
 operation's own process arms itself by writing N to ``/proc/self/fail-nth`` before it ``exec``s the
-command (the count is per task, so nothing else in the guest is touched). Every run must end without a
-kernel finding (oops, WARN, KASAN, a leak kmemleak sees...) and without a hang; the failing operation
-should return an error. Nothing here depends on pytest.
+command (the count is per task, so nothing else in the guest is touched).
+
+One failure point costs one guest round trip: setup, the armed run, the fault counters and cleanup are
+one shell script, which also prints the armed process's pid and the kernel's dump of the failure it
+forced (where it was injected). An oops, WARN or hang shows at once (the console, read while the
+command runs) and ends the sweep. Leaks cannot: kmemleak only reports an object once it is 5 s old and
+its scan is slow on a KASAN kernel, so there is no scan per point but one per sweep, at its end (or one
+for several sweeps, :meth:`FaultInjector.check_leaks`), and each leaked object is given to the failure
+point whose process allocated it (kmemleak's ``comm "...", pid N``). Nothing here depends on pytest.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shlex
+import re
 import time
 from collections.abc import Callable
 
 from pytest_vexfs.errors import VexfsError
-from pytest_vexfs.faults.kernel_log import Finding
+from pytest_vexfs.faults.kernel_log import KMEMLEAK, Finding, find_faults
 from pytest_vexfs.guest.ssh import CommandResult
 
 DEBUGFS = "/sys/kernel/debug"
 FAULT_POINTS = ("failslab", "fail_page_alloc")
+KMEMLEAK_FILE = f"{DEBUGFS}/kmemleak"
 KMEMLEAK_MIN_AGE = 5.5  # kmemleak reports an object only once it is 5 s old
 TIMES = 1_000_000  # each forced failure counts "times" down: how a run tells it injected one
+#: what the per-point script prints before its machine-read summary line
+RESULT_TAG = "vexfs-fault-point"
+#: the kernel's line before the stack of a forced failure (fault attribute verbose=2)
+FORCED = "FAULT_INJECTION: forcing a failure"
+_MODULE_FRAME = re.compile(r"\+0x[0-9a-f]+/0x[0-9a-f]+ \[[\w-]+\]\s+(?P<where>\S+:\d+ \([\w.]+\))$")
+_OWNER = re.compile(r'comm "(?P<comm>[^"]*)", pid (?P<pid>\d+)')
+_RESULT = re.compile(rf"^{RESULT_TAG} rc=(?P<rc>\d+) pid=(?P<pid>\d*) before=(?P<before>[-\d ]*) "
+                     rf"after=(?P<after>[-\d ]*)$", re.M)
 
 
 class FaultInjectionUnavailable(VexfsError):
     """The guest kernel has no fault injection (use the debug kernel flavour)."""
+
+
+class SweepSetupFailed(VexfsError):
+    """A sweep's (unarmed) setup command failed: the sweep cannot tell what its runs mean."""
 
 
 @dataclasses.dataclass
@@ -41,15 +60,35 @@ class InjectionRun:
     exit_status: int
     output: str
     findings: list[Finding]
+    pid: int = 0
+    """The armed process (kmemleak names it as the owner of what it allocated)."""
+    injected_at: str = ""
+    """The kernel's stack of the failure it forced, module frames as ``file.c:123 (function)``; empty if
+    nothing was injected or the allocation asked for no warning (``__GFP_NOWARN``: no dump)."""
+    seconds: float = 0.0
+    error: str = ""
+    """Why the run never returned (the command was abandoned on a fatal fault, or hung)."""
 
     @property
     def broke(self) -> bool:
-        """The kernel reported something, or a run with nothing injected failed."""
-        return bool(self.findings) or (not self.injected and self.exit_status != 0)
+        """The kernel reported something, the run hung or was abandoned, or a run with nothing
+        injected failed."""
+        return bool(self.findings or self.error) or (not self.injected and self.exit_status != 0)
+
+    @property
+    def injection_site(self) -> str:
+        """The first resolved module frame of the forced failure's stack (``file.c:12 (function)``)."""
+        for line in self.injected_at.splitlines():
+            match = None if " ? " in line else _MODULE_FRAME.search(line)  # "?": an unreliable frame
+            if match:
+                return match.group("where")
+        return ""
 
     def describe(self) -> str:
         what = "injected" if self.injected else "nothing injected"
-        result = f"exit {self.exit_status}"
+        if self.injected and self.injection_site:
+            what += f" at {self.injection_site}"
+        result = self.error or f"exit {self.exit_status}"
         if self.findings:
             first = self.findings[0]
             where = f" at {first.location}" if first.location else ""
@@ -64,6 +103,11 @@ class SweepReport:
     operation: str
     command: str
     runs: list[InjectionRun]
+    leaks_checked: bool = False
+    """kmemleak was scanned after the last run (leaks are in the runs' findings)."""
+    unattributed: list[Finding] = dataclasses.field(default_factory=list)
+    """Leaks found by the sweep's scan whose owner was none of its armed processes."""
+    seconds: float = 0.0
 
     @property
     def first_broken(self) -> InjectionRun | None:
@@ -74,35 +118,82 @@ class SweepReport:
         """The sweep reached a run with nothing injected (every failure point was tried)."""
         return bool(self.runs) and not self.runs[-1].injected
 
+    @property
+    def broken(self) -> list[InjectionRun]:
+        return [run for run in self.runs if run.broke]
+
     def summary(self) -> str:
         injected = [r.point for r in self.runs if r.injected]
-        head = (f"{self.operation}: {len(injected)} failure points tried"
-                f"{' (sweep complete)' if self.completed else ' (sweep cut short)'}")
+        head = (f"{self.operation}: {len(injected)} failure points tried in {self.seconds:.0f} s"
+                f"{' (sweep complete)' if self.completed else ' (sweep cut short)'}"
+                f"{'' if self.leaks_checked else ' (no leak check yet)'}")
+        if self.unattributed:
+            head += (f"; {len(self.unattributed)} leak(s) of processes no run armed, first: "
+                     f"{self.unattributed[0].title}")
         broken = self.first_broken
         if broken is None:
             return head + ", none broke"
-        text = f"{head}; first that broke: {broken.describe()}"
+        others = len(self.broken) - 1
+        text = (f"{head}; first that broke: {broken.describe()}"
+                + (f" ({others} more broke)" if others else ""))
+        if broken.injected_at:
+            text += "\nthe injected failure:\n" + broken.injected_at
         if broken.findings:
-            text += "\n" + broken.findings[0].excerpt
+            text += "\nwhat the kernel reported:\n" + broken.findings[0].excerpt
         return text
 
 
 Runner = Callable[..., CommandResult]
-FindingsSince = Callable[[int], list[Finding]]
+
+
+def _identity(finding: Finding) -> Finding:
+    return finding
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+def owner_pid(finding: Finding) -> int | None:
+    """The pid of the task that allocated a leaked object (kmemleak's ``comm "x", pid N`` line)."""
+    match = _OWNER.search(finding.excerpt)
+    return int(match.group("pid")) if match else None
+
+
+def forced_failure(text: str) -> str:
+    """The first forced-failure report (header and stack) in a stretch of kernel log, or ""."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if FORCED in line), None)
+    if start is None:
+        return ""
+    kept = [lines[start]]
+    for line in lines[start + 1:start + 80]:
+        if FORCED in line or "</TASK>" in line:
+            break
+        kept.append(line)
+    return "\n".join(kept)
 
 
 class FaultInjector:
     """Arms the guest's fault points for one module and sweeps operations over them.
 
-    ``run`` runs a guest command (``run(command, timeout=...)``); ``findings`` returns the kernel
-    findings of the current test, in order (the caller's console follower), so new ones per run are
-    the tail past the count before the run."""
+    ``run`` runs a guest command (``run(command, timeout=...)``, raising on a hang or a fatal kernel
+    fault); ``findings`` returns the kernel findings of the current test so far, in order (the
+    caller's console follower); ``locate`` resolves a finding's frames to file:line and ``annotate``
+    a stretch of kernel log's; ``console_tail`` returns the last console lines read, where the
+    kernel's dump of each forced failure is found (all three optional)."""
 
-    def __init__(self, run: Runner, findings: Callable[[], list[Finding]], module: str) -> None:
+    def __init__(self, run: Runner, findings: Callable[[], list[Finding]], module: str, *,
+                 locate: Callable[[Finding], Finding] = _identity,
+                 annotate: Callable[[str], str] = _plain, console_tail: Callable[[], str] = str) -> None:
         self._run = run
         self._findings = findings
+        self._locate = locate
+        self._annotate = annotate
+        self._console_tail = console_tail
         self.module = module
         self.reports: list[SweepReport] = []
+        self._last_armed = 0.0  # time.monotonic() of the last armed run (kmemleak's minimum age)
 
     def _sh(self, command: str, timeout: float = 120) -> CommandResult:
         return self._run(command, timeout=timeout)
@@ -126,8 +217,9 @@ class FaultInjector:
         settings = []
         for point in FAULT_POINTS:
             d = f"{DEBUGFS}/{point}"
+            # verbose 2: each forced failure prints its stack (where it was injected)
             settings += [f"echo 0 > {d}/probability", f"echo 1 > {d}/interval", f"echo {TIMES} > {d}/times",
-                         f"echo 0 > {d}/space", f"echo 1 > {d}/verbose", f"echo 32 > {d}/stacktrace-depth",
+                         f"echo 0 > {d}/space", f"echo 2 > {d}/verbose", f"echo 32 > {d}/stacktrace-depth",
                          f"echo {start:#x} > {d}/require-start", f"echo {start + size:#x} > {d}/require-end",
                          f"echo N > {d}/ignore-gfp-wait"]
         settings.append(f"echo N > {DEBUGFS}/fail_page_alloc/ignore-gfp-highmem")
@@ -137,40 +229,119 @@ class FaultInjector:
             raise FaultInjectionUnavailable(f"cannot configure fault injection: {result.stderr.strip()}")
         return start, start + size
 
-    def _injections(self) -> int:
-        """How many failures were forced since arm()."""
-        out = self._sh(" ".join(f"cat {DEBUGFS}/{point}/times;" for point in FAULT_POINTS)).stdout.split()
-        return sum(TIMES - int(value) for value in out if value.lstrip("-").isdigit())
+    def point_script(self, command: str, point: int, setup: str = "", cleanup: str = "") -> str:
+        """The guest script of one failure point: setup, the armed run, the fault counters, cleanup, and
+        a result line. Under a KASAN kernel in TCG every exec costs most of a second, so the script itself
+        execs nothing: the armed process is a subshell (its pid from /proc/self/stat) that execs the
+        command; counters and pid are read with the shell's own ``read``. ``$VEXFS_FAULT_POINT`` is N in
+        setup, command and cleanup. The kernel's dump of the forced failure is read from the console,
+        between the two /dev/kmsg markers."""
+        pid_file = f"/tmp/{RESULT_TAG}.pid"
+        reads = "; ".join(f"read c{i} < {DEBUGFS}/{name}/times" for i, name in enumerate(FAULT_POINTS))
+        lines = [f"export VEXFS_FAULT_POINT={point}", f": > {pid_file}"]
+        if setup:
+            lines.append(f"{{ {setup}\n}} >/tmp/{RESULT_TAG}.setup 2>&1 || {{ echo {RESULT_TAG}-setup-failed; "
+                         f"cat /tmp/{RESULT_TAG}.setup; exit 97; }}")
+        lines += [reads, "before=\"$c0 $c1\"",
+                  f"echo '<5>{RESULT_TAG} {point} begin' > /dev/kmsg",
+                  f"( read pid rest < /proc/self/stat; echo $pid > {pid_file}; "
+                  f"echo {point} > /proc/self/fail-nth && exec {command} ) 2>&1; rc=$?",
+                  f"echo '<5>{RESULT_TAG} {point} end' > /dev/kmsg",
+                  reads, "after=\"$c0 $c1\"", f"read pid < {pid_file}"]
+        if cleanup:
+            lines.append(f"{{ {cleanup}\n}} >/dev/null 2>&1")
+        lines.append(f'echo; echo "{RESULT_TAG} rc=$rc pid=$pid before=$before after=$after"')
+        return "\n".join(lines)
+
+    def _console_between(self, point: int, deadline: float = 5.0) -> str:
+        """The console lines between point's begin and end markers (waiting for the end marker to be read)."""
+        begin, end = f"{RESULT_TAG} {point} begin", f"{RESULT_TAG} {point} end"
+        give_up = time.monotonic() + deadline
+        while True:
+            text = self._console_tail()
+            if end in text or time.monotonic() > give_up:
+                break
+            time.sleep(0.05)
+        lines = text.splitlines()
+        first = max((i for i, line in enumerate(lines) if line.endswith(begin)), default=-1)
+        last = max((i for i, line in enumerate(lines) if line.endswith(end)), default=len(lines))
+        return "\n".join(lines[first + 1:last]) if first >= 0 else ""
+
+    def _one_point(self, command: str, point: int, setup: str, cleanup: str, timeout: float) -> InjectionRun:
+        before_findings = len(self._findings())
+        started = time.monotonic()
+        try:
+            result = self._sh(self.point_script(command, point, setup, cleanup), timeout)
+        except VexfsError as exc:  # abandoned on a fatal fault, or hung: the VM is gone, the test fails
+            self._last_armed = time.monotonic()
+            return InjectionRun(point, True, -1, "", self._findings()[before_findings:],
+                                seconds=time.monotonic() - started,
+                                error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+        self._last_armed = time.monotonic()
+        if result.exit_status == 97 and f"{RESULT_TAG}-setup-failed" in result.stdout:
+            raise SweepSetupFailed(f"the sweep's setup failed before failure point {point}: "
+                                   f"{result.stdout.split(f'{RESULT_TAG}-setup-failed', 1)[1].strip()}",
+                                   hint="fix the setup command (it runs unarmed before every point)")
+        match = _RESULT.search(result.stdout)
+        if match is None:
+            raise VexfsError(f"the failure point script printed no result line (exit {result.exit_status}): "
+                             f"{(result.stdout + result.stderr)[-1000:]}")
+        forced = sum(int(b) - int(a) for b, a in zip(match["before"].split(), match["after"].split()))
+        dump = forced_failure(self._console_between(point)) if forced else ""
+        return InjectionRun(point, forced > 0, int(match["rc"]), result.stdout[:match.start()].strip()[-2000:],
+                            self._findings()[before_findings:], pid=int(match["pid"] or 0),
+                            injected_at=self._annotate(dump) if dump else "",
+                            seconds=time.monotonic() - started)
 
     def sweep(self, operation: str, command: str, *, setup: str = "", cleanup: str = "",
-              max_points: int = 200, timeout: float = 120, leak_check: bool = True) -> SweepReport:
+              max_points: int = 200, timeout: float = 120, leak_scan: bool = True) -> SweepReport:
         """Run ``command`` with failure point N = 1, 2, ... armed until a run injects nothing.
 
-        ``setup`` and ``cleanup`` run (unarmed) before and after each run. A run that leaves a kernel
-        finding ends the sweep (the VM may be unusable)."""
+        ``setup`` and ``cleanup`` run (unarmed) before and after each run, in the same guest round trip.
+        A run that leaves an immediate kernel finding (oops, WARN, KASAN...) or hangs ends the sweep
+        (the VM may be unusable). With ``leak_scan``, kmemleak is scanned once at the end and each leak
+        is given to the point that made it; without, call :meth:`check_leaks` after several sweeps."""
         self.arm()
         report = SweepReport(operation, command, [])
         self.reports.append(report)
-        armed = f"sh -c {shlex.quote('echo $0 > /proc/self/fail-nth && exec ' + command)}"
+        started = time.monotonic()
         for point in range(1, max_points + 1):
-            if setup:
-                self._sh(setup, timeout)
-            before_findings = len(self._findings())
-            before = self._injections()
-            started = time.monotonic()
-            result = self._sh(f"{armed} {point}", timeout)
-            injected = self._injections() > before
-            if cleanup:
-                self._sh(cleanup, timeout)
-            if leak_check:
-                wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - started))
-                self._sh(f"if [ -e {DEBUGFS}/kmemleak ]; then sleep {wait:.1f}; "
-                         f"echo 1 > /sys/module/kmemleak/parameters/verbose; echo scan > {DEBUGFS}/kmemleak; fi")
-            time.sleep(0.3)  # the console follower catches up
-            findings = self._findings()[before_findings:]
-            run = InjectionRun(point, injected, result.exit_status, (result.stdout + result.stderr)[-2000:],
-                               findings)
+            run = self._one_point(command, point, setup, cleanup, timeout)
             report.runs.append(run)
-            if run.findings or not injected:
+            if run.findings or run.error or not run.injected:
                 break
+        report.seconds = time.monotonic() - started
+        if leak_scan and not report.runs[-1].error:
+            self.check_leaks()
         return report
+
+    def check_leaks(self, timeout: float = 300) -> list[Finding]:
+        """One kmemleak scan for every sweep not checked yet: each leak whose owner is one of their armed
+        processes becomes a finding of that run (the others are kept as the sweeps' unattributed leaks).
+        Returns the leaks found. Without kmemleak in the guest, nothing is found."""
+        pending = [report for report in self.reports if not report.leaks_checked]
+        if not pending:
+            return []
+        started = time.monotonic()
+        # kmemleak never reports an object in the first scan that sees it (its contents' checksum changed
+        # since the previous scan), nor one younger than its minimum age: one scan at once, a second
+        # once the last armed run's objects are old enough; verbose: the second prints what it finds to
+        # the console, where the test's verdict sees it; clear: a later check lists only what is new
+        self._sh(f"[ -e {KMEMLEAK_FILE} ] || exit 0; echo scan > {KMEMLEAK_FILE}", timeout)
+        wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - self._last_armed))
+        result = self._sh(f"[ -e {KMEMLEAK_FILE} ] || exit 0; sleep {wait:.1f}; "
+                          f"echo 1 > /sys/module/kmemleak/parameters/verbose; echo scan > {KMEMLEAK_FILE}; "
+                          f"cat {KMEMLEAK_FILE}; echo clear > {KMEMLEAK_FILE}", timeout)
+        leaks = [self._locate(f) for f in find_faults(result.stdout) if f.kind == KMEMLEAK]
+        runs = {run.pid: run for report in pending for run in report.runs if run.pid}
+        for leak in leaks:
+            run = runs.get(owner_pid(leak) or -1)
+            if run is not None:
+                run.findings.append(leak)
+            else:
+                pending[-1].unattributed.append(leak)
+        scan_seconds = time.monotonic() - started
+        for report in pending:
+            report.leaks_checked = True
+        pending[-1].seconds += scan_seconds
+        return leaks

@@ -242,9 +242,13 @@ class VexctlClient:
         raise VectorUnsupported("vexctl cannot read a vector back: the reference ABI has no get ioctl "
                                 "(add, search, stats, clear, delete)")
 
+    def command(self, sub: str, path: str, *args: str) -> str:
+        """The guest command line of one vexctl call (what an error-path sweep runs armed)."""
+        return shlex.join([self.tool, sub, path, *args])
+
     def _call(self, sub: str, path: str, *args: str, input: bytes | str | None = None,
               timeout: float | None = None) -> dict[str, Any]:
-        command = shlex.join([self.tool, sub, path, *args])
+        command = self.command(sub, path, *args)
         result = self.guest.run(command, timeout=timeout or self.timeout, input=input)
         if not result.ok:
             stderr = result.stderr.strip()

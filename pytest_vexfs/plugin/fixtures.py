@@ -165,8 +165,9 @@ def vexfs_fault_injection(request: pytest.FixtureRequest, vexfs_vm: TestSession,
                           vexfs_profile: ModuleProfile, vexfs_slot: VMSlot) -> Generator[FaultInjector, None, None]:
     """Error paths on purpose: `vexfs_fault_injection.sweep("mount", "mount -t ... /mnt/x", cleanup=...)`
     runs the command once per allocation failure point in the module's code (N = 1, 2, ...) until a run
-    passes with nothing injected, and returns the report (points tried, the first that broke, its stack).
-    Kernel findings during the sweep fail the test as any other. Needs the debug kernel (skips otherwise)."""
+    passes with nothing injected, then scans for leaks once, and returns the report (points tried, the
+    first that broke, its stack). Kernel findings during the sweep fail the test as any other; each
+    sweep's report is a JUnit property and a report section. Needs the debug kernel (skips otherwise)."""
     def findings() -> list[Finding]:
         console = vexfs_vm.vm.console
         if console is None:
@@ -174,10 +175,25 @@ def vexfs_fault_injection(request: pytest.FixtureRequest, vexfs_vm: TestSession,
         console.poll()
         return [locate(f, vexfs_slot.symbols) for f in console.findings(request.node.nodeid)]
 
-    injector = FaultInjector(vexfs_vm.run, findings, vexfs_module.name)
+    def console_tail() -> str:
+        console = vexfs_vm.vm.console
+        if console is None:
+            return ""
+        console.poll()
+        return console.tail(2000)
+
+    injector = FaultInjector(vexfs_vm.run, findings, vexfs_module.name,
+                             locate=lambda finding: locate(finding, vexfs_slot.symbols),
+                             annotate=lambda text: vexfs_slot.symbols.annotate(text)[0], console_tail=console_tail)
     if not injector.available():
         pytest.skip("fault injection needs a kernel with FAILSLAB and fail-nth: --vexfs-kernel 6.12-debug")
-    reports = injector.reports
-    yield injector
-    for report in reports:
-        request.node.user_properties.append((f"fault_injection:{report.operation}", report.summary()))
+    try:
+        yield injector
+    finally:
+        if vexfs_vm.vm.is_alive() and vexfs_vm.hang is None:
+            with contextlib.suppress(VexfsError):  # the VM broke: the test's verdict says so
+                injector.check_leaks()  # sweeps run with leak_scan=False and never checked
+        for report in injector.reports:
+            summary = report.summary()
+            request.node.user_properties.append((f"fault_injection:{report.operation}", summary))
+            request.node.add_report_section("teardown", f"fault injection: {report.operation}", summary)
