@@ -3,8 +3,8 @@ limit), concurrent stress from several processes, unload attempts while the file
 clean unload with no kernel memory lost at the end. Any oops, WARN, lockup or hang the module shows meanwhile
 fails the test that caused it (the harness reads the kernel log); the profile's `fsck` checks the image.
 
-The error-path fault-injection sweep (mount, write, read, rename, unlink, unmount failing inside the
-kernel) needs a kernel with fault injection and is not here.
+The error-path fault-injection sweeps (mount, write, vector insert failing inside the kernel) need a
+kernel with fault injection: test_error_paths.py.
 """
 
 from __future__ import annotations
