@@ -25,6 +25,8 @@
  *   list_corrupt list_del the same entry twice
  *   lock_inversion  take lock A then B, later B then A (lockdep's ABBA report)
  *   small_leak   kmalloc 3 KiB in three pieces and forget them
+ *   exit_leak    kmalloc 2 KiB kept in a static pointer that module_exit never
+ *                frees: a leak only once the module is unloaded
  * Module parameter errpath_bug=1 plants an error-path bug in the vector store:
  * when the second allocation of vexfsref_vec_reserve() fails, the first one leaks.
  * Each fault runs in a function named vexfsref_fault_<word>, so a call trace
@@ -299,6 +301,18 @@ static noinline void vexfsref_fault_small_leak(void)
 	}
 }
 
+/* Referenced from the module's own data while it is loaded; never freed. */
+static void *volatile vexfsref_exit_leak_object;	/* volatile: the store stays */
+
+static noinline void vexfsref_fault_exit_leak(void)
+{
+	void *p = kmalloc(2048, GFP_KERNEL);
+
+	if (p)
+		memset(p, 0x5a, 2048);
+	vexfsref_exit_leak_object = p;	/* forgotten by vexfsref_fault_exit() on purpose */
+}
+
 /* module_exit with hang_on_exit=1: sleep forever, rmmod never returns. */
 void vexfsref_hang_forever(void)
 {
@@ -327,6 +341,7 @@ static const struct {
 	{ "list_corrupt", vexfsref_fault_list_corrupt },
 	{ "lock_inversion", vexfsref_fault_lock_inversion },
 	{ "small_leak", vexfsref_fault_small_leak },
+	{ "exit_leak", vexfsref_fault_exit_leak },
 };
 
 static ssize_t vexfsref_fault_write(struct file *file, const char __user *ubuf,

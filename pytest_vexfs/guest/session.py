@@ -31,7 +31,10 @@ HANG_DUMP_SETTLE = 3.0
 #: debug refuse with EINVAL).
 CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev/null; true"
 #: kmemleak (debug kernel): scan, and print what it finds to the console (verbose). It reports an object
-#: only once it is KMEMLEAK_MIN_AGE seconds old, so the check waits that long after the test began.
+#: only once it is KMEMLEAK_MIN_AGE seconds old, and never in the first scan that sees its contents (their
+#: checksum changed since the previous scan): so a test is scanned twice, after its body and before its
+#: end marker, the second scan at least KMEMLEAK_MIN_AGE after the first began. An object allocated during
+#: the test, or orphaned there by a module unload, is then reported before the test ends.
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 KMEMLEAK_MIN_AGE = 5.5
 _DEBUGFS = f"[ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; [ -e {KMEMLEAK} ]"
@@ -288,6 +291,7 @@ class TestSession:
         self.symbols: Symbolizer | None = None  # resolves the module's (and kernel's) frames to file:line
         self._ended = False
         self.began = time.monotonic()
+        self._scanned_at: float | None = None  # when this test's last kmemleak scan began
 
     def begin(self) -> None:
         if not self.vm.checks_primed:
@@ -383,10 +387,13 @@ class TestSession:
         return self.hang
 
     def check_kernel(self) -> None:
-        """Have the guest kernel look for damage the test left (slab validation) while it is still blamed."""
+        """Have the guest kernel look for damage the test left (slab validation, a kmemleak scan) while it
+        is still blamed (called after the test body and again before its end marker)."""
         if not self.vm.settings.checked_boot or self.hang is not None or not self.vm.is_alive():
             return
-        wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - self.began))
+        since = self.began if self._scanned_at is None else self._scanned_at
+        wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - since))
+        self._scanned_at = time.monotonic() + wait
         try:
             self.vm.run(CHECK_SLABS + "; " + SCAN_KMEMLEAK.format(wait=wait) + "; true", timeout=120)
         except VexfsError:

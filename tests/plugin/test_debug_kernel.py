@@ -116,3 +116,56 @@ def test_every_planted_bug_is_found_on_the_debug_kernel(pytester: pytest.Pyteste
     assert "fault_kind" not in cases["test_clean_afterwards"]
     # kernel frames resolve too, through the debug vmlinux (mm/kasan/... in a KASAN report's trace)
     result.stdout.fnmatch_lines(["*kasan_report+0x*mm/kasan/report.c:*"])
+
+
+def test_the_error_path_sweep_and_the_unload_scan_find_their_leaks(pytester: pytest.Pytester) -> None:
+    """The fault-injection sweep of vector insert finds the planted error-path leak (errpath_bug=1) at the
+    failure point that failed vexfsref_vec_reserve's second allocation, with the leaked object's
+    file:line, in the test's report; and a leak that only exists once the module is unloaded (exit_leak)
+    is a finding of the test that unloaded it, not of the one that planted it, nor of the next."""
+    pytester.makepyfile(test_paths="""
+        import pytest
+
+        @pytest.mark.expect_fault("kmemleak")
+        def test_sweep(vexfs_fault_injection, vexfs_fs, vexfs_vm, vexfs_module):
+            control = f"/sys/module/{vexfs_module.name}/parameters/errpath_bug"
+            vexfs_vm.run(f"echo 1 > {control}", check=True)
+            target = vexfs_fs / "v.$VEXFS_FAULT_POINT"
+            report = vexfs_fault_injection.sweep(
+                "vector-insert", f"vexctl gen {target} --count 4 --dim 8 --seed 1", setup=f": > {target}")
+            vexfs_vm.run(f"echo 0 > {control}", check=True)
+            assert report.completed and report.broken and report.first_broken.findings, report.summary()
+
+        def test_plant_exit_leak(vexfs_vm, vexfs_module, vexfs_profile):
+            vexfs_vm.run(f"echo exit_leak > {vexfs_profile.fault_control}", check=True)
+
+        @pytest.mark.expect_fault("kmemleak")
+        def test_unload(vexfs_vm, vexfs_module):
+            vexfs_module.unload()
+            vexfs_module.load()
+
+        def test_clean_afterwards(vexfs_vm, vexfs_module):
+            assert vexfs_vm.run("uname -r").stdout.strip().endswith("-vexfs-debug")
+    """)
+    result = pytester.runpytest_subprocess(*ARGS, timeout=1200)
+    cases = {case.name: case_properties(case)
+             for suite in JUnitXml.fromfile(str(pytester.path / "junit.xml")) for case in suite}
+    output = result.stdout.str()[-5000:]
+    result.assert_outcomes(passed=4)
+    vec = DEFAULT_SOURCE / "vexfsref_vec.c"
+    lines = vec.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines, 1) if "ids = kvmalloc_array" in line)
+    second = next(i for i, line in enumerate(lines, 1) if "data = kvmalloc_array" in line)
+    sweep = cases["test_sweep"]
+    assert sweep.get("fault_title") == "memory leak in vexfsref_vec_reserve", output
+    assert sweep.get("fault_location", "").endswith(f"vexfsref_vec.c:{first} (vexfsref_vec_reserve)"), output
+    summary = sweep.get("fault_injection:vector-insert", "")
+    assert re.search(rf"first that broke: point \d+: injected at \S+vexfsref_vec\.c:{second} "
+                     r"\(vexfsref_vec_reserve\), exit 1, kernel: memory leak in vexfsref_vec_reserve at "
+                     rf"\S+vexfsref_vec\.c:{first} \(vexfsref_vec_reserve\)", summary), summary
+    assert "(sweep complete)" in summary and "unreferenced object" in summary, summary
+    assert "fault_kind" not in cases["test_plant_exit_leak"], output
+    # the module's frames are gone with it: kmemleak prints bare addresses there, so no function in the title
+    assert cases["test_unload"].get("fault_kind") == "kmemleak", output
+    assert cases["test_unload"].get("fault_title", "").startswith("memory leak"), output
+    assert "fault_kind" not in cases["test_clean_afterwards"], output
