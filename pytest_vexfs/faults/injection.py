@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.faults.kernel_log import KMEMLEAK, Finding, find_faults
 from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.polling import deadline_in, poll
 
 DEBUGFS = "/sys/kernel/debug"
 FAULT_POINTS = ("failslab", "fail_page_alloc")
@@ -261,12 +262,11 @@ class FaultInjector:
     def _console_between(self, point: int, deadline: float = 5.0) -> str:
         """The console lines between point's begin and end markers (waiting for the end marker to be read)."""
         begin, end = f"{RESULT_TAG} {point} begin", f"{RESULT_TAG} {point} end"
-        give_up = time.monotonic() + deadline
-        while True:
+        text = ""
+        for _ in poll(deadline_in(deadline), 0.05):
             text = self._console_tail()
-            if end in text or time.monotonic() > give_up:
+            if end in text:
                 break
-            time.sleep(0.05)
         lines = text.splitlines()
         first = max((i for i, line in enumerate(lines) if line.endswith(begin)), default=-1)
         last = max((i for i, line in enumerate(lines) if line.endswith(end)), default=len(lines))
