@@ -317,7 +317,11 @@ def _start_relay(port: int = 0) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-c", RELAY, "22", str(port)], stdout=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
-    return proc, int(proc.stdout.readline())
+    line = proc.stdout.readline()
+    if not line:  # it exited: the port (the host's address, taken back) is in use by now
+        proc.wait()
+        pytest.fail(f"the relay could not listen on 127.0.0.1:{port}", pytrace=False)
+    return proc, int(line)
 
 
 def _loopback_known_hosts() -> Path:
