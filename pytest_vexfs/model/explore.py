@@ -22,12 +22,20 @@ from pytest_vexfs.model.executor import encode
 from pytest_vexfs.model.reference import Model, parse_tree, sorted_deepest_first, tree_differences
 
 #: names the generator uses: few, so operations collide (EEXIST, ENOTEMPTY, renames over targets)
-NAMES = ("a", "b", "c", "d")
+NAMES = ("a", "b", "c")
+#: the fixed pool of paths: every name at the top and inside a directory of the top
+PATHS = tuple(list(NAMES) + [f"{d}/{n}" for d in NAMES for n in NAMES])
 SYMLINK_TARGETS = ("a", "../b", "/x", "nowhere")
 OFFSETS = (0, 1, 4095, 4096, 65535, 65536, 70000, 131072)
-LENGTHS = (0, 1, 100, 4096, 5000, 65536)
+LENGTHS = (1, 100, 4096, 5000, 65536, 0)
 FILE_MODE, DIR_MODE = 0o644, 0o755
 MODES = (0o600, 0o644, 0o755, 0o700)
+#: how often each kind of operation is drawn (out of the sum); the first is where shrinking goes
+WEIGHTS = (("create", 12), ("write", 14), ("mkdir", 7), ("truncate", 9), ("rename", 8), ("remount", 6),
+           ("fsync", 5), ("unlink", 5), ("link", 4), ("inspect", 5), ("rmdir", 3), ("symlink", 3),
+           ("chmod", 3), ("reload", 2), ("drop_caches", 2))
+#: how a sequence ends: mostly as it is, sometimes with a power cut after an fsync, fdatasync or sync
+ENDINGS = ("none", "none", "fsync", "none", "none", "sync", "none", "fdatasync", "none")
 #: operations that are not plain executor lines
 ENVIRONMENT_OPS = ("remount", "reload", "drop_caches", "power_cut")
 
@@ -78,6 +86,10 @@ class Target:
     reload_command: str
     fsck_command: str = ""
     load_command: str = ""  # loads the module when it is not (a sequence starts from a known state)
+    #: formats the device afresh (unmounting first when mounted) and mounts it: every sequence starts on
+    #: a new filesystem, so nothing an earlier one left (an inode a planted bug detached from the tree, a
+    #: half-done remount) changes its answers and a finding replays the same; "" empties the tree instead
+    format_command: str = ""
     power_cut: Callable[[], None] | None = None
     kernel_log: Callable[[], str] = lambda: ""
     faults: Callable[[], list[str]] = lambda: []
@@ -128,9 +140,12 @@ class Explorer:
         tag = f"vexfs-model: sequence {label}".strip()
         self._queue(Step(0, encode(["kmsg", tag]), ("ok", "")))
         load = f"{target.load_command} && " if target.load_command else ""
-        self._queue(Step(0, encode(["sh", f"{{ {load}mountpoint -q {shlex.quote(target.mountpoint)} || "
-                                          f"{target.mount_command}; }} 2>&1"]), ("ok", "0"), "shell"))
-        self._queue(Step(0, encode(["reset"]), ("ok", "")))
+        if target.format_command:
+            self._queue(Step(0, encode(["sh", f"{{ {load}{target.format_command}; }} 2>&1"]), ("ok", "0"), "shell"))
+        else:
+            self._queue(Step(0, encode(["sh", f"{{ {load}mountpoint -q {shlex.quote(target.mountpoint)} || "
+                                              f"{target.mount_command}; }} 2>&1"]), ("ok", "0"), "shell"))
+            self._queue(Step(0, encode(["reset"]), ("ok", "")))
         self._queue(Step(0, encode(["sync"]), ("ok", "")))
 
     # -- applying --------------------------------------------------------------------------------
@@ -311,22 +326,46 @@ class Explorer:
 
 # -- generation ----------------------------------------------------------------------------------
 
+def edges(caps: Capabilities) -> tuple[int, ...]:
+    """File offsets and sizes where filesystems change how they store data: the page (4 KiB) and 64 KiB
+    edges, and the profile's declared maximum file size, each with its neighbours."""
+    points = [0, 1, 4095, 4096, 4097, 65535, 65536, 65537, 131072]
+    if caps.max_file_size:
+        points += [caps.max_file_size - 1, caps.max_file_size, caps.max_file_size + 1]
+    return tuple(sorted(set(p for p in points if p >= 0)))
+
+
 def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_size: int = 200,
                   on_finish: Callable[[Explorer], None] | None = None) -> type:
-    """A Hypothesis RuleBasedStateMachine class exploring `make_target()`'s filesystem."""
+    """A Hypothesis RuleBasedStateMachine class exploring `make_target()`'s filesystem.
+
+    Built to reach the classes of bug filesystems have within a few operations, without knowing which
+    one to look for: a pool of three names so operations collide, new names inside existing
+    directories as often as at the top, writes and truncates on the 4 KiB and 64 KiB edges (and the
+    profile's file size limit) or relative to the file's size (shrink, then grow over the cut), a remount
+    as likely as any other operation, and at most one power cut per sequence, right after a persistence
+    point (fsync, fdatasync or sync: the ACE workloads). Hypothesis's swarm testing turns rules off per
+    sequence, so some sequences are all remounts and renames, others all writes."""
     from hypothesis import strategies as st
-    from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+    from hypothesis import reject
+    from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
     counter = {"n": 0}
-    disruptions = ["drop_caches"] + (["remount"] if caps.persistence else []) \
-        + (["reload"] if caps.persistence and caps.reload else []) \
-        + (["power_cut"] if caps.persistence and caps.power_cut else [])
+    points = edges(caps)
+    cuts = caps.persistence and caps.power_cut
+    allowed = {"chmod": caps.permissions, "remount": caps.persistence,
+               "reload": caps.persistence and caps.reload}
+    kinds = [k for k, _ in WEIGHTS if allowed.get(k, True)]
+    table = [k for k, w in WEIGHTS if k in kinds for _ in range(w)]
 
     class FilesystemMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
+            self.off: set[str] = set()
             counter["n"] += 1
             self.explorer = Explorer(make_target(), caps, batch_size=batch_size, label=str(counter["n"]))
+            self.ending = "none"
+            self.changed: list[str] = []  # paths of files created or changed, in order
 
         @property
         def model(self) -> Model:
@@ -339,52 +378,85 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
                     paths.add(f"{d}/{n}" if d else n)
             return sorted(paths, key=lambda p: (p.count("/"), p))
 
-        def _any(self, data: Any) -> str:
-            path: str = data.draw(st.sampled_from(self._candidates()), label="path")
+        def _pick(self, data: Any, existing: list[str], label: str) -> str:
+            """A path of the fixed pool (PATHS, so a step keeps its meaning when Hypothesis deletes an
+            earlier one while shrinking), or one of `existing` (what is there now: deeper paths, and an
+            operation that does not just fail with ENOENT)."""
+            if existing and data.draw(st.integers(0, 3), label=f"{label} from") > 0:
+                path: str = data.draw(st.sampled_from(existing), label=label)
+                return path
+            path = data.draw(st.sampled_from(PATHS), label=label)
+            parent = self.model.nodes.get(self.model.parent(path))
+            if parent is not None and parent.kind == "l":
+                # the kernel follows a symlink in the middle of a path (out of the mount, or in a loop),
+                # the model does not: never such a path
+                reject()
             return path
+
+        def _fresh(self, data: Any) -> str:
+            """A path for a new entry: from the pool, or a free name in an existing directory."""
+            return self._pick(data, [p for p in self._candidates() if p not in self.model.nodes], "new")
+
+        def _any(self, data: Any) -> str:
+            return self._pick(data, self._candidates(), "path")
 
         def _file(self, data: Any) -> str:
-            """Existing regular files first (shrinking moves toward them), then every other candidate."""
-            files = self.model.paths("f")
-            rest = [p for p in self._candidates() if p not in set(files)]
-            path: str = data.draw(st.sampled_from(files + rest), label="file")
-            return path
+            return self._pick(data, self.model.paths("f"), "file")
 
         def _existing(self, data: Any) -> str:
-            paths = self.model.paths() or ["a"]
-            path: str = data.draw(st.sampled_from(paths), label="path")
-            return path
+            return self._pick(data, self.model.paths(), "path")
+
+        def _size(self, path: str) -> int:
+            node = self.model.nodes.get(path)
+            return len(node.data) if node is not None and node.kind == "f" else 0
+
+        def _place(self, data: Any, path: str, label: str) -> int:
+            """An offset or size: an edge, the file's end, half of it, or anywhere."""
+            size = self._size(path)
+            kind = data.draw(st.sampled_from(("edge", "end", "half", "any")), label=label)
+            if kind == "edge":
+                value: int = data.draw(st.sampled_from(points), label=label)
+            elif kind == "end":
+                value = size + data.draw(st.sampled_from((0, 1, 100, 4096)), label=label)
+            elif kind == "half":
+                value = size // 2
+            else:
+                value = data.draw(st.integers(0, 140000), label=label)
+            return value
 
         def do(self, *op: Any) -> None:
             self.explorer.apply(op)
+            if op[0] in ("create", "write", "truncate", "link", "rename", "chmod"):
+                self.changed.append(op[-1] if op[0] in ("link", "rename") else op[1])
 
-        @rule(data=st.data())
-        def create(self, data: Any) -> None:
-            self.do("create", self._any(data), FILE_MODE)
+        # -- the operations: one rule draws which, from WEIGHTS (Hypothesis's own choice among many
+        # rules is far from even: a rule without arguments came up seven times as often as the others)
+        def op_create(self, data: Any) -> None:
+            self.do("create", self._fresh(data), FILE_MODE)
 
-        @rule(data=st.data())
-        def mkdir(self, data: Any) -> None:
-            self.do("mkdir", self._any(data), DIR_MODE)
+        def op_mkdir(self, data: Any) -> None:
+            self.do("mkdir", self._fresh(data), DIR_MODE)
 
-        @rule(data=st.data(), offset=st.sampled_from(OFFSETS) | st.integers(0, 140000),
-              length=st.sampled_from(LENGTHS) | st.integers(0, 70000), seed=st.integers(0, 250))
-        def write(self, data: Any, offset: int, length: int, seed: int) -> None:
-            self.do("write", self._file(data), offset, length, seed)
+        def op_write(self, data: Any) -> None:
+            path = self._file(data)
+            offset = self._place(data, path, "offset")
+            length: int = data.draw(st.sampled_from(LENGTHS) | st.integers(0, 70000), label="length")
+            self.do("write", path, offset, length, data.draw(st.integers(0, 250), label="seed"))
 
-        @rule(data=st.data(), offset=st.sampled_from(OFFSETS[4:]), length=st.sampled_from(LENGTHS),
-              seed=st.integers(0, 250))
-        def write_far(self, data: Any, offset: int, length: int, seed: int) -> None:
-            """A write at or past 64 KiB: sparse files, and the second 64 KiB of a file."""
-            self.do("write", self._file(data), offset, length, seed)
+        def op_truncate(self, data: Any) -> None:
+            path = self._file(data)
+            size = self._size(path)
+            if size and data.draw(st.integers(0, 2), label="cut and regrow") == 2:
+                # fsx's classic: cut a file short, then extend it again over what was cut (stale bytes)
+                self.do("truncate", path, size // 2)
+                self.do("truncate", path, size)
+            else:
+                self.do("truncate", path, self._place(data, path, "length"))
 
-        @rule(data=st.data(), length=st.sampled_from(OFFSETS) | st.integers(0, 140000))
-        def truncate(self, data: Any, length: int) -> None:
-            self.do("truncate", self._file(data), length)
-
-        # reads are one rule: every write and truncate already answers with the whole file's digest,
-        # and the tree is compared at the end and after each disruption
-        @rule(data=st.data(), kind=st.sampled_from(("read", "stat", "listdir", "readlink")))
-        def inspect(self, data: Any, kind: str) -> None:
+        def op_inspect(self, data: Any) -> None:
+            # reads are one kind: every write and truncate already answers with the whole file's digest,
+            # and the tree is compared at the end and after each disruption
+            kind = data.draw(st.sampled_from(("read", "stat", "listdir", "readlink")), label="inspect")
             if kind == "read":
                 self.do("read", self._file(data))
             elif kind == "listdir":
@@ -392,46 +464,74 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
             else:
                 self.do(kind, self._any(data))
 
-        @rule(data=st.data())
-        def unlink(self, data: Any) -> None:
+        def op_unlink(self, data: Any) -> None:
             self.do("unlink", self._existing(data))
 
-        @rule(data=st.data())
-        def rmdir(self, data: Any) -> None:
+        def op_rmdir(self, data: Any) -> None:
             self.do("rmdir", self._existing(data))
 
-        @rule(data=st.data())
-        def rename(self, data: Any) -> None:
-            self.do("rename", self._existing(data), self._any(data))
+        def op_rename(self, data: Any) -> None:
+            self.do("rename", self._existing(data), self._fresh(data))
 
-        @rule(data=st.data())
-        def link(self, data: Any) -> None:
-            self.do("link", self._existing(data), self._any(data))
+        def op_link(self, data: Any) -> None:
+            self.do("link", self._existing(data), self._fresh(data))
 
-        @rule(data=st.data(), dest=st.sampled_from(SYMLINK_TARGETS))
-        def symlink(self, data: Any, dest: str) -> None:
-            self.do("symlink", dest, self._any(data))
+        def op_symlink(self, data: Any) -> None:
+            self.do("symlink", data.draw(st.sampled_from(SYMLINK_TARGETS), label="target"), self._fresh(data))
 
-        @rule(data=st.data(), kind=st.sampled_from(("fsync", "fdatasync", "sync")))
-        def fsync(self, data: Any, kind: str) -> None:
+        def op_fsync(self, data: Any) -> None:
+            kind = data.draw(st.sampled_from(("fsync", "fdatasync", "sync")), label="kind")
             if kind == "sync":
                 self.do("sync")
             else:
                 self.do(kind, self._file(data))
 
-        @precondition(lambda self: caps.permissions)
-        @rule(data=st.data(), mode=st.sampled_from(MODES))
-        def chmod(self, data: Any, mode: int) -> None:
+        def op_chmod(self, data: Any) -> None:
             paths = [p for p in self.model.paths() if self.model.nodes[p].kind != "l"]
             if paths:  # chmod follows symlinks, which the model does not resolve: never on one
-                self.do("chmod", data.draw(st.sampled_from(paths), label="path"), mode)
+                self.do("chmod", data.draw(st.sampled_from(paths), label="path"),
+                        data.draw(st.sampled_from(MODES), label="mode"))
 
-        # one rule for the expensive disruptions, so they are a few percent of the operations
-        @rule(kind=st.sampled_from(disruptions))
-        def disrupt(self, kind: str) -> None:
-            self.do(kind)
+        def op_remount(self, data: Any) -> None:
+            self.do("remount")
 
+        def op_reload(self, data: Any) -> None:
+            self.do("reload")
+
+        def op_drop_caches(self, data: Any) -> None:
+            self.do("drop_caches")
+
+        @initialize(data=st.data())
+        def start(self, data: Any) -> None:
+            """Swarm testing: each kind of operation is left out of a quarter of the sequences (some are
+            all writes and truncates, others all renames and remounts), and the sequence's ending."""
+            # two random bit masks AND-ed: each kind is off with a chance of 1/4 (one draw each, so
+            # shrinking turns the whole swarm on in two steps)
+            mask = data.draw(st.integers(0, 2 ** len(kinds) - 1), label="swarm") \
+                & data.draw(st.integers(0, 2 ** len(kinds) - 1), label="swarm")
+            self.off = {k for i, k in enumerate(kinds) if mask >> i & 1}
+            self.ending = data.draw(st.sampled_from(ENDINGS if cuts else ("none",)), label="ending")
+
+        @rule(data=st.data())
+        def step(self, data: Any) -> None:
+            kind = data.draw(st.sampled_from(table), label="operation")
+            if kind not in self.off:
+                getattr(self, f"op_{kind}")(data)
+
+        # a power cut costs a VM restore: at most one per sequence, at its end, after a persistence
+        # point (ACE's workloads: operations, an fsync of the file last changed, a crash), chosen when the
+        # sequence starts; shrinking drops it first ("none") when the finding does not need it
         def teardown(self) -> None:
+            if self.ending != "none" and not self.explorer.failed:
+                files = [p for p in reversed(self.changed) if self.model.nodes.get(p) is not None
+                         and self.model.nodes[p].kind == "f"]
+                # the file changed last since the last durable point (where an fsync has work to do)
+                last = next((p for p in files if p in self.model.touched), files[0] if files else None)
+                if self.ending == "sync" or last is None:
+                    self.do("sync")
+                else:
+                    self.do(self.ending, last)
+                self.do("power_cut")
             self.explorer.finish()
             if on_finish is not None:
                 on_finish(self.explorer)

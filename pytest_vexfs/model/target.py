@@ -103,10 +103,9 @@ class ModelRig:
     def _load_module(self, put: Any, *, tools: bool) -> None:
         assert self.built is not None
         self.module = LoadedModule(self.session, self.built, self.profile, put=put)
-        if not tools:  # after a power cut: the filesystem exists, so mkfs and the other tools are not needed
-            self.session.run(f"mkdir -p {shlex.quote(str(Path(self.module.guest_ko).parent))}", check=True)
-            put(self.built.ko, self.module.guest_ko)
-        elif not self.module.is_installed():
+        # after a power cut (`tools` False) the VM is new: the module and its tools (the next sequence
+        # formats with mkfs) are copied in again
+        if not tools or not self.module.is_installed():
             self.module.install()
         if self.load_params and self.module.is_loaded():
             self.module.unload()  # loaded by an earlier test without this rig's parameters
@@ -143,6 +142,15 @@ class ModelRig:
         opts = self.fs.options
         return (f"mount -t {shlex.quote(self.profile.fs_type)}" + (f" -o {shlex.quote(opts)}" if opts else "")
                 + f" {shlex.quote(self.fs.device)} {shlex.quote(self.mountpoint)}")
+
+    def format_command(self) -> str:
+        """Unmount if mounted, format the device afresh, mount: a new filesystem for every sequence."""
+        assert self.fs is not None
+        if not self.profile.mkfs or self.fs.device == "none":
+            return ""
+        mnt = shlex.quote(self.mountpoint)
+        return (f"export PATH=/usr/local/sbin:/usr/local/bin:$PATH && {{ ! mountpoint -q {mnt} || umount {mnt}; }} "
+                f"&& {shlex.join(self.fs.mkfs_argv())} >/dev/null && {self.mount_command()}")
 
     def load_command(self) -> str:
         """insmod unless the filesystem type is registered (a sequence after a failed reload)."""
@@ -183,7 +191,7 @@ class ModelRig:
         assert self.fs is not None
         return Target(run_batch=self.run_batch, mountpoint=self.mountpoint, mount_command=self.mount_command(),
                       reload_command=self.reload_command(), fsck_command=fsck_command(self.profile, self.fs.device),
-                      load_command=self.load_command(),
+                      load_command=self.load_command(), format_command=self.format_command(),
                       power_cut=self.power_cut if self.power_cuts else None, kernel_log=self.kernel_log,
                       faults=self.faults, module_name=self.profile.name)
 
