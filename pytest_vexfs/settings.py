@@ -57,6 +57,17 @@ def _port(value: Any) -> int:
     return number
 
 
+def _module_params(value: Any) -> str:
+    """NAME=VALUE,NAME=VALUE (or "none"): checked here, parsed by pytest_vexfs.model.run.parse_params."""
+    text = _text(value).strip()
+    if text and text != "none":
+        for item in text.split(","):
+            name, sep, _ = item.partition("=")
+            if not sep or not name.strip().isidentifier():
+                raise ValueError(f"{item!r} is not NAME=VALUE")
+    return text
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -196,6 +207,9 @@ class SettingValues:
                                   "rounds (0: one round)", "model.budget", allowed="number >= 0")
     model_seed: str = setting(_text, "", "model checker: seed of the first round (default random, printed)",
                               "model.seed")
+    model_params: str = setting(_module_params, "", "model checker: module parameters to load the module with "
+                                "for exploration and replay, replacing the ones a reproducer recorded (none: no "
+                                "parameters)", "model.params", allowed="NAME=VALUE,NAME=VALUE or none")
     explore: bool = setting(_boolean, False, "model checker long mode (nightly): 100 sequences of 100 operations "
                             "per round and a 30 min budget unless set otherwise", "model.explore",
                             allowed="true/false")

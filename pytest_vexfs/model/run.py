@@ -18,6 +18,16 @@ from pytest_vexfs.model.target import ModelRig
 EXPLORE_DEFAULTS = {"model_examples": 100, "model_steps": 100, "model_budget": 1800.0}
 
 
+def parse_params(text: str) -> dict[str, str] | None:
+    """The `model_params` setting as load parameters: None when unset, {} for "none"."""
+    text = text.strip()
+    if not text:
+        return None
+    if text == "none":
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (item.partition("=") for item in text.split(","))}
+
+
 @dataclasses.dataclass
 class Budget:
     """How much to explore: sequences per round, operations per sequence, seconds of extra rounds."""
@@ -63,11 +73,14 @@ class Summary:
 class ModelRun:
     """Explore or replay against a ModelRig, writing findings under `results`."""
 
-    def __init__(self, rig: ModelRig, budget: Budget, results: Path, label: str = "") -> None:
+    def __init__(self, rig: ModelRig, budget: Budget, results: Path, label: str = "",
+                 params: dict[str, str] | None = None) -> None:
         self.rig = rig
         self.budget = budget
         self.results = results
         self.label = label
+        #: load parameters given by the `model_params` setting: they replace a reproducer's
+        self.params = params
 
     def notes(self) -> list[str]:
         """What this run leaves out, and why (for the report)."""
@@ -122,8 +135,15 @@ class ModelRun:
             summary.power_cut_seconds = sum(self.rig.cut_seconds[cuts_before:])
         return summary
 
-    def replay(self, ops: Sequence[Sequence[Any]]) -> Explorer:
-        """Apply a fixed sequence and compare; raises Discrepancy on the first difference."""
+    def replay(self, ops: Sequence[Sequence[Any]], params: dict[str, Any] | None = None) -> Explorer:
+        """Apply a fixed sequence and compare; raises Discrepancy on the first difference.
+
+        `params` (a reproducer's recorded load parameters) reload the module with them first, unless
+        the `model_params` setting gives others."""
+        wanted = self.params if self.params is not None else params
+        if wanted is not None and {k: str(v) for k, v in wanted.items()} != \
+                {k: str(v) for k, v in self.rig.load_params.items()}:
+            self.rig.reload_module(**wanted)
         explorer = Explorer(self.rig.target(), self.rig.capabilities(), label="replay")
         for op in ops:
             explorer.apply(op)
@@ -132,17 +152,27 @@ class ModelRun:
 
     def write_reproducer(self, exc: Discrepancy | ExplorationStopped) -> Path:
         """A standalone pytest file replaying the failing sequence (commit it as a regression test)."""
-        ops = exc.ops
-        key = hashlib.sha256(repr(ops).encode()).hexdigest()[:10]
-        path = self.results / f"test_repro_{key}.py"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        report = "\n".join("# " + line for line in str(exc.args[0]).splitlines())
-        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        path.write_text(
-            f'"""Reproducer found by the pytest-vexfs model checker ({when}, module {self.rig.profile.name}'
-            f'{", " + self.label if self.label else ""}).\n\nRun it with pytest like any test of the '
-            f'filesystem_ops domain; it fails while the bug is there."""\n\n'
-            f"{report}\n\nimport pytest\n\nOPS = {pprint.pformat(ops, width=100)}\n\n\n"
-            f"@pytest.mark.filesystem_ops\ndef test_repro_{key}(vexfs_model):\n"
-            f"    vexfs_model.replay(OPS)\n")
-        return path
+        return write_reproducer(self.results, exc.ops, str(exc.args[0]), module=self.rig.profile.name,
+                                params=self.rig.load_params, label=self.label)
+
+
+def write_reproducer(results: Path, ops: Sequence[Sequence[Any]], report: str, *, module: str,
+                     params: dict[str, Any], label: str = "") -> Path:
+    """`results`/test_repro_<digest>.py: replays `ops` with the module loaded with `params` (the load
+    parameters in effect when the sequence was found; --vexfs-model-params replaces them)."""
+    ops = [tuple(op) for op in ops]
+    key = hashlib.sha256(repr(ops).encode()).hexdigest()[:10]
+    path = results / f"test_repro_{key}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    comment = "\n".join("# " + line for line in report.splitlines())
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    recorded = {k: str(v) for k, v in params.items()}
+    path.write_text(
+        f'"""Reproducer found by the pytest-vexfs model checker ({when}, module {module}'
+        f'{", " + label if label else ""}).\n\nRun it with pytest like any test of the filesystem_ops '
+        f'domain; it fails while the bug is there. The module is loaded with PARAMS, the parameters in '
+        f'effect when it was found\n(--vexfs-model-params NAME=VALUE,... or none replaces them)."""\n\n'
+        f"{comment}\n\nimport pytest\n\nPARAMS = {recorded!r}\n\nOPS = {pprint.pformat(ops, width=100)}\n\n\n"
+        f"@pytest.mark.filesystem_ops\ndef test_repro_{key}(vexfs_model):\n"
+        f"    vexfs_model.replay(OPS, params=PARAMS)\n")
+    return path

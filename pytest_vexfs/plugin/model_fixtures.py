@@ -9,7 +9,7 @@ import pytest
 
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.guest.session import TestSession, VMSlot
-from pytest_vexfs.model.run import Budget, ModelRun
+from pytest_vexfs.model.run import Budget, ModelRun, parse_params
 from pytest_vexfs.model.target import ModelRig
 from pytest_vexfs.module.build import BuiltModule
 from pytest_vexfs.module.profile import ModuleProfile
@@ -29,12 +29,16 @@ def vexfs_model(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_slo
     power_cuts = bool(cuts_marker.args[0]) if cuts_marker and cuts_marker.args else True
     settings = vexfs_slot.settings
     budget = Budget.from_settings(settings.values, settings.sources)
+    override = parse_params(str(settings.values.get("model_params") or ""))
+    if override is not None:
+        params = override
     try:
         rig = ModelRig(vexfs_slot, vexfs_vm, vexfs_built_module, vexfs_profile, power_cuts=power_cuts,
                        load_params=params).__enter__()
     except VexfsError as err:
         raise user_error(err) from None
-    run = ModelRun(rig, budget, request.config.rootpath / ".vexfs" / "model", label=request.node.nodeid)
+    run = ModelRun(rig, budget, request.config.rootpath / ".vexfs" / "model", label=request.node.nodeid,
+                   params=override)
     for note in run.notes():
         request.node.user_properties.append(("model_note", note))
     try:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pytest_vexfs.model.explore import Discrepancy
-from pytest_vexfs.model.run import Budget
+from pytest_vexfs.model.run import Budget, write_reproducer
 
 MODES = ["zero_past_64k", "stale_truncate", "subdir_lost", "rename_undone", "fsync_lost"]
 #: exploration proofs run in the long mode (--vexfs-explore true, nightly): each takes minutes under TCG
@@ -18,7 +18,7 @@ MODES = ["zero_past_64k", "stale_truncate", "subdir_lost", "rename_undone", "fsy
 QUICK: set[str] = set()
 #: the same generator and budget for every mode: the checker is not told which one is planted (the
 #: quick mode in every run gets a third of it)
-PROOF_BUDGET = Budget(examples=60, steps=30, seconds=0.0, seed=20261130)
+PROOF_BUDGET = Budget(examples=100, steps=20, seconds=0.0, seed=20261130)
 QUICK_BUDGET = Budget(examples=20, steps=30, seconds=0.0, seed=20261130)
 
 
@@ -79,3 +79,24 @@ def test_planted_bug_minimal_sequence_is_caught(mode, request, vexfs_profile):
     print(found.value.args[0])
     vexfs_model.rig.reload_module()
     vexfs_model.replay(MINIMAL[mode])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reproducer_file_fails_on_the_faulty_module_and_passes_on_the_clean_one(mode, pytester, vexfs_profile,
+                                                                                vexfs_settings):
+    """The reproducer the checker writes is a standalone pytest file: run on its own (a subprocess, its
+    own VM) it loads the module with the parameters it recorded (silent=MODE) and fails with the
+    finding; with --vexfs-model-params none (the clean module) it passes."""
+    if vexfs_profile.name != "vexfsref":
+        pytest.skip("the planted bugs are the reference module's")
+    if mode != "subdir_lost" and not vexfs_settings.explore:
+        pytest.skip(f"{mode}: long mode only (--vexfs-explore true); subdir_lost in every run")
+    path = write_reproducer(pytester.path, MINIMAL[mode], "the shortest sequence, written by hand",
+                            module="vexfsref", params={"silent": mode})
+    assert reproducer_ops(path) == MINIMAL[mode]
+    faulty = pytester.runpytest_subprocess(str(path), "-p", "no:cacheprovider", "--vexfs-accel", "tcg")
+    faulty.assert_outcomes(failed=1)
+    faulty.stdout.fnmatch_lines([f"*filesystem model discrepancy at operation {len(MINIMAL[mode])} of*"])
+    clean = pytester.runpytest_subprocess(str(path), "-p", "no:cacheprovider", "--vexfs-accel", "tcg",
+                                          "--vexfs-model-params", "none")
+    clean.assert_outcomes(passed=1)

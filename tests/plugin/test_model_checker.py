@@ -110,3 +110,35 @@ def test_long_mode_raises_only_the_budgets_left_at_their_defaults(tmp_path: Path
     assert budget({"explore": "true"}) == Budget(examples=100, steps=100, seconds=1800.0, seed=None)
     assert budget({"explore": "true", "model_examples": "7", "model_seed": "42"}) == \
         Budget(examples=7, steps=100, seconds=1800.0, seed=42)
+
+
+def test_model_params_replace_a_reproducers_parameters(tmp_path: Path) -> None:
+    """--vexfs-model-params: NAME=VALUE pairs, "none" for no parameters, unset leaves a reproducer's own."""
+    from pytest_vexfs import settings as cfg
+    from pytest_vexfs.errors import ConfigError
+    from pytest_vexfs.model.run import parse_params
+
+    def params(value: str) -> dict[str, str] | None:
+        return parse_params(cfg.resolve({"model_params": value}, {}, {}, tmp_path, None).values["model_params"])
+
+    assert params("") is None
+    assert params("none") == {}
+    assert params("silent=subdir_lost, verbose=1") == {"silent": "subdir_lost", "verbose": "1"}
+    with pytest.raises(ConfigError, match="silent"):
+        params("silent")
+
+
+def test_reproducer_file_carries_the_sequence_and_the_load_parameters(tmp_path: Path) -> None:
+    import ast
+
+    from pytest_vexfs.model.run import write_reproducer
+
+    ops = [("mkdir", "d", 0o755), ("create", "d/a", 0o644), ("remount",)]
+    path = write_reproducer(tmp_path, ops, "what went wrong: d/a lost", module="vexfsref",
+                            params={"silent": "subdir_lost"})
+    tree = ast.parse(path.read_text())
+    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body  # type: ignore[attr-defined]
+              if isinstance(n, ast.Assign)}
+    assert values == {"PARAMS": {"silent": "subdir_lost"}, "OPS": ops}
+    assert "# what went wrong: d/a lost" in path.read_text()
+    assert "vexfs_model.replay(OPS, params=PARAMS)" in path.read_text()
