@@ -21,6 +21,12 @@ from pathlib import Path
 __all__ = ["ElfObject", "SourceLine", "Symbolizer", "frame_function"]
 
 _FRAME = re.compile(r"(?P<func>[A-Za-z_.$][\w.$]*)\+0x(?P<off>[0-9a-f]+)/0x[0-9a-f]+(?: \[(?P<mod>[\w-]+)[^\]]*\])?")
+#: a frame printed as a bare address: the kernel no longer knows the module that held it (unloaded)
+_BARE = re.compile(r"^(?:\[[^\]]*\] )?(?:kmemleak: )?\s+(?:\[<[0-9a-f]+>\] )?0x(?P<addr>[0-9a-f]{16})\s*$")
+#: a /proc/kallsyms line of a module's text symbol: "ffffffffa0007000 t name\t[module]"
+_KALLSYMS = re.compile(r"^(?P<addr>[0-9a-f]{16}) [tT] (?P<func>\S+)\s+\[(?P<mod>[\w-]+)\]", re.M)
+#: a bare address further than this past the nearest known symbol is not taken as inside it
+_MAX_FUNCTION = 0x10000
 _EXACT_PC = re.compile(r"(?:.*\] )?\s*(?:RIP: [0-9a-f]{4}:|pc : )")  # the faulting instruction itself
 _KERNEL = "vmlinux"
 
@@ -140,6 +146,29 @@ class Symbolizer:
 
     def __init__(self) -> None:
         self.objects: dict[str, ElfObject] = {}
+        self._addresses: dict[int, tuple[str, str]] = {}  # module text symbols seen loaded: (function, module)
+        self._sorted: list[int] = []
+
+    def remember_module_symbols(self, kallsyms: str) -> None:
+        """Where the modules' functions were while loaded (``/proc/kallsyms`` lines): once a module is
+        unloaded the kernel prints its frames as bare addresses (a kmemleak report of what it leaked),
+        which are then resolved through the addresses it had. A reload elsewhere overwrites what
+        collides; addresses it does not reuse are kept."""
+        for m in _KALLSYMS.finditer(kallsyms):
+            mod = m.group("mod").replace("-", "_")
+            if mod in self.objects:
+                self._addresses[int(m.group("addr"), 16)] = (m.group("func"), mod)
+        self._sorted = sorted(self._addresses)
+
+    def _bare(self, address: int) -> tuple[str, str, int] | None:
+        """(module, function, offset) of a bare address, through the module symbols remembered."""
+        import bisect
+
+        index = bisect.bisect_right(self._sorted, address) - 1
+        if index < 0 or address - self._sorted[index] > _MAX_FUNCTION:
+            return None
+        func, mod = self._addresses[self._sorted[index]]
+        return mod, func, address - self._sorted[index]
 
     def add_module(self, name: str, ko: Path, build_dir: str | None = None, source: Path | None = None) -> None:
         """A module (name as in traces, ``[name]``) and, to map file names, where it was built from what."""
@@ -157,6 +186,12 @@ class Symbolizer:
         """(line index, source line) for every resolvable frame in ``text``."""
         wanted: dict[str, list[tuple[int, str, int]]] = {}
         for index, line in enumerate(text.splitlines()):
+            bare = _BARE.match(line) if self._sorted and "0x" in line else None
+            known = self._bare(int(bare.group("addr"), 16)) if bare else None
+            if known is not None:
+                mod, func, offset = known
+                wanted.setdefault(mod, []).append((index, func, offset - 1 if offset else 0))
+                continue
             for m in _FRAME.finditer(line):
                 mod = (m.group("mod") or _KERNEL).replace("-", "_")
                 if mod not in self.objects:

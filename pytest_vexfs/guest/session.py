@@ -40,6 +40,9 @@ KMEMLEAK_MIN_AGE = 5.5
 _DEBUGFS = f"[ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; [ -e {KMEMLEAK} ]"
 SCAN_KMEMLEAK = (f"if {_DEBUGFS}; then sleep {{wait:.1f}}; echo 1 > /sys/module/kmemleak/parameters/verbose; "
                  f"echo scan > {KMEMLEAK}; fi")
+#: with kmemleak, also where the modules' functions are (a module unloaded later has its frames printed as
+#: bare addresses in a leak report: Symbolizer.remember_module_symbols resolves them)
+MODULE_SYMBOLS = f"if [ -e {KMEMLEAK} ]; then grep -E '^[0-9a-f]+ [tT] .*\\[' /proc/kallsyms; fi"
 #: before a VM's first test: what the boot itself left unreferenced is not the tests' doing
 PRIME_KMEMLEAK = f"if {_DEBUGFS}; then echo scan > {KMEMLEAK}; echo clear > {KMEMLEAK}; fi; true"
 
@@ -77,6 +80,9 @@ def locate(finding: Finding, symbols: Symbolizer) -> Finding:
                    if finding.frame and finding.frame in lines[index]), "")
     blamed = blamed or next((str(where) for index, where in sorted(located.items())
                              if finding.function and frame_function(lines[index]) == finding.function), "")
+    if not blamed and finding.function is None:  # no function named: the frames of an unloaded module
+        blamed = next((str(where) for index, where in sorted(located.items())
+                       if frame_function(lines[index]) is None), "")
     return dataclasses.replace(finding, excerpt=excerpt, location=blamed)
 
 
@@ -395,9 +401,12 @@ class TestSession:
         wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - since))
         self._scanned_at = time.monotonic() + wait
         try:
-            self.vm.run(CHECK_SLABS + "; " + SCAN_KMEMLEAK.format(wait=wait) + "; true", timeout=120)
+            result = self.vm.run(CHECK_SLABS + "; " + SCAN_KMEMLEAK.format(wait=wait) + "; " + MODULE_SYMBOLS
+                                 + "; true", timeout=120)
         except VexfsError:
-            pass  # the VM died or hangs: the verdict says so
+            return  # the VM died or hangs: the verdict says so
+        if self.symbols is not None and result.stdout:
+            self.symbols.remember_module_symbols(result.stdout)
 
     def _collect(self) -> list[Finding]:
         """Read the console up to now; note a VM death; every finding of this test so far."""

@@ -165,7 +165,12 @@ def test_the_error_path_sweep_and_the_unload_scan_find_their_leaks(pytester: pyt
                      rf"\S+vexfsref_vec\.c:{first} \(vexfsref_vec_reserve\)", summary), summary
     assert "(sweep complete)" in summary and "unreferenced object" in summary, summary
     assert "fault_kind" not in cases["test_plant_exit_leak"], output
-    # the module's frames are gone with it: kmemleak prints bare addresses there, so no function in the title
+    # the module's frames are gone with it: kmemleak prints bare addresses there (no function in the title),
+    # resolved through the addresses the module's functions had while it was loaded
     assert cases["test_unload"].get("fault_kind") == "kmemleak", output
     assert cases["test_unload"].get("fault_title", "").startswith("memory leak"), output
+    planted = FAULT_SOURCE.read_text().splitlines()
+    alloc = next(i for i, line in enumerate(planted, 1) if "void *p = kmalloc(2048" in line)
+    assert cases["test_unload"].get("fault_location", "").endswith(
+        f"vexfsref_fault.c:{alloc} (vexfsref_fault_exit_leak)"), cases["test_unload"]
     assert "fault_kind" not in cases["test_clean_afterwards"], output
