@@ -123,3 +123,15 @@ def test_the_planted_error_path_leak_is_found_at_its_failure_point(
     summary = insert.summary()
     assert f"first that broke: point {insert.broken[0].point}: injected at " in summary, summary
     assert "FAULT_INJECTION: forcing a failure" in summary and "unreferenced object" in summary, summary
+
+
+@pytest.mark.requires("fault_injection")
+@pytest.mark.expect_fault("warning")
+def test_a_warning_during_a_sweep_ends_it_at_that_point(vexfs_fault_injection, vexfs_vm, vexfs_profile):
+    # the command WARNs whatever is injected: the first point must show it, not the end of the sweep
+    report = vexfs_fault_injection.sweep(
+        "warn", f"dd of={vexfs_profile.fault_control} if=/tmp/warn-word", setup="echo warn > /tmp/warn-word")
+    assert len(report.runs) == 1 and report.first_broken is report.runs[0], report.summary()
+    (finding,) = report.runs[0].findings
+    assert finding.kind == "warning" and finding.function == "vexfsref_fault_warn", report.summary()
+    assert "vexfsref_fault.c:" in finding.location, finding.location
