@@ -115,6 +115,42 @@ def describe(op: Sequence[Any]) -> str:
 
 
 @dataclasses.dataclass
+class ShrinkBudget:
+    """How many sequences the guest runs while Hypothesis shrinks a finding (None: no limit).
+
+    Past `limit` sequences after the first discrepancy, a candidate that is not one of the sequences
+    seen failing passes without reaching the guest: Hypothesis stops improving and reports the shortest
+    failing sequence found so far, which it replays for real (it failed already, and every sequence starts
+    on a fresh filesystem, so it fails again). Shrinking is most of an exploration's cost under TCG:
+    hundreds of sequences, most of them improving nothing after the first few dozen."""
+
+    limit: int | None = None
+    failures: list[list[tuple[Any, ...]]] = dataclasses.field(default_factory=list)
+    sequences: int = 0   # run since the first discrepancy
+    skipped: int = 0
+
+    def started(self) -> None:
+        if self.failures:
+            self.sequences += 1
+
+    def exhausted(self) -> bool:
+        return self.limit is not None and bool(self.failures) and self.sequences > self.limit
+
+    def failed(self, ops: Sequence[tuple[Any, ...]]) -> None:
+        """Record a failing sequence; none once the limit is reached (every sequence is then answered
+        the same way each time Hypothesis replays it: run and failing, or skipped and passing)."""
+        if not self.exhausted():
+            self.failures.append(list(ops))
+
+    def runs(self, ops: Sequence[tuple[Any, ...]]) -> bool:
+        """Must a sequence starting with `ops` still go to the guest?"""
+        if not self.exhausted():
+            return True
+        ops = list(ops)
+        return any(f[:len(ops)] == ops or ops[:len(f)] == f for f in self.failures)
+
+
+@dataclasses.dataclass
 class Step:
     """One queued executor line and what the model expects of it."""
 
@@ -127,10 +163,14 @@ class Step:
 class Explorer:
     """One sequence of operations against the model and the target (see the module docstring)."""
 
-    def __init__(self, target: Target, caps: Capabilities, *, batch_size: int = 200, label: str = "") -> None:
+    def __init__(self, target: Target, caps: Capabilities, *, batch_size: int = 200, label: str = "",
+                 shrink: ShrinkBudget | None = None) -> None:
         self.target = target
         self.caps = caps
         self.batch_size = batch_size
+        self.shrink = shrink if shrink is not None else ShrinkBudget()
+        self.shrink.started()
+        self.skipped = False
         self.model = Model(max_file_size=caps.max_file_size)
         self.ops: list[tuple[Any, ...]] = []
         self.results: dict[int, str] = {}
@@ -192,9 +232,20 @@ class Explorer:
         self.flush()
 
     # -- comparing -------------------------------------------------------------------------------
+    def _skipping(self) -> bool:
+        if not self.skipped and not self.shrink.runs(self.ops):
+            self.skipped = True
+            self.shrink.skipped += 1
+        return self.skipped
+
+    def _failing(self, exc: Discrepancy) -> Discrepancy:
+        self.failed = True
+        self.shrink.failed(self.ops)
+        return exc
+
     def flush(self) -> None:
         steps, self.pending = self.pending, []
-        if not steps or self.failed:
+        if not steps or self.failed or self._skipping():
             return
         try:
             answers = self.target.run_batch([s.line for s in steps])
@@ -213,9 +264,8 @@ class Explorer:
                 self.results[step.number] = f"{answer[0]} {shown}".strip()
             problem = self._compare(step, answer)
             if problem:
-                self.failed = True
-                raise Discrepancy(self.report(step.number, problem), self.ops[:step.number] or self.ops,
-                                  step.number)
+                raise self._failing(Discrepancy(self.report(step.number, problem),
+                                                self.ops[:step.number] or self.ops, step.number))
 
     def _compare(self, step: Step, answer: tuple[str, str]) -> str:
         status, data = answer
@@ -259,6 +309,8 @@ class Explorer:
         if self.target.power_cut is None:
             return
         self.flush()
+        if self.skipped:
+            return
         stable = self.model.stable()
         start = time.monotonic()
         try:
@@ -278,9 +330,9 @@ class Explorer:
         self.results[number] = f"{status} (after the cut)"
         if status != "ok" or lost:
             self.failed = True
-            raise Discrepancy(self.report(number, "durable state lost in the power cut (what an fsync or sync "
-                                                  "had made durable):\n    " + "\n    ".join(lost[:30])),
-                              self.ops, number)
+            raise self._failing(Discrepancy(self.report(number, "durable state lost in the power cut (what an "
+                                                            "fsync or sync had made durable):\n    "
+                                                            + "\n    ".join(lost[:30])), self.ops, number))
         extras = [p for p in actual if p not in stable]
         tops = [p for p in sorted_deepest_first(extras) if self.model.parent(p) in stable]
         self.model.restart_from(stable)
@@ -336,7 +388,7 @@ def edges(caps: Capabilities) -> tuple[int, ...]:
 
 
 def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_size: int = 200,
-                  on_finish: Callable[[Explorer], None] | None = None) -> type:
+                  on_finish: Callable[[Explorer], None] | None = None, shrink: ShrinkBudget | None = None) -> type:
     """A Hypothesis RuleBasedStateMachine class exploring `make_target()`'s filesystem.
 
     Built to reach the classes of bug filesystems have within a few operations, without knowing which
@@ -363,7 +415,8 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
             super().__init__()
             self.off: set[str] = set()
             counter["n"] += 1
-            self.explorer = Explorer(make_target(), caps, batch_size=batch_size, label=str(counter["n"]))
+            self.explorer = Explorer(make_target(), caps, batch_size=batch_size, label=str(counter["n"]),
+                                     shrink=shrink)
             self.ending = "none"
             self.changed: list[str] = []  # paths of files created or changed, in order
 
@@ -471,7 +524,14 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
             self.do("rmdir", self._existing(data))
 
         def op_rename(self, data: Any) -> None:
-            self.do("rename", self._existing(data), self._fresh(data))
+            old = self._existing(data)
+            elsewhere = [p for p in self._candidates() if p not in self.model.nodes
+                         and self.model.parent(p) != self.model.parent(old) and not p.startswith(old + "/")]
+            if elsewhere and data.draw(st.integers(0, 1), label="to another directory") == 1:
+                # across directories: a path of its own in every filesystem (two directories change)
+                self.do("rename", old, data.draw(st.sampled_from(elsewhere), label="new"))
+            else:
+                self.do("rename", old, self._fresh(data))
 
         def op_link(self, data: Any) -> None:
             self.do("link", self._existing(data), self._fresh(data))
@@ -542,18 +602,22 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
 def run_exploration(make_target: Callable[[], Target], caps: Capabilities, *, examples: int, steps: int,
                     seed: int | None, database: Any = None, batch_size: int = 200,
                     time_budget: float | None = None, on_finish: Callable[[Explorer], None] | None = None,
-                    on_round: Callable[[int], None] | None = None) -> list[int]:
+                    on_round: Callable[[int], None] | None = None, shrink_limit: int | None = None,
+                    minimize_limit: int = 200) -> list[int]:
     """Explore with Hypothesis; returns the seeds used. Raises Discrepancy (shrunk) or ExplorationStopped.
 
     Without `time_budget` one round of `examples` examples runs; with it, rounds of `examples` run
-    (seed, seed+1, ...) until the budget is spent (a round that started finishes, shrinking included)."""
+    (seed, seed+1, ...) until the budget is spent (a round that started finishes, shrinking included).
+    `shrink_limit`: sequences run in the guest while Hypothesis shrinks (see ShrinkBudget); then
+    `minimize` removes whole operations (at most `minimize_limit` replays)."""
     from hypothesis import HealthCheck, Phase, settings
     from hypothesis import seed as use_seed
     from hypothesis.stateful import get_state_machine_test
 
     first = seed if seed is not None else random.SystemRandom().randrange(2**32)
     deadline = time.monotonic() + time_budget if time_budget else None
-    machine = state_machine(make_target, caps, batch_size=batch_size, on_finish=on_finish)
+    machine = state_machine(make_target, caps, batch_size=batch_size, on_finish=on_finish,
+                            shrink=ShrinkBudget(shrink_limit))
     config = settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=database,
                       suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
                       phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
@@ -565,9 +629,54 @@ def run_exploration(make_target: Callable[[], Target], caps: Capabilities, *, ex
             on_round(current)
         test = get_state_machine_test(machine, settings=config)
         use_seed(current)(test)
-        test()
+        try:
+            test()
+        except Discrepancy as found:
+            raise minimize(make_target, caps, found, batch_size=batch_size, limit=minimize_limit) from None
         if deadline is None or time.monotonic() > deadline:
             return seeds
+
+
+def minimize(make_target: Callable[[], Target], caps: Capabilities, found: Discrepancy, *, batch_size: int = 200,
+             limit: int = 200) -> Discrepancy:
+    """The finding with as many whole operations removed as still fail (delta debugging on operations).
+
+    Hypothesis shrinks the choices behind a sequence: thorough, but hundreds of guest runs, many spent on
+    values. Removing operations is what a developer needs, and a few dozen replays do it: chunks from the
+    end backwards, halving the chunk when none can go, until single operations cannot; an operation whose
+    effect is gone fails the same way in the model and the guest (ENOENT), so nothing special is needed.
+    A replay that fails differently still counts (it is a real discrepancy, and shorter)."""
+    best = found
+    ops = list(found.ops)
+    runs = 0
+
+    def fails(candidate: list[tuple[Any, ...]]) -> Discrepancy | None:
+        explorer = Explorer(make_target(), caps, batch_size=batch_size, label="minimize")
+        try:
+            for op in candidate:
+                explorer.apply(op)
+            explorer.finish()
+        except Discrepancy as exc:
+            return exc
+        return None
+
+    chunk = max(len(ops) // 2, 1)
+    while runs < limit:
+        removed = False
+        i = len(ops) - chunk
+        while i >= 0 and runs < limit:
+            runs += 1
+            exc = fails(ops[:i] + ops[i + chunk:])
+            if exc is not None:
+                best, ops, removed = exc, list(exc.ops), True
+                i = min(i, len(ops)) - chunk
+            else:
+                i -= 1 if chunk == 1 else chunk
+        if not removed:
+            if chunk == 1:
+                break
+            chunk //= 2
+    return best
 
 
 def random_operation(model: Model, rng: random.Random, caps: Capabilities) -> tuple[Any, ...]:

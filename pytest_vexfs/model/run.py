@@ -36,6 +36,8 @@ class Budget:
     steps: int
     seconds: float
     seed: int | None
+    #: sequences run in the guest while Hypothesis shrinks a finding (then whole operations are removed)
+    shrink: int | None = 60
 
     @classmethod
     def from_settings(cls, values: dict[str, Any], sources: dict[str, str]) -> Budget:
@@ -117,7 +119,7 @@ class ModelRun:
             run_exploration(self.rig.target, self.rig.capabilities(), examples=self.budget.examples,
                             steps=self.budget.steps, seed=self.budget.seed, database=database,
                             batch_size=batch_size, time_budget=self.budget.seconds or None,
-                            on_finish=finished, on_round=summary.seeds.append)
+                            on_finish=finished, on_round=summary.seeds.append, shrink_limit=self.budget.shrink)
         except Discrepancy as exc:
             path = self.write_reproducer(exc)
             exc.args = (f"{exc.args[0]}\n  seed: {summary.seeds[-1] if summary.seeds else '?'}\n"

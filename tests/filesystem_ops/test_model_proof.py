@@ -18,7 +18,7 @@ MODES = ["zero_past_64k", "stale_truncate", "subdir_lost", "rename_undone", "fsy
 QUICK: set[str] = set()
 #: the same generator and budget for every mode: the checker is not told which one is planted (the
 #: quick mode in every run gets a third of it)
-PROOF_BUDGET = Budget(examples=100, steps=20, seconds=0.0, seed=20261130)
+PROOF_BUDGET = Budget(examples=100, steps=20, seconds=0.0, seed=20261130, shrink=40)
 QUICK_BUDGET = Budget(examples=20, steps=30, seconds=0.0, seed=20261130)
 
 
