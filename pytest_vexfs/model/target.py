@@ -149,7 +149,9 @@ class ModelRig:
         if not self.profile.mkfs or self.fs.device == "none":
             return ""
         mnt = shlex.quote(self.mountpoint)
-        return (f"export PATH=/usr/local/sbin:/usr/local/bin:$PATH && {{ ! mountpoint -q {mnt} || umount {mnt}; }} "
+        # shell builtins where a program is not needed: each process costs ~40 ms under TCG, per sequence
+        return (f"export PATH=/usr/local/sbin:/usr/local/bin:$PATH; m=; while read -r _ p _; do "
+                f"[ \"$p\" = {mnt} ] && m=1; done < /proc/mounts; {{ [ -z \"$m\" ] || umount {mnt}; }} "
                 f"&& {shlex.join(self.fs.mkfs_argv())} >/dev/null && {self.mount_command()}")
 
     def load_command(self) -> str:
@@ -158,8 +160,9 @@ class ModelRig:
             return ""
         params = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in
                           {**self.profile.load_params, **self.load_params}.items())
-        return (f"{{ grep -qw {shlex.quote(self.profile.fs_type)} /proc/filesystems || "
-                f"insmod {shlex.quote(self.module.guest_ko)} {params}; }}")
+        fs_type = shlex.quote(self.profile.fs_type)
+        return (f"{{ r=; while read -r a b; do {{ [ \"$a\" = {fs_type} ] || [ \"$b\" = {fs_type} ]; }} && r=1; "
+                f"done < /proc/filesystems; [ -n \"$r\" ] || insmod {shlex.quote(self.module.guest_ko)} {params}; }}")
 
     def reload_command(self) -> str:
         if self.module is None or self.fs is None:
