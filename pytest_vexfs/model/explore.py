@@ -185,7 +185,8 @@ class Explorer:
         else:
             self._queue(Step(0, encode(["sh", f"{{ {load}mountpoint -q {shlex.quote(target.mountpoint)} || "
                                               f"{target.mount_command}; }} 2>&1"]), ("ok", "0"), "shell"))
-            self._queue(Step(0, encode(["reset"]), ("ok", "")))
+        # what mkfs put there (ext4's lost+found) or an earlier sequence left: the model starts empty
+        self._queue(Step(0, encode(["reset"]), ("ok", "")))
         self._queue(Step(0, encode(["sync"]), ("ok", "")))
 
     # -- applying --------------------------------------------------------------------------------
