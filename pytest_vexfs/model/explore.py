@@ -290,20 +290,30 @@ class Explorer:
         text = f"expected {want_status} {want_data}".rstrip() + f", got {status} {data}".rstrip()
         if not step.number:
             text += f" (from the checker's own step {step.line.replace(chr(9), ' ')!r})"
-        return text + self._limit_note(step, status)
+        return text + self._limit_note(step, status, data)
 
-    def _limit_note(self, step: Step, status: str) -> str:
+    def _limit_note(self, step: Step, status: str, data: str) -> str:
+        """Why a write or truncate the model expected to succeed may have failed: a size limit."""
         name, *args = step.line.split("\t")
-        if name not in ("write", "truncate") or status not in ("EFBIG", "ENOSPC", "EINVAL"):
+        if name not in ("write", "truncate"):
             return ""
         end = int(args[1]) + int(args[2]) if name == "write" else int(args[1])
+        if status in ("EFBIG", "ENOSPC", "EINVAL"):
+            refused = f"refused a file of {end} bytes with {status}"
+        elif name == "write" and status == "ok" and data.split(" ")[0].isdigit() \
+                and int(data.split(" ")[0]) < int(args[2]):  # a short write: the file stops growing there
+            written = int(data.split(" ")[0])
+            refused = (f"wrote only {written} of {args[2]} bytes at offset {args[1]} (a short write: the file "
+                       f"stops at {int(args[1]) + written} bytes instead of {end})")
+        else:
+            return ""
         limit = self.caps.max_file_size
         if limit is None:
-            return (f"\n    the module refused a file of {end} bytes with {status}; the profile declares no "
-                    f"max_file_size. If that is the module's limit, declare it (limits: max_file_size: N) "
-                    f"so larger files are expected to fail; otherwise it is a bug.")
-        return (f"\n    the module refused a file of {end} bytes with {status}, below the profile's declared "
-                f"max_file_size of {limit}: the profile's limit is wrong, or the module is.")
+            return (f"\n    the module {refused}; the profile declares no max_file_size. If that is the "
+                    f"module's limit, declare it (limits: max_file_size: N) so larger files are expected to "
+                    f"fail; otherwise it is a bug.")
+        return (f"\n    the module {refused}, below the profile's declared max_file_size of {limit}: the "
+                f"profile's limit is wrong, or the module is.")
 
     # -- power cuts ------------------------------------------------------------------------------
     def _power_cut(self, number: int) -> None:
