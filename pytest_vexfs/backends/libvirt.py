@@ -30,6 +30,7 @@ tunnel) and bind address (loopback, or all addresses when an SSH address is name
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -37,6 +38,7 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import threading
@@ -142,6 +144,36 @@ def _event_loop() -> threading.Thread:
     return thread
 
 
+_TRANSPORTS_REAPED_AT_EXIT: set[str] = set()
+
+
+def kill_transports(uri: str) -> list[int]:
+    """Kill this process's own `ssh` children that carry a qemu+ssh connection to `uri`'s host (libvirt
+    forks them): closing a connection to a host that went silent leaves its ssh waiting for an answer
+    that never comes, and it would outlive the run. Returns the PIDs killed."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.scheme.endswith("+ssh") or not parts.hostname:
+        return []
+    me, killed = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        if fields[1] != me or not args or Path(args[0]).name != "ssh" or parts.hostname not in args:
+            continue
+        if parts.port is not None and not any(a == "-p" and b == str(parts.port) for a, b in zip(args, args[1:])):
+            continue
+        pid = int(stat.parent.name)
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            killed.append(pid)
+    return killed
+
+
 def open_connection(uri: str, timeout: float = 10.0) -> libvirt.virConnect:
     """Open `uri` in a helper thread and give up after `timeout` seconds (qemu+ssh can hang); a remote
     connection sends keepalives and closes itself when its host stops answering."""
@@ -149,6 +181,9 @@ def open_connection(uri: str, timeout: float = 10.0) -> libvirt.virConnect:
     remote = not is_local_uri(uri)
     if remote:
         _event_loop()
+        if uri not in _TRANSPORTS_REAPED_AT_EXIT:  # a connection libvirt keeps open (objects still hold
+            _TRANSPORTS_REAPED_AT_EXIT.add(uri)     # it) must not leave its ssh behind when we exit
+            atexit.register(kill_transports, uri)
 
     def connect() -> None:
         try:
@@ -718,6 +753,8 @@ class LibvirtMachine(Machine):
         if conn is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
+            if self._host_lost:  # its transport may still wait on a silent host
+                kill_transports(self.uri)
 
     def describe(self) -> dict[str, Any]:
         """Facts for reports."""

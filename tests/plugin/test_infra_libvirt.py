@@ -21,7 +21,7 @@ import pytest
 libvirt = pytest.importorskip("libvirt", reason="pip install libvirt-python (needs libvirt-dev, pkg-config)")
 
 from pytest_vexfs.backends.base import MachineSpec
-from pytest_vexfs.backends.libvirt import LibvirtMachine, LibvirtUnreachable, open_connection
+from pytest_vexfs.backends.libvirt import LibvirtMachine, LibvirtUnreachable, kill_transports, open_connection
 from pytest_vexfs.backends.static import StaticMachine, ssh_client
 from pytest_vexfs.backends.terraform import TerraformMachine
 from pytest_vexfs.backends.inventory import wait_for_ssh
@@ -247,3 +247,23 @@ def test_reaper_leaves_live_runs_alone() -> None:
     from pytest_vexfs.backends.libvirt import reap_stale
     _libvirtd_or_skip()
     assert reap_stale(URI, prefix="vexfs-t") == []
+
+
+def test_transports_to_a_lost_host_are_killed_others_kept() -> None:
+    """libvirt forks `ssh ... -p PORT -- HOST` per qemu+ssh connection; one to a host that went silent
+    waits forever: kill_transports ends this process's own ones for that host and no others."""
+    def fake_ssh(port: int) -> subprocess.Popen[bytes]:  # argv as libvirt's, a sleeper underneath
+        return subprocess.Popen(["ssh", "-c", "import time; time.sleep(60)", "-p", str(port), "-l", "root", "--",
+                                 "127.0.0.1", "sh"], executable=sys.executable)
+    lost, other = fake_ssh(39999), fake_ssh(40000)
+    try:
+        time.sleep(0.3)  # exec'd: /proc shows the new command line
+        assert kill_transports("qemu+ssh://root@127.0.0.1:39999/system") == [lost.pid]
+        assert lost.poll() is not None and other.poll() is None
+        assert kill_transports("qemu:///system") == []  # not a remote transport
+    finally:
+        other.kill()
+        other.wait()
+        if lost.poll() is None:
+            lost.kill()
+            lost.wait()
