@@ -4,6 +4,7 @@ long control run against ext4 (a mature filesystem: any discrepancy is the check
 
     python benchmarks/model.py [--ops 1500] [--cuts 5]
     python benchmarks/model.py --control ext4 --ops 5000 --remounts 20 --cuts 20
+    python benchmarks/model.py --ops 5000 --remounts 20 --cuts 20      (the same against the clean module)
 
 Random walks of the state machine's operations (no shrinking needed), compared with the reference
 model batch by batch. The last line printed is one JSON object.
@@ -95,7 +96,7 @@ def main() -> None:
             if args.cuts:
                 cut_explorer, _ = walk(rig, max(args.cuts * 10, 50), 0, args.cuts, seed + 1)
                 result.update(power_cuts=rig.cuts, power_cut_s=round(sum(rig.cut_seconds) / max(rig.cuts, 1), 2))
-            if args.control:
+            if args.control or args.remounts:  # the long control run (ext4, or the clean module)
                 total, _ = walk(rig, args.ops, args.remounts, args.cuts, seed + 2)
                 result.update(control_ops=len(total.ops), control_remounts=total.counts.get("remount", 0),
                               control_power_cuts=total.counts.get("power_cut", 0))
