@@ -55,6 +55,7 @@ import libvirt
 
 from pytest_vexfs.errors import ConfigError, HostDown, VMBootError, VMError
 from pytest_vexfs.polling import deadline_in, poll
+from pytest_vexfs.privacy import private_dir
 from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.guest.runstate import process_alive
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
@@ -145,6 +146,28 @@ def _event_loop() -> threading.Thread:
 
 
 _TRANSPORTS_REAPED_AT_EXIT: set[str] = set()
+#: What libvirt runs as `ssh` for a qemu+ssh:// URI (its `command` parameter): ssh that gives up on a host
+#: silent for 15 s. Plain ssh waits forever on a frozen host, and so do the transport and anything still
+#: connecting through it, after the run has ended.
+SSH_TRANSPORT = '#!/bin/sh\nexec ssh -o ServerAliveInterval=5 -o ServerAliveCountMax=3 "$@"\n'
+
+
+def transport_uri(uri: str) -> str:
+    """`uri` as libvirt is asked to open it: a qemu+ssh URI gets SSH_TRANSPORT as its ssh command, unless
+    it names a command of its own."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.scheme.endswith("+ssh") or "command" in urllib.parse.parse_qs(parts.query):
+        return uri
+    from pytest_vexfs.guest.image import default_cache_dir
+
+    path = private_dir(default_cache_dir() / "tools") / "ssh-transport"
+    if not path.is_file() or path.read_text() != SSH_TRANSPORT:
+        tmp = path.with_name(f".ssh-transport.tmp{os.getpid()}")
+        tmp.write_text(SSH_TRANSPORT)
+        tmp.chmod(0o700)
+        os.replace(tmp, path)
+    query = (parts.query + "&" if parts.query else "") + "command=" + urllib.parse.quote(str(path), safe="/")
+    return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
 def kill_transports(uri: str) -> list[int]:
@@ -187,7 +210,7 @@ def open_connection(uri: str, timeout: float = 10.0) -> libvirt.virConnect:
 
     def connect() -> None:
         try:
-            conn = libvirt.open(uri)
+            conn = libvirt.open(transport_uri(uri))
             if remote:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)

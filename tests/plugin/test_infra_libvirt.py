@@ -267,3 +267,15 @@ def test_transports_to_a_lost_host_are_killed_others_kept() -> None:
         if lost.poll() is None:
             lost.kill()
             lost.wait()
+
+
+def test_qemu_ssh_uris_get_an_ssh_that_gives_up_on_a_silent_host() -> None:
+    from pytest_vexfs.backends.libvirt import SSH_TRANSPORT, transport_uri
+
+    uri = transport_uri("qemu+ssh://root@host.example:2222/system?keyfile=/k")
+    assert uri.startswith("qemu+ssh://root@host.example:2222/system?keyfile=/k&command=/")
+    command = Path(uri.rpartition("command=")[2])
+    assert command.read_text() == SSH_TRANSPORT and os.access(command, os.X_OK)
+    assert "ServerAliveInterval" in SSH_TRANSPORT
+    own = "qemu+ssh://h/system?command=/opt/ssh"  # the user's own command, and local URIs, are left alone
+    assert transport_uri(own) == own and transport_uri("qemu:///system") == "qemu:///system"
