@@ -30,7 +30,6 @@ tunnel) and bind address (loopback, or all addresses when an SSH address is name
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
 import functools
@@ -145,7 +144,6 @@ def _event_loop() -> threading.Thread:
     return thread
 
 
-_TRANSPORTS_REAPED_AT_EXIT: set[str] = set()
 #: What libvirt runs as `ssh` for a qemu+ssh:// URI (its `command` parameter): ssh that gives up on a host
 #: silent for 15 s. Plain ssh waits forever on a frozen host, and so do the transport and anything still
 #: connecting through it, after the run has ended.
@@ -204,9 +202,6 @@ def open_connection(uri: str, timeout: float = 10.0) -> libvirt.virConnect:
     remote = not is_local_uri(uri)
     if remote:
         _event_loop()
-        if uri not in _TRANSPORTS_REAPED_AT_EXIT:  # a connection libvirt keeps open (objects still hold
-            _TRANSPORTS_REAPED_AT_EXIT.add(uri)     # it) must not leave its ssh behind when we exit
-            atexit.register(kill_transports, uri)
 
     def connect() -> None:
         try:

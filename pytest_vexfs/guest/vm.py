@@ -40,7 +40,8 @@ from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.guest.image import Image
 from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
-from pytest_vexfs.guest.runstate import VMRecord, process_start_time, remove_record, write_record
+from pytest_vexfs.guest.runstate import (VMRecord, process_alive, process_start_time, remove_record,
+                                       write_record)
 from pytest_vexfs.guest.ssh import CommandResult, KeyPair, SSHConnection, generate_keypair, ssh_banner_ready
 
 BASE_CMDLINE = ("console=ttyS0,115200 root=/dev/vda rw panic=-1 quiet random.trust_cpu=on "
@@ -530,7 +531,7 @@ def prune_snapshots(root: Path, unused_days: float = SNAPSHOT_UNUSED_DAYS) -> li
         name = path.name
         if name.startswith(".") and ".tmp" in name:
             pid = name.rpartition(".tmp")[2]
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            if pid.isdigit() and not process_alive(int(pid), None):  # as the reaper judges a writer gone
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
             continue
