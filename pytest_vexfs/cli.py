@@ -10,6 +10,9 @@ list or reap VMs.
     vexfs-vm list                           VMs known on this machine, and whose they are
     vexfs-vm reap [--all]                   kill VMs left behind by dead runs (--all: every VM of ours)
     vexfs-vm accel                          which accelerator would be used, and why
+    vexfs-vm kernel build [--kernel 6.12-debug]
+                                            build (or find) a debug kernel flavour alone, without the
+                                            guest image (CI builds it beside the image, before any test)
 """
 
 from __future__ import annotations
@@ -45,6 +48,19 @@ def cmd_image_build(args: argparse.Namespace) -> int:
             print(f"removed {removed}")
     image = get_image(settings.kernel, _cache(settings))
     print(f"image {image.digest}: kernel {image.kernel_release}, {image.path}")
+    return 0
+
+
+def cmd_kernel_build(args: argparse.Namespace) -> int:
+    from pytest_vexfs.guest.debug_kernel import DEBUG_FLAVOURS, get_debug_kernel
+
+    name = args.kernel or next(iter(DEBUG_FLAVOURS))
+    if name not in DEBUG_FLAVOURS:
+        raise VexfsError(f"{name!r} is not a kernel that is built from source",
+                         hint=f"name one of: {', '.join(DEBUG_FLAVOURS)}")
+    built = get_debug_kernel(DEBUG_FLAVOURS[name], _cache(_settings(args)),
+                             lambda msg: print(f"[vexfs-kernel] {msg}", file=sys.stderr, flush=True))
+    print(f"kernel {name} {built.release} ({built.digest}): {built.path}")
     return 0
 
 
@@ -170,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true",
                        help="throw the image and the VM snapshots made from it away and build it again")
     build.set_defaults(func=cmd_image_build)
+    kernel = sub.add_parser("kernel", help="kernels built from source").add_subparsers(dest="kernel_cmd",
+                                                                                      required=True)
+    kernel.add_parser("build", parents=[common], help="build a debug kernel flavour (default 6.12-debug)"
+                      ).set_defaults(func=cmd_kernel_build)
     sub.add_parser("accel", parents=[common], help="show the accelerator choice").set_defaults(func=cmd_accel)
     up = sub.add_parser("up", parents=[common], help="boot a VM that stays up")
     up.add_argument("--name")
