@@ -32,6 +32,17 @@ class VexfsError(Exception):
         return text
 
 
+class ModuleFinding:
+    """Mixin of every error that is a finding about the module under test (a bug, an undeclared limit, an
+    operation it does not support) rather than a harness problem. ``signature`` is stable across tests and
+    runs and groups equal findings (one cause, one signature, everywhere: the findings table, JUnit's
+    ``finding`` property, the results history); ``reason`` is the one line shown first wherever the failure
+    is reported."""
+
+    signature: str = ""
+    reason: str = ""
+
+
 class ConfigError(VexfsError):
     """A setting, environment file or profile is invalid."""
 
