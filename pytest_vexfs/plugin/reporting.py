@@ -3,10 +3,17 @@
 Registered by the core plugin from its ``pytest_addoption``. On the xdist controller (or a run
 without xdist) :func:`pytest_configure` registers a :class:`ReportingPlugin` holding the run's
 :class:`~pytest_vexfs.reporting.recorder.RunRecorder`; workers only forward their reports.
+
+Where a test fails (worker or single process), :func:`pytest_runtest_makereport` gives it its cause
+(`pytest_vexfs.reporting.findings`): the properties ``finding`` (the signature) and ``reason``. The
+controller puts the reason first in the failure's text (terminal, JUnit, HTML), adds a reason column and a
+reason panel to the HTML report, and groups the run's failures by cause into the findings table (end of the
+terminal summary, top of the HTML report, the run JSON).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Generator
@@ -17,12 +24,13 @@ import pytest
 
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.faults.module_log import MODULE_LOG_SECTION
+from pytest_vexfs.reporting import findings
 
 from pytest_vexfs.reporting import html as html_parts
 from pytest_vexfs.reporting.junit import add_console_excerpts
 from pytest_vexfs.reporting.recorder import Outcome, RunRecorder
 from pytest_vexfs.reporting.redact import Redactor, redact_url
-from pytest_vexfs.plugin.keys import run_id
+from pytest_vexfs.plugin.keys import module_profile, run_id
 from pytest_vexfs.reporting.results import (CONSOLE_SECTION, FAILING, PHASES, RunInfo, git_code_version,
                                            result_from_phases)
 from pytest_vexfs.reporting.settings import ReportingSettings, resolve
@@ -58,6 +66,88 @@ def _redact_in_place(obj: object, redactor: Redactor, depth: int = 0) -> object:
         object.__setattr__(obj, name, _redact_in_place(value, redactor, depth + 1))
     return obj
 PLUGIN_NAME = "vexfs-reporting-run"
+_CAUSE_RECORDED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A failed test's cause, once per test, as the properties ``finding`` and ``reason`` (on the report
+    and the item, so the teardown report JUnit writes carries them). Outermost: it sees the verdicts."""
+    report: pytest.TestReport = yield
+    if report.failed and not item.stash.get(_CAUSE_RECORDED, False):
+        item.stash[_CAUSE_RECORDED] = True
+        cause = cause_of_report(item, report, call)
+        for name, value in ((findings.FINDING_PROPERTY, cause.signature), (findings.REASON_PROPERTY, cause.reason)):
+            report.user_properties.append((name, value))
+            if report.when != "teardown":
+                item.user_properties.append((name, value))
+    return report
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Generator[None, None, None]:
+    """The findings table (the run's failures grouped by cause), after every other summary, pytest's short
+    test summary included (controller only: the recorder is there)."""
+    try:
+        return (yield)
+    finally:
+        recorder = config.stash.get(RECORDER_KEY, None)
+        groups = findings.group_by_cause(recorder.results) if recorder is not None else []
+        if groups:
+            terminalreporter.write_sep("=", f"vexfs findings: {findings.headline(groups)}", red=True)
+            for line in findings.table_lines(groups):
+                terminalreporter.write_line(line)
+
+
+def cause_of_report(item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[None]) -> findings.Cause:
+    """The cause of a failed phase: its kernel fault, its exception, the module's explaining log line."""
+    props = {name: str(value) for name, value in (*item.user_properties, *report.user_properties)}
+    module_line = next((text.strip().splitlines()[0] for title, text in report.sections
+                        if title == MODULE_LOG_SECTION and text.strip()), "")
+    try:
+        profile = module_profile(item.config)
+    except (ConfigError, KeyError):
+        profile = None
+    exc = call.excinfo.value if call.excinfo is not None else None
+    return findings.cause_of(exc, text=report.longreprtext, fault_title=props.get("fault_title", ""),
+                             module_line=module_line, profile=profile)
+
+
+class ReasonFirst:
+    """A failure's text with its reason as the first line: the terminal, JUnit (whose failure message is
+    the reason) and the HTML log all read it through this, the original traceback after it."""
+
+    def __init__(self, reason: str, original: Any) -> None:
+        self.reason, self.original = reason, original
+        crash = getattr(original, "reprcrash", None)
+        if crash is not None and dataclasses.is_dataclass(crash):
+            crash = dataclasses.replace(crash, message=reason)  # type: ignore[type-var]
+        self.reprcrash = crash
+        self.reprtraceback = getattr(original, "reprtraceback", None)
+        self.sections = getattr(original, "sections", [])
+
+    def toterminal(self, tw: Any) -> None:
+        """Write the reason, then the original failure."""
+        tw.line(self.reason, red=True, bold=True)  # a long traceback starts with an empty line
+        if hasattr(self.original, "toterminal"):
+            self.original.toterminal(tw)
+        else:
+            tw.line(str(self.original))
+
+    def __str__(self) -> str:
+        return f"{self.reason}\n{self.original}"
+
+
+def put_reason_first(report: pytest.TestReport, reason: str) -> None:
+    """Make `reason` the first line of a failed report's text (unless it already is)."""
+    if not reason or report.longrepr is None or isinstance(report.longrepr, ReasonFirst):
+        return
+    if findings.one_line(report.longreprtext) == reason:
+        return
+    if isinstance(report.longrepr, str):
+        report.longrepr = f"{reason}\n\n{report.longrepr}"
+    elif hasattr(report.longrepr, "toterminal"):
+        report.longrepr = ReasonFirst(reason, report.longrepr)  # type: ignore[assignment]
 CRASHES_PLUGIN_NAME = "vexfs-crashed-workers"
 
 
@@ -191,15 +281,24 @@ class ReportingPlugin:
                 self._excerpts[report.nodeid] = text
             elif title == MODULE_LOG_SECTION and text.strip():
                 self._module_words[report.nodeid] = text
+        if report.failed:
+            put_reason_first(report, self.reason_of(report))
         if report.failed and report.nodeid not in self._with_extras:
             partial = result_from_phases({report.when: report}, redactor)
-            extras = html_parts.failure_extras(partial, redactor)
+            extras = html_parts.failure_extras(partial, redactor, self.reason_of(report),
+                                               self._module_words.get(report.nodeid, ""))
             if extras:
                 report.extras = [*getattr(report, "extras", []), *extras]  # type: ignore[attr-defined]
                 self._with_extras.add(report.nodeid)
         result = self.recorder.add(report)
         if result is not None and result.environment:
             self._update_metadata()
+
+    @staticmethod
+    def reason_of(report: pytest.TestReport) -> str:
+        """The reason of a failed report: the one its test recorded, else its first line."""
+        recorded = dict(report.user_properties).get(findings.REASON_PROPERTY)
+        return str(recorded) if recorded else findings.one_line(report.longreprtext)
 
     def _update_metadata(self) -> None:
         try:
@@ -247,23 +346,29 @@ class ReportingPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
                                     session: pytest.Session) -> None:
-        """A table of results per domain above the results table."""
+        """The findings table, then a table of results per domain, above the results table."""
+        groups = findings.group_by_cause(self.recorder.results)
+        if groups:
+            prefix.insert(0, html_parts.findings_table_html(groups))
         prefix.append(html_parts.domain_summary_html(self.recorder.results))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_header(self, cells: list[str]) -> None:
-        """Domain and kernel-fault columns after the test id."""
+        """Domain, reason and kernel-fault columns after the test id."""
         cells.insert(2, '<th class="sortable" data-column-type="domain">Domain</th>')
-        cells.insert(3, '<th data-column-type="fault">Kernel fault</th>')
+        cells.insert(3, '<th data-column-type="reason">Reason</th>')
+        cells.insert(4, '<th data-column-type="fault">Kernel fault</th>')
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
-        """The test's domain and, if any, its kernel fault title."""
+        """The test's domain and, if it failed, its reason and kernel fault title."""
         partial = result_from_phases({report.when: report}, self.recorder.redactor)
         fault = ""
         if partial.finding is not None and (report.outcome in FAILING or report.failed):
             fault = partial.finding.title
         from html import escape
 
+        reason = self.reason_of(report) if report.failed else ""
         cells.insert(2, f'<td class="col-domain">{escape(partial.domain)}</td>')
-        cells.insert(3, f'<td class="col-fault">{escape(fault)}</td>')
+        cells.insert(3, f'<td class="col-reason">{escape(reason)}</td>')
+        cells.insert(4, f'<td class="col-fault">{escape(fault)}</td>')

@@ -1,4 +1,6 @@
-"""Pieces of the pytest-html report: the per-domain summary, the fault panel and console attachment.
+"""Pieces of the pytest-html report: the findings table, the per-domain summary, the reason panel that
+opens every failure (its reason, then the module's explaining log lines), the fault panel and console
+attachment.
 
 Plain functions returning HTML strings and pytest-html ``extras`` dicts; ``plugin`` calls them
 from the pytest-html hooks.
@@ -6,11 +8,12 @@ from the pytest-html hooks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from pytest_vexfs.reporting.findings import CauseGroup, headline
 from pytest_vexfs.reporting.redact import Redactor
 from pytest_vexfs.reporting.results import OUTCOMES, TestResult, call_trace_excerpt, summarise
 
@@ -34,6 +37,15 @@ table.vexfs-domains td.bad {color: #b00020; font-weight: bold;}
 div.vexfs-fault {border-left: 4px solid #b00020; padding: 4px 10px; margin: 6px 0; background: #fff5f5;}
 div.vexfs-fault h4 {margin: 4px 0; color: #b00020;}
 div.vexfs-fault pre {white-space: pre-wrap; color: #222; font-size: 12px; max-height: 400px; overflow: auto;}
+table.vexfs-findings {border-collapse: collapse; margin: 8px 0 16px 0;}
+table.vexfs-findings th, table.vexfs-findings td {border: 1px solid #ccc; padding: 4px 10px; text-align: left;
+  vertical-align: top;}
+table.vexfs-findings td.count {text-align: right; font-weight: bold; color: #b00020;}
+table.vexfs-findings td.tests {font-size: 12px; color: #444;}
+div.vexfs-reason {border-left: 4px solid #b00020; padding: 4px 10px; margin: 6px 0; background: #fff5f5;}
+div.vexfs-reason p.vexfs-reason-line {margin: 4px 0; color: #b00020; font-weight: bold;}
+div.vexfs-reason pre {white-space: pre-wrap; color: #222; font-size: 12px; margin: 4px 0;}
+td.col-reason {color: #b00020; max-width: 40em;}
 </style>"""
 
 
@@ -56,6 +68,28 @@ def domain_summary_html(results: Iterable[TestResult]) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (f"{_STYLE}<h2>Results per domain</h2><table class=\"vexfs-domains\" id=\"vexfs-domains\">"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def findings_table_html(groups: Sequence[CauseGroup], examples: int = 5) -> str:
+    """The run's failures grouped by cause: tests per cause, the reason, the signature and some tests."""
+    rows = []
+    for group in groups:
+        shown = "<br>".join(escape(t) for t in group.tests[:examples])
+        if group.count > examples:
+            shown += f"<br>... and {group.count - examples} more"
+        rows.append(f"<tr><td class=\"count\">{group.count}</td><td class=\"reason\">{escape(group.reason)}</td>"
+                    f"<td class=\"kind\">{escape(group.kind)}</td><td class=\"signature\"><code>"
+                    f"{escape(group.signature)}</code></td><td class=\"tests\">{shown}</td></tr>")
+    return (f"{_STYLE}<h2>Findings: {escape(headline(groups))}</h2><table class=\"vexfs-findings\" "
+            "id=\"vexfs-findings\"><thead><tr><th>tests</th><th>reason</th><th>kind</th><th>signature</th>"
+            f"<th>tests</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def reason_panel_html(reason: str, module_words: str = "") -> str:
+    """What a failure's panel opens on: its reason, then the module's log lines that explain it."""
+    words = (f"<p>the module's kernel log lines that explain it:</p><pre class=\"vexfs-module-log\">"
+             f"{escape(module_words)}</pre>") if module_words.strip() else ""
+    return (f"<div class=\"vexfs-reason\"><p class=\"vexfs-reason-line\">{escape(reason)}</p>{words}</div>")
 
 
 def fault_panel_html(result: TestResult) -> str:
@@ -86,11 +120,15 @@ def read_console_log(path: Path, redactor: Redactor, limit: int = MAX_CONSOLE_BY
     return redactor.redact(text)
 
 
-def failure_extras(result: TestResult, redactor: Redactor) -> list[dict[str, Any]]:
-    """pytest-html extras for a failed test: the fault panel and the full console log attachment."""
+def failure_extras(result: TestResult, redactor: Redactor, reason: str = "",
+                   module_words: str = "") -> list[dict[str, Any]]:
+    """pytest-html extras for a failed test: the reason panel, then for a kernel fault the fault panel and
+    the full console log attachment."""
     from pytest_html import extras
 
     found: list[dict[str, Any]] = []
+    if reason:
+        found.append(extras.html(reason_panel_html(reason, module_words)))
     if result.finding is None:
         return found
     found.append(extras.html(fault_panel_html(result)))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pytest_vexfs.errors import VexfsError
 
+from pytest_vexfs.reporting.findings import group_by_cause
 from pytest_vexfs.reporting.history import ResultsStore, open_store
 from pytest_vexfs.reporting.metrics import build_registry, push, write_textfile
 from pytest_vexfs.reporting.redact import Redactor, redact_url
@@ -109,7 +110,7 @@ class RunRecorder:
         json_path = self.settings.json_path(run.run_id)
         if json_path is not None:
             try:
-                write_run_document(json_path, run, results)
+                write_run_document(json_path, run, results, [g.to_dict() for g in group_by_cause(results)])
                 outcome.written.append(f"results JSON: {json_path}")
             except VexfsError as err:
                 outcome.errors.append(err)

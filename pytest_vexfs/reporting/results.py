@@ -302,8 +302,10 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
-def run_document(run: RunInfo, results: Sequence[TestResult]) -> dict[str, Any]:
-    """The JSON document of one run (tests, outcomes, durations, findings, environment)."""
+def run_document(run: RunInfo, results: Sequence[TestResult],
+                 causes: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The JSON document of one run (tests, outcomes, durations, findings, environment, and `causes`: the
+    findings table, the failures grouped by cause)."""
     tests = []
     for result in results:
         entry = asdict(result)
@@ -323,6 +325,7 @@ def run_document(run: RunInfo, results: Sequence[TestResult]) -> dict[str, Any]:
         "summary": summarise(results),
         "tests": tests,
         "findings": [asdict(r.finding) for r in results if r.finding is not None],
+        "causes": [dict(c) for c in causes],
     }
 
 
@@ -345,6 +348,7 @@ def write_atomically(path: Path, text: str) -> None:
         raise ResultsWriteError(path, err) from err
 
 
-def write_run_document(path: Path, run: RunInfo, results: Sequence[TestResult]) -> None:
+def write_run_document(path: Path, run: RunInfo, results: Sequence[TestResult],
+                       causes: Sequence[Mapping[str, Any]] = ()) -> None:
     """Write the run JSON document to ``path`` atomically."""
-    write_atomically(path, json.dumps(run_document(run, results), indent=2, sort_keys=False) + "\n")
+    write_atomically(path, json.dumps(run_document(run, results, causes), indent=2, sort_keys=False) + "\n")

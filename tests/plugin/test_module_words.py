@@ -80,3 +80,20 @@ def test_a_refused_mount_shows_the_modules_explanation(pytester: pytest.Pytester
     assert "vexfsref: vdb: image checksum mismatch (×3)" in (case.system_out or "")
     html = (pytester.path / "report.html").read_text()  # pytest-html keeps the log in JSON: × is \u00d7
     assert "vexfsref: vdb: image checksum mismatch (\\u00d73)" in html
+
+
+def test_under_a_failure_only_the_lines_that_explain_it_are_shown() -> None:
+    # dmesg -r: the level first; errors and warnings (by level or by their words) explain, chatter does not
+    log = "\n".join(["<6>[  1.000000] " + begin_marker(NODE), "<6>[  1.100000] mymod: vdb: mounted, 3 inodes",
+                     "<6>[  1.200000] mymod: vdb: saved 3 inodes", "<4>[  1.300000] mymod: vdb: extent 7 odd",
+                     "<6>[  1.400000] mymod: vdb: write refused at 49152 bytes",
+                     "<6>[  1.500000] mymod: vdb: mounted, 4 inodes"])
+    words = module_words(log, NODE, names=("mymod",), explain=True)
+    assert words.render().splitlines() == [
+        "mymod: vdb: extent 7 odd", "mymod: vdb: write refused at 49152 bytes",
+        "(3 other kernel line(s) of this test left out: no error or warning)"]
+    assert words.first == "mymod: vdb: extent 7 odd"
+    # nothing explains: the last lines, those printed at the failing operation, and no first explaining line
+    quiet = module_words(_log("BEGIN", *[f"mymod: step {n}" for n in range(8)]), NODE, explain=True)
+    assert [line for line, _ in quiet.lines] == ["mymod: step 3"] and quiet.lines[0][1] == 5
+    assert quiet.first == ""
