@@ -139,5 +139,6 @@ extern int vexfsref_hang_on_exit;
 extern int vexfsref_errpath_bug;
 extern unsigned int vexfsref_file_limit_kib;
 void vexfsref_hang_forever(void);
+int vexfsref_planted_refusal(const char *op, struct inode *dir, struct dentry *dentry);
 
 #endif /* VEXFSREF_H */

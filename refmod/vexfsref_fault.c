@@ -127,6 +127,101 @@ module_param_cb(silent, &vx_silent_ops, NULL, 0444);
 MODULE_PARM_DESC(silent, "silent corruption modes, comma-separated: subdir_lost rename_undone "
 		 "zero_past_64k fsync_lost stale_truncate (default none)");
 
+/*
+ * Missing features and hidden limits, planted for the model checker's probes and limit measurements
+ * (off by default): operations the module refuses with EPERM (unsupported=symlink,link), a cap on the
+ * entries of one directory (dir_entries=N, then ENOSPC), and inode numbers that unlink never gives back
+ * (inode_slots=N: ENOSPC once N inodes were ever created, however many were removed).
+ */
+static unsigned int vx_unsupported;
+static const char *const vx_unsupported_words[] = { "symlink", "link" };
+
+static int vx_unsupported_set(const char *val, const struct kernel_param *kp)
+{
+	char *copy = kstrdup(val, GFP_KERNEL), *cur, *word;
+	unsigned int mask = 0, i;
+
+	if (!copy)
+		return -ENOMEM;
+	cur = strim(copy);
+	while ((word = strsep(&cur, ",")) != NULL) {
+		if (!*word || !strcmp(word, "none"))
+			continue;
+		for (i = 0; i < ARRAY_SIZE(vx_unsupported_words); i++)
+			if (!strcmp(word, vx_unsupported_words[i]))
+				break;
+		if (i == ARRAY_SIZE(vx_unsupported_words)) {
+			pr_err("vexfsref: unsupported: unknown operation '%s'\n", word);
+			kfree(copy);
+			return -EINVAL;
+		}
+		mask |= 1u << i;
+	}
+	kfree(copy);
+	vx_unsupported = mask;
+	return 0;
+}
+
+static int vx_unsupported_get(char *buf, const struct kernel_param *kp)
+{
+	int len = 0;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(vx_unsupported_words); i++)
+		if (vx_unsupported & (1u << i))
+			len += sysfs_emit_at(buf, len, "%s%s", len ? "," : "", vx_unsupported_words[i]);
+	return len + sysfs_emit_at(buf, len, "%s\n", len ? "" : "none");
+}
+
+static const struct kernel_param_ops vx_unsupported_ops = {
+	.set = vx_unsupported_set,
+	.get = vx_unsupported_get,
+};
+module_param_cb(unsupported, &vx_unsupported_ops, NULL, 0444);
+MODULE_PARM_DESC(unsupported, "operations refused with EPERM, comma-separated: symlink link (default none)");
+
+static unsigned int vx_dir_entries;
+module_param_named(dir_entries, vx_dir_entries, uint, 0444);
+MODULE_PARM_DESC(dir_entries, "a directory holding this many entries refuses more with ENOSPC (default 0: no cap)");
+
+static unsigned int vx_inode_slots;
+module_param_named(inode_slots, vx_inode_slots, uint, 0444);
+MODULE_PARM_DESC(inode_slots, "inode numbers unlink never gives back: ENOSPC once this many inodes were ever "
+		 "created (default 0: no limit)");
+
+static unsigned int vx_dir_count(struct dentry *dir)
+{
+	struct dentry *child;
+	unsigned int n = 0;
+
+	spin_lock(&dir->d_lock);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	hlist_for_each_entry(child, &dir->d_children, d_sib)
+#else
+	list_for_each_entry(child, &dir->d_subdirs, d_child)
+#endif
+		if (d_really_is_positive(child))
+			n++;
+	spin_unlock(&dir->d_lock);
+	return n;
+}
+
+/* 0, or the error a planted mode answers to @op ("create", "mkdir", "symlink", "link") making @dentry */
+int vexfsref_planted_refusal(const char *op, struct inode *dir, struct dentry *dentry)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(vx_unsupported_words); i++)
+		if ((vx_unsupported & (1u << i)) && !strcmp(op, vx_unsupported_words[i]))
+			return -EPERM;
+	if (vx_dir_entries && vx_dir_count(dentry->d_parent) >= vx_dir_entries)
+		return -ENOSPC;
+	if (vx_inode_slots && strcmp(op, "link") &&
+	    atomic64_read(&VX_SB(dir->i_sb)->next_ino) > VEXFSREF_ROOT_INO + (u64)vx_inode_slots)
+		return -ENOSPC;
+	return 0;
+}
+
 static DEFINE_MUTEX(vexfsref_fault_mutex);
 static struct proc_dir_entry *vexfsref_fault_entry;
 

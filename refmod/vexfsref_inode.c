@@ -143,7 +143,9 @@ static int vx_mknod(VX_IDMAP_T *idmap, struct inode *dir, struct dentry *dentry,
 	int err;
 
 	mutex_lock(&sbi->ns_lock);
-	err = vexfsref_space_check(sb, sizeof(struct vexfsref_dinode) + VX_NAME_CHARGE);
+	err = vexfsref_planted_refusal(S_ISDIR(mode) ? "mkdir" : "create", dir, dentry);
+	if (!err)
+		err = vexfsref_space_check(sb, sizeof(struct vexfsref_dinode) + VX_NAME_CHARGE);
 	if (err)
 		goto out;
 	inode = vexfsref_new_inode(sb, dir, mode, dev);
@@ -187,8 +189,10 @@ static int vx_symlink(VX_IDMAP_T *idmap, struct inode *dir, struct dentry *dentr
 	if (len > PAGE_SIZE)
 		return -ENAMETOOLONG;
 	mutex_lock(&sbi->ns_lock);
-	err = vexfsref_space_check(sb, sizeof(struct vexfsref_dinode) + VX_NAME_CHARGE +
-				   VEXFSREF_ALIGN8(len));
+	err = vexfsref_planted_refusal("symlink", dir, dentry);
+	if (!err)
+		err = vexfsref_space_check(sb, sizeof(struct vexfsref_dinode) + VX_NAME_CHARGE +
+					   VEXFSREF_ALIGN8(len));
 	if (err)
 		goto out;
 	inode = vexfsref_new_inode(sb, dir, S_IFLNK | 0777, 0);
@@ -218,7 +222,9 @@ static int vx_link(struct dentry *old_dentry, struct inode *dir, struct dentry *
 	int err;
 
 	mutex_lock(&sbi->ns_lock);
-	err = vexfsref_space_check(sb, VX_NAME_CHARGE);
+	err = vexfsref_planted_refusal("link", dir, dentry);
+	if (!err)
+		err = vexfsref_space_check(sb, VX_NAME_CHARGE);
 	if (!err)
 		err = simple_link(old_dentry, dir, dentry);
 	if (!err) {

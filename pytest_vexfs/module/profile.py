@@ -50,7 +50,24 @@ class ParameterValues(BaseModel):
 #: limits the domain suites read (bytes or counts); a figure the profile does not declare is the test's own
 #: default, which the module must then support
 LIMIT_KEYS = ("name_max", "max_file_size", "max_dir_entries", "min_device_bytes", "max_dim", "max_k",
-              "max_batch", "max_vectors_per_file")
+              "max_batch", "max_vectors_per_file", "max_symlink_len")
+
+#: operation classes a module may not support (`unsupported:`); the model checker probes each one it
+#: generates and leaves out those a module refuses (EPERM, EOPNOTSUPP, ENOSYS), the domain tests that need
+#: one skip naming the key
+OPERATION_CLASSES = {
+    "link": "hard link",
+    "symlink": "symbolic link",
+    "rename": "rename within a directory",
+    "rename_dir": "rename into another directory",
+    "rename_over": "rename over an existing name",
+    "truncate_down": "truncate to a smaller size",
+    "truncate_up": "truncate to a larger size",
+    "sparse_write": "write past the end of a file (leaving a hole)",
+    "chmod": "chmod",
+    "fsync": "fsync",
+    "fdatasync": "fdatasync",
+}
 
 
 class ModuleProfile(BaseModel):
@@ -82,6 +99,8 @@ class ModuleProfile(BaseModel):
     device: StrictStr = Field(default="", description="block device to format (default /dev/vdb)")
     ignore_kernel_messages: list[StrictStr] = Field(default=[], description="kernel log lines that are not failures")
     limits: dict[str, StrictInt] = Field(default={}, description="documented limits, e.g. max_dim: 4096")
+    unsupported: list[StrictStr] = Field(default=[], description="operation classes the module does not "
+                                         "support, e.g. [symlink, link]")
     parameters: dict[str, ParameterValues] = Field(default={}, description="per module parameter: "
                                                    "{valid: V, invalid: W}")
     accepted_mount_options: list[StrictStr] = Field(default=[], description="mount options the module takes")
@@ -119,6 +138,14 @@ class ModuleProfile(BaseModel):
                              "(leave a limit out when the module has none)")
         return value
 
+    @field_validator("unsupported")
+    @classmethod
+    def _known_operations(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(OPERATION_CLASSES))
+        if unknown:
+            raise ValueError(f"unknown operation(s) {', '.join(unknown)}; allowed: {', '.join(OPERATION_CLASSES)}")
+        return value
+
     @field_validator("mkfs", "fsck", mode="before")
     @classmethod
     def _split_mkfs(cls, value: Any) -> Any:
@@ -148,6 +175,12 @@ class ModuleProfile(BaseModel):
     def has(self, capability: str) -> bool:
         """True when the module declares `capability`."""
         return capability in self.capabilities
+
+    def supports(self, operation: str) -> bool:
+        """False when the profile declares `operation` (one of OPERATION_CLASSES) under `unsupported:`."""
+        if operation not in OPERATION_CLASSES:
+            raise ValueError(f"unknown operation class {operation!r}; allowed: {', '.join(OPERATION_CLASSES)}")
+        return operation not in self.unsupported
 
     def limit(self, key: str, default: int) -> int:
         """A declared limit (limits: in the profile), else `default`."""
