@@ -5,6 +5,12 @@ long control run against ext4 (a mature filesystem: any discrepancy is the check
     python benchmarks/model.py [--ops 1500] [--cuts 5]
     python benchmarks/model.py --control ext4 --ops 5000 --remounts 20 --cuts 20
     python benchmarks/model.py --ops 5000 --remounts 20 --cuts 20      (the same against the clean module)
+    python benchmarks/model.py --planted                                (distinct findings and minutes to find them)
+
+`--planted` explores refmod loaded with three planted faults at once (PLANTED: symlink unsupported, files
+capped at 48 KiB, names in subdirectories lost at a remount) for up to 10 minutes, going on past each
+finding: the goal is all three, each once, in <= 10 min under TCG. Every run also probes the operation
+classes (a control must report none unsupported).
 
 Random walks of the state machine's operations (no shrinking needed), compared with the reference
 model batch by batch. The last line printed is one JSON object.
@@ -25,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_vexfs import settings as cfg  # noqa: E402
 from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
+from pytest_vexfs.model.campaign import explore, probe_operations  # noqa: E402
 from pytest_vexfs.model.explore import Discrepancy, Explorer, random_operation  # noqa: E402
+from pytest_vexfs.module.profile import OPERATION_CLASSES  # noqa: E402
 from pytest_vexfs.model.target import ModelRig  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402
 from pytest_vexfs.module.profile import DEFAULT_SOURCE, ModuleProfile  # noqa: E402
@@ -34,6 +42,26 @@ from pytest_vexfs.module.profile import DEFAULT_SOURCE, ModuleProfile  # noqa: E
 EXT4 = ModuleProfile(name="ext4", module_file="ext4.ko", fs_type="ext4", mkfs=["mkfs.ext4", "-q", "-F", "{device}"],
                      fsck=["e2fsck", "-fn", "{device}"],
                      capabilities={"files", "directories", "persistence", "crash_consistent", "permissions"})
+
+
+#: the planted combination of tests/filesystem_ops/test_model_proof.py, and its exploration budget
+PLANTED = {"silent": "subdir_lost", "unsupported": "symlink", "file_limit_kib": "48"}
+PLANTED_SEED, PLANTED_SECONDS = 20261130, 600.0
+
+
+def planted(rig: ModelRig) -> dict[str, object]:
+    """Explore the planted combination for up to PLANTED_SECONDS: distinct findings and when each was in."""
+    start = time.monotonic()
+    found = explore(rig.target, rig.capabilities(), examples=100, steps=20, seed=PLANTED_SEED, shrink_limit=40,
+                    time_budget=PLANTED_SECONDS, module=rig.profile.name)
+    for finding in found.findings:
+        print(f"after {finding.seconds / 60:.1f} min: {finding.reason} ({len(finding.ops)} operations)",
+              file=sys.stderr)
+    return {"planted": ",".join(f"{k}={v}" for k, v in PLANTED.items()), "planted_findings": len(found.findings),
+            "planted_signatures": [f.signature for f in found.findings],
+            "planted_minutes_to_each": [round(f.seconds / 60, 1) for f in found.findings],
+            "planted_minutes": round((time.monotonic() - start) / 60, 1),
+            "planted_goal": "all three, each once, in <= 10 min under TCG"}
 
 
 def walk(rig: ModelRig, ops: int, remounts: int, cuts: int, seed: int) -> tuple[Explorer, float]:
@@ -73,6 +101,7 @@ def main() -> None:
     parser.add_argument("--cuts", type=int, default=5)
     parser.add_argument("--per-op", type=int, default=60, help="operations measured one SSH command each")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--planted", action="store_true", help="explore the planted combination (PLANTED) instead")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     settings = cfg.resolve({}, {}, os.environ, Path.cwd(), None)
@@ -86,21 +115,28 @@ def main() -> None:
             built = build_module(profile, slot.image(), slot.cache_dir)
         session = TestSession(slot.acquire(), "benchmarks/model.py", float(settings.hang_timeout))
         session.begin()
-        rig = ModelRig(slot, session, built, profile, power_cuts=args.cuts > 0).__enter__()
+        rig = ModelRig(slot, session, built, profile, power_cuts=args.cuts > 0,
+                       load_params=PLANTED if args.planted else None).__enter__()
         try:
-            speed_ops = min(args.ops, 1500)
-            explorer, seconds = walk(rig, speed_ops, 0, 0, seed)
-            result.update(ops=speed_ops, verified_ops_per_s=round(speed_ops / seconds, 1))
-            if args.per_op:
-                result["one_ssh_per_op_ops_per_s"] = round(one_ssh_per_op(rig, args.per_op, seed), 1)
-            if args.cuts:
-                cut_explorer, _ = walk(rig, max(args.cuts * 10, 50), 0, args.cuts, seed + 1)
-                result.update(power_cuts=rig.cuts, power_cut_s=round(sum(rig.cut_seconds) / max(rig.cuts, 1), 2))
-            if args.control or args.remounts:  # the long control run (ext4, or the clean module)
-                total, _ = walk(rig, args.ops, args.remounts, args.cuts, seed + 2)
-                result.update(control_ops=len(total.ops), control_remounts=total.counts.get("remount", 0),
-                              control_power_cuts=total.counts.get("power_cut", 0))
-            result["discrepancies"] = 0
+            if args.planted:
+                result.update(planted(rig))
+            else:
+                # a control reports no operation class unsupported
+                refused = probe_operations(rig.target, rig.capabilities(), list(OPERATION_CLASSES))
+                result["unsupported"] = sorted(refused)
+                speed_ops = min(args.ops, 1500)
+                explorer, seconds = walk(rig, speed_ops, 0, 0, seed)
+                result.update(ops=speed_ops, verified_ops_per_s=round(speed_ops / seconds, 1))
+                if args.per_op:
+                    result["one_ssh_per_op_ops_per_s"] = round(one_ssh_per_op(rig, args.per_op, seed), 1)
+                if args.cuts:
+                    cut_explorer, _ = walk(rig, max(args.cuts * 10, 50), 0, args.cuts, seed + 1)
+                    result.update(power_cuts=rig.cuts, power_cut_s=round(sum(rig.cut_seconds) / max(rig.cuts, 1), 2))
+                if args.control or args.remounts:  # the long control run (ext4, or the clean module)
+                    total, _ = walk(rig, args.ops, args.remounts, args.cuts, seed + 2)
+                    result.update(control_ops=len(total.ops), control_remounts=total.counts.get("remount", 0),
+                                  control_power_cuts=total.counts.get("power_cut", 0))
+                result["discrepancies"] = 0
         except Discrepancy as exc:
             result["discrepancies"] = 1
             print(exc.args[0], file=sys.stderr)

@@ -23,7 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_vexfs.model.executor import SOURCE  # noqa: E402
-from pytest_vexfs.model.explore import Capabilities, Discrepancy, Target, run_exploration  # noqa: E402
+from pytest_vexfs.model.campaign import explore  # noqa: E402
+from pytest_vexfs.model.explore import Capabilities, Discrepancy, Target  # noqa: E402
 from pytest_vexfs.model.simulate import MODES, SimulatedModule  # noqa: E402
 
 
@@ -43,12 +44,9 @@ def one(binary: Path, mode: str, seed: int, args: argparse.Namespace) -> dict[st
             return t
 
         start = time.monotonic()
-        found: Discrepancy | None = None
-        try:
-            run_exploration(target, Capabilities(persistence=True, reload=True, power_cut=True),
-                            examples=args.examples, steps=args.steps, seed=seed, shrink_limit=args.shrink)
-        except Discrepancy as exc:
-            found = exc
+        result = explore(target, Capabilities(persistence=True, reload=True, power_cut=True), examples=args.examples,
+                         steps=args.steps, seed=seed, shrink_limit=args.shrink, probe=False, max_findings=1)
+        found = next((f.error for f in result.findings if isinstance(f.error, Discrepancy)), None)
         return {"mode": mode, "seed": seed, "found": found is not None, "batches": sim.batches,
                 "power_cuts": counts["cuts"], "ops": len(found.ops) if found else None,
                 "sequence": [list(op) for op in found.ops] if found else None,

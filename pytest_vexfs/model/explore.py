@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pytest_vexfs.errors import ModuleFinding
 from pytest_vexfs.model.executor import encode
 from pytest_vexfs.model.reference import Model, parse_tree, sorted_deepest_first, tree_differences
 
@@ -40,13 +41,28 @@ ENDINGS = ("none", "none", "fsync", "none", "none", "sync", "none", "fdatasync",
 ENVIRONMENT_OPS = ("remount", "reload", "drop_caches", "power_cut")
 
 
-class Discrepancy(AssertionError):
-    """The filesystem answered an operation differently from the model."""
+class Discrepancy(ModuleFinding, AssertionError):
+    """The filesystem answered an operation differently from the model.
 
-    def __init__(self, message: str, ops: Sequence[tuple[Any, ...]], index: int) -> None:
+    `signature` names the operation and what went wrong ("model: remount: tree missing"), with no path,
+    size or seed: a later sequence whose first discrepancy has the same signature is the same finding."""
+
+    def __init__(self, message: str, ops: Sequence[tuple[Any, ...]], index: int, signature: str = "") -> None:
         super().__init__(message)
         self.ops = [tuple(op) for op in ops]
         self.index = index
+        self.signature = signature or "model: discrepancy"
+        self.reason = message.split("\n", 1)[0]
+
+
+class LimitReached(BaseException):  # noqa: N818 - not an Exception: Hypothesis must not shrink it
+    """The module refused an operation at a size or count its profile declares no limit for (EFBIG, ENOSPC
+    in one directory, ENAMETOOLONG for a symlink target): the exploration measures the limit once instead
+    of shrinking. `discrepancy` is the plain finding, used when no limit can be measured."""
+
+    def __init__(self, key: str, errno_name: str, discrepancy: Discrepancy) -> None:
+        super().__init__(f"{key} ({errno_name})")
+        self.key, self.errno_name, self.discrepancy = key, errno_name, discrepancy
 
 
 class ExplorationStopped(BaseException):  # noqa: N818 - not an Exception: Hypothesis must not shrink it
@@ -69,6 +85,10 @@ class Capabilities:
     power_cut: bool = False
     max_file_size: int | None = None
     max_name_len: int | None = None
+    max_dir_entries: int | None = None
+    max_symlink_len: int | None = None
+    #: operation classes (module.profile.OPERATION_CLASSES) never generated: declared or probed unsupported
+    unsupported: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass
@@ -96,6 +116,33 @@ class Target:
     module_name: str = ""
     cuts: int = 0
     cut_seconds: float = 0.0
+
+
+def operation_class(model: Model, op: Sequence[Any]) -> str | None:
+    """The class (module.profile.OPERATION_CLASSES) an operation belongs to in the model's current state, if
+    it has one a module may lack: a rename into another directory is `rename_dir`, a write past the end of
+    the file `sparse_write`, and so on."""
+    name, *args = op
+    if name in ("link", "symlink", "chmod", "fsync", "fdatasync"):
+        return str(name)
+    if name == "rename":
+        if model.parent(args[0]) != model.parent(args[1]):
+            return "rename_dir"
+        return "rename_over" if args[1] in model.nodes and args[1] != args[0] else "rename"
+    node = model.nodes.get(args[0]) if args else None
+    size = len(node.data) if node is not None and node.kind == "f" else 0
+    if name == "truncate":
+        return "truncate_up" if args[1] > size else "truncate_down"
+    if name == "write" and node is not None and args[1] > size and args[2] > 0:
+        return "sparse_write"
+    return None
+
+
+def encode_op(op: Sequence[Any]) -> str:
+    """The executor line of a plain (non-environment) operation."""
+    name, *args = op
+    return encode([name, *(f"{a:o}" if name in ("create", "mkdir", "chmod") and i == 1 else a
+                           for i, a in enumerate(args))])
 
 
 def describe(op: Sequence[Any]) -> str:
@@ -128,6 +175,10 @@ class ShrinkBudget:
     failures: list[list[tuple[Any, ...]]] = dataclasses.field(default_factory=list)
     sequences: int = 0   # run since the first discrepancy
     skipped: int = 0
+    #: the signature being shrunk (the round's first new one): another discrepancy is not this finding
+    signature: str = ""
+    #: signatures already reported: a sequence whose first discrepancy has one is not a new finding
+    known: set[str] = dataclasses.field(default_factory=set)
 
     def started(self) -> None:
         if self.failures:
@@ -171,12 +222,17 @@ class Explorer:
         self.shrink = shrink if shrink is not None else ShrinkBudget()
         self.shrink.started()
         self.skipped = False
-        self.model = Model(max_file_size=caps.max_file_size)
+        self.model = Model(max_file_size=caps.max_file_size, max_dir_entries=caps.max_dir_entries,
+                           max_symlink_len=caps.max_symlink_len)
         self.ops: list[tuple[Any, ...]] = []
         self.results: dict[int, str] = {}
         self.pending: list[Step] = []
         self.failed = False
         self.counts: dict[str, int] = {}
+        #: the known signature this sequence ran into (then it stops, as a passing example)
+        self.known_hit = ""
+        #: raise LimitReached for a refusal at an undeclared limit (exploration), not a Discrepancy (replays)
+        self.learn_limits = False
         tag = f"vexfs-model: sequence {label}".strip()
         self._queue(Step(0, encode(["kmsg", tag]), ("ok", "")))
         load = f"{target.load_command} && " if target.load_command else ""
@@ -210,8 +266,7 @@ class Explorer:
         else:
             expected = getattr(self.model, name)(*args)
             check = "stat" if name == "stat" else "exact"
-            self._queue(Step(number, encode([name, *(f"{a:o}" if name in ("create", "mkdir", "chmod") and i == 1
-                                                    else a for i, a in enumerate(args))]), expected, check))
+            self._queue(Step(number, encode_op(op), expected, check))
         if len(self.pending) >= self.batch_size:
             self.flush()
 
@@ -244,6 +299,50 @@ class Explorer:
         self.shrink.failed(self.ops)
         return exc
 
+    def _found(self, number: int, problem: str, what: str) -> None:
+        """A discrepancy at operation `number`: raised, unless its signature is already known (or another is
+        being shrunk), in which case the sequence stops here as a passing example."""
+        op = self.ops[number - 1] if number else ("setup",)
+        signature = f"model: {op[0]}: {what}"
+        if signature in self.shrink.known or (self.shrink.signature and signature != self.shrink.signature):
+            self.failed = True
+            self.known_hit = signature
+            return
+        exc = Discrepancy(self.report(number, problem), self.ops[:number] or self.ops, number, signature)
+        limit = self._undeclared_limit(number, what)
+        if limit and self.learn_limits:
+            self.failed = True
+            raise LimitReached(limit, "EFBIG" if what == "short write" else what.split(" ")[0], exc)
+        if not self.shrink.signature:
+            self.shrink.signature = signature
+        raise self._failing(exc)
+
+    def _undeclared_limit(self, number: int, what: str) -> str:
+        """The limit key an errno refusal of operation `number` points at when the profile declares none."""
+        if not number or (" instead of ok" not in what and what != "short write"):
+            return ""
+        name, *args = self.ops[number - 1]
+        errno_name = what.split(" ")[0]
+        if what == "short write" and self.caps.max_file_size is None:
+            return "max_file_size"
+        if errno_name == "EFBIG" and name in ("write", "truncate") and self.caps.max_file_size is None:
+            return "max_file_size"
+        if errno_name == "ENOSPC" and name in ("create", "mkdir", "symlink", "link") \
+                and self.caps.max_dir_entries is None:
+            return "max_dir_entries"
+        if errno_name == "ENAMETOOLONG" and name == "symlink" and self.caps.max_symlink_len is None:
+            return "max_symlink_len"
+        return ""
+
+    def answers(self, lines: Sequence[str]) -> list[tuple[str, str]] | None:
+        """Run the sequence's setup (a fresh filesystem) and then `lines` uncompared: their answers, or None
+        when the setup failed. For probes and measurements, which read the answers themselves."""
+        steps, self.pending = self.pending, []
+        answers = self.target.run_batch([s.line for s in steps] + list(lines))
+        if any(self._compare(s, a)[0] for s, a in zip(steps, answers)):
+            return None
+        return answers[len(steps):]
+
     def flush(self) -> None:
         steps, self.pending = self.pending, []
         if not steps or self.failed or self._skipping():
@@ -263,34 +362,47 @@ class Explorer:
                 shown = (f"(tree of {answer[1].count(chr(0x1e)) + bool(answer[1])} entries)" if step.check == "tree"
                          else answer[1])
                 self.results[step.number] = f"{answer[0]} {shown}".strip()
-            problem = self._compare(step, answer)
+            problem, what = self._compare(step, answer)
             if problem:
-                raise self._failing(Discrepancy(self.report(step.number, problem),
-                                                self.ops[:step.number] or self.ops, step.number))
+                self._found(step.number, problem, what)
+                return
 
-    def _compare(self, step: Step, answer: tuple[str, str]) -> str:
+    def _compare(self, step: Step, answer: tuple[str, str]) -> tuple[str, str]:
+        """What differs ("" if nothing) and the kind of difference, for the finding's signature."""
         status, data = answer
         want_status, want_data = step.expected
         if step.check == "shell":
             code = data.split(" ", 1)[0]
             if status != "ok" or code != want_data:
-                return f"the command failed (exit {code}): {step.line.split(chr(9), 1)[-1]}\n    output: {data}"
-            return ""
+                return (f"the command failed (exit {code}): {step.line.split(chr(9), 1)[-1]}\n    output: {data}",
+                        "command failed")
+            return "", ""
         if step.check == "tree":
             expected = parse_tree(want_data)
             actual = parse_tree(data) if status == "ok" else {}
             diff = tree_differences(expected, actual)
             if status != "ok":
-                return f"listing the tree failed with {status}"
-            return ("the tree differs from the model:\n    " + "\n    ".join(diff[:30])) if diff else ""
+                return f"listing the tree failed with {status}", f"tree listing {status}"
+            if not diff:
+                return "", ""
+            return ("the tree differs from the model:\n    " + "\n    ".join(diff[:30]),
+                    "tree " + difference_kinds(expected, actual)[0])
         if step.check == "stat" and status == "ok" and data.startswith("d "):
             data = " ".join(data.split(" ")[:2])
         if (status, data) == (want_status, want_data):
-            return ""
+            return "", ""
         text = f"expected {want_status} {want_data}".rstrip() + f", got {status} {data}".rstrip()
         if not step.number:
             text += f" (from the checker's own step {step.line.replace(chr(9), ' ')!r})"
-        return text + self._limit_note(step, status, data)
+        if status != want_status:
+            what = f"{status} instead of {want_status}"
+        elif step.line.startswith(("write\t", "truncate\t", "read\t")):
+            want_size, got_size = want_data.split(":")[0].split(" ")[-1], data.split(":")[0].split(" ")[-1]
+            short = step.line.startswith("write\t") and want_data.split(" ")[0] != data.split(" ")[0]
+            what = "short write" if short else "wrong size" if want_size != got_size else "wrong data"
+        else:
+            what = f"wrong {step.line.split(chr(9), 1)[0]} answer"
+        return text + self._limit_note(step, status, data), what
 
     def _limit_note(self, step: Step, status: str, data: str) -> str:
         """Why a write or truncate the model expected to succeed may have failed: a size limit."""
@@ -340,10 +452,11 @@ class Explorer:
                                 ignore_nlink=True)
         self.results[number] = f"{status} (after the cut)"
         if status != "ok" or lost:
-            self.failed = True
-            raise self._failing(Discrepancy(self.report(number, "durable state lost in the power cut (what an "
-                                                            "fsync or sync had made durable):\n    "
-                                                            + "\n    ".join(lost[:30])), self.ops, number))
+            kept = {p: actual.get(p, "") for p in expected if p in actual}
+            self._found(number, "durable state lost in the power cut (what an fsync or sync had made durable):"
+                                "\n    " + "\n    ".join(lost[:30]),
+                        "durable " + (difference_kinds(expected, kept, ignore_nlink=True) or ["state"])[0])
+            return
         extras = [p for p in actual if p not in stable]
         tops = [p for p in sorted_deepest_first(extras) if self.model.parent(p) in stable]
         self.model.restart_from(stable)
@@ -360,7 +473,10 @@ class Explorer:
 
     def report(self, number: int, problem: str) -> str:
         """The numbered sequence up to the failing operation, with the model's and the guest's answers."""
-        lines = [f"filesystem model discrepancy at operation {number} of {len(self.ops)}:"]
+        where = describe(self.ops[number - 1]) if number else "the checker's own step"
+        detail = problem.split("\n")
+        first = detail[0] + (" " + detail[1].strip() if len(detail) > 1 and detail[0].endswith(":") else "")
+        lines = [f"filesystem model discrepancy at operation {number} of {len(self.ops)} ({where}): {first}"]
         for i, op in enumerate(self.ops[:number] if number else self.ops, 1):
             got = self.results.get(i, "")
             mark = ">>" if i == number else "  "
@@ -385,6 +501,30 @@ class Explorer:
         name = self.target.module_name
         mine = [line for line in lines if name and name in line]
         return (mine or lines)[-40:]
+
+
+def difference_kinds(expected: dict[str, str], actual: dict[str, str], ignore_nlink: bool = False) -> list[str]:
+    """How two trees differ, as kinds without paths, the gravest first (a signature names the first): missing,
+    unexpected, type, size, data, mode, nlink."""
+    kinds = set()
+    for path in set(expected) | set(actual):
+        want, got = expected.get(path), actual.get(path)
+        if want == got:
+            continue
+        if not got:
+            kinds.add("missing")
+        elif not want:
+            kinds.add("unexpected")
+        else:
+            w, g = want.split(" "), got.split(" ")
+            for i, kind in enumerate(("type", "mode", "nlink", "size", "data")):
+                if kind == "nlink" and ignore_nlink:
+                    continue
+                if (w[i] if i < len(w) else "") != (g[i] if i < len(g) else ""):
+                    kinds.add(kind)
+                    break
+    order = ("missing", "unexpected", "type", "size", "data", "mode", "nlink")
+    return [k for k in order if k in kinds]
 
 
 # -- generation ----------------------------------------------------------------------------------
@@ -428,6 +568,7 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
             counter["n"] += 1
             self.explorer = Explorer(make_target(), caps, batch_size=batch_size, label=str(counter["n"]),
                                      shrink=shrink)
+            self.explorer.learn_limits = True
             self.ending = "none"
             self.changed: list[str] = []  # paths of files created or changed, in order
 
@@ -489,6 +630,10 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
             return value
 
         def do(self, *op: Any) -> None:
+            if caps.unsupported and operation_class(self.model, op) in caps.unsupported:
+                return  # declared or probed unsupported: reported once, never generated
+            if self.explorer.failed:
+                return  # stopped at a known finding: the rest of the sequence is not compared
             self.explorer.apply(op)
             if op[0] in ("create", "write", "truncate", "link", "rename", "chmod"):
                 self.changed.append(op[-1] if op[0] in ("link", "rename") else op[1])
@@ -598,7 +743,7 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
                          and self.model.nodes[p].kind == "f"]
                 # the file changed last since the last durable point (where an fsync has work to do)
                 last = next((p for p in files if p in self.model.touched), files[0] if files else None)
-                if self.ending == "sync" or last is None:
+                if self.ending == "sync" or last is None or self.ending in caps.unsupported:
                     self.do("sync")
                 else:
                     self.do(self.ending, last)
@@ -610,42 +755,26 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
     return FilesystemMachine
 
 
-def run_exploration(make_target: Callable[[], Target], caps: Capabilities, *, examples: int, steps: int,
-                    seed: int | None, database: Any = None, batch_size: int = 200,
-                    time_budget: float | None = None, on_finish: Callable[[Explorer], None] | None = None,
-                    on_round: Callable[[int], None] | None = None, shrink_limit: int | None = None,
-                    minimize_limit: int = 200) -> list[int]:
-    """Explore with Hypothesis; returns the seeds used. Raises Discrepancy (shrunk) or ExplorationStopped.
-
-    Without `time_budget` one round of `examples` examples runs; with it, rounds of `examples` run
-    (seed, seed+1, ...) until the budget is spent (a round that started finishes, shrinking included).
-    `shrink_limit`: sequences run in the guest while Hypothesis shrinks (see ShrinkBudget); then
-    `minimize` removes whole operations (at most `minimize_limit` replays)."""
+def explore_round(make_target: Callable[[], Target], caps: Capabilities, *, examples: int, steps: int,
+                  seed: int, database: Any = None, batch_size: int = 200,
+                  on_finish: Callable[[Explorer], None] | None = None, shrink_limit: int | None = None,
+                  known: set[str] | None = None) -> None:
+    """One Hypothesis round of `examples` sequences with `seed`. Raises Discrepancy (shrunk by Hypothesis, a
+    signature not in `known`), LimitReached (a refusal at an undeclared limit) or ExplorationStopped; a
+    sequence whose first discrepancy has a known signature stops there and passes.
+    `shrink_limit`: sequences run in the guest while Hypothesis shrinks (see ShrinkBudget)."""
     from hypothesis import HealthCheck, Phase, settings
     from hypothesis import seed as use_seed
     from hypothesis.stateful import get_state_machine_test
 
-    first = seed if seed is not None else random.SystemRandom().randrange(2**32)
-    deadline = time.monotonic() + time_budget if time_budget else None
-    machine = state_machine(make_target, caps, batch_size=batch_size, on_finish=on_finish,
-                            shrink=ShrinkBudget(shrink_limit))
+    shrink = ShrinkBudget(shrink_limit, known=known if known is not None else set())
+    machine = state_machine(make_target, caps, batch_size=batch_size, on_finish=on_finish, shrink=shrink)
     config = settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=database,
                       suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
                       phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
-    seeds: list[int] = []
-    while True:
-        current = (first + len(seeds)) % 2**32
-        seeds.append(current)
-        if on_round is not None:
-            on_round(current)
-        test = get_state_machine_test(machine, settings=config)
-        use_seed(current)(test)
-        try:
-            test()
-        except Discrepancy as found:
-            raise minimize(make_target, caps, found, batch_size=batch_size, limit=minimize_limit) from None
-        if deadline is None or time.monotonic() > deadline:
-            return seeds
+    test = get_state_machine_test(machine, settings=config)
+    use_seed(seed)(test)
+    test()
 
 
 def minimize(make_target: Callable[[], Target], caps: Capabilities, found: Discrepancy, *, batch_size: int = 200,
@@ -656,7 +785,7 @@ def minimize(make_target: Callable[[], Target], caps: Capabilities, found: Discr
     values. Removing operations is what a developer needs, and a few dozen replays do it: chunks from the
     end backwards, halving the chunk when none can go, until single operations cannot; an operation whose
     effect is gone fails the same way in the model and the guest (ENOENT), so nothing special is needed.
-    A replay that fails differently still counts (it is a real discrepancy, and shorter)."""
+    Only a replay that fails with the same signature counts (another discrepancy is another finding)."""
     best = found
     ops = list(found.ops)
     runs = 0
@@ -668,7 +797,7 @@ def minimize(make_target: Callable[[], Target], caps: Capabilities, found: Discr
                 explorer.apply(op)
             explorer.finish()
         except Discrepancy as exc:
-            return exc
+            return exc if exc.signature == found.signature else None  # another finding is not this one
         return None
 
     chunk = max(len(ops) // 2, 1)

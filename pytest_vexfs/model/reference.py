@@ -59,8 +59,11 @@ class Durable:
 class Model:
     """The expected state of the tree and the answer to each operation."""
 
-    def __init__(self, *, max_file_size: int | None = None) -> None:
+    def __init__(self, *, max_file_size: int | None = None, max_dir_entries: int | None = None,
+                 max_symlink_len: int | None = None) -> None:
         self.max_file_size = max_file_size
+        self.max_dir_entries = max_dir_entries
+        self.max_symlink_len = max_symlink_len
         self._ids = itertools.count(1)
         self.nodes: dict[str, Node] = {"": Node("d", 0o755, next(self._ids))}
         self.durable: dict[str, Durable] = {}
@@ -133,6 +136,10 @@ class Model:
             return "EISDIR", None
         return None, node
 
+    def _directory_full(self, path: str) -> bool:
+        """Does the parent of `path` hold the profile's max_dir_entries already (a new name is ENOSPC)?"""
+        return self.max_dir_entries is not None and len(self.children(self.parent(path))) >= self.max_dir_entries
+
     def _touch(self, *paths: str) -> None:
         self.touched.update(paths)
 
@@ -142,6 +149,10 @@ class Model:
             return err
         if path in self.nodes:
             return "EEXIST"
+        if self._directory_full(path):
+            return "ENOSPC"
+        if kind == "l" and self.max_symlink_len is not None and len(target.encode()) > self.max_symlink_len:
+            return "ENAMETOOLONG"
         self.nodes[path] = Node(kind, mode, next(self._ids), target=target)
         self._touch(path)
         return "ok"
@@ -161,7 +172,7 @@ class Model:
         if err or node is None:
             return err or "ENOENT", ""
         limit = self.max_file_size
-        if limit is not None and offset + length > limit:
+        if limit is not None and length and offset + length > limit:  # a write of nothing is never refused
             if offset >= limit:
                 return "EFBIG", ""
             length = limit - offset
@@ -256,6 +267,8 @@ class Model:
             return "EEXIST", ""
         if node.kind == "d":
             return "EPERM", ""
+        if self._directory_full(new):
+            return "ENOSPC", ""
         self.nodes[new] = node
         self._touch(new)
         return "ok", ""

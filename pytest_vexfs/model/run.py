@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer, run_exploration
+from pytest_vexfs.model.campaign import explore
+from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer
+from pytest_vexfs.model.findings import Finding, findings_line
 from pytest_vexfs.model.target import ModelRig
 
 EXPLORE_DEFAULTS = {"model_examples": 100, "model_steps": 100, "model_budget": 1800.0}
@@ -38,6 +40,8 @@ class Budget:
     seed: int | None
     #: sequences run in the guest while Hypothesis shrinks a finding (then whole operations are removed)
     shrink: int | None = 60
+    #: stop once this many distinct findings are in (None: explore the whole budget)
+    findings: int | None = None
 
     @classmethod
     def from_settings(cls, values: dict[str, Any], sources: dict[str, str]) -> Budget:
@@ -64,6 +68,16 @@ class Summary:
     seconds: float = 0.0
     power_cuts: int = 0
     power_cut_seconds: float = 0.0
+    #: each distinct finding once, in the order found
+    findings: list[Finding] = dataclasses.field(default_factory=list)
+    #: operation classes never generated: the profile's `unsupported` and those probed unsupported
+    unsupported: list[str] = dataclasses.field(default_factory=list)
+    #: limits measured during the exploration (the profile declared none)
+    learned: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def findings_line(self) -> str:
+        """`3 distinct findings in 9.2 min: (1) ..., 2 operations; ...`."""
+        return findings_line(self.findings, self.seconds)
 
     def describe(self) -> str:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
@@ -98,10 +112,15 @@ class ModelRun:
             notes.append("power cuts off (they need the qemu backend and a block device)")
         if not caps.permissions:
             notes.append("no chmod: the profile does not declare the permissions capability")
+        if self.rig.profile.unsupported:
+            notes.append("never generated, the profile declares them unsupported: "
+                         + ", ".join(self.rig.profile.unsupported))
         return notes
 
     def explore(self, *, batch_size: int = 200) -> Summary:
-        """Explore; a discrepancy raises Discrepancy with a reproducer file written (see .reproducer)."""
+        """Explore within the budget, going on past each finding; every distinct finding is in
+        `Summary.findings` (a discrepancy with its reproducer file written, see Finding.reproducer). Raises
+        only ExplorationStopped (a kernel fault: the verdict reports it), with the findings before it."""
         summary = Summary(seeds=[])
         start = time.monotonic()
 
@@ -111,25 +130,32 @@ class ModelRun:
             for k, v in explorer.counts.items():
                 summary.counts[k] = summary.counts.get(k, 0) + v
 
+        def found(finding: Finding) -> None:
+            summary.findings.append(finding)
+            if isinstance(finding.error, Discrepancy):
+                finding.reproducer = self.write_reproducer(finding.error)
+                finding.error.args = (f"{finding.error.args[0]}\n  seed: {summary.seeds[-1]}\n"
+                                      f"  reproducer: {finding.reproducer}",)
+                finding.error.reproducer = finding.reproducer  # type: ignore[attr-defined]
+
         from hypothesis.database import DirectoryBasedExampleDatabase
 
         database = DirectoryBasedExampleDatabase(str(self.results / "hypothesis-db"))
         cuts_before = self.rig.cuts
         try:
-            run_exploration(self.rig.target, self.rig.capabilities(), examples=self.budget.examples,
-                            steps=self.budget.steps, seed=self.budget.seed, database=database,
-                            batch_size=batch_size, time_budget=self.budget.seconds or None,
-                            on_finish=finished, on_round=summary.seeds.append, shrink_limit=self.budget.shrink)
-        except Discrepancy as exc:
-            path = self.write_reproducer(exc)
-            exc.args = (f"{exc.args[0]}\n  seed: {summary.seeds[-1] if summary.seeds else '?'}\n"
-                        f"  reproducer: {path}",)
-            exc.reproducer = path  # type: ignore[attr-defined]
-            raise
+            result = explore(self.rig.target, self.rig.capabilities(), examples=self.budget.examples,
+                             steps=self.budget.steps, seed=self.budget.seed, database=database,
+                             batch_size=batch_size, time_budget=self.budget.seconds or None,
+                             on_finish=finished, on_round=summary.seeds.append, on_finding=found,
+                             shrink_limit=self.budget.shrink, module=self.rig.profile.name,
+                             max_findings=self.budget.findings)
+            summary.unsupported, summary.learned = result.unsupported, result.learned
         except ExplorationStopped as exc:  # a kernel fault: the verdict names it; the sequence replays it
             path = self.write_reproducer(exc)
+            before = f"\n  findings before it: {findings_line(summary.findings, time.monotonic() - start)}" \
+                if summary.findings else ""
             exc.args = (f"{exc.args[0]}\n  seed: {summary.seeds[-1] if summary.seeds else '?'}\n"
-                        f"  reproducer (not shrunk): {path}",)
+                        f"  reproducer (not shrunk): {path}{before}",)
             raise
         finally:
             summary.seconds = time.monotonic() - start

@@ -13,7 +13,9 @@ saves the whole tree; a power cut brings back the last save.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,10 +30,14 @@ SZ_64K = 65536
 class SimulatedModule:
     """A host directory standing in for vexfsref with one planted mode ("" for none)."""
 
-    def __init__(self, binary: Path, root: Path, mode: str = "") -> None:
+    def __init__(self, binary: Path, root: Path, mode: str = "", *, unsupported: Sequence[str] = (),
+                 file_limit: int | None = None) -> None:
         if mode and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.binary = binary
+        #: refmod's `unsupported=` (these operations answer EPERM) and `file_limit_kib=` (in bytes: EFBIG past it)
+        self.unsupported = set(unsupported)
+        self.file_limit = file_limit
         self.root = root
         self.mode = mode
         self.saved = root.parent / (root.name + ".saved")
@@ -47,8 +53,15 @@ class SimulatedModule:
 
     # -- the executor, one line at a time ----------------------------------------------------------
     def _exec(self, lines: Sequence[str]) -> list[tuple[str, str]]:
+        limit = self.file_limit
+
+        def file_limit() -> None:  # the kernel refuses bigger files with EFBIG, short writes up to it
+            if limit is not None:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
         proc = subprocess.run([str(self.binary), str(self.root)], input="".join(f"{x}\n" for x in lines),
-                              text=True, stdout=subprocess.PIPE, check=True)
+                              text=True, stdout=subprocess.PIPE, check=True, preexec_fn=file_limit)
         out = []
         for answer in proc.stdout.split("\n")[:-1]:
             status, _, data = answer.partition("\t")
@@ -61,7 +74,11 @@ class SimulatedModule:
         plain: list[str] = []
         for line in lines:
             name, *args = line.split("\t")
-            if name in ("write", "truncate", "rename", "fsync", "fdatasync", "sync", "sh", "reset", "unlink"):
+            if name in self.unsupported:
+                answers += self._exec(plain) if plain else []
+                plain = []
+                answers.append(("EPERM", ""))
+            elif name in ("write", "truncate", "rename", "fsync", "fdatasync", "sync", "sh", "reset", "unlink"):
                 answers += self._exec(plain) if plain else []
                 plain = []
                 answers.append(self._special(name, args, line))

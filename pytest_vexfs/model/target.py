@@ -135,7 +135,10 @@ class ModelRig:
                             permissions=self.profile.has("permissions"),
                             power_cut=self.power_cuts,
                             max_file_size=profile_limit(self.profile, "max_file_size"),
-                            max_name_len=profile_limit(self.profile, "name_max"))
+                            max_name_len=profile_limit(self.profile, "name_max"),
+                            max_dir_entries=profile_limit(self.profile, "max_dir_entries"),
+                            max_symlink_len=profile_limit(self.profile, "max_symlink_len"),
+                            unsupported=frozenset(self.profile.unsupported))
 
     def mount_command(self) -> str:
         assert self.fs is not None

@@ -45,3 +45,37 @@ def vexfs_model(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_slo
         yield run
     finally:
         rig.__exit__(None, None, None)
+
+
+class SubtestResults:
+    """Each subtest its own test result in JUnit and HTML: pytest's `subtests` report them under the
+    test's node id, so junitxml writes one test case with several <failure> elements and pytest-html one
+    row. A subtest's report (here: each finding of the model checker) gets the id `TEST[MSG]` and a teardown
+    report of its own, which junitxml and pytest-html need to close a test case. Registered only where
+    reports are written (not on an xdist worker, whose reports must keep the id of the test it runs)."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> Generator[None, None, None]:
+        msg = getattr(getattr(report, "context", None), "msg", None)
+        own = report.when == "call" and msg is not None and not report.nodeid.endswith(f"[{msg}]")
+        if own:
+            report.nodeid = f"{report.nodeid}[{msg}]"
+        result = yield
+        if own:
+            closing = pytest.TestReport(report.nodeid, report.location, report.keywords, "passed", None, "teardown",
+                                        duration=0.0, start=report.stop, stop=report.stop,
+                                        user_properties=list(report.user_properties))
+            for name in ("node", "worker_id"):  # xdist: junitxml keys a test case by node id and worker
+                if hasattr(report, name):
+                    setattr(closing, name, getattr(report, name))
+            report_hook = self.config.hook.pytest_runtest_logreport
+            report_hook(report=closing)
+        return result
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and not config.pluginmanager.has_plugin("vexfs-subtest-results"):
+        config.pluginmanager.register(SubtestResults(config), "vexfs-subtest-results")

@@ -4,7 +4,10 @@ reproducer that fails on the faulty module and passes on the clean one. Nothing 
 off (test_model.py explores the clean module)."""
 
 import ast
+import re
 import time
+from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -12,13 +15,14 @@ from pytest_vexfs.model.explore import Discrepancy
 from pytest_vexfs.model.run import Budget, write_reproducer
 
 MODES = ["zero_past_64k", "stale_truncate", "subdir_lost", "rename_undone", "fsync_lost"]
-#: modes whose unaided exploration runs in every run (CI): found and shrunk in 71 s (zero_past_64k) and
-#: 146 s (subdir_lost) under TCG on the loaded 2-core host; the others take 3-4 min each (stale_truncate
+#: modes whose unaided exploration runs in every run (CI): found and shrunk in 71 s (zero_past_64k) under
+#: TCG on the loaded 2-core host; subdir_lost is found in every run by the planted combination below (with
+#: an unsupported symlink and a file size limit in its way); the others take 3-4 min each (stale_truncate
 #: 205 s) and run in the long mode (--vexfs-explore true). Every run also proves detection with the
 #: minimal sequences below and the reproducer file with a pytester subprocess.
-QUICK = {"zero_past_64k", "subdir_lost"}
+QUICK = {"zero_past_64k"}
 #: the same generator and budget for every mode, in every run: the checker is not told which one is planted
-PROOF_BUDGET = Budget(examples=100, steps=20, seconds=0.0, seed=20261130, shrink=40)
+PROOF_BUDGET = Budget(examples=100, steps=20, seconds=0.0, seed=20261130, shrink=40, findings=1)
 
 
 def reproducer_ops(path):
@@ -40,13 +44,14 @@ def test_planted_bug_is_found_and_shrunk(mode, request, vexfs_profile, vexfs_set
     vexfs_model.budget = PROOF_BUDGET
     vexfs_model.rig.reload_module(silent=mode)
     start = time.monotonic()
-    with pytest.raises(Discrepancy) as found:
-        vexfs_model.explore()
-    ops = found.value.ops
-    print(f"{mode}: found in {time.monotonic() - start:.1f} s, shrunk to {len(ops)} operations\n"
-          f"{found.value.args[0]}")
-    assert len(ops) <= 6, f"{mode}: not shrunk to 6 operations or fewer:\n{found.value.args[0]}"
-    path = found.value.reproducer
+    summary = vexfs_model.explore()
+    assert [type(f.error) for f in summary.findings] == [Discrepancy], summary.findings_line()
+    found = summary.findings[0].error
+    ops = found.ops
+    print(f"{mode}: found in {time.monotonic() - start:.1f} s, shrunk to {len(ops)} operations\n{found.args[0]}")
+    assert len(ops) <= 6, f"{mode}: not shrunk to 6 operations or fewer:\n{found.args[0]}"
+    path = summary.findings[0].reproducer
+    assert path is not None
     assert path.is_file() and reproducer_ops(path) == ops
     assert f"PARAMS = {{'silent': '{mode}'}}" in path.read_text()
     with pytest.raises(Discrepancy):
@@ -100,3 +105,52 @@ def test_reproducer_file_fails_on_the_faulty_module_and_passes_on_the_clean_one(
     clean = pytester.runpytest_subprocess(str(path), "-p", "no:cacheprovider", "--vexfs-accel", "tcg",
                                           "--vexfs-model-params", "none")
     clean.assert_outcomes(passed=1)
+
+
+#: refmod with three planted faults at once (module parameters, the same for every run): symlinks refused
+#: with EPERM, files capped at 48 KiB (EFBIG), names in subdirectories lost at a remount
+PLANTED = "silent=subdir_lost,unsupported=symlink,file_limit_kib=48"
+MODEL_TEST = Path(__file__).with_name("test_model.py")
+
+
+def test_planted_combination_gives_three_findings_each_its_own_result(pytester, vexfs_profile, vexfs_settings):
+    """tests/filesystem_ops/test_model.py as it is, run against refmod with the three planted faults: the
+    exploration goes on past each and reports each once, as a test result of its own (its own test case in
+    JUnit): symlink unsupported, the file size limit measured (49,152 bytes), the subdirectory loss shrunk to
+    at most 6 operations. Every run stops at three findings; the long mode explores its whole 10-minute budget
+    and checks that nothing else is reported."""
+    if vexfs_profile.name != "vexfsref":
+        pytest.skip("the planted faults are the reference module's")
+    long = bool(vexfs_settings.explore)
+    budget = (f"Budget(examples=100, steps=20, seconds={600 if long else 0}, seed=20261130, shrink=40, "
+              f"findings={None if long else 3})")
+    pytester.makepyfile(test_model=MODEL_TEST.read_text() + f"""
+
+import pytest
+from pytest_vexfs.model.run import Budget
+
+
+@pytest.fixture(autouse=True)
+def proof_budget(vexfs_model):
+    vexfs_model.budget = {budget}
+""")
+    start = time.monotonic()
+    result = pytester.runpytest_subprocess("test_model.py", "-p", "no:cacheprovider", "--vexfs-accel", "tcg",
+                                           "--vexfs-model-params", PLANTED, "--junitxml", "out.xml", "-s")
+    minutes = (time.monotonic() - start) / 60
+    text = result.stdout.str()
+    line = next((x for x in text.splitlines() if "distinct findings in" in x), "")
+    print(f"{line}\n(the whole pytest run, VM included: {minutes:.1f} min)")
+    result.stdout.fnmatch_lines(["*SUBFAILED*model: unsupported symlink (EPERM)*",
+                                 "*SUBFAILED*model: undeclared limit max_file_size (EFBIG)*",
+                                 "*SUBFAILED*model: remount: tree missing*"], consecutive=False)
+    assert "3 distinct findings in" in line, text[-5000:]
+    assert "(1) the module does not support symlink: EPERM" in line
+    assert "the module refuses files beyond 49,152 bytes (EFBIG): declare `limits: max_file_size: 49152`" in line
+    loss = re.search(r"filesystem model discrepancy at operation \d+ of \d+ \(remount\).*?, (\d+) operations", line)
+    assert loss and int(loss.group(1)) <= 6, line
+    cases = {c.get("name"): [e.tag for e in c] for c in ElementTree.parse(pytester.path / "out.xml").iter("testcase")}
+    findings = {name: tags for name, tags in cases.items() if name.startswith("test_model_exploration[")}
+    assert len(findings) == 3 and all(tags.count("failure") == 1 for tags in findings.values()), cases
+    if long:
+        assert minutes <= 11, f"{minutes:.1f} min for a 10-minute budget"

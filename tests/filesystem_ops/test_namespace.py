@@ -1,5 +1,6 @@
 """Directories, renames, hard links and symlinks, and the errno of every refused namespace operation."""
 
+import pytest
 from pytest_vexfs.module.fs import run_guest_python
 
 
@@ -64,7 +65,10 @@ out({
     }
 
 
-def test_hard_links_and_symlinks(vexfs_fs, vexfs_vm):
+def test_hard_links_and_symlinks(vexfs_fs, vexfs_vm, vexfs_profile):
+    for operation in ("link", "symlink"):
+        if not vexfs_profile.supports(operation):
+            pytest.skip(f"the profile declares unsupported: [{operation}]")
     script = """
 root = sys.argv[1]
 if sys.argv[2] == "make":

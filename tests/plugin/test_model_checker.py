@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from pytest_vexfs.model.executor import SOURCE
-from pytest_vexfs.model.explore import (Capabilities, Discrepancy, Explorer, Target, random_operation,
-                                        run_exploration)
+from pytest_vexfs.model.campaign import explore
+from pytest_vexfs.model.explore import Capabilities, Discrepancy, Explorer, Target, random_operation
+from pytest_vexfs.model.findings import UndeclaredLimit, UnsupportedOperation
+from pytest_vexfs.model.simulate import SimulatedModule
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +69,9 @@ def test_exploration_without_persistence_has_no_remounts(host_fsexec: Path, tmp_
         for k, v in explorer.counts.items():
             seen[k] = seen.get(k, 0) + v
 
-    run_exploration(lambda: host_target(host_fsexec, tmp_path / "root"), Capabilities(persistence=False),
-                    examples=25, steps=30, seed=7, on_finish=finished)
+    result = explore(lambda: host_target(host_fsexec, tmp_path / "root"), Capabilities(persistence=False),
+                     examples=25, steps=30, seed=7, on_finish=finished)
+    assert result.findings == [] and result.unsupported == []  # the host's filesystem: a control
     assert not {"remount", "reload", "power_cut"} & set(seen), seen
     assert seen.get("write", 0) > 0
 
@@ -78,14 +81,53 @@ def test_a_module_refusing_below_its_declared_limit_is_reported_as_such(host_fse
     """The kernel refuses files over 48 KiB (RLIMIT_FSIZE) while the profile declares 1 MiB: the finding
     says the declared limit is wrong, and Hypothesis shrinks it to a create and one write."""
     caps = Capabilities(persistence=False, max_file_size=1 << 20)
-    with pytest.raises(Discrepancy) as found:
-        run_exploration(lambda: host_target(host_fsexec, tmp_path / "root", file_size_limit=48 * 1024), caps,
-                        examples=200, steps=20, seed=3)
-    text = str(found.value)
+    result = explore(lambda: host_target(host_fsexec, tmp_path / "root", file_size_limit=48 * 1024), caps,
+                     examples=200, steps=20, seed=3, max_findings=1)
+    found = result.findings[0].error
+    assert isinstance(found, Discrepancy)
+    text = str(found)
     # refused outright (EFBIG) or cut short at the real limit (a write across it): either way named
     assert "got EFBIG" in text or "(a short write: the file stops at 49152 bytes" in text, text
     assert "below the profile's declared max_file_size of 1048576" in text
-    assert len(found.value.ops) <= 3, text
+    assert len(found.ops) <= 3, text
+
+
+def test_an_undeclared_limit_is_measured_once_and_exploration_goes_on_inside_it(host_fsexec: Path,
+                                                                                 tmp_path: Path) -> None:
+    """No max_file_size declared, files over 48 KiB refused: one finding with the measured limit, first line
+    its reason, and the rounds after it explore with the limit (no discrepancy about it, ever)."""
+    result = explore(lambda: host_target(host_fsexec, tmp_path / "root", file_size_limit=48 * 1024),
+                     Capabilities(persistence=False), examples=40, steps=20, seed=5)
+    assert [type(f.error) for f in result.findings] == [UndeclaredLimit], [f.reason for f in result.findings]
+    limit = result.findings[0].error
+    assert limit.reason == ("the module refuses files beyond 49,152 bytes (EFBIG): declare "
+                            "`limits: max_file_size: 49152` if that is intended")
+    assert str(limit).splitlines()[0] == limit.reason
+    assert limit.signature == "model: undeclared limit max_file_size (EFBIG)"
+    assert result.learned == {"max_file_size": 49152} and len(result.seeds) == 2
+
+
+def test_unsupported_operations_are_probed_once_and_never_generated(host_fsexec: Path, tmp_path: Path) -> None:
+    """refmod's `unsupported=symlink,link` and `file_limit_kib=48`, imitated on the host (simulate.py): each
+    refused operation class is one finding (first line its reason), never generated after the probe, and
+    the rounds that follow find nothing more (the subdirectory loss of the full combination is proven
+    in a guest: tests/filesystem_ops/test_model_proof.py)."""
+    sim = SimulatedModule(host_fsexec, tmp_path / "root", unsupported=["symlink", "link"], file_limit=48 * 1024)
+    seen: dict[str, int] = {}
+
+    def finished(explorer: Explorer) -> None:
+        for k, v in explorer.counts.items():
+            seen[k] = seen.get(k, 0) + v
+
+    result = explore(sim.target, Capabilities(persistence=False), examples=12, steps=15, seed=11,
+                     on_finish=finished)
+    reasons = [f.reason for f in result.findings]
+    assert reasons[:2] == ["the module does not support link: EPERM", "the module does not support symlink: EPERM"]
+    assert [type(f.error) for f in result.findings] == [UnsupportedOperation] * 2 + [UndeclaredLimit], reasons
+    assert all(str(f.error).splitlines()[0] == f.reason for f in result.findings)
+    assert result.unsupported == ["link", "symlink"] and result.learned == {"max_file_size": 49152}
+    assert not {"link", "symlink"} & set(seen) and seen.get("write", 0) > 0, seen
+    assert len({f.signature for f in result.findings}) == 3
 
 
 def test_writes_past_a_declared_limit_expect_efbig(host_fsexec: Path, tmp_path: Path) -> None:

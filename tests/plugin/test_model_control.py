@@ -19,6 +19,7 @@ def test_no_false_alarm_on_ext4_with_remounts_and_power_cuts(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["discrepancies"] == 0, done.stderr[-3000:]
+    assert result["unsupported"] == [], "ext4 supports every operation class the model checker probes"
     assert result["control_ops"] >= 800
     assert result["control_remounts"] == 5 and result["control_power_cuts"] == 5
     assert result["power_cuts"] >= 5 and result["verified_ops_per_s"] > 0
