@@ -2,10 +2,19 @@
 # Prepare a Debian 12/13 host for pytest-vexfs: system packages, the Python package, the guest image.
 #   sudo scripts/setup-host.sh          developer machine
 #   scripts/setup-host.sh --ci          also what the project's own test suite needs (CI)
+#   scripts/setup-host.sh --no-image    packages and the Python package only (.ci/run builds the image
+#                                       itself, beside the debug kernel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ci=false
-[ "${1:-}" = "--ci" ] && ci=true
+image=true
+for arg in "$@"; do
+    case "$arg" in
+        --ci) ci=true ;;
+        --no-image) image=false ;;
+        *) echo "setup-host.sh: unknown option $arg (known: --ci --no-image)" >&2; exit 2 ;;
+    esac
+done
 
 packages=(qemu-system-x86 qemu-utils debootstrap busybox-static e2fsprogs cpio zstd xz-utils
           openssh-client kmod patch ca-certificates binutils)  # binutils: addr2line, file:line in reports
@@ -30,4 +39,4 @@ if $ci; then
 fi
 
 # Build the guest image now (about 2 minutes the first time; cached afterwards).
-vexfs-vm image build
+if $image; then vexfs-vm image build; fi

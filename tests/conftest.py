@@ -25,3 +25,32 @@ def closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+#: fixtures that boot a VM, or run an inner pytest session (which may): a test that needs none of them is
+#: in the fast tier, marked ``unit`` (``pytest -m unit``: no VM, seconds; ``.ci/run`` runs it first)
+VM_TIER_FIXTURES = frozenset({"vexfs_slot", "vexfs_vm", "vexfs_built_module", "pytester", "testdir",
+                              # the self-tests' own VMs and images (module fixtures)
+                              "running_vm", "two_vms", "guest", "image", "remote_pool"})
+
+
+#: modules that need none of those fixtures but boot VMs or run for long all the same (inner runs started
+#: from module fixtures, Ansible and Terraform parsers, mypy, the model checker's long simulations)
+NOT_UNIT_MODULES = frozenset({"test_phase_verdicts.py", "test_model_proof.py", "test_model_control.py",
+                              "test_old_framework_commands.py", "test_infra_ansible.py",
+                              "test_infra_terraform.py", "test_code_quality.py", "test_model_checker.py"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unit: boots no VM and runs no inner pytest session (the fast tier; "
+                                       "given from the test's fixtures, or set by hand)")
+    config.addinivalue_line("markers", "vm: boots a VM without the plugin's fixtures (kept out of the "
+                                       "fast tier)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if not fixtures & VM_TIER_FIXTURES and item.path.name not in NOT_UNIT_MODULES \
+                and item.get_closest_marker("vm") is None:
+            item.add_marker(pytest.mark.unit)

@@ -62,6 +62,12 @@ KINDS = KERNEL_KINDS
 
 BEGIN_PREFIX = "vexfs-test-begin: "
 END_PREFIX = "vexfs-test-end: "
+#: written right after a begin marker by a shell whose pid is the next the test's processes get: a kmemleak
+#: report names the pid of the task that allocated the object, and the pid says which test that was
+PID_PREFIX = "vexfs-test-pid: "
+#: written when the harness unloaded a module: what only the module referenced is orphaned from then on, so
+#: a leak reported after an unload that came after its allocation is the unloading test's
+UNLOAD_PREFIX = "vexfs-test-unload: "
 MARKER_TOKEN_MAX = 800
 """Longest test token put in a marker; /dev/kmsg records are cut near 1000 bytes."""
 
@@ -92,6 +98,12 @@ class Finding:
     location: str = ""
     """``file.c:123 (function)`` of the blamed frame, when its object's debug info is known
     (:mod:`pytest_vexfs.faults.symbols`); the excerpt's frames are then annotated the same way."""
+    made_by: str | None = None
+    """For a leak (kmemleak): the marker token of the test that allocated the object (by the allocating
+    task's pid), or that orphaned it by unloading the module; None when that is the test it was reported
+    in, or unknown (a kernel thread, an allocation before the first test)."""
+    made_by_pid: int | None = None
+    """For a leak: the pid (and so the test) of the task that allocated the object."""
 
     @property
     def fatal(self) -> bool:
@@ -131,6 +143,51 @@ def begin_marker(nodeid: str) -> str:
 def end_marker(nodeid: str) -> str:
     """The line to write to the guest's /dev/kmsg after the test ``nodeid`` ran."""
     return END_PREFIX + marker_token(nodeid)
+
+
+def pid_marker_command() -> str:
+    """A guest shell command that writes :data:`PID_PREFIX` with its own pid (run right after the begin
+    marker: every process the test starts has a higher pid, until pids wrap)."""
+    return f"echo \"<5>{PID_PREFIX}${{BASHPID:-$$}}\" > /dev/kmsg"  # $$ of a bash subshell is its parent's
+
+
+def unload_marker(module: str) -> str:
+    """The line to write to the guest's /dev/kmsg once ``module`` was unloaded."""
+    return UNLOAD_PREFIX + _UNPRINTABLE.sub("?", module)
+
+
+_LEAK_OWNER = re.compile(r'comm "(?P<comm>[^"]*)", pid (?P<pid>\d+)')
+
+
+class LeakOwners:
+    """Which test made a leaked object: the tests' first pids in console order (a pid marker after each
+    begin marker), and the module unloads (unload markers). kmemleak reports an object long after the test
+    that allocated it when it scans rarely; its report names the allocating task's pid."""
+
+    def __init__(self) -> None:
+        self._starts: list[tuple[int, str, int]] = []  # (first pid, test token, unloads seen before it)
+        self._unloads: list[str] = []  # the test token of every unload, in order
+
+    def test_began(self, token: str, pid: int) -> None:
+        self._starts.append((pid, token, len(self._unloads)))
+
+    def module_unloaded(self, token: str | None) -> None:
+        self._unloads.append(token or "")
+
+    def owner(self, pid: int) -> tuple[str, bool] | None:
+        """(test token, orphaned by an unload) for an object allocated by ``pid``; None when no test's
+        processes had that pid (a kernel thread, the boot). Pids restart after a wrap: the latest run of
+        increasing first pids is searched first."""
+        for index in range(len(self._starts) - 1, -1, -1):
+            first, token, unloads_before = self._starts[index]
+            if first <= pid:
+                later = self._unloads[unloads_before:]
+                if later and later[0]:
+                    return later[0], True
+                return token, False
+            if index > 0 and self._starts[index - 1][0] > first:
+                return None  # pids wrapped here: an older pid is ambiguous
+        return None
 
 
 def to_kmsg(line: str, level: int = 5) -> bytes:
@@ -525,6 +582,8 @@ class KernelLogMonitor:
         """Every finding returned so far, in order."""
         self.ignored: list[Finding] = []
         """Findings dropped by ``ignore`` (the first hundred)."""
+        self.leak_owners = LeakOwners()
+        """Which test allocated a leaked object (see :class:`LeakOwners`)."""
 
     def feed(self, text: str) -> list[Finding]:
         """Consume a chunk of log text (lines may be split anywhere); return findings it completed."""
@@ -629,6 +688,12 @@ class KernelLogMonitor:
             self.current_test = text[len(BEGIN_PREFIX):].rstrip() or None
         elif text.startswith(END_PREFIX):
             self.current_test = None
+        elif text.startswith(PID_PREFIX):
+            pid = text[len(PID_PREFIX):].strip()
+            if pid.isdigit() and self.current_test is not None:
+                self.leak_owners.test_began(self.current_test, int(pid))
+        elif text.startswith(UNLOAD_PREFIX):
+            self.leak_owners.module_unloaded(self.current_test)
         self._lead.clear()
 
     def _header(self, raw: str, text: str, stamp: re.Match[str] | None, out: list[Finding]) -> bool:
@@ -719,6 +784,8 @@ class KernelLogMonitor:
             self._emit(report.finding(self._generic), out)
 
     def _emit(self, finding: Finding, out: list[Finding]) -> None:
+        if finding.kind == KMEMLEAK:
+            finding = self._owned(finding)
         for pattern in self._ignore:
             if pattern.search(finding.header) or pattern.search(finding.title):
                 if len(self.ignored) < _MAX_IGNORED_KEPT:
@@ -726,6 +793,17 @@ class KernelLogMonitor:
                 return
         self.findings.append(finding)
         out.append(finding)
+
+
+    def _owned(self, finding: Finding) -> Finding:
+        """A leak with the test that made it (when that is not the test it was reported in)."""
+        match = _LEAK_OWNER.search(finding.excerpt)
+        if match is None:
+            return finding
+        pid = int(match.group("pid"))
+        owner = self.leak_owners.owner(pid)
+        made_by = owner[0] if owner is not None and owner[0] != finding.test else None
+        return dataclasses.replace(finding, made_by=made_by, made_by_pid=pid)
 
 
 FaultDetector = KernelLogMonitor

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from pytest_vexfs.faults.kernel_log import BEGIN_PREFIX, END_PREFIX, begin_marker, end_marker
+from pytest_vexfs.faults.kernel_log import BEGIN_PREFIX, END_PREFIX, PID_PREFIX, UNLOAD_PREFIX, begin_marker, end_marker
 from pytest_vexfs.guest.ssh import CommandResult
 
 #: the report section (terminal, JUnit system-out, HTML) holding a failed test's module log lines
@@ -37,7 +37,7 @@ _EXPLAINING = re.compile(
 LAST_LINES = 5
 _NUMBERS = re.compile(r"\d+")
 #: kernel lines the harness itself causes around every test
-_HARNESS = (BEGIN_PREFIX, END_PREFIX, "sysrq:", "drop_caches:")
+_HARNESS = (BEGIN_PREFIX, END_PREFIX, PID_PREFIX, UNLOAD_PREFIX, "sysrq:", "drop_caches:")
 
 
 @dataclasses.dataclass(frozen=True)

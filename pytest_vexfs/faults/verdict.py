@@ -63,15 +63,16 @@ class Verdict:
         """Whether a fault of an expected kind happened (a hang and a VM death count as theirs)."""
         if not self.expected:
             return False
-        seen = self.kinds | ({fault_kinds.HANG} if self.hang is not None else set()) \
+        own = {k for f in self.findings if not f.made_by for k in (f.kind, *f.kinds)}  # not an earlier test's leak
+        seen = own | ({fault_kinds.HANG} if self.hang is not None else set()) \
             | ({"panic", fault_kinds.CRASH} if self.vm_died else set())
         return bool(seen & set(self.expected))
 
     @property
     def unexpected(self) -> list[Finding]:
-        """Findings none of whose kinds was expected."""
+        """Findings none of whose kinds was expected (a leak an earlier test made is never this one's)."""
         wanted = set(self.expected)
-        return [f for f in self.findings if not wanted & ({f.kind} | set(f.kinds))]
+        return [f for f in self.findings if f.made_by or not wanted & ({f.kind} | set(f.kinds))]
 
     @property
     def primary(self) -> Finding | None:
@@ -93,6 +94,12 @@ class Verdict:
         """Whether the VM must be replaced before the next test."""
         return self.hang is not None or bool(self.vm_died) or bool(self.abandoned) or bool(self.host_lost) \
             or any(fault_kinds.kind(k).breaks_vm for k in self.kinds)
+
+    @property
+    def made_by(self) -> str:
+        """The test that made the primary finding's leaked object, when it is an earlier one ("" else)."""
+        primary = self.primary
+        return primary.made_by or "" if primary is not None else ""
 
     @property
     def location(self) -> str:
@@ -135,6 +142,12 @@ class Verdict:
                          f"{self.hang.command!r} did not finish within {self.hang.timeout:g}s")
         if self.vm_died and self.findings:
             lines.append(f"the VM died: {self.vm_died}")
+        made_by = self.made_by
+        if made_by:
+            primary = self.primary
+            pid = f" (pid {primary.made_by_pid})" if primary is not None and primary.made_by_pid else ""
+            lines.append(f"the leaked object was made by {made_by}{pid}: this later test's kmemleak scan "
+                         f"found it (kmemleak reports a leak only once it is 5 s old, at its second scan)")
         if self.findings:
             lines.append(summarise(self.findings))
         return "\n".join(lines)

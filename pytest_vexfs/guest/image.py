@@ -60,7 +60,8 @@ class KernelFlavour:
 
 KERNELS: dict[str, KernelFlavour] = {
     # trixie moved mkfs.minix/fsck.minix (and other less common mkfs tools) to util-linux-extra
-    "6.12": KernelFlavour("6.12", "trixie", "gcc-14", ("dwarves", "util-linux-extra")),
+    # dosfstools: mkfs.fat/fsck.fat for FAT-like modules (examples/vfat)
+    "6.12": KernelFlavour("6.12", "trixie", "gcc-14", ("dwarves", "util-linux-extra", "dosfstools")),
     # bookworm's minbase lacks useradd (package passwd); trixie's has it
     "6.1": KernelFlavour("6.1", "bookworm", "gcc-12", ("passwd",)),
 }

@@ -17,7 +17,7 @@ from pytest_vexfs.backends.placement import Placement, VMHost, parse_hosts
 from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed
 from pytest_vexfs.guest.image import Image, get_image, kernel_debug_objects
 from pytest_vexfs.faults import kinds as fault_kinds
-from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker
+from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, pid_marker_command
 from pytest_vexfs.faults.symbols import Symbolizer, frame_function
 from pytest_vexfs.faults.verdict import Verdict, finding_kind
 from pytest_vexfs.guest.ssh import CommandResult, KeyPair, generate_keypair
@@ -32,11 +32,16 @@ HANG_DUMP_SETTLE = 3.0
 CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev/null; true"
 #: kmemleak (debug kernel): scan, and print what it finds to the console (verbose). It reports an object
 #: only once it is KMEMLEAK_MIN_AGE seconds old, and never in the first scan that sees its contents (their
-#: checksum changed since the previous scan): so a test is scanned twice, after its body and before its
-#: end marker, the second scan at least KMEMLEAK_MIN_AGE after the first began. An object allocated during
-#: the test, or orphaned there by a module unload, is then reported before the test ends.
+#: checksum changed since the previous scan). A scan of every object costs seconds under KASAN and TCG, so
+#: tests are not scanned one by one: a scan comes at a test's end once KMEMLEAK_SCAN_EVERY seconds passed
+#: since the VM's last one, and at every module unload (module.loaded); a full check (two scans, the second
+#: at least KMEMLEAK_MIN_AGE after the test began) ends a test that expects a leak and the worker's last
+#: test. A leak reported after the test that made it ended is blamed on that test by the allocating task's
+#: pid (pid marker after each begin marker, faults.kernel_log.LeakOwners) and fails the test during which
+#: it was found, naming the test that made it.
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 KMEMLEAK_MIN_AGE = 5.5
+KMEMLEAK_SCAN_EVERY = 60.0
 _DEBUGFS = f"[ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; [ -e {KMEMLEAK} ]"
 SCAN_KMEMLEAK = (f"if {_DEBUGFS}; then sleep {{wait:.1f}}; echo 1 > /sys/module/kmemleak/parameters/verbose; "
                  f"echo scan > {KMEMLEAK}; fi")
@@ -275,8 +280,11 @@ class TestSession:
 
     __test__ = False
 
-    def __init__(self, vm: GuestVM, nodeid: str, hang_timeout: float, *, booted: bool = False) -> None:
+    def __init__(self, vm: GuestVM, nodeid: str, hang_timeout: float, *, booted: bool = False,
+                 full_leak_scan: bool = False) -> None:
         self.vm = vm
+        #: end this test with a full kmemleak check (it expects a leak, or it is the worker's last test)
+        self.full_leak_scan = full_leak_scan
         self.nodeid = nodeid
         self.hang_timeout = hang_timeout
         self.booted = booted  # this test's VM was booted for it (its boot time is reported with it)
@@ -303,12 +311,14 @@ class TestSession:
         if not self.vm.checks_primed:
             self.vm.run(PRIME_KMEMLEAK, timeout=120)
             self.vm.checks_primed = True
+            self.vm.leak_scanned_at = time.monotonic()
         self.began = time.monotonic()
-        self._mark(begin_marker(self.nodeid))
+        self.vm.run(f"echo {shlex.quote('<5>' + begin_marker(self.nodeid))} > /dev/kmsg; {pid_marker_command()}",
+                    timeout=30)
 
     def end(self) -> None:
         if self.vm.is_alive():
-            self.check_kernel()  # while the test is still blamed: before its end marker
+            self.check_kernel(ending=True)  # while the test is still blamed: before its end marker
             try:
                 self._mark(end_marker(self.nodeid))
             except Exception:  # noqa: BLE001 - the VM may have just died; the verdict says so
@@ -392,17 +402,25 @@ class TestSession:
         self.hang.abort_reason = exc.abort_reason
         return self.hang
 
-    def check_kernel(self) -> None:
-        """Have the guest kernel look for damage the test left (slab validation, a kmemleak scan) while it
-        is still blamed (called after the test body and again before its end marker)."""
+    def check_kernel(self, *, ending: bool = False) -> None:
+        """Have the guest kernel look for damage the test left while it is still blamed (called after the
+        test body and again, ``ending``, before its end marker): slab validation each time; a kmemleak
+        scan when one is due (see KMEMLEAK_SCAN_EVERY), or in full at the end of a test that asks for it."""
         if not self.vm.settings.checked_boot or self.hang is not None or not self.vm.is_alive():
             return
-        since = self.began if self._scanned_at is None else self._scanned_at
-        wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - since))
-        self._scanned_at = time.monotonic() + wait
+        scan = ""
+        now = time.monotonic()
+        if self.full_leak_scan:
+            since = self.began if self._scanned_at is None else self._scanned_at
+            wait = max(0.0, KMEMLEAK_MIN_AGE - (now - since))
+            self._scanned_at = now + wait
+            scan = SCAN_KMEMLEAK.format(wait=wait) + "; "
+        elif ending and now - self.vm.leak_scanned_at >= KMEMLEAK_SCAN_EVERY:
+            scan = SCAN_KMEMLEAK.format(wait=0) + "; "
+        if scan:
+            self.vm.leak_scanned_at = now
         try:
-            result = self.vm.run(CHECK_SLABS + "; " + SCAN_KMEMLEAK.format(wait=wait) + "; " + MODULE_SYMBOLS
-                                 + "; true", timeout=120)
+            result = self.vm.run(CHECK_SLABS + "; " + scan + MODULE_SYMBOLS + "; true", timeout=120)
         except VexfsError:
             return  # the VM died or hangs: the verdict says so
         if self.symbols is not None and result.stdout:

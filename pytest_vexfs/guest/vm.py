@@ -130,6 +130,7 @@ class GuestVM:
         self.boot_seconds: float | None = None
         self.boot_mode = ""
         self.checks_primed = False  # kmemleak cleared of what the boot left (guest.session.PRIME_KMEMLEAK)
+        self.leak_scanned_at = 0.0  # time.monotonic() of the last kmemleak scan (guest.session)
         self.machine: Machine | None = None
         self.agent: AgentConnection | None = None  # the fast command path (qemu backend)
         self._ssh: SSHConnection | None = None

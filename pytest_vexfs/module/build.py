@@ -17,6 +17,7 @@ from collections.abc import Callable
 import filelock
 
 from pytest_vexfs.diskspace import disk_full_is_clear
+from pytest_vexfs.module.undefined import undefined_symbols_hint
 from pytest_vexfs.errors import (ConfigError, ModuleBuildError, ModuleError)
 from pytest_vexfs.guest.image import Image
 
@@ -118,7 +119,11 @@ def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
         if not (out / "build.json").exists():
             progress(f"building module {profile.name} against {image.kernel_release}")
             with disk_full_is_clear(root, MODULE_BUILD_BYTES, f"build the module {profile.name}"):
-                _build_into(profile, image, out, digest)
+                try:
+                    _build_into(profile, image, out, digest)
+                except ModuleBuildError as exc:  # linked against symbols the kernel lacks: name them
+                    exc.hint = undefined_symbols_hint(exc.output, image.kernel_release) or exc.hint
+                    raise
     meta = json.loads((out / "build.json").read_text())
     return BuiltModule(out, out / Path(profile.module_file).name,
                        tuple(out / "tools" / Path(t).name for t in profile.tools), image.kernel_release,

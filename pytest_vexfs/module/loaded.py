@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from pytest_vexfs.errors import (ModuleError, ModuleLoadError,
                      ModuleUnloadError)
+from pytest_vexfs.faults.kernel_log import unload_marker
 from pytest_vexfs.guest.ssh import CommandResult
 from pytest_vexfs.guest.vm import Preload
 
@@ -131,12 +132,21 @@ class LoadedModule:
         past its time limit, or as soon as it has sat in the module's exit code with the same kernel
         stack for EXIT_STUCK_SECONDS (the hung-task detector misses an exit that sleeps in a loop).
 
-        On a kernel with kmemleak (and ``scan_leaks``), kmemleak scans twice right after the unload: what
-        only the module's own data referenced is orphaned now, and kmemleak reports an orphan only in
-        the scan after the one that first sees it unreferenced. A leak that shows once the module is
-        gone is then reported (on the console) while the test that unloaded it runs."""
+        On a kernel with kmemleak (and ``scan_leaks``), kmemleak scans twice before the unload (what
+        earlier tests leaked is reported now, and blamed on them) and twice right after it: what only the
+        module's own data referenced is orphaned now, and kmemleak reports an orphan only in the scan
+        after the one that first sees it unreferenced. A leak that shows once the module is gone is then
+        reported (on the console) while the test that unloaded it runs, and blamed on it (the unload
+        marker written to the kernel log, see faults.kernel_log.LeakOwners)."""
         limit = timeout or max(30.0, float(self.seed["max_unload_time"]) * 3)
-        result = self.guest.run(f"rmmod {self.name}", timeout=limit, abort=ExitWatch(self.guest, self.name))
+        if scan_leaks and self.has_kmemleak():
+            # what earlier tests leaked is reported now, before the unload, and blamed on them (by the
+            # allocating task's pid): after the unload, a leak is blamed on the test that unloaded
+            self.guest.run(f"echo 1 > /sys/module/kmemleak/parameters/verbose; echo scan > {KMEMLEAK}; "
+                           f"echo scan > {KMEMLEAK}", timeout=300)
+        marker = shlex.quote("<5>" + unload_marker(self.name))
+        result = self.guest.run(f"rmmod {self.name} && echo {marker} > /dev/kmsg", timeout=limit,
+                                abort=ExitWatch(self.guest, self.name))
         if not result.ok:
             detail = result.stderr.strip()
             if "in use" in detail or "busy" in detail.lower():

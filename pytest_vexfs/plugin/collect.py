@@ -37,12 +37,11 @@ from pytest_vexfs.compat.domains import (DomainBase, DomainError, TestResult, ca
 from pytest_vexfs.compat.oldapi import ResultCollectorAdapter, VMManagerAdapter, is_old_style_domain, status_name
 from pytest_vexfs.guest.session import TestSession
 from pytest_vexfs.compat.shell import SKIP_STATUS, ScriptHeader, ScriptHeaderError, is_shell_test, read_header
-from pytest_vexfs.plugin.keys import DOMAINS_KEY, domain_of
+from pytest_vexfs.plugin.keys import DOMAINS_KEY, NEXT_ITEM_KEY, domain_of
 
 SHELL_DIRS_INI = "vexfs_shell_dirs"
 GUEST_SHELL_DIR = "/tmp/vexfs-shell"
 MAX_COPY_BYTES = 64 * 1024 * 1024
-NEXT_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
 COPIED_KEY = pytest.StashKey[set[tuple[str, str]]]()
 
 

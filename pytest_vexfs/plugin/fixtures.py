@@ -17,7 +17,7 @@ from pytest_vexfs.guest.session import TestSession, VMSlot, locate
 from pytest_vexfs.module.build import BuiltModule, build_module
 from pytest_vexfs.module.loaded import LoadedModule
 from pytest_vexfs.module.profile import ModuleProfile, load_seed_config
-from pytest_vexfs.plugin.keys import (SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
+from pytest_vexfs.plugin.keys import (NEXT_ITEM_KEY, SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
                                       module_profile, run_id, worker_id)
 
 
@@ -93,7 +93,12 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
     preload = vexfs_slot.preload if "vexfs_module" in request.fixturenames else None
     with _as_test_failure():
         vm = vexfs_slot.acquire(preload)
-    session = TestSession(vm, item.nodeid, hang_timeout, booted=vexfs_slot.count != booted_before)
+    expect = item.get_closest_marker("expect_fault")
+    # a full kmemleak check where a leak is expected, and at the worker's last test (nothing scans later)
+    full_leak_scan = (expect is not None and "kmemleak" in expect.args) \
+        or item.stash.get(NEXT_ITEM_KEY, item) is None
+    session = TestSession(vm, item.nodeid, hang_timeout, booted=vexfs_slot.count != booted_before,
+                          full_leak_scan=full_leak_scan)
     session.symbols = vexfs_slot.symbols
     item.stash[TEST_SESSION_KEY] = session
     session.begin()

@@ -302,6 +302,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         _record(item, report, "fault_kind", phase.fault_kind)
         _record(item, report, "fault_title", phase.title)
         _record(item, report, "fault_location", phase.location)
+        _record(item, report, "fault_made_by", phase.made_by)
         report.sections.append((CONSOLE_SECTION, phase.excerpt() or vm.console_tail()))
     vm_error = call.excinfo is not None and isinstance(call.excinfo.value, _VM_ERRORS)
     if expected and report.when == "call":

@@ -10,6 +10,8 @@ from pytest_vexfs.guest.runstate import new_run_id
 from pytest_vexfs.guest.session import TestSession, VMSlot
 from pytest_vexfs.module.profile import ModuleProfile, find_profile
 
+#: the test that runs after this one in this process (None: the last); set by pytest_runtest_protocol
+NEXT_ITEM_KEY = pytest.StashKey["pytest.Item | None"]()
 SETTINGS_KEY = pytest.StashKey[cfg.ResolvedSettings]()
 SLOT_KEY = pytest.StashKey[VMSlot]()
 DOMAINS_KEY = pytest.StashKey[tuple[str, ...]]()

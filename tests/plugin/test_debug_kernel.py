@@ -83,12 +83,14 @@ DEBUG_BUGS = {
     "double_free": ("kasan", r"KASAN: double-free in vexfsref_fault_double_free"),
     "list_corrupt": ("list_corruption", r"list corruption in vexfsref_fault_list_corrupt"),
     "lock_inversion": ("lockdep", r"possible circular locking dependency in vexfsref_fault_lock_inversion"),
-    "small_leak": ("kmemleak", r"memory leak in vexfsref_fault_small_leak"),
 }
+#: kmemleak is not scanned after every test: a leak of a test that does not expect one is found by a later
+#: scan (here the worker's last test's full check) and blamed on the test that made it
+LEAK_TITLE = "memory leak in vexfsref_fault_small_leak"
 
 
 def test_every_planted_bug_is_found_on_the_debug_kernel(pytester: pytest.Pytester) -> None:
-    words = list(DEBUG_BUGS)
+    words = [*DEBUG_BUGS, "small_leak"]
     pytester.makepyfile(test_planted=f"""
         import pytest
 
@@ -113,7 +115,14 @@ def test_every_planted_bug_is_found_on_the_debug_kernel(pytester: pytest.Pyteste
                 or int(location["line"]) not in function_lines(function):
             problems.append(f"{word}: location {props.get('fault_location')!r}")
     assert not problems, "\n".join(problems) + "\n" + result.stdout.str()[-5000:]
-    assert "fault_kind" not in cases["test_clean_afterwards"]
+    # the leak: not a finding of its own test (nothing scanned there), but of the next scan, which names it
+    assert "fault_kind" not in cases["test_plant[small_leak]"], cases["test_plant[small_leak]"]
+    found = cases["test_clean_afterwards"]
+    assert (found.get("fault_kind"), found.get("fault_title")) == ("kmemleak", LEAK_TITLE), found
+    assert found.get("fault_made_by") == "test_planted.py::test_plant[small_leak]", found
+    where = re.fullmatch(r"\S+vexfsref_fault\.c:(\d+) \(vexfsref_fault_small_leak\)", found.get("fault_location", ""))
+    assert where and int(where[1]) in function_lines("vexfsref_fault_small_leak"), found
+    result.stdout.fnmatch_lines(["*the leaked object was made by test_planted.py::test_plant?small_leak? (pid *"])
     # kernel frames resolve too, through the debug vmlinux (mm/kasan/... in a KASAN report's trace)
     result.stdout.fnmatch_lines(["*kasan_report+0x*mm/kasan/report.c:*"])
 
@@ -174,3 +183,21 @@ def test_the_error_path_sweep_and_the_unload_scan_find_their_leaks(pytester: pyt
     assert cases["test_unload"].get("fault_location", "").endswith(
         f"vexfsref_fault.c:{alloc} (vexfsref_fault_exit_leak)"), cases["test_unload"]
     assert "fault_kind" not in cases["test_clean_afterwards"], output
+
+
+def test_a_module_linking_what_the_kernel_lacks_gets_one_paragraph() -> None:
+    """modpost's undefined symbols are named with the option that exports them, not "fix the errors above"."""
+    from pytest_vexfs.errors import ModuleBuildError
+    from pytest_vexfs.module.undefined import undefined_symbols_hint
+
+    output = ('  MODPOST /tmp/b/Module.symvers\nERROR: modpost: "__blockdev_direct_IO" [/tmp/b/vfat_oot.ko] '
+              'undefined!\nERROR: modpost: "dquot_initialize" [/tmp/b/vfat_oot.ko] undefined!\n'
+              'ERROR: modpost: "vexfs_private_helper" [/tmp/b/vfat_oot.ko] undefined!\nmake[2]: *** Error 1\n')
+    error = ModuleBuildError("/src", "6.12.118-vexfs-debug", output)
+    error.hint = undefined_symbols_hint(output, "6.12.118-vexfs-debug") or error.hint
+    text = str(error)
+    assert "kernel 6.12.118-vexfs-debug does not export 3 symbol(s) the module links: __blockdev_direct_IO " \
+           "(CONFIG_LEGACY_DIRECT_IO" in text, text
+    assert "dquot_initialize (CONFIG_QUOTA), vexfs_private_helper. Build against" in text, text
+    assert "pick another kernel" not in text
+    assert undefined_symbols_hint("cc1: error: foo.c:3: bad\n", "6.12") == ""

@@ -577,3 +577,52 @@ def test_kmemleak_verbose_scan_reports_on_the_debug_kernel() -> None:
     assert findings and {(f.kind, f.title, f.module) for f in findings} == {
         ("kmemleak", "memory leak in vexfsref_fault_small_leak", "vexfsref")}
     assert all(f.frame.startswith("vexfsref_fault_small_leak+0x") for f in findings)
+
+
+def _leak_report(stamp: float, pid: int, function: str = "vexfsref_fault_small_leak") -> str:
+    return "\n".join(f"[{stamp:12.6f}] kmemleak: {line}" for line in (
+        "unreferenced object 0xffff888007d95800 (size 1024):",
+        f'  comm "bash", pid {pid}, jiffies 4294958447',
+        "  backtrace (crc 466f2588):",
+        "    __kmalloc_cache_noprof+0x1fd/0x390",
+        f"    {function}+0x68/0xb0 [vexfsref]",
+        "    vfs_write+0x194/0x7f0")) + "\n"
+
+
+def _window(stamp: float, test: str, first_pid: int) -> str:
+    return (f"[{stamp:12.6f}] vexfs-test-begin: {test}\n[{stamp:12.6f}] vexfs-test-pid: {first_pid}\n")
+
+
+def test_a_leak_found_by_a_later_scan_is_blamed_on_the_test_whose_task_made_it() -> None:
+    """kmemleak is scanned rarely: a report in test C of an object allocated by pid 130 names test B, whose
+    processes had pids 120 and up; one allocated by a kernel thread (pid 7) or by C itself names nobody."""
+    log = (_window(10, "t.py::test_a", 100) + "[  11.000000] vexfs-test-end: t.py::test_a\n"
+           + _window(12, "t.py::test_b", 120) + "[  13.000000] vexfs-test-end: t.py::test_b\n"
+           + _window(14, "t.py::test_c", 140)
+           + _leak_report(15, 130) + _leak_report(15.1, 7) + _leak_report(15.2, 145)
+           + "[  16.000000] vexfs-test-end: t.py::test_c\n")
+    findings = find_faults(log)
+    assert [(f.test, f.made_by, f.made_by_pid) for f in findings] == [
+        ("t.py::test_c", "t.py::test_b", 130), ("t.py::test_c", None, 7), ("t.py::test_c", None, 145)]
+
+
+def test_a_leak_orphaned_by_an_unload_is_the_unloading_tests() -> None:
+    """An object made in test_plant (pid 150) and reported after test_unload unloaded the module is
+    test_unload's; an object made after that unload is blamed by pid again."""
+    log = (_window(10, "t.py::test_plant", 150) + "[  11.000000] vexfs-test-end: t.py::test_plant\n"
+           + _window(12, "t.py::test_unload", 170) + "[  12.500000] vexfs-test-unload: vexfsref\n"
+           + _leak_report(13, 151) + "[  14.000000] vexfs-test-end: t.py::test_unload\n"
+           + _window(15, "t.py::test_next", 190) + "[  16.000000] vexfs-test-end: t.py::test_next\n"
+           + _window(17, "t.py::test_last", 210) + _leak_report(18, 195))
+    findings = find_faults(log)
+    assert [(f.test, f.made_by) for f in findings] == [("t.py::test_unload", None),
+                                                       ("t.py::test_last", "t.py::test_next")]
+
+
+def test_pids_that_wrapped_are_not_guessed() -> None:
+    """After a wrap (test_b's first pid is below test_a's) a pid below every later test's is test_a's or
+    a kernel thread's: nobody is named rather than a guess."""
+    log = (_window(10, "t.py::test_a", 32000) + _window(12, "t.py::test_b", 300)
+           + _window(14, "t.py::test_c", 400) + _window(16, "t.py::test_d", 500)
+           + _leak_report(17, 350) + _leak_report(17.5, 450) + _leak_report(18, 200))
+    assert [f.made_by for f in find_faults(log)] == ["t.py::test_b", "t.py::test_c", None]
