@@ -62,8 +62,9 @@ class HostToolMissing(VexfsError):
     """A program the host must provide (qemu, debootstrap, ...) is not installed."""
 
     def __init__(self, tool: str, package: str) -> None:
-        super().__init__(f"{tool!r} was not found on PATH",
-                         hint=f"install it: apt-get install {package}")
+        several = ", " in tool  # several tools at once: "flex, bison" and "flex bison"
+        super().__init__(f"{tool} were not found on the host" if several else f"{tool!r} was not found on PATH",
+                         hint=f"install {'them' if several else 'it'}: apt-get install {package}")
         self.tool, self.package = tool, package
 
 

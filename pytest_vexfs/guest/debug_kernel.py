@@ -43,6 +43,9 @@ PROGRESS_EVERY = 30.0  # seconds between progress lines while compiling
 DEBUG_BOOT_FACTOR = 5.0  # its boot under TCG: ~140 s of guest time to the initramfs on a loaded host
 
 Progress = Callable[[str], None]
+#: (program, Debian package) the host needs to build a kernel
+BUILD_TOOLS = (("make", "make"), ("gcc", "gcc"), ("flex", "flex"), ("bison", "bison"), ("bc", "bc"),
+               ("apt-get", "apt"), ("dpkg-deb", "dpkg"), ("xz", "xz-utils"), ("perl", "perl"))
 
 
 class KernelBuildError(ImageBuildError):
@@ -133,13 +136,12 @@ def kernel_digest(flavour: DebugFlavour, version: str) -> str:
 
 def get_debug_kernel(flavour: DebugFlavour, cache_dir: Path, progress: Progress) -> DebugKernel:
     """The built debug kernel for ``flavour``, building it first if needed (under a file lock)."""
-    for tool, package in (("make", "make"), ("gcc", "gcc"), ("flex", "flex"), ("bison", "bison"),
-                          ("bc", "bc"), ("apt-get", "apt"), ("dpkg-deb", "dpkg"), ("xz", "xz-utils"),
-                          ("perl", "perl")):
-        if shutil.which(tool) is None:
-            raise HostToolMissing(tool, package)
+    missing = [(tool, package) for tool, package in BUILD_TOOLS if shutil.which(tool) is None]
     if not Path("/usr/include/gelf.h").exists():
-        raise HostToolMissing("libelf headers (gelf.h, for objtool)", "libelf-dev")
+        missing.append(("libelf headers (gelf.h, for objtool)", "libelf-dev"))
+    if missing:  # all of them at once, with the one line that installs them
+        raise HostToolMissing(", ".join(tool for tool, _ in missing),
+                              " ".join(dict.fromkeys(package for _, package in missing)))
     root = cache_dir / "kernels"
     root.mkdir(parents=True, exist_ok=True)
     version = source_version(flavour.source_package)

@@ -238,6 +238,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     domain = domain_of(item)
     if domain and not item.get_closest_marker(domain):
         item.add_marker(getattr(pytest.mark, domain))
+    _expected_kinds(item)  # a misspelt kind stops the run at collection, before any VM boots
 
 
 # -- verdicts ------------------------------------------------------------------------------------
@@ -252,6 +253,11 @@ def _expected_kinds(item: pytest.Item) -> tuple[str, ...]:
         return ()
     if not marker.args or not all(isinstance(a, str) for a in marker.args):
         raise pytest.UsageError(f"{item.nodeid}: expect_fault takes fault kinds as strings, got {marker.args!r}")
+    unknown = [a for a in marker.args if a not in fault_kinds.KINDS]
+    if unknown:
+        raise pytest.UsageError(f"{item.nodeid}: expect_fault names {', '.join(map(repr, unknown))}, which is no "
+                                f"fault kind; the kinds are: {', '.join(fault_kinds.KINDS)} "
+                                f"(pytest_vexfs/faults/kinds.py)")
     return tuple(marker.args)
 
 

@@ -201,3 +201,18 @@ def test_a_module_linking_what_the_kernel_lacks_gets_one_paragraph() -> None:
     assert "dquot_initialize (CONFIG_QUOTA), vexfs_private_helper. Build against" in text, text
     assert "pick another kernel" not in text
     assert undefined_symbols_hint("cc1: error: foo.c:3: bad\n", "6.12") == ""
+
+
+def test_missing_build_tools_are_named_all_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Not one tool per run: every missing program, and the one apt-get line that installs them all."""
+    import shutil
+
+    from pytest_vexfs.errors import HostToolMissing
+    from pytest_vexfs.guest.debug_kernel import get_debug_kernel
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool in ("flex", "bison") else real_which(tool))
+    with pytest.raises(HostToolMissing) as info:
+        get_debug_kernel(DEBUG_FLAVOURS["6.12-debug"], tmp_path, lambda msg: None)
+    assert str(info.value).startswith("flex, bison were not found on the host"), str(info.value)
+    assert "what to do: install them: apt-get install flex bison" in str(info.value)

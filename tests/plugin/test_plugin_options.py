@@ -145,4 +145,16 @@ def test_expect_fault_marker_arguments_are_checked(project: pytest.Pytester) -> 
             pass
     """)
     result = project.runpytest_subprocess("test_bad_marker.py", "--vexfs-accel", "tcg")
-    result.stdout.fnmatch_lines(["*expect_fault takes fault kinds as strings, got (42,)*"])
+    result.stderr.fnmatch_lines(["*expect_fault takes fault kinds as strings, got (42,)*"])  # at collection
+    assert result.ret != 0 and "Traceback" not in result.stderr.str()
+    project.makepyfile(test_bad_marker="""
+        import pytest
+
+        @pytest.mark.expect_fault("kasan", "opps")
+        def test_x(vexfs_vm):
+            pass
+    """)
+    result = project.runpytest_subprocess("test_bad_marker.py", "--vexfs-accel", "tcg")
+    result.stderr.fnmatch_lines(["*test_bad_marker.py::test_x: expect_fault names 'opps', which is no fault kind; "
+                                 "the kinds are: oops, gpf, *"])
+    assert result.ret != 0 and "Traceback" not in result.stderr.str()
