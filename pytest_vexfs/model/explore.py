@@ -338,7 +338,15 @@ class Explorer:
         """Run the sequence's setup (a fresh filesystem) and then `lines` uncompared: their answers, or None
         when the setup failed. For probes and measurements, which read the answers themselves."""
         steps, self.pending = self.pending, []
-        answers = self.target.run_batch([s.line for s in steps] + list(lines))
+        try:
+            answers = self.target.run_batch([s.line for s in steps] + list(lines))
+        except Exception as exc:  # noqa: BLE001 - a dead guest ends exploration, as in flush
+            self.failed = True
+            raise ExplorationStopped(self._broken(f"the guest failed while running a batch: {exc}"), self.ops) from exc
+        faults = self.target.faults()
+        if faults:
+            self.failed = True
+            raise ExplorationStopped(self._broken("the kernel reported " + "; ".join(faults)), self.ops)
         if any(self._compare(s, a)[0] for s, a in zip(steps, answers)):
             return None
         return answers[len(steps):]
