@@ -16,6 +16,7 @@ _OPTIONS = (
     (r"(?:__)?dquot_\w+|dq(?:get|put)|register_quota_format|unregister_quota_format", "CONFIG_QUOTA"),
     (r"qtree_\w+", "CONFIG_QUOTA_TREE (selected by QFMT_V2)"),
     (r"exportfs_\w+", "CONFIG_EXPORTFS (no prompt: selected by NFSD, OVERLAY_FS)"),
+    (r"iomap_swapfile_activate|add_swap_extent", "CONFIG_SWAP"),
     (r"iomap_\w+", "CONFIG_FS_IOMAP (no prompt: selected by EXT4_FS, XFS_FS and others)"),
     (r"mpage_\w+|__bread\w*|__breadahead\w*|__brelse|__bforget|__getblk\w*|block_\w+|mark_buffer_\w+"
      r"|sync_dirty_buffer|generic_block_bmap|create_empty_buffers|submit_bh|end_buffer_\w+",
