@@ -57,6 +57,8 @@ struct vexfsref_sb_info {
 	atomic64_t changes;	/* bumped by every modification */
 	u64 saved_changes;	/* value of changes at the last save */
 	u64 generation;
+	sector_t payload_block;	/* where the image on disk starts, and its length */
+	sector_t payload_blocks;
 	bool mmap_written;	/* a shared writable mapping was made */
 	bool verbose;
 	bool loaded;		/* image read successfully; save allowed */
@@ -125,6 +127,8 @@ static inline u64 vexfsref_vec_bytes(u64 count, u32 dim)
 #define VX_SILENT_ZERO_PAST_64K		(1u << 2)	/* written bytes past 64 KiB become zeros */
 #define VX_SILENT_FSYNC_LOST		(1u << 3)	/* fsync returns 0 without saving */
 #define VX_SILENT_STALE_TRUNCATE	(1u << 4)	/* truncate down keeps the cut bytes in the page cache */
+#define VX_SILENT_COMMIT_BEFORE_DATA	(1u << 5)	/* a save writes the superblock before the payload, no flush between */
+#define VX_SILENT_COUNT_TRUSTED		(1u << 6)	/* mount trusts on-disk name lengths as a buffer's bound */
 extern unsigned int vexfsref_silent;
 static inline bool vx_silent(unsigned int mode)
 {

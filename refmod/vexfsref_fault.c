@@ -80,6 +80,7 @@ MODULE_PARM_DESC(file_limit_kib, "files larger than this many KiB are refused wi
 unsigned int vexfsref_silent;
 static const char *const vx_silent_words[] = {
 	"subdir_lost", "rename_undone", "zero_past_64k", "fsync_lost", "stale_truncate",
+	"commit_before_data", "count_trusted",
 };
 
 static int vx_silent_set(const char *val, const struct kernel_param *kp)
@@ -125,7 +126,7 @@ static const struct kernel_param_ops vx_silent_ops = {
 };
 module_param_cb(silent, &vx_silent_ops, NULL, 0444);
 MODULE_PARM_DESC(silent, "silent corruption modes, comma-separated: subdir_lost rename_undone "
-		 "zero_past_64k fsync_lost stale_truncate (default none)");
+		 "zero_past_64k fsync_lost stale_truncate commit_before_data count_trusted (default none)");
 
 /*
  * Missing features and hidden limits, planted for the model checker's probes and limit measurements

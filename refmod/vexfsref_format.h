@@ -3,7 +3,10 @@
  * vexfsref_format.h - on-disk image format, shared by the module and mkfs.
  *
  * Block 0 (4096 bytes) holds struct vexfsref_dsuper.  The payload starts at
- * byte 4096 and is a sequence of @inode_count inode records, each laid out as
+ * block @payload_block (1 after mkfs; a save writes the new payload after the
+ * old one, or from block 1 again when it fits before it, so a crash during a
+ * save leaves the old image whole) and is a sequence of @inode_count inode
+ * records, each laid out as
  *
  *   struct vexfsref_dinode
  *   nnames x { struct vexfsref_dname, name bytes, pad to 8 }
@@ -40,6 +43,7 @@ struct vexfsref_dsuper {
 	__le64 generation;	/* bumped by every save */
 	__le32 payload_crc;
 	__le32 super_crc;
+	__le64 payload_block;	/* first block of the payload (0 is read as 1) */
 };
 
 struct vexfsref_dinode {

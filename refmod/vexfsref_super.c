@@ -11,9 +11,12 @@
  *  - The whole tree is serialised to the block device by vexfsref_save() on
  *    sync_fs(wait), fsync, remount read-only and unmount, and read back by
  *    vexfsref_load() at mount.  Format: vexfsref_format.h (a superblock in
- *    block 0 and a CRC-checked stream of inode records from block 1).
- *    A save rewrites the image in place: a crash in the middle of a save
- *    loses the image (the CRC makes the next mount fail cleanly).
+ *    block 0 and a CRC-checked stream of inode records from its
+ *    payload_block).  A save writes the new payload where it does not
+ *    overwrite the old one (after it, or from block 1 when it fits before
+ *    it), flushes, then writes the superblock naming it with a flush and FUA:
+ *    a crash at any point leaves the old or the new image, whole.  Only when
+ *    the device has no room for two copies is the image rewritten in place.
  *  - ENOSPC: the serialised size is bounded by a running charge; growth
  *    beyond capacity = min(device - 4 KiB, half of RAM) fails.  The RAM cap
  *    exists because the contents are held in memory, as tmpfs's default.
@@ -322,8 +325,34 @@ static void vx_w_inode(struct vx_writer *w, struct inode *inode)
 }
 
 /*
+ * Where the next payload goes: after the current one, or from block 1 when it
+ * fits before it, so that the current image stays whole until the superblock
+ * names the new one.  @limit is the first block it must not reach.  Without
+ * room for two copies, block 1 (in place: a crash during the save loses it).
+ */
+static sector_t vx_next_payload(struct vexfsref_sb_info *sbi, sector_t dev_blocks, sector_t *limit)
+{
+	sector_t need = DIV_ROUND_UP(sbi->used, VEXFSREF_BLOCK_SIZE) + 1;
+	sector_t after = sbi->payload_block + sbi->payload_blocks;
+
+	if (after + need <= dev_blocks) {
+		*limit = dev_blocks;
+		return after;
+	}
+	if (1 + need <= sbi->payload_block) {
+		*limit = sbi->payload_block;
+		return 1;
+	}
+	*limit = dev_blocks;
+	return 1;
+}
+
+/*
  * Serialise the whole tree to the device.  Cheap when nothing changed since
  * the last save.  Runs under ns_lock, so the namespace is frozen meanwhile.
+ * Order: payload, flush, superblock (preflush + FUA).  silent=commit_before_data
+ * plants the classic reordering bug: the superblock is written before the
+ * payload it describes, with no flush between.
  */
 int vexfsref_save(struct super_block *sb)
 {
@@ -333,6 +362,8 @@ int vexfsref_save(struct super_block *sb)
 	struct buffer_head *bh;
 	struct inode **inodes;
 	size_t n = 0, i, written = 0;
+	bool commit_first = vx_silent(VX_SILENT_COMMIT_BEFORE_DATA);
+	sector_t start;
 	u64 changes;
 	int err;
 
@@ -351,8 +382,8 @@ int vexfsref_save(struct super_block *sb)
 	}
 
 	w.sb = sb;
-	w.blk = 1;
-	w.limit = bdev_nr_bytes(sb->s_bdev) >> 12;
+	w.blk = vx_next_payload(sbi, bdev_nr_bytes(sb->s_bdev) >> 12, &w.limit);
+	start = w.blk;
 	w.crc = ~0u;
 	for (i = 0; i < n && !w.err; i++) {
 		struct inode *inode = inodes[i];
@@ -364,8 +395,10 @@ int vexfsref_save(struct super_block *sb)
 	}
 	vx_w_flush(&w);
 	err = w.err;
-	if (!err)
+	if (!err && !commit_first)
 		err = sync_blockdev(sb->s_bdev);
+	if (!err && !commit_first)
+		err = blkdev_issue_flush(sb->s_bdev);
 	if (err) {
 		pr_err("vexfsref: %s: save failed (%d); image on disk is invalid\n",
 		       sb->s_id, err);
@@ -387,6 +420,7 @@ int vexfsref_save(struct super_block *sb)
 	ds.next_ino = cpu_to_le64(atomic64_read(&sbi->next_ino));
 	ds.generation = cpu_to_le64(sbi->generation);
 	ds.payload_crc = cpu_to_le32(w.crc);
+	ds.payload_block = cpu_to_le64(start);
 	ds.super_crc = 0;
 	ds.super_crc = cpu_to_le32(crc32_le(~0u, (void *)&ds, sizeof(ds)));
 	lock_buffer(bh);
@@ -394,10 +428,19 @@ int vexfsref_save(struct super_block *sb)
 	memcpy(bh->b_data, &ds, sizeof(ds));
 	unlock_buffer(bh);
 	mark_buffer_dirty(bh);
-	err = sync_dirty_buffer(bh);
+	if (commit_first) {
+		/* planted bug: the superblock reaches the disk before the payload it names */
+		err = sync_dirty_buffer(bh);
+		err = err ?: sync_blockdev(sb->s_bdev);
+		err = err ?: blkdev_issue_flush(sb->s_bdev);
+	} else {
+		err = __sync_dirty_buffer(bh, REQ_SYNC | REQ_PREFLUSH | REQ_FUA);
+	}
 	brelse(bh);
 	if (err)
 		goto out;
+	sbi->payload_block = start;
+	sbi->payload_blocks = DIV_ROUND_UP(w.total, VEXFSREF_BLOCK_SIZE);
 	sbi->saved_changes = changes;
 	if (sbi->verbose || verbose)
 		pr_info("vexfsref: %s: saved %zu inodes, %llu bytes, generation %llu\n",
@@ -465,10 +508,15 @@ static void vx_r_done(struct vx_reader *r)
 	r->bh = NULL;
 }
 
+static sector_t vx_payload_block(const struct vexfsref_dsuper *ds)
+{
+	return le64_to_cpu(ds->payload_block) ?: 1;
+}
+
 static int vx_verify_payload(struct super_block *sb, const struct vexfsref_dsuper *ds)
 {
 	u64 left = le64_to_cpu(ds->payload_bytes);
-	sector_t blk = 1;
+	sector_t blk = vx_payload_block(ds);
 	u32 crc = ~0u;
 
 	while (left) {
@@ -735,7 +783,7 @@ static int vx_attach_all(struct super_block *sb, struct vx_load *ld)
 static int vexfsref_load(struct super_block *sb, const struct vexfsref_dsuper *ds)
 {
 	struct vexfsref_sb_info *sbi = VX_SB(sb);
-	struct vx_reader r = { .sb = sb, .blk = 1, .left = le64_to_cpu(ds->payload_bytes) };
+	struct vx_reader r = { .sb = sb, .blk = vx_payload_block(ds), .left = le64_to_cpu(ds->payload_bytes) };
 	struct vx_load ld = {};
 	u64 count = le64_to_cpu(ds->inode_count), i;
 	struct inode *inode, *root;
@@ -882,6 +930,46 @@ static int vx_parse_param(struct fs_context *fc, struct fs_parameter *param)
 	return 0;
 }
 
+/*
+ * Planted bug (silent=count_trusted): before the payload's checksum is
+ * verified, the names of the records in the payload's first block are peeked
+ * at through a VX_PEEK_NAME-byte buffer, each copy bounded only by the
+ * on-disk name length (and the block): a crafted image overruns the buffer.
+ */
+#define VX_PEEK_NAME 16
+static noinline void vx_peek_names(struct super_block *sb, sector_t blk)
+{
+	struct buffer_head *bh = sb_bread(sb, blk);
+	size_t off = 0, end = VEXFSREF_BLOCK_SIZE;
+	char *name;
+
+	if (!bh)
+		return;
+	name = kmalloc(VX_PEEK_NAME, GFP_KERNEL);
+	while (name && off + sizeof(struct vexfsref_dinode) <= end) {
+		const struct vexfsref_dinode *di = (const void *)(bh->b_data + off);
+		u32 nnames = le32_to_cpu(di->nnames), i;
+		u64 size = le64_to_cpu(di->size);
+
+		if (!di->ino || di->vec_count)
+			break;
+		off += sizeof(*di);
+		for (i = 0; i < nnames && off + sizeof(struct vexfsref_dname) <= end; i++) {
+			const struct vexfsref_dname *dn = (const void *)(bh->b_data + off);
+			u32 len = le32_to_cpu(dn->len);
+
+			off += sizeof(*dn);
+			memcpy(name, bh->b_data + off, min_t(size_t, len, end - off));
+			off += min_t(size_t, VEXFSREF_ALIGN8((u64)len), end - off);
+		}
+		if (size > end - off)
+			break;
+		off += VEXFSREF_ALIGN8(size);
+	}
+	kfree(name);
+	brelse(bh);
+}
+
 static int vx_fill_super(struct super_block *sb, struct fs_context *fc)
 {
 	struct vx_fs_opts *opts = fc->fs_private;
@@ -932,9 +1020,14 @@ static int vx_fill_super(struct super_block *sb, struct fs_context *fc)
 	ds.super_crc = cpu_to_le32(crc);
 	if (le32_to_cpu(ds.version) != VEXFSREF_VERSION ||
 	    le32_to_cpu(ds.block_size) != VEXFSREF_BLOCK_SIZE ||
-	    le64_to_cpu(ds.payload_bytes) > dev_bytes - VEXFSREF_BLOCK_SIZE)
+	    le64_to_cpu(ds.payload_bytes) > dev_bytes - VEXFSREF_BLOCK_SIZE ||
+	    vx_payload_block(&ds) > (dev_bytes - le64_to_cpu(ds.payload_bytes)) / VEXFSREF_BLOCK_SIZE)
 		return invalf(fc, "vexfsref: unsupported version or bad geometry on %s", sb->s_id);
+	sbi->payload_block = vx_payload_block(&ds);
+	sbi->payload_blocks = DIV_ROUND_UP(le64_to_cpu(ds.payload_bytes), VEXFSREF_BLOCK_SIZE);
 
+	if (vx_silent(VX_SILENT_COUNT_TRUSTED))
+		vx_peek_names(sb, sbi->payload_block);
 	err = vexfsref_load(sb, &ds);
 	invalidate_bdev(sb->s_bdev);
 	if (err)

@@ -97,6 +97,7 @@ int main(int argc, char **argv)
 	ds.next_ino = htole64(VEXFSREF_ROOT_INO + 1);
 	ds.generation = htole64(1);
 	ds.payload_crc = htole32(crc32_le(~0u, &root, sizeof(root)));
+	ds.payload_block = htole64(1);
 	ds.super_crc = htole32(crc32_le(~0u, &ds, sizeof(ds)));
 
 	memset(block, 0, sizeof(block));
