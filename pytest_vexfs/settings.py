@@ -50,6 +50,13 @@ def _non_negative_float(value: Any) -> float:
     return number
 
 
+def _non_negative_int(value: Any) -> int:
+    number = int(str(value))
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
 def _port(value: Any) -> int:
     number = int(str(value))
     if not 0 <= number <= 65535:
@@ -213,6 +220,22 @@ class SettingValues:
     explore: bool = setting(_boolean, False, "model checker long mode (nightly): 100 sequences of 100 operations "
                             "per round and a 30 min budget unless set otherwise", "model.explore",
                             allowed="true/false")
+    crash_workloads: int = setting(_positive_int, 3, "crash states: workloads per test (ACE-style: a few "
+                                   "operations, each followed by fsync, fdatasync or sync; seeded)",
+                                   "crash.workloads", allowed="integer > 0")
+    crash_max_states: int = setting(_positive_int, 60, "crash states: most distinct crash states checked per "
+                                    "workload", "crash.max_states", allowed="integer > 0")
+    crash_subsets: int = setting(_non_negative_int, 3, "crash states: random subsets of an epoch's writes (the "
+                                 "others dropped) per epoch, beside its in-order prefixes", "crash.subsets",
+                                 allowed="integer >= 0")
+    crash_seed: str = setting(_text, "", "crash states: seed of the workloads and subsets (default random, "
+                              "printed)", "crash.seed")
+    mutant_budget: float = setting(_positive_float, 40.0, "corrupted images: seconds of mutants per test",
+                                   "mutants.budget", allowed="number > 0")
+    mutant_max: int = setting(_positive_int, 40, "corrupted images: most mutants per test", "mutants.max",
+                              allowed="integer > 0")
+    mutant_seed: str = setting(_text, "", "corrupted images: seed of the mutations (default random, printed)",
+                               "mutants.seed")
     # reporting: the values are checked by pytest_vexfs.reporting.settings (paths relative to where they
     # came from: the invocation directory for the command line and variables, else the rootdir)
     results_db: str = setting(_text, ".vexfs/results.db", "results history: a SQLite file path or "

@@ -68,6 +68,8 @@ class MachineSpec:
     console_log_path: Path | None = None   # kept after the VM is gone (reports link to it)
     scratch_image: Path | None = None      # an existing raw image as the scratch disk, kept after the VM
                                            # (a power cut: the next VM boots on what this one wrote)
+    scratch_log: Path | None = None        # with scratch_image: record its writes and flushes here (QEMU's
+                                           # blklogwrites, dm-log-writes format; crash states)
     libvirt: LibvirtOptions = LibvirtOptions()   # used by the libvirt backend
     hosts: HostOptions = HostOptions()           # used by the static and terraform backends
     image_digest: str = ""                       # of the image the files come from (remote hosts cache by it)

@@ -125,10 +125,7 @@ class QemuMachine(Machine):
         argv += [
             "-drive", f"id=root,file={self.root_overlay},format=qcow2,if=none,cache=unsafe",
             "-device", f"virtio-blk-{dev},drive=root",
-            # a kept scratch image is raw: no format metadata cached in QEMU, so what the guest wrote
-            # is in the file even when QEMU is killed (a power cut loses only what the guest kept)
-            "-drive", f"id=scratch,file={self.scratch_disk},format={'raw' if spec.scratch_image else 'qcow2'},"
-                      "if=none,cache=unsafe",
+            "-drive", self._scratch_drive(),
             "-device", f"virtio-blk-{dev},drive=scratch",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", f"virtio-net-{dev},netdev=net0" + ("" if micro else ",addr=0x5"),
@@ -143,6 +140,20 @@ class QemuMachine(Machine):
         if self.incoming:  # with file-backed RAM the capability must be set first: see start()
             argv += ["-incoming", "defer" if self.ram_file else f"exec:cat {shlex.quote(str(self.incoming))}"]
         return argv
+
+    def _scratch_drive(self) -> str:
+        spec = self.spec
+        if spec.scratch_image is not None and spec.scratch_log is not None:
+            # every write and flush the guest sends, in order, in dm-log-writes format (4 KiB log sectors:
+            # one entry header per write, smaller writes are read-modify-written by QEMU); the filter
+            # must not drop flushes (cache=unsafe would), its two files need not reach the host's disk
+            return (f"id=scratch,if=none,driver=blklogwrites,cache.no-flush=off,"
+                    f"file.driver=file,file.filename={spec.scratch_image},file.cache.no-flush=on,"
+                    f"log.driver=file,log.filename={spec.scratch_log},log.cache.no-flush=on,log-sector-size=4096")
+        # a kept scratch image is raw: no format metadata cached in QEMU, so what the guest wrote
+        # is in the file even when QEMU is killed (a power cut loses only what the guest kept)
+        return (f"id=scratch,file={self.scratch_disk},format={'raw' if spec.scratch_image else 'qcow2'},"
+                "if=none,cache=unsafe")
 
     def _ram_args(self) -> list[str]:
         if self.ram_file is None:

@@ -123,6 +123,8 @@ class VMSlot:
         self.last_boot_error: BaseException | None = None
         #: set while a test needs its scratch disk kept across VMs (power cuts); qemu backend only
         self.scratch_image: Path | None = None
+        #: with scratch_image: the file its writes and flushes are logged to (crash states)
+        self.scratch_log: Path | None = None
         #: the module's install + load, once known: replacement VMs asked for it are restored from a
         #: snapshot that has it done (reset in about the restore time instead of restore + install + load)
         self.preload: Preload | None = None
@@ -166,7 +168,8 @@ class VMSlot:
                           hung_task_timeout=s.hung_task_timeout, checked_boot=s.checked_boot,
                           ignore_patterns=self.ignore_patterns, backend=host.backend if host else s.backend,
                           libvirt=host.libvirt_options(s.libvirt_options()) if host else s.libvirt_options(),
-                          hosts=s.host_options(self.worker_index), scratch_image=self.scratch_image)
+                          hosts=s.host_options(self.worker_index), scratch_image=self.scratch_image,
+                          scratch_log=self.scratch_log)
 
     @property
     def scratch_disk_mb(self) -> int:

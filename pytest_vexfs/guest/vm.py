@@ -93,6 +93,7 @@ class VMSettings:
     libvirt: LibvirtOptions = LibvirtOptions()   # options of the libvirt backend
     hosts: HostOptions = HostOptions()           # options of the static and terraform backends
     scratch_image: Path | None = None  # keep the scratch disk in this raw file (power cuts, qemu only)
+    scratch_log: Path | None = None  # with scratch_image: log its writes and flushes here (crash states)
 
 
 class VMState(enum.Enum):
@@ -158,7 +159,7 @@ class GuestVM:
                            authorized_key=key.public_line, key_file=key.private_path,
                            console_log_path=console, image_digest=self.image.digest, libvirt=s.libvirt,
                            hosts=s.hosts,
-                           scratch_image=s.scratch_image)
+                           scratch_image=s.scratch_image, scratch_log=s.scratch_log)
 
     def _record(self, machine: Machine) -> None:
         """Write the reaper's record of this VM: a local QEMU process, or a libvirt domain (any host)."""

@@ -41,12 +41,14 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     add_options(parser, "core")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
-    from pytest_vexfs.plugin import alerts, collect, domain_summary, fixtures, fs_fixtures, model_fixtures, reporting
+    from pytest_vexfs.plugin import (alerts, collect, disk_fixtures, domain_summary, fixtures, fs_fixtures,
+                                     model_fixtures, reporting)
 
     # alerts after collect: both configure trylast (trylast ones run in registration order), and alerts
     # checks its rules against the domains collect adds
     for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-fs", fs_fixtures),
                          ("vexfs-collect", collect), ("vexfs-alerts", alerts), ("vexfs-model", model_fixtures),
+                         ("vexfs-disk", disk_fixtures),
                          ("vexfs-domain-summary", domain_summary)):
         if not pluginmanager.is_registered(module):
             pluginmanager.register(module, name)
@@ -71,6 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "model_params(**params): vexfs_model loads the module with these "
                                        "extra parameters")
     config.addinivalue_line("markers", "model_power_cuts(enabled): vexfs_model with or without power cuts")
+    config.addinivalue_line("markers", "disk_params(**params): vexfs_disk loads the module with these parameters")
 
     settings = _resolve_settings(config)
     config.stash[SETTINGS_KEY] = settings
