@@ -35,7 +35,7 @@ class DiskChecks:
 
     def __init__(self, rig: DiskRig, results: Path, *, crash_seed: int = 0, mutant_seed: int = 0,
                  crash_workloads: int = 3, crash_budget: CrashBudget | None = None, mutant_budget: float = 40.0,
-                 mutant_max: int = 40, label: str = "") -> None:
+                 mutant_max: int = 40, label: str = "", params_override: Mapping[str, Any] | None = None) -> None:
         self.rig = rig
         self.results = results
         self.crash_seed = crash_seed
@@ -45,6 +45,8 @@ class DiskChecks:
         self.mutant_budget = mutant_budget
         self.mutant_max = mutant_max
         self.label = label
+        #: load parameters that replace a reproducer's (the model_params setting)
+        self.params_override = params_override
 
     def crash_states(self, workloads: Sequence[Sequence[Sequence[Any]]] | int | None = None,
                      budget: CrashBudget | None = None) -> CrashSummary:
@@ -73,20 +75,29 @@ class DiskChecks:
         wanted = {k: str(v) for k, v in params.items()}
         if module is None or wanted == {k: str(v) for k, v in self.rig.load_params.items()}:
             return
+        self.rig.unmount()
         if module.is_loaded():
             module.unload()
         self.rig.load_params = dict(wanted)
         module.load(**wanted)
+
+    def replay_workload(self, ops: Sequence[Sequence[Any]], *, params: Mapping[str, Any] | None = None) -> CrashSummary:
+        """Record `ops` again with the module loaded with `params` and check all their crash states (a crash
+        reproducer): raises CrashStateFinding while the bug is there."""
+        self.reload(self.params_override if self.params_override is not None else (params or {}))
+        return self.crash_states([ops], CrashBudget(max_states=10_000, subsets=self.crash_budget.subsets))
 
     def replay_image(self, image: str | Path, *, params: Mapping[str, Any] | None = None,
                      expect: Mapping[str, str] | None = None, ops: Sequence[Sequence[Any]] = ()) -> None:
         """Mount a saved image with the module loaded with `params`, apply `ops`, check the durable entries
         `expect` and the kernel log; raises ImageReplayFinding while the bug is there."""
         path = Path(image)
+        if not self.rig.session.vm.is_alive():
+            self.rig.replace_vm()  # the last mutant's fault broke it
         if not path.is_file():
             raise VexfsError(f"saved image {path} does not exist (it is kept where the finding was made)")
-        if params is not None:
-            self.reload(params)
+        if self.params_override is not None or params is not None:
+            self.reload(self.params_override if self.params_override is not None else (params or {}))
         self.rig.unmount()
         self.rig.load_image(path)
         outcome = self.rig.mount_and_walk(ops, fsck=not ops)

@@ -197,36 +197,36 @@ def _finding(rig: DiskRig, applier: StateApplier, records: Sequence[OpRecord], s
         applier.apply(state)  # the state again, as it was before its mount wrote anything
     key = hashlib.sha256(repr([r.op for r in records]).encode() + state.name.encode()).hexdigest()[:10]
     image = rig.save_image(results / f"crash_{key}.img")
-    expect = {p: e for p, (e, _why) in durable_expectations(records, state).items()}
-    report = CrashStateFinding(module=rig.profile.name, kind=kind, detail=detail, state=state, states_total=total,
-                               workload=records, image=str(image), params=_params(rig.load_params), seed=budget.seed)
-    path = write_image_reproducer(results, f"crash_{key}", image, str(report), module=rig.profile.name,
-                                  params=rig.load_params, expect=expect, label=label)
-    return CrashStateFinding(module=rig.profile.name, kind=kind, detail=detail, state=state, states_total=total,
-                             workload=records, image=str(image), reproducer=str(path),
-                             params=_params(rig.load_params), seed=budget.seed)
+    fields: dict[str, Any] = dict(module=rig.profile.name, kind=kind, detail=detail, state=state, states_total=total,
+                                  workload=records, image=str(image), params=_params(rig.load_params),
+                                  seed=budget.seed)
+    path = write_reproducer(results, f"crash_{key}", str(CrashStateFinding(**fields)), module=rig.profile.name,
+                            params=rig.load_params, ops=[r.op for r in records], image=image,
+                            call="vexfs_disk.replay_workload(OPS, params=PARAMS)", domain="filesystem_ops",
+                            label=label)
+    return CrashStateFinding(reproducer=str(path), **fields)
 
 
 def _params(params: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in params.items())
 
 
-def write_image_reproducer(results: Path, name: str, image: Path, report: str, *, module: str,
-                           params: dict[str, Any], expect: dict[str, str] | None = None,
-                           ops: Sequence[Sequence[Any]] = (), label: str = "") -> Path:
-    """`results`/test_repro_<name>.py: mounts the saved image in a guest with the module loaded with `params`,
-    applies `ops`, and checks `expect` (durable paths) and the kernel log: it fails while the bug is there."""
+def write_reproducer(results: Path, name: str, report: str, *, module: str, params: dict[str, Any],
+                     ops: Sequence[Sequence[Any]], image: Path, call: str, domain: str, label: str = "") -> Path:
+    """`results`/test_repro_<name>.py, a standalone test that runs `call` (replaying the workload's crash
+    states, or mounting the saved mutant and running OPS) with the module loaded with PARAMS, the parameters
+    in effect when it was found (--vexfs-model-params NAME=VALUE,... or none replaces them): it fails while
+    the bug is there."""
     path = results / f"test_repro_{name}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     comment = "\n".join("# " + line for line in report.splitlines())
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     recorded = {k: str(v) for k, v in params.items()}
     path.write_text(
-        f'"""Reproducer found by pytest-vexfs ({when}, module {module}{", " + label if label else ""}): mounts the '
-        f'saved image\nand checks it; it fails while the bug is there. PARAMS are the module\'s load parameters '
-        f'when it was found."""\n\n{comment}\n\nimport pytest\n\nIMAGE = {str(image)!r}\nPARAMS = {recorded!r}\n'
-        f"EXPECT = {pprint.pformat(expect or {}, width=100)}\n"
-        f"OPS = {pprint.pformat([tuple(o) for o in ops], width=100)}"
-        f"\n\n\n@pytest.mark.safety\ndef test_repro_{name}(vexfs_disk):\n"
-        f"    vexfs_disk.replay_image(IMAGE, params=PARAMS, expect=EXPECT, ops=OPS)\n")
+        f'"""Reproducer found by pytest-vexfs ({when}, module {module}{", " + label if label else ""}).\n\n'
+        f"It fails while the bug is there. PARAMS are the module's load parameters when it was found\n"
+        f'(--vexfs-model-params NAME=VALUE,... or none replaces them); IMAGE is the image it was found on."""\n\n'
+        f"{comment}\n\nimport pytest\n\nIMAGE = {str(image)!r}\nPARAMS = {recorded!r}\n"
+        f"OPS = {pprint.pformat([tuple(o) for o in ops], width=100)}\n\n\n"
+        f"@pytest.mark.{domain}\ndef test_repro_{name}(vexfs_disk):\n    {call}\n")
     return path

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_vexfs.disk_images.crash_check import write_image_reproducer
+from pytest_vexfs.disk_images.crash_check import write_reproducer
 from pytest_vexfs.disk_images.disk_rig import DiskRig, MountOutcome
 from pytest_vexfs.disk_images.write_log import BLOCK
 from pytest_vexfs.disk_images.kernel_reports import bug_class, main_fault, module_location
@@ -221,6 +221,7 @@ def _finding(rig: DiskRig, base: Path, blocks: dict[int, bytes], mutation: Mutat
                                   mutation=mutation, original=str(base), mutant=str(mutant), seed=seed,
                                   number=number, excerpt=excerpt)
     report = CorruptImageFinding(reproducer="", **fields)
-    path = write_image_reproducer(results, f"mutant_{key}", mutant, str(report), module=rig.profile.name,
-                                  params=rig.load_params, ops=EXERCISE_OPS, label=label)
+    call = "vexfs_disk.replay_image(IMAGE, params=PARAMS, ops=OPS)"
+    path = write_reproducer(results, f"mutant_{key}", str(report), module=rig.profile.name, params=rig.load_params,
+                            ops=EXERCISE_OPS, image=mutant, call=call, domain="safety", label=label)
     return CorruptImageFinding(reproducer=str(path), **fields)

@@ -13,6 +13,7 @@ from pytest_vexfs.disk_images.crash_check import CrashBudget
 from pytest_vexfs.disk_images.disk_rig import DiskRig
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.model.run import parse_params
 from pytest_vexfs.module.build import BuiltModule
 from pytest_vexfs.module.profile import ModuleProfile
 from pytest_vexfs.plugin.fixtures import user_error
@@ -44,7 +45,8 @@ def vexfs_disk(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_slot
                         crash_budget=CrashBudget(max_states=int(values.get("crash_max_states", 60)),
                                                  subsets=int(values.get("crash_subsets", 3))),
                         mutant_budget=float(values.get("mutant_budget", 40.0)),
-                        mutant_max=int(values.get("mutant_max", 40)), label=request.node.nodeid)
+                        mutant_max=int(values.get("mutant_max", 40)), label=request.node.nodeid,
+                        params_override=parse_params(str(values.get("model_params") or "")))
     request.node.user_properties.append(("disk_seeds", f"crash {checks.crash_seed}, mutants {checks.mutant_seed}"))
     try:
         yield checks

@@ -43,3 +43,20 @@ def test_planted_reordering_is_found_with_its_crash_point(request, vexfs_profile
     assert finding.kind in ("mount-refused", "durable-lost"), finding
     assert finding.state.kind == "partial" and "after write #" in finding.state.name
     assert finding.signature.startswith("crash-state:vexfsref:")
+    text = open(finding.reproducer).read()
+    assert "PARAMS = {'silent': 'commit_before_data'}" in text and "vexfs_disk.replay_workload(OPS" in text
+    with pytest.raises(CrashStateFinding):  # what the reproducer does: the same finding again
+        disk.replay_workload(PLANTED_WORKLOAD, params={"silent": "commit_before_data"})
+    disk.replay_workload(PLANTED_WORKLOAD, params={})  # and the clean module passes
+
+
+@pytest.mark.model_params(silent="commit_before_data")
+def test_end_of_sequence_power_cut_misses_the_planted_reordering(request, vexfs_profile, vexfs_settings):
+    """The model checker's power cut comes after the last fsync returned: every write is on disk by then,
+    so the superblock written before its payload is never seen (the crash-state checker above finds it)."""
+    if vexfs_profile.name != "vexfsref":
+        pytest.skip("the planted bug is the reference module's")
+    needs_crash_states(vexfs_profile, vexfs_settings)
+    model = request.getfixturevalue("vexfs_model")
+    assert model.rig.capabilities().power_cut
+    model.replay(PLANTED_WORKLOAD + [("power_cut",)])

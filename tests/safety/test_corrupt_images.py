@@ -5,7 +5,8 @@ refusal to mount is the right answer (pytest_vexfs/disk_images/mutants.py)."""
 
 import pytest
 
-from pytest_vexfs.disk_images.mutants import CorruptImageFinding
+from pytest_vexfs.disk_images.checks import ImageReplayFinding
+from pytest_vexfs.disk_images.mutants import EXERCISE_OPS, CorruptImageFinding
 
 #: what a planted out-of-bounds write can look like on the checked boot (SLUB redzones, KFENCE) or the
 #: debug kernel (KASAN), or once it has wrecked the heap
@@ -42,3 +43,9 @@ def test_planted_trusted_count_is_found_by_mutation(request, vexfs_profile, vexf
     assert "vexfsref_super.c:" in finding.location, finding
     assert finding.mutation.block >= 1 and finding.reproducer
     assert finding.signature.startswith("corrupt-image:vexfsref:")
+    assert "PARAMS = {'silent': 'count_trusted'}" in open(finding.reproducer).read()
+    # what the reproducer does, on a new VM: the clean module refuses the mutant cleanly, the faulty one
+    # faults again (last: the test's verdict reads the faults of the VM it ends on)
+    disk.replay_image(finding.mutant, params={}, ops=EXERCISE_OPS)
+    with pytest.raises(ImageReplayFinding):
+        disk.replay_image(finding.mutant, params={"silent": "count_trusted"}, ops=EXERCISE_OPS)
