@@ -2,6 +2,8 @@
 recorded by QEMU, every prefix ending at a flush and states inside each epoch built on the host, mounted and
 checked against what the workload had made durable (pytest_vexfs/disk_images/)."""
 
+from pathlib import Path
+
 import pytest
 
 from pytest_vexfs.disk_images.crash_check import CrashBudget
@@ -43,7 +45,7 @@ def test_planted_reordering_is_found_with_its_crash_point(request, vexfs_profile
     assert finding.kind in ("mount-refused", "durable-lost"), finding
     assert finding.state.kind == "partial" and "after write #" in finding.state.name
     assert finding.signature.startswith("crash-state:vexfsref:")
-    text = open(finding.reproducer).read()
+    text = Path(finding.reproducer).read_text()
     assert "PARAMS = {'silent': 'commit_before_data'}" in text and "vexfs_disk.replay_workload(OPS" in text
     with pytest.raises(CrashStateFinding):  # what the reproducer does: the same finding again
         disk.replay_workload(PLANTED_WORKLOAD, params={"silent": "commit_before_data"})

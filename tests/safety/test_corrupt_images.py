@@ -3,6 +3,8 @@
 boot; a kernel finding is reported with its title, file:line, the mutation and a reproducer, a clean
 refusal to mount is the right answer (pytest_vexfs/disk_images/mutants.py)."""
 
+from pathlib import Path
+
 import pytest
 
 from pytest_vexfs.disk_images.checks import ImageReplayFinding
@@ -43,7 +45,7 @@ def test_planted_trusted_count_is_found_by_mutation(request, vexfs_profile, vexf
     assert "vexfsref_super.c:" in finding.location, finding
     assert finding.mutation.block >= 1 and finding.reproducer
     assert finding.signature.startswith("corrupt-image:vexfsref:")
-    assert "PARAMS = {'silent': 'count_trusted'}" in open(finding.reproducer).read()
+    assert "PARAMS = {'silent': 'count_trusted'}" in Path(finding.reproducer).read_text()
     # what the reproducer does, on a new VM: the clean module refuses the mutant cleanly, the faulty one
     # faults again (last: the test's verdict reads the faults of the VM it ends on)
     disk.replay_image(finding.mutant, params={}, ops=EXERCISE_OPS)
