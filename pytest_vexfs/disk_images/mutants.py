@@ -25,7 +25,7 @@ import hashlib
 import random
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,7 @@ class MutantSummary:
     mutants: int = 0
     mounted: int = 0
     refused: int = 0
+    findings: int = 0
     metadata_blocks: int = 0
     seconds: float = 0.0
     refusals: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -167,8 +168,10 @@ def build_base_image(rig: DiskRig, results: Path,
 
 
 def run_mutants(rig: DiskRig, base: Path, blocks: dict[int, bytes], *, seed: int, budget_s: float, max_mutants: int,
-                results: Path, label: str = "") -> MutantSummary:
-    """Mount and exercise mutants until the budget or count is spent; raises CorruptImageFinding."""
+                results: Path, label: str = "",
+                on_finding: Callable[[CorruptImageFinding], None] | None = None) -> MutantSummary:
+    """Mount and exercise mutants until the budget or count is spent; raises CorruptImageFinding, or with
+    `on_finding` (a long control run) hands it over and goes on (on a new VM if the fault broke it)."""
     summary = MutantSummary(metadata_blocks=len(metadata_blocks(blocks)))
     start = time.monotonic()
     rig.log.refresh()
@@ -196,8 +199,17 @@ def run_mutants(rig: DiskRig, base: Path, blocks: dict[int, bytes], *, seed: int
             reason = outcome.mount_error.split(":")[-1].strip()[:60] or "refused"
             summary.refusals[reason] = summary.refusals.get(reason, 0) + 1
         if outcome.faults or outcome.vm_broken:
-            summary.seconds = time.monotonic() - start
-            raise _finding(rig, base, blocks, mutation, outcome, number, seed, results, label)
+            finding = _finding(rig, base, blocks, mutation, outcome, number, seed, results, label)
+            if on_finding is None:
+                summary.seconds = time.monotonic() - start
+                raise finding
+            summary.findings += 1
+            on_finding(finding)
+            if outcome.vm_broken or not rig.session.vm.is_alive() or any(
+                    f.kind != "warning" for f in outcome.faults):
+                rig.replace_vm()  # its write log starts afresh: the whole base image again
+                rig.load_image(base)
+                seen, dirty = 0, set()
     summary.seconds = time.monotonic() - start
     return summary
 
