@@ -11,10 +11,12 @@ A workload runs in the guest on a freshly formatted scratch disk whose writes an
 
 States with identical content are checked once. Each is written into the guest's scratch disk by the host
 (only the blocks that differ), mounted, walked and checked against what the workload had made durable by
-then, following ACE's rules: after `fsync`/`fdatasync` of a file returned, that file (its content, size,
-type and mode; its name) as it was then; after `sync`, the whole tree as it was then; a path changed by an
-operation that may be in the state is not checked (a crash may show either version). Every state must
-mount (the workload starts after mkfs and a sync), without a kernel finding, and pass the profile's `fsck`.
+then, following ACE's rules: after `fsync` of a file returned, that file (its content, size, type and mode;
+its name) as it was then; after `fdatasync`, its content and size, if its name was durable already (an fsync
+or sync since the operation that bound it: fdatasync does not persist a rename or a new name); after
+`sync`, the whole tree as it was then; a path changed by an operation that may be in the state is not
+checked (a crash may show either version). Every state must mount (the workload starts after mkfs and
+a sync), without a kernel finding, and pass the profile's `fsck`.
 """
 
 from __future__ import annotations
@@ -232,6 +234,8 @@ def durable_expectations(records: Sequence[OpRecord], state: CrashState) -> dict
                 expected[path] = (comparable(entry), f"after {rec.describe()}", rec.number)
         else:
             path = str(rec.op[1])
+            if rec.name == "fdatasync" and not _name_durable(records, rec, path):
+                continue  # fdatasync makes the data durable, not a name it has not persisted
             if path in rec.tree:
                 expected[path] = (comparable(rec.tree[path], data_only=rec.name == "fdatasync"),
                                   f"after {rec.describe()}", rec.number)
@@ -241,6 +245,18 @@ def durable_expectations(records: Sequence[OpRecord], state: CrashState) -> dict
         if not changed:
             result[path] = (entry, why)
     return result
+
+
+_NAMESPACE_OPS = ("create", "mkdir", "rename", "link", "symlink", "unlink", "rmdir")
+
+
+def _name_durable(records: Sequence[OpRecord], upto: OpRecord, path: str) -> bool:
+    """Whether `path` names what it names now durably before `upto`: an fsync of it or a sync came after the
+    last operation that (re)bound the name (create, rename, link...)."""
+    bound = max((r.number for r in records if r.number < upto.number and r.name in _NAMESPACE_OPS
+                 and _touches(r, path)), default=0)
+    return any(bound < r.number < upto.number and (r.name == "sync" or (r.name == "fsync" and str(r.op[1]) == path))
+               for r in records)
 
 
 def _touches(rec: OpRecord, path: str) -> bool:

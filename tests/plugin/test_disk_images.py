@@ -108,3 +108,15 @@ def test_metadata_is_what_is_neither_zeros_nor_pattern():
     assert all(m.block == 0 for m in found)
     mutated = found[0].apply(blocks[0])
     assert len(mutated) == BLOCK and mutated[:4] == b"\xff\x00\x00\x00"
+
+
+def test_fdatasync_does_not_make_a_new_name_durable():
+    """rename(c, b) then fdatasync(b): the renamed file's data is durable, its new name is not (ext4 may keep
+    the old b after a crash, rightly, so b is not checked); after an fsync of b, the new name is durable."""
+    old_b = {"b": "f 644 1 9000 9000:aaaa", "c": "f 644 1 100 100:cccc"}
+    new_b = {"b": "f 644 1 100 100:cccc"}
+    records = [record(1, ("sync",), 0, 2, old_b), record(2, ("rename", "c", "b"), 2, 2, new_b),
+               record(3, ("fdatasync", "b"), 2, 4, new_b)]
+    assert "b" not in durable_expectations(records, CrashState(4, (), "", "flush"))  # old or new: either
+    records.append(record(4, ("fsync", "b"), 4, 6, new_b))
+    assert durable_expectations(records, CrashState(6, (), "", "flush"))["b"][0] == "f 644 100 100:cccc"
