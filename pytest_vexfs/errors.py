@@ -156,17 +156,26 @@ class ModuleError(VexfsError):
     """Base class of errors about the kernel module under test."""
 
 
-class ModuleBuildError(ModuleError):
-    """The module did not compile; carries the compiler diagnostics."""
+class ModuleBuildError(ModuleError, ModuleFinding):
+    """The module (or one of its tools, or a patch) did not build; carries the compiler diagnostics of every
+    failing file (make -k)."""
 
-    def __init__(self, source: str, kernel: str, output: str, diagnostics: Sequence[str] = ()) -> None:
-        head = f"module in {source} failed to build against kernel {kernel}"
+    def __init__(self, source: str, kernel: str, output: str, diagnostics: Sequence[str] = (), *,
+                 what: str = "the module", hint: str = "") -> None:
+        head = (f"module in {source} failed to build against kernel {kernel}" if what == "the module"
+                else f"{what} of the module in {source} failed to build against kernel {kernel}")
         if diagnostics:
             head += "\n" + "\n".join(diagnostics[:20])
         head += "\n--- build output (tail) ---\n" + _tail(output, 30)
-        super().__init__(head, hint="fix the errors above (file:line), or pick another kernel "
-                                    "with --vexfs-kernel")
+        super().__init__(head, hint=hint or "fix the errors above (file:line); a change a kernel version needs "
+                                            "can be a patch of the profile (patches:, applied on every kernel "
+                                            "it names)")
         self.source, self.kernel, self.output, self.diagnostics = source, kernel, output, list(diagnostics)
+        self.what = what
+        first = diagnostics[0] if diagnostics else ""
+        self.reason = f"{what} does not build against {kernel}" + (f": {first}" if first else "")
+        self.signature = f"build: {what} against {kernel}: " + " ".join(
+            "N" if word.isdigit() else word for word in first.replace(":", " : ").split())
 
 
 class ModuleLoadError(ModuleError):

@@ -1,5 +1,8 @@
-"""The module built against the guest kernel, in the image's root filesystem used as a chroot (so with the
-guest's own compiler), cached by source content + kernel release + profile. Usable without pytest."""
+"""The module and its tools built against the guest kernel, cached by source content + kernel release +
+profile. One build path for every kernel (`Toolchain`): in the image's root filesystem used as a chroot
+(the guest's own compiler) for the packaged kernels, on the host against the kernel's build tree for the
+debug flavour and a kernel the user built; patches, tools and error reports are the same on both. Usable
+without pytest."""
 
 from __future__ import annotations
 
@@ -44,22 +47,41 @@ class BuiltModule:
     build_dir: str | None = None  # where it was compiled (the file names its debug info records)
 
 
-def external_tools(profile: ModuleProfile) -> dict[str, Path]:
-    """The tools that live outside `source` (paths relative to the profile), each with its directory: they
-    are built by `make <file>` in a copy of that directory. A tool inside `source` is a make target of the
-    module's own Makefile; so is one written relative to `source` when only that reading names a directory
-    (profiles written before tools were relative to the profile)."""
+@dataclasses.dataclass(frozen=True)
+class ToolTarget:
+    """How one of the profile's tools is built: `make target` in `directory` (a directory of the host's
+    tree; the build runs in a copy of it)."""
+
+    tool: str
+    directory: Path
+    target: str
+
+
+def tool_targets(profile: ModuleProfile) -> list[ToolTarget]:
+    """Each tool of the profile as a make target, paths relative to the profile (docs/profile.md): a tool
+    inside `source` is a target of the module's own Makefile, named relative to `source` (`src/mkfs.x`
+    with `source: src` is the target `mkfs.x`); one outside it is built by `make <file>` in its own
+    directory (`../tools/mkfs.x`, or `tools/mkfs.x` beside the profile with its `tools/Makefile`); one
+    written relative to `source` when only that reading names a directory (profiles written before tools
+    were relative to the profile) is a target of the module's Makefile as written."""
     base = profile.path.parent if profile.path else profile.source
     source = profile.source.resolve()
-    found = {}
+    found = []
     for tool in profile.tools:
         where = (base / tool).resolve()
         if where.is_relative_to(source):
-            continue
-        if not where.parent.is_dir() and (source / tool).parent.is_dir():
-            continue
-        found[tool] = where.parent
+            found.append(ToolTarget(tool, source, str(where.relative_to(source))))
+        elif not where.parent.is_dir() and (source / tool).parent.is_dir():
+            found.append(ToolTarget(tool, source, tool))
+        else:
+            found.append(ToolTarget(tool, where.parent, where.name))
     return found
+
+
+def external_tools(profile: ModuleProfile) -> dict[str, Path]:
+    """The tools that live outside `source`, each with its directory (see `tool_targets`)."""
+    source = profile.source.resolve()
+    return {t.tool: t.directory for t in tool_targets(profile) if t.directory != source}
 
 
 def _source_digest(profile: ModuleProfile, image: Image) -> str:
@@ -75,10 +97,19 @@ def _source_digest(profile: ModuleProfile, image: Image) -> str:
 
 
 def _is_build_output(path: Path) -> bool:
+    """Whether `path` is something a build made (objects, the .ko, an executable: never copied, so every
+    tool is built from source), not source (a `tools/Makefile`, a script, a header)."""
     name = path.name
     return (name.endswith((".o", ".ko", ".mod", ".mod.c", ".cmd", ".symvers", ".order", ".a", ".d"))
-            or name.startswith(".") or "__pycache__" in path.parts
-            or (path.parent.name == "tools" and "." not in name))
+            or name.startswith(".") or "__pycache__" in path.parts or _is_elf(path))
+
+
+def _is_elf(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(4) == b"\x7fELF"
+    except OSError:
+        return False
 
 
 def _kernel_in_range(release: str, spec: str) -> bool:
@@ -126,8 +157,8 @@ def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
                     raise
     meta = json.loads((out / "build.json").read_text())
     return BuiltModule(out, out / Path(profile.module_file).name,
-                       tuple(out / "tools" / Path(t).name for t in profile.tools), image.kernel_release,
-                       digest, meta.get("log", ""), meta.get("build_dir"))
+                       tuple(out / "tools" / Path(t.target).name for t in tool_targets(profile)),
+                       image.kernel_release, digest, meta.get("log", ""), meta.get("build_dir"))
 
 
 def fetch_source(profile: ModuleProfile, progress: Callable[[str], None] = lambda m: None) -> None:
@@ -156,58 +187,141 @@ def fetch_source(profile: ModuleProfile, progress: Callable[[str], None] = lambd
                               hint="run it by hand to see why; it must create the profile's source directory")
 
 
-def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) -> None:
-    if image.build_tree is not None:  # a kernel the user built: their tree, the host's compiler
-        _build_on_host(profile, image, out)
-        return
+@dataclasses.dataclass(frozen=True)
+class Toolchain:
+    """Where the module and its tools are compiled: in the guest image's root filesystem as a chroot (the
+    guest kernel's headers and compiler), or on the host against a kernel build tree (the debug flavour, a
+    kernel the user built; the host's compiler). Paths given to make are as the toolchain sees them."""
+
+    kernel_dir: str
+    root: Path | None = None
+    cc: str = ""
+
+    def host_path(self, seen: str) -> Path:
+        """The host's path of a path as the toolchain sees it."""
+        return self.root / seen.lstrip("/") if self.root is not None else Path(seen)
+
+    def run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        """Run a build command (make) with its output, never raising on its exit status."""
+        env = ["env", "LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+        full = ["chroot", str(self.root), *env, *argv] if self.root is not None else [*env[:2], *argv]
+        return subprocess.run(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                              timeout=900)
+
+
+def toolchain_for(image: Image) -> Toolchain:
+    """The image's toolchain: its kernel build tree on the host if it has one, else its chroot."""
+    if image.build_tree is not None:
+        return Toolchain(str(image.build_tree))
     if os.geteuid() != 0:
         raise ModuleError("building in the image's chroot needs root",
                           hint="run as root, or build the module yourself and pass its directory")
-    # the source and the directories of tools kept outside it keep their relative layout in the copy, so
-    # that a tool's Makefile may include ../module/header.h
-    outside = external_tools(profile)
-    source = profile.source.resolve()
-    anchor = Path(os.path.commonpath([source, *outside.values()]))
-    top = f"/tmp/vexfs-build-{digest}-{os.getpid()}"
-    inside = f"{top}/{source.relative_to(anchor)}".removesuffix("/.")
-    work = image.rootfs / inside.lstrip("/")
-    shutil.rmtree(image.rootfs / top.lstrip("/"), ignore_errors=True)
-    shutil.copytree(profile.source, work, ignore=_no_build_outputs)
+    return Toolchain(str(image.headers), image.rootfs, image.compiler)
+
+
+def module_make_command(toolchain: Toolchain, module_dir: str) -> list[str]:
+    """The make command that builds the module in `module_dir` (as the toolchain sees it): the one place
+    where the module build's make variables are assembled. `-k`: every failing file shows its errors."""
+    return ["make", "-k", "-C", toolchain.kernel_dir, f"M={module_dir}", "modules"]
+
+
+def tool_make_command(toolchain: Toolchain, directory: str, targets: list[str]) -> list[str]:
+    """The make command that builds userspace tools in `directory` with the toolchain's compiler."""
+    return ["make", "-k", "-C", directory, *([f"CC={toolchain.cc}"] if toolchain.cc else []), *targets]
+
+
+def _apply_patches(profile: ModuleProfile, kernel_release: str, work: Path) -> list[str]:
+    """Apply the profile's patches for this kernel to the copy `work`; their output, for the log."""
     log = []
+    for patch in profile.patches:
+        if not _kernel_in_range(kernel_release, patch.kernel):
+            continue
+        patch_file = (profile.path.parent if profile.path else profile.source) / patch.file
+        proc = subprocess.run(["patch", "-p1", "-d", str(work), "-i", str(patch_file)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        log.append(f"$ patch -p1 -i {patch.file}\n{proc.stdout}")
+        if proc.returncode != 0:
+            raise ModuleBuildError(str(profile.source), kernel_release, proc.stdout,
+                                   [f"patch {patch.file} (kernel {patch.kernel or 'any'}) does not apply"],
+                                   what=f"patch {patch.file}",
+                                   hint=f"refresh {patch.file} against {profile.source}, or narrow its kernel: range")
+    return log
+
+
+_ENTERING = re.compile(r"make(?:\[\d+\])?: Entering directory '(?P<dir>[^']+)'")
+
+
+def _diagnostics(text: str) -> list[str]:
+    """The compiler's errors in make's output, each file named by its full path (make -C DIR names files
+    relative to DIR)."""
+    found, directory = [], ""
+    for line in text.splitlines():
+        entering = _ENTERING.match(line)
+        if entering:
+            directory = entering.group("dir")
+            continue
+        m = _DIAG.match(line)
+        if m and m["kind"] != "warning":
+            name = m["file"] if m["file"].startswith("/") or not directory else f"{directory}/{m['file']}"
+            found.append(f"{name}:{m['line']}: {m['kind']}: {m['msg']}")
+    return found
+
+
+def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) -> None:
+    """Build the module and its tools into `out` with the image's toolchain (one path for every kernel):
+    copy the source and the tools' directories (their relative layout kept, so a tool's Makefile may
+    include ../module/header.h; nothing a build made is copied, so every tool is built from source), apply
+    the patches for this kernel, make the module and the tools with -k, and report every failing step."""
+    toolchain = toolchain_for(image)
+    tools = tool_targets(profile)
+    source = profile.source.resolve()
+    directories = sorted({source, *(t.directory for t in tools)})
+    anchor = Path(os.path.commonpath(directories))
+    if toolchain.root is not None:
+        top = f"/tmp/vexfs-build-{digest}-{os.getpid()}"
+        shutil.rmtree(toolchain.host_path(top), ignore_errors=True)
+    else:
+        import tempfile
+
+        top = tempfile.mkdtemp(prefix=f"vexfs-build-{digest}-")
+
+    def seen(directory: Path) -> str:
+        return f"{top}/{directory.relative_to(anchor)}".removesuffix("/.")
+
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     try:
-        for patch in profile.patches:
-            if _kernel_in_range(image.kernel_release, patch.kernel):
-                patch_file = (profile.path.parent if profile.path else profile.source) / patch.file
-                proc = subprocess.run(["patch", "-p1", "-d", str(work), "-i", str(patch_file)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                log.append(proc.stdout)
-                if proc.returncode != 0:
-                    raise ModuleBuildError(str(profile.source), image.kernel_release, proc.stdout,
-                                           [f"patch {patch.file} does not apply"])
-        kdir = image.headers
-        steps = [["make", "-C", str(kdir), f"M={inside}", "modules"]]
-        own = [t for t in profile.tools if t not in outside]
-        if own:  # userspace tools with the guest's compiler (Debian installs no plain `cc` with it)
-            steps.append(["make", "-C", inside, f"CC={image.compiler}"] + [str(t) for t in own])
-        built_at = {t: work / t for t in own}
-        for tool, directory in outside.items():
-            tool_dir = f"{top}/{directory.relative_to(anchor)}"
-            if not (image.rootfs / tool_dir.lstrip("/")).exists():
-                shutil.copytree(directory, image.rootfs / tool_dir.lstrip("/"), ignore=_no_build_outputs)
-            steps.append(["make", "-C", tool_dir, f"CC={image.compiler}", Path(tool).name])
-            built_at[tool] = image.rootfs / tool_dir.lstrip("/") / Path(tool).name
-        for argv in steps:
-            proc = subprocess.run(["chroot", str(image.rootfs), "env", "LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                                   *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  errors="replace", timeout=900)
-            log.append(proc.stdout)
+        for directory in directories:
+            shutil.copytree(directory, toolchain.host_path(seen(directory)), ignore=_no_build_outputs,
+                            dirs_exist_ok=True)
+        module_dir = seen(source)
+        log = _apply_patches(profile, image.kernel_release, toolchain.host_path(module_dir))
+        prebuilt = [t.tool for t in tools if _is_elf(t.directory / t.target)]
+        if prebuilt:
+            log.append(f"note: the prebuilt {', '.join(prebuilt)} in the source tree is not used: built from source")
+        steps = [("the module", module_make_command(toolchain, module_dir))]
+        by_directory: dict[Path, list[str]] = {}
+        for tool in tools:
+            by_directory.setdefault(tool.directory, []).append(tool.target)
+        for directory, targets in by_directory.items():
+            steps.append((f"tool{'s' if len(targets) > 1 else ''} {', '.join(targets)}",
+                          tool_make_command(toolchain, seen(directory), targets)))
+        failed: list[tuple[str, str]] = []
+        for what, argv in steps:
+            proc = toolchain.run(argv)
+            text = proc.stdout.replace(f"{top}/", f"{anchor}/")
+            log.append(f"$ {' '.join(argv)}\n{text}")
             if proc.returncode != 0:
-                text = proc.stdout.replace(inside + "/", f"{profile.source}/")
-                diags = [f"{m['file']}:{m['line']}: {m['kind']}: {m['msg']}" for m in _DIAG.finditer(text)
-                         if m["kind"] != "warning"]
-                raise ModuleBuildError(str(profile.source), image.kernel_release, text, diags)
-        ko = work / profile.module_file
+                failed.append((what, text))
+        if failed:
+            output = "\n".join(text for _, text in failed)
+            what = " and ".join(w for w, _ in failed)
+            tool_only = all(w != "the module" for w, _ in failed)
+            raise ModuleBuildError(
+                str(profile.source), image.kernel_release, output,
+                _diagnostics(output) or [f"make of {w} failed" for w, _ in failed], what=what,
+                hint=("fix the tool's build (its Makefile and sources; paths in tools: are relative to the profile)"
+                      if tool_only else ""))
+        ko = toolchain.host_path(module_dir) / profile.module_file
         if not ko.exists():
             raise ModuleBuildError(str(profile.source), image.kernel_release, "\n".join(log),
                                    [f"the build succeeded but produced no {profile.module_file} "
@@ -215,61 +329,22 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "tools").mkdir(parents=True)
         shutil.copy2(ko, tmp / ko.name)
-        for tool in profile.tools:
-            src = built_at[tool]
-            if not src.exists():
+        for tool in tools:
+            built = toolchain.host_path(seen(tool.directory)) / tool.target
+            if not built.exists():
                 raise ModuleBuildError(str(profile.source), image.kernel_release, "\n".join(log),
-                                       [f"tool {tool} was not built"])
-            shutil.copy2(src, tmp / "tools" / Path(tool).name)
-        (tmp / "build.json").write_text(json.dumps({"kernel_release": image.kernel_release, "build_dir": inside,
-                                                    "log": "\n".join(log)[-20000:], "built": time.time()}))
+                                       [f"tool {tool.tool}: make {tool.target} in {tool.directory} made no file "
+                                        f"{tool.target}"], what=f"tool {tool.tool}",
+                                       hint="make the tool's target the file the profile names")
+            shutil.copy2(built, tmp / "tools" / Path(tool.target).name)
+        (tmp / "build.json").write_text(json.dumps({
+            "kernel_release": image.kernel_release, "build_dir": module_dir, "log": "\n".join(log)[-20000:],
+            "prebuilt_ignored": prebuilt, "built": time.time()}))
         os.replace(tmp, out)
     finally:
-        shutil.rmtree(image.rootfs / top.lstrip("/"), ignore_errors=True)
+        shutil.rmtree(toolchain.host_path(top), ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)  # a half-copied output (gone once moved into place)
 
 
 def _no_build_outputs(directory: str, names: list[str]) -> list[str]:
     return [n for n in names if _is_build_output(Path(directory) / n) and not (Path(directory) / n).is_dir()]
-
-
-def _build_on_host(profile: ModuleProfile, image: Image, out: Path) -> None:
-    import tempfile
-
-    assert image.build_tree is not None
-    outside = external_tools(profile)
-    source = profile.source.resolve()
-    anchor = Path(os.path.commonpath([source, *outside.values()]))
-    with tempfile.TemporaryDirectory(prefix="vexfs-build-") as tmp:
-        work = Path(tmp) / "src" / source.relative_to(anchor)
-        shutil.copytree(profile.source, work)
-        steps = [["make", "-C", str(image.build_tree), f"M={work}", "modules"]]
-        own = [t for t in profile.tools if t not in outside]
-        if own:
-            steps.append(["make", "-C", str(work)] + [str(t) for t in own])
-        built_at = {t: work / t for t in own}
-        for tool, directory in outside.items():
-            tool_dir = Path(tmp) / "src" / directory.relative_to(anchor)
-            if not tool_dir.exists():
-                shutil.copytree(directory, tool_dir)
-            steps.append(["make", "-C", str(tool_dir), Path(tool).name])
-            built_at[tool] = tool_dir / Path(tool).name
-        log = []
-        for argv in steps:
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  errors="replace", timeout=900)
-            log.append(proc.stdout)
-            if proc.returncode != 0:
-                text = proc.stdout.replace(f"{work}/", f"{profile.source}/")
-                diags = [f"{m['file']}:{m['line']}: {m['kind']}: {m['msg']}" for m in _DIAG.finditer(text)
-                         if m["kind"] != "warning"]
-                raise ModuleBuildError(str(profile.source), image.kernel_release, text, diags)
-        tmp_out = out.with_name(out.name + f".tmp{os.getpid()}")
-        (tmp_out / "tools").mkdir(parents=True)
-        shutil.copy2(work / profile.module_file, tmp_out / Path(profile.module_file).name)
-        for tool in profile.tools:
-            shutil.copy2(built_at[tool], tmp_out / "tools" / Path(tool).name)
-        (tmp_out / "build.json").write_text(json.dumps({"kernel_release": image.kernel_release,
-                                                        "build_dir": str(work),
-                                                        "log": "\n".join(log)[-20000:], "built": time.time()}))
-        os.replace(tmp_out, out)

@@ -90,7 +90,7 @@ class ModuleProfile(BaseModel):
     fsck: list[StrictStr] = Field(default=[], description='checking command, "{device}" is the device')
     load_params: dict[str, Scalar] = Field(default={}, description="module parameters given at every insmod")
     capabilities: set[StrictStr] = Field(default=set(), description="e.g. [files, directories, vectors]")
-    tools: list[StrictStr] = Field(default=[], description="make targets of userspace tools, relative to source")
+    tools: list[StrictStr] = Field(default=[], description="userspace tools to build, paths relative to the profile")
     fault_control: StrictStr = Field(default="", description="write-only file that plants faults")
     quiet: dict[str, Scalar] = Field(default={}, description="load parameters that silence the module")
     patches: list[Patch] = Field(default=[], description="each with file: and kernel:")
@@ -250,6 +250,27 @@ def find_profile(source: str, profile: str, rootdir: Path) -> ModuleProfile:
     name = src.name.replace("-", "_")
     return ModuleProfile(name=name, source=src, module_file=f"{name}.ko",
                          description=f"derived from {src} (sources: {', '.join(kos) or 'none'})")
+
+
+def with_absolute_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Profile data (as read from YAML) whose paths, relative to `base` (its profile's directory), are made
+    absolute: `source`, each patch's `file`, each tool, and `fetch` run from `base`. A copy of the profile
+    written elsewhere (a variant of it) then builds the same module with the same patches and tools."""
+    out = dict(data)
+    out["source"] = str((base / str(data.get("source", "."))).resolve())
+    out["patches"] = [{**patch, "file": str((base / str(patch["file"])).resolve())}
+                      if isinstance(patch, dict) and "file" in patch else patch for patch in data.get("patches") or []]
+    source = Path(out["source"])
+    tools = []
+    for tool in data.get("tools") or []:
+        where = base / str(tool)
+        # as tool_targets reads it: relative to the profile, or (older profiles) relative to source
+        tools.append(str(where.resolve() if where.parent.is_dir() or not (source / str(tool)).parent.is_dir()
+                         else (source / str(tool)).resolve()))
+    out["tools"] = tools
+    if data.get("fetch"):
+        out["fetch"] = f"cd {shlex.quote(str(base))} && {data['fetch']}"
+    return out
 
 
 def load_seed_config(domain_dir: Path) -> dict[str, Any]:

@@ -121,7 +121,9 @@ def vexfs_vectors(request: pytest.FixtureRequest, vexfs_profile: ModuleProfile) 
             problem = str(err)
             if "not on the guest's PATH" in problem:
                 problem += (f"; list its make target under tools: in {vexfs_profile.path or 'the profile'} "
-                            f"(tools now: {', '.join(vexfs_profile.tools) or 'none'})")
+                            f"(tools now: {', '.join(vexfs_profile.tools) or 'none'}), or, if the module's "
+                            f"vector API is not the reference ABI, name its client with vector_client: there "
+                            f"(now: {vexfs_profile.vector_client})")
         except ClientNotFound as err:
             problem = str(err)
     if problem:  # outside the except blocks: one paragraph, no chained traceback

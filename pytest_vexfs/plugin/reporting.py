@@ -67,6 +67,9 @@ def _redact_in_place(obj: object, redactor: Redactor, depth: int = 0) -> object:
     return obj
 PLUGIN_NAME = "vexfs-reporting-run"
 _CAUSE_RECORDED = pytest.StashKey[bool]()
+#: errors already reported in full, by id (a session fixture's error, e.g. a module that does not build,
+#: fails every test that needs it with the same exception object): the test that met it first
+_REPORTED_KEY = pytest.StashKey[dict[int, tuple[BaseException, str]]]()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -81,7 +84,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.user_properties.append((name, value))
             if report.when != "teardown":
                 item.user_properties.append((name, value))
+        if call.excinfo is not None and isinstance(call.excinfo.value, VexfsError):
+            _once(item.config, report, call.excinfo.value, cause.reason)
     return report
+
+
+def _once(config: pytest.Config, report: pytest.TestReport, exc: BaseException, reason: str) -> None:
+    """An error object another test reported already (a session fixture's: the module's build log, an image
+    that did not build) is shown once in full; later tests say that it is the same, in one paragraph."""
+    reported = config.stash.setdefault(_REPORTED_KEY, {})
+    first = reported.get(id(exc))
+    if first is None or first[0] is not exc:
+        reported[id(exc)] = (exc, report.nodeid)
+        return
+    report.longrepr = (f"{reason}\n(the same error as in {first[1]}, where it is shown in full with its output)")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

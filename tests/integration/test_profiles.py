@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from pytest_vexfs import settings as cfg
+from pytest_vexfs.module.profile import with_absolute_paths
 
 INNER_TESTS = """
 import pytest
@@ -35,10 +36,11 @@ def run_with_profile(pytester: pytest.Pytester, vexfs_settings, vexfs_profile):
         pytest.skip(f"module {vexfs_profile.name!r} has no profile file to vary")
 
     def run(*args: str, inner: str = INNER_TESTS, **changes) -> pytest.RunResult:
+        # the original's paths (source, patches, tools, fetch) made absolute: the variant builds the same module
         profile = yaml.safe_load(vexfs_profile.path.read_text())
-        profile.update(changes, source=str(vexfs_profile.source))
-        if profile.get("fetch"):  # relative to the original profile's directory
-            profile["fetch"] = f"cd {vexfs_profile.path.parent} && {profile['fetch']}"
+        profile.update(changes)
+        profile = with_absolute_paths(profile, vexfs_profile.path.parent)
+        profile["source"] = str(vexfs_profile.source)
         path = Path(pytester.path / "variant" / "profile.yml")
         path.parent.mkdir(exist_ok=True)
         path.write_text(yaml.safe_dump(profile))
