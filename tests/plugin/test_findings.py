@@ -207,3 +207,26 @@ def test_a_run_prints_one_findings_table_and_every_failure_starts_with_its_reaso
     assert len(rows) == 6
     for row in rows:
         assert row["reason"] and row["first_log_line"] == row["reason"] == row["panel_opens_on"], row
+
+
+def test_a_session_fixtures_error_is_shown_in_full_once(pytester: pytest.Pytester) -> None:
+    # as when the module does not build: every test needing it fails with the same error object
+    pytester.makepyfile(test_build='''
+import pytest
+from pytest_vexfs.errors import ModuleBuildError
+
+@pytest.fixture(scope="session")
+def built():
+    raise ModuleBuildError("/src/myfs", "6.12.117", ("LOG" + "-LINE\\n") * 3, ["/src/myfs/a.c:3: error: x"])
+
+@pytest.mark.parametrize("n", range(3))
+def test_needs_the_module(built, n):
+    pass
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--vexfs-results-db=off")
+    result.assert_outcomes(errors=3)
+    assert result.stdout.str().count("LOG-LINE") == 3  # one test's output
+    result.stdout.fnmatch_lines(["the module does not build against 6.12.117: /src/myfs/a.c:3: error: x",
+                                 "(the same error as in test_build.py::test_needs_the_module[[]0], where it is "
+                                 "shown in full with its output)",
+                                 "*vexfs findings: 1 cause of 3 failures*"])
