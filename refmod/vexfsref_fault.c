@@ -34,6 +34,7 @@
  * load and unload.
  */
 #include <linux/module.h>
+#include <linux/parser.h>
 #include <linux/proc_fs.h>
 #include <linux/uaccess.h>
 #include <linux/slab.h>
@@ -397,6 +398,37 @@ static noinline void vexfsref_fault_small_leak(void)
 	}
 }
 
+/*
+ * A legacy option parser whose token table lacks its { Opt_err, NULL } terminator: an option it does
+ * not know makes match_token() read past the table's end (KASAN: global-out-of-bounds Read in
+ * match_token, a kernel helper; the report is titled by this function, the module's frame).
+ */
+enum { vexfsref_legacy_verbose, vexfsref_legacy_quiet };
+static const match_table_t vexfsref_legacy_tokens = {
+	{ vexfsref_legacy_verbose, "verbose" },
+	{ vexfsref_legacy_quiet, "quiet" },
+	/* the planted bug: no { Opt_err, NULL } terminator */
+};
+
+static noinline int vexfsref_parse_legacy_options(char *options)
+{
+	substring_t args[MAX_OPT_ARGS];
+	int token = -1;
+	char *p;
+
+	while ((p = strsep(&options, ",")) != NULL)
+		if (*p)
+			token = match_token(p, vexfsref_legacy_tokens, args);
+	return token;
+}
+
+static noinline void vexfsref_fault_parser_oob(void)
+{
+	char options[] = "verbose,nosuchoption";
+
+	pr_info("vexfsref: legacy options parsed: last token %d\n", vexfsref_parse_legacy_options(options));
+}
+
 /* Referenced from the module's own data while it is loaded; never freed. */
 static void *volatile vexfsref_exit_leak_object;	/* volatile: the store stays */
 
@@ -438,6 +470,7 @@ static const struct {
 	{ "lock_inversion", vexfsref_fault_lock_inversion },
 	{ "small_leak", vexfsref_fault_small_leak },
 	{ "exit_leak", vexfsref_fault_exit_leak },
+	{ "parser_oob", vexfsref_fault_parser_oob },
 };
 
 static ssize_t vexfsref_fault_write(struct file *file, const char __user *ubuf,

@@ -328,7 +328,13 @@ _GENERIC_FRAMES = re.compile(
     r"|validate_slab\w*|validate_store|slab_attr_store|kernfs_\w+|free_debug_processing|free_to_partial_list"
     r"|__slab_free|slab_free\w*|do_slab_free|kfree\w*|kvfree\w*|kmem_cache_free\w*|alloc_debug_processing"
     r"|alloc_single_from_\w+|___slab_alloc|__slab_alloc\w*|check_slab|on_freelist|slab_pad_check"
-    r"|flush_all\w*|restore_bytes|slab_fix|check_data_corruption|__list_(?:add|del)\w*|list_(?:add|del)\w*)"
+    r"|flush_all\w*|restore_bytes|slab_fix|check_data_corruption|__list_(?:add|del)\w*|list_(?:add|del)\w*"
+    # library helpers a module calls (lib/parser.c, lib/string.c, lib/vsprintf.c, lib/kstrtox.c, ...): a bug
+    # found inside one is the caller's, as syzkaller skips them when it titles a report
+    r"|match_(?:token|one|int|uint|u64|octal|hex|strdup|strlcpy|wildcard)|strsep|strn?chr\w*|strrchr|strn?str"
+    r"|strn?case?cmp|strncmp|strnlen\w*|strim|skip_spaces|memchr\w*|memscan|_?kstrto\w+|simple_strto\w+"
+    r"|_parse_integer\w*|v?sn?printf|v?scnprintf|v?sscanf|kv?asprintf\w*|sort(?:_r)?|bsearch|hex2bin"
+    r"|__?bitmap_\w+|bitmap_\w+|_?find_(?:next|first|last)_\w*bit\w*)"
 )
 
 _KMEMLEAK_PREFIX = "kmemleak: "
