@@ -15,6 +15,7 @@ from typing import Any
 from pytest_vexfs.model.campaign import explore
 from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer
 from pytest_vexfs.model.findings import Finding, findings_line
+from pytest_vexfs.module.recorded import recorded_source
 from pytest_vexfs.model.target import ModelRig
 
 EXPLORE_DEFAULTS = {"model_examples": 100, "model_steps": 100, "model_budget": 1800.0}
@@ -181,26 +182,31 @@ class ModelRun:
     def write_reproducer(self, exc: Discrepancy | ExplorationStopped) -> Path:
         """A standalone pytest file replaying the failing sequence (commit it as a regression test)."""
         return write_reproducer(self.results, exc.ops, str(exc.args[0]), module=self.rig.profile.name,
-                                params=self.rig.load_params, label=self.label)
+                                params=self.rig.load_params, label=self.label,
+                                recorded=recorded_source(self.rig.profile, self.rig.slot.settings.kernel))
 
 
 def write_reproducer(results: Path, ops: Sequence[Sequence[Any]], report: str, *, module: str,
-                     params: dict[str, Any], label: str = "") -> Path:
+                     params: dict[str, Any], label: str = "", recorded: str = "") -> Path:
     """`results`/test_repro_<digest>.py: replays `ops` with the module loaded with `params` (the load
-    parameters in effect when the sequence was found; --vexfs-model-params replaces them)."""
+    parameters in effect when the sequence was found; --vexfs-model-params replaces them), against the
+    module `recorded` names (`pytest_vexfs.module.recorded.recorded_source`: profile, digest, kernel)."""
     ops = [tuple(op) for op in ops]
     key = hashlib.sha256(repr(ops).encode()).hexdigest()[:10]
     path = results / f"test_repro_{key}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     comment = "\n".join("# " + line for line in report.splitlines())
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    recorded = {k: str(v) for k, v in params.items()}
+    recorded_params = {k: str(v) for k, v in params.items()}
+    recorded_module = recorded + "\n" if recorded else ""
     path.write_text(
         f'"""Reproducer found by the pytest-vexfs model checker ({when}, module {module}'
         f'{", " + label if label else ""}).\n\nRun it with pytest like any test of the filesystem_ops '
         f'domain; it fails while the bug is there. The module is loaded with PARAMS, the parameters in '
-        f'effect when it was found\n(--vexfs-model-params NAME=VALUE,... or none replaces them)."""\n\n'
-        f"{comment}\n\nimport pytest\n\nPARAMS = {recorded!r}\n\nOPS = {pprint.pformat(ops, width=100)}\n\n\n"
+        f'effect when it was found\n(--vexfs-model-params NAME=VALUE,... or none replaces them), against the '
+        f'profile PROFILE records (unless --vexfs-profile names one)."""\n\n'
+        f"{comment}\n\nimport pytest\n\n{recorded_module}PARAMS = {recorded_params!r}\n\n"
+        f"OPS = {pprint.pformat(ops, width=100)}\n\n\n"
         f"@pytest.mark.filesystem_ops\ndef test_repro_{key}(vexfs_model):\n"
         f"    vexfs_model.replay(OPS, params=PARAMS)\n")
     return path
