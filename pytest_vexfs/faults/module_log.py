@@ -65,7 +65,7 @@ class ModuleWords:
         if self.dropped:
             text.append(f"... and {self.dropped} more distinct line(s)")
         if self.left_out:
-            text.append(f"({self.left_out} other kernel line(s) of this test left out: no error or warning)")
+            text.append(f"({self.left_out} other kernel line(s) of this test left out: chatter, or not the module's)")
         return "\n".join(text)
 
 
@@ -128,12 +128,13 @@ def module_words(log: str, nodeid: str, names: Sequence[str] = (),
             continue
         kept.append((line, int(level.group(1)) % 8 if level else None))
     left_out, explained = 0, False
+    wanted = [n.lower() for n in names if n]
     if explain and kept:
         errors = [(line, lvl) for line, lvl in kept if explains(line, lvl)]
-        chosen = errors or kept[-LAST_LINES:]
+        own = [(line, lvl) for line, lvl in errors if any(n in line.lower() for n in wanted)]
+        chosen = own or errors or kept[-LAST_LINES:]  # the module's own errors, when it said any
         left_out, explained = len(kept) - len(chosen), bool(errors)
         kept = chosen
-    wanted = [n.lower() for n in names if n]
     naming = [any(n in line.lower() for n in wanted) for line, _ in kept]
     words = fold([line for (line, _), named in zip(kept, naming) if named]
                  + [line for (line, _), named in zip(kept, naming) if not named])

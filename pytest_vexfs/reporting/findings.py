@@ -45,6 +45,9 @@ _TOOL_OPERATIONS = (
     ("cannot read directory", "readdir"), ("failed to change mode", "chmod"), ("changing permissions", "chmod"),
     ("error closing", "close"), ("fsync failed", "fsync"), ("cannot fsync", "fsync"),
 )
+#: operations one refusal of the module usually covers (a module without links refuses both kinds)
+_OPERATION_CLASS = {"symlink": "link/symlink", "link": "link/symlink", "linkat": "link/symlink",
+                    "symlinkat": "link/symlink"}
 _CALL = re.compile(r"(?:os\.|shutil\.|fcntl\.|\w+\.)?(\w+)\s*\(")
 _PYTHON_ERROR = re.compile(r"^\w*(?:Error|Exception)\b.*\[Errno \d+\]")
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
@@ -135,6 +138,7 @@ def cause_of(exc: BaseException | None, *, text: str = "", fault_title: str = ""
         signature, reason = refusal_cause(profile, name)
         return Cause(signature, reason, "finding")
     line = one_line(module_line) if module_line and explains(module_line) else ""
+    operation = _OPERATION_CLASS.get(operation, operation)
     if name:
         said = f"{operation} failed with {name}" if operation else f"{name}"
         reason = f"{said} ({os.strerror(getattr(errno_module, name))})"

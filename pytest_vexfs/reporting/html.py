@@ -143,3 +143,31 @@ def failure_extras(result: TestResult, redactor: Redactor, reason: str = "",
 def environment_rows(environment: Mapping[str, str]) -> dict[str, str]:
     """The environment values titled for the report's Environment table."""
     return {ENVIRONMENT_TITLES[k]: v for k, v in environment.items() if k in ENVIRONMENT_TITLES}
+
+
+def failed_rows(report: Path) -> list[dict[str, str]]:
+    """Every failed (or errored) row of a pytest-html report read back from its JSON blob: the test, its
+    reason cell, the first line of its log, the reason its panel opens on, and that panel's HTML."""
+    import json
+    import re
+    from html import unescape
+
+    blob = re.search(r'data-jsonblob="([^"]*)"', report.read_text())
+    rows: list[dict[str, str]] = []
+    if blob is None:
+        return rows
+    for entries in json.loads(unescape(blob.group(1)))["tests"].values():
+        for entry in entries:
+            if entry["result"] not in ("Failed", "Error"):
+                continue
+            cells = {}
+            for cell in entry["resultsTableRow"]:
+                column = re.search(r'class="col-(\w+)"', cell)
+                if column:
+                    cells[column.group(1)] = unescape(re.sub(r"<[^>]+>", "", cell))
+            panel = next((x["content"] for x in entry["extras"] if x["format_type"] == "html"), "")
+            opens = re.search(r'<p class="vexfs-reason-line">(.*?)</p>', panel)
+            first = next((line for line in entry["log"].splitlines() if line.strip()), "")
+            rows.append({"test": entry["testId"], "reason": cells.get("reason", ""), "first_log_line": unescape(first),
+                         "panel_opens_on": unescape(opens.group(1)) if opens else "", "panel": panel})
+    return rows

@@ -5,11 +5,7 @@ the reference module with planted modes is tests/plugin/test_findings_refmod.py.
 
 from __future__ import annotations
 
-import html
 import json
-import re
-from pathlib import Path
-from typing import Any
 
 import pytest
 from junitparser import JUnitXml
@@ -19,6 +15,7 @@ from pytest_vexfs.module.fs import MountError
 from pytest_vexfs.module.limits import inside_declared_limits
 from pytest_vexfs.module.profile import ModuleProfile
 from pytest_vexfs.reporting.findings import cause_of, errno_in, group_by_cause
+from pytest_vexfs.reporting.html import failed_rows
 from pytest_vexfs.reporting.junit import case_properties
 from pytest_vexfs.reporting.results import TestResult
 
@@ -71,14 +68,17 @@ def test_an_errno_cause_names_the_operation_and_the_modules_first_explaining_lin
     failed = CommandFailed("ln -s a /mnt/vexfs/b", 1, "", "ln: failed to create symbolic link 'b': Operation "
                                                           "not permitted")
     said = cause_of(failed, module_line="vexfsref: vdb: symlinks are not supported (ino 12)")
-    assert said.reason == ("symlink failed with EPERM (Operation not permitted); the module said: vexfsref: vdb: "
-                           "symlinks are not supported (ino 12)")
+    assert said.reason == ("link/symlink failed with EPERM (Operation not permitted); the module said: vexfsref: "
+                           "vdb: symlinks are not supported (ino 12)")
     # numbers of the module's line are folded: the same cause in another test has the same signature
     other = cause_of(failed, module_line="vexfsref: vdb: symlinks are not supported (ino 40)")
     assert other.signature == said.signature == \
-        "errno EPERM on symlink: vexfsref: vdb: symlinks are not supported (ino N)"
+        "errno EPERM on link/symlink: vexfsref: vdb: symlinks are not supported (ino N)"
     # mount chatter explains nothing and stays out of the cause
-    assert cause_of(failed, module_line="vexfsref: vdb: mounted, 3 inodes").signature == "errno EPERM on symlink"
+    assert cause_of(failed, module_line="vexfsref: vdb: mounted, 3 inodes").signature == "errno EPERM on link/symlink"
+    # a module without links refuses both kinds: one cause
+    hard = CommandFailed("ln a b", 1, "", "ln: failed to create hard link 'b' => 'a': Operation not permitted")
+    assert cause_of(hard).signature == cause_of(failed).signature
     mount = MountError("mounting /dev/vdb failed (EUCLEAN)", errno_name="EUCLEAN")
     assert cause_of(mount).reason == "mount failed with EUCLEAN (Structure needs cleaning)"
 
@@ -144,28 +144,6 @@ def test_arithmetic():
 def test_passes():
     pass
 '''
-
-
-def failed_rows(report: Path) -> list[dict[str, Any]]:
-    """Every failed (or errored) row of a pytest-html report: its reason cell, its first log line, the reason
-    its panel opens on, and its extras, read from the report's JSON blob."""
-    blob = re.search(r'data-jsonblob="([^"]*)"', report.read_text())
-    assert blob, "no data blob in the HTML report"
-    rows = []
-    for entries in json.loads(html.unescape(blob.group(1)))["tests"].values():
-        for entry in entries:
-            if entry["result"] not in ("Failed", "Error"):
-                continue
-            cells = {re.search(r'class="col-(\w+)"', c).group(1): re.sub(r"<[^>]+>", "", c)  # type: ignore[union-attr]
-                     for c in entry["resultsTableRow"]}
-            panel = next((x["content"] for x in entry["extras"] if x["format_type"] == "html"), "")
-            opens = re.search(r'<p class="vexfs-reason-line">(.*?)</p>', panel)
-            rows.append({"test": entry["testId"], "reason": html.unescape(cells.get("reason", "")),
-                         "first_log_line": html.unescape(next(line for line in entry["log"].splitlines()
-                                                              if line.strip())),
-                         "panel_opens_on": html.unescape(opens.group(1)) if opens else "",
-                         "panel": panel})
-    return rows
 
 
 def test_a_run_prints_one_findings_table_and_every_failure_starts_with_its_reason(pytester: pytest.Pytester) -> None:

@@ -87,11 +87,12 @@ def test_under_a_failure_only_the_lines_that_explain_it_are_shown() -> None:
     log = "\n".join(["<6>[  1.000000] " + begin_marker(NODE), "<6>[  1.100000] mymod: vdb: mounted, 3 inodes",
                      "<6>[  1.200000] mymod: vdb: saved 3 inodes", "<4>[  1.300000] mymod: vdb: extent 7 odd",
                      "<6>[  1.400000] mymod: vdb: write refused at 49152 bytes",
+                     "<4>[  1.450000] hrtimer: interrupt took 50295044 ns",  # a warning, not the module's
                      "<6>[  1.500000] mymod: vdb: mounted, 4 inodes"])
     words = module_words(log, NODE, names=("mymod",), explain=True)
     assert words.render().splitlines() == [
         "mymod: vdb: extent 7 odd", "mymod: vdb: write refused at 49152 bytes",
-        "(3 other kernel line(s) of this test left out: no error or warning)"]
+        "(4 other kernel line(s) of this test left out: chatter, or not the module's)"]
     assert words.first == "mymod: vdb: extent 7 odd"
     # nothing explains: the last lines, those printed at the failing operation, and no first explaining line
     quiet = module_words(_log("BEGIN", *[f"mymod: step {n}" for n in range(8)]), NODE, explain=True)
