@@ -13,6 +13,7 @@ Nothing here imports pytest.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Sequence
 from types import TracebackType
@@ -348,8 +349,24 @@ def run_guest_python(guest: Runner, script: str, *args: str, user: str | None = 
     if not result.ok or not lines:
         raise FilesystemError(f"guest python script failed (exit {result.exit_status})"
                               + (f" as {user}" if user else ""), command=command,
-                              output=result.stderr + result.stdout)
+                              output=with_source_lines(result.stderr + result.stdout, GUEST_PRELUDE + script))
     return json.loads(lines[-1])
+
+
+_STDIN_FRAME = re.compile(r'^(?P<indent>\s*)File "<stdin>", line (?P<line>\d+)')
+
+
+def with_source_lines(traceback: str, script: str) -> str:
+    """A traceback of a script Python read from stdin, with each frame's source line under it, as Python
+    shows them for a file: which call failed (``os.link(...)``) is then in the report, not only its errno."""
+    source = script.splitlines()
+    out = []
+    for line in traceback.splitlines():
+        out.append(line)
+        frame = _STDIN_FRAME.match(line)
+        if frame and 0 < int(frame.group("line")) <= len(source):
+            out.append(f"{frame.group('indent')}    {source[int(frame.group('line')) - 1].strip()}")
+    return "\n".join(out) + ("\n" if traceback.endswith("\n") else "")
 
 
 def tree_manifest(guest: Runner, root: str) -> dict[str, str]:

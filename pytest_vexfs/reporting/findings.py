@@ -155,6 +155,10 @@ def cause_of(exc: BaseException | None, *, text: str = "", fault_title: str = ""
     return Cause(f"error: {fold_numbers(reason)}", one_line(reason), "error")
 
 
+#: the kind of a cause, told by its signature's prefix (see cause_of)
+_KIND_OF_PREFIX = (("fault: ", "fault"), ("errno ", "errno"), ("error: ", "error"))
+
+
 @dataclasses.dataclass
 class CauseGroup:
     """One row of the findings table: a cause and the tests it failed."""
@@ -181,8 +185,9 @@ def cause_of_result(result: TestResult) -> Cause:
     props = result.properties
     if props.get(FINDING_PROPERTY):
         reason = props.get(REASON_PROPERTY) or one_line(result.message)
-        kind = "fault" if props[FINDING_PROPERTY].startswith("fault: ") else "finding"
-        return Cause(props[FINDING_PROPERTY], reason, kind)
+        signature = props[FINDING_PROPERTY]
+        kind = next((k for prefix, k in _KIND_OF_PREFIX if signature.startswith(prefix)), "finding")
+        return Cause(signature, reason, kind)
     return cause_of(None, text=result.message, fault_title=props.get("fault_title", ""))
 
 

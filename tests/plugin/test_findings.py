@@ -11,7 +11,7 @@ import pytest
 from junitparser import JUnitXml
 
 from pytest_vexfs.errors import CommandFailed
-from pytest_vexfs.module.fs import MountError
+from pytest_vexfs.module.fs import MountError, with_source_lines
 from pytest_vexfs.module.limits import inside_declared_limits
 from pytest_vexfs.module.profile import ModuleProfile
 from pytest_vexfs.reporting.findings import cause_of, errno_in, group_by_cause
@@ -38,6 +38,16 @@ def _profile(**limits: int) -> ModuleProfile:
 def test_the_errno_and_the_operation_are_read_from_what_the_guest_said(output: str,
                                                                        expected: tuple[str, str]) -> None:
     assert errno_in(output) == expected
+
+
+def test_a_guest_scripts_traceback_names_the_call_that_failed() -> None:
+    # Python shows no source line for a script read from stdin: run_guest_python puts it back
+    traceback = ('Traceback (most recent call last):\n  File "<stdin>", line 3, in <module>\n'
+                 "PermissionError: [Errno 1] Operation not permitted: '/mnt/vexfs/orig' -> '/mnt/vexfs/d/hard'\n")
+    script = 'import os\nroot = "/mnt/vexfs"\n    os.link(root + "/orig", root + "/d/hard")\n'
+    shown = with_source_lines(traceback, script)
+    assert '      os.link(root + "/orig", root + "/d/hard")' in shown.splitlines()
+    assert errno_in(shown) == ("EPERM", "link") and errno_in(traceback) == ("EPERM", "")
 
 
 def test_one_undeclared_limit_is_one_cause_however_each_test_met_it() -> None:
