@@ -95,6 +95,7 @@ def main() -> None:
         slot = VMSlot(settings, "bench", new_run_id(), Path(tmp), ignore_patterns=tuple(
             profile.ignore_kernel_messages))
         built = build_module(profile, slot.image(), slot.cache_dir)
+        slot.symbols.add_module(built.ko.stem, built.ko, built.build_dir, profile.source)
         try:
             vm = slot.acquire()
             first = LoadedModule(TestSession(vm, "benchmarks/faults.py::setup", HANG_TIMEOUT), built, profile,
@@ -106,6 +107,7 @@ def main() -> None:
                 expected = FAULTS[word]
                 vm = slot.acquire(slot.preload)
                 session = TestSession(vm, f"benchmarks/faults.py::{word}", HANG_TIMEOUT)
+                session.symbols = slot.symbols
                 module = LoadedModule(session, built, profile, put=vm.put)
                 if not module.is_loaded():
                     module.install()

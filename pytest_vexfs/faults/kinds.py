@@ -77,6 +77,8 @@ TABLE: tuple[FaultKind, ...] = (
     FaultKind("warning",         _W,       False,  False,  "warning"),
     FaultKind("crash",           _C,       True,   False,  "crash", from_kernel=False),  # VM died, no word
     FaultKind("hang",            _C,       True,   False,  "hang", hang=True, from_kernel=False),  # timed out
+    # past its time limit but still working (CPU time, I/O, changing stacks): slow, not stuck; no dumps
+    FaultKind("timeout",         _W,       True,   False,  "timeout", from_kernel=False),
 )
 
 KINDS: dict[str, FaultKind] = {kind.name: kind for kind in TABLE}
@@ -93,6 +95,7 @@ HANG_KINDS = frozenset(kind.name for kind in TABLE if kind.hang)
 
 HANG = "hang"
 CRASH = "crash"
+TIMEOUT = "timeout"
 
 _RANK = {kind.name: rank for rank, kind in enumerate(TABLE)}
 

@@ -17,6 +17,13 @@ from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import Finding, summarise
 
 
+#: how a test's time limit is raised (said with every ``timeout``)
+RAISE_LIMIT = ("a command still working is not a hang: raise its limit with @pytest.mark.hang_timeout(SECONDS) "
+               "on the test, a '# vexfs: hang_timeout=SECONDS' header comment in a legacy script, the run's "
+               "setting (--vexfs-hang-timeout, VEXFS_HANG_TIMEOUT, ini vexfs_hang_timeout), or run(..., "
+               "timeout=SECONDS) for one command")
+
+
 def finding_kind(finding: Finding) -> str:
     """The kind that names ``finding``: the parser's primary kind (an oops that ended in a panic is an
     oops, a list corruption caught by a BUG is a list corruption)."""
@@ -64,7 +71,7 @@ class Verdict:
         if not self.expected:
             return False
         own = {k for f in self.findings if not f.made_by for k in (f.kind, *f.kinds)}  # not an earlier test's leak
-        seen = own | ({fault_kinds.HANG} if self.hang is not None else set()) \
+        seen = own | ({self._hang_kind} if self.hang is not None else set()) \
             | ({"panic", fault_kinds.CRASH} if self.vm_died else set())
         return bool(seen & set(self.expected))
 
@@ -86,8 +93,13 @@ class Verdict:
         if primary is not None:
             return finding_kind(primary)
         if self.hang is not None:
-            return fault_kinds.HANG
+            return self._hang_kind
         return fault_kinds.CRASH if self.vm_died else ""
+
+    @property
+    def _hang_kind(self) -> str:
+        """``timeout`` for a command still working at its time limit, else ``hang``."""
+        return fault_kinds.TIMEOUT if getattr(self.hang, "progress", "") else fault_kinds.HANG
 
     @property
     def breaks_vm(self) -> bool:
@@ -115,6 +127,8 @@ class Verdict:
             return primary.title
         if self.hang is not None:
             reason = getattr(self.hang, "abort_reason", "")
+            if getattr(self.hang, "progress", ""):
+                return f"timeout: {self.hang.command!r} still running after {self.hang.timeout:g}s"
             if reason:  # given up before the timeout: the harness saw it stuck (e.g. rmmod in exit code)
                 return f"hang: {self.hang.command!r} stuck ({reason})"
             return f"hang: {self.hang.command!r} did not finish within {self.hang.timeout:g}s"
@@ -140,6 +154,13 @@ class Verdict:
             reason = getattr(self.hang, "abort_reason", "")
             lines.append(f"{self.hang.command!r} was abandoned: {reason}" if reason else
                          f"{self.hang.command!r} did not finish within {self.hang.timeout:g}s")
+        if self.hang is not None and not self.findings:
+            progress = getattr(self.hang, "progress", "")
+            if progress:
+                lines.append(f"still running after {self.hang.timeout:g}s: {progress}")
+                lines.append(RAISE_LIMIT)
+            elif getattr(self.hang, "no_progress", ""):
+                lines.append(f"nothing progressed: {getattr(self.hang, 'no_progress', '')}")
         if self.vm_died and self.findings:
             lines.append(f"the VM died: {self.vm_died}")
         made_by = self.made_by

@@ -181,6 +181,15 @@ class AgentConnection:
             raise AgentError(f"guest agent: {msg['op']} failed: {reply.get('err') or reply}", vm=self.name)
         return reply
 
+    def probe(self) -> PendingReply:
+        """Ask the agent what every task is doing (its ``probe``: states, CPU ticks, kernel stacks of the
+        running commands' tasks); answered asynchronously, so a guest too stuck to answer costs nothing."""
+        cid, pending = self._start({"op": "probe"})
+        return PendingReply(self, cid, pending)
+
+    def _forget(self, cid: int) -> None:
+        self._pending.pop(cid, None)
+
     # -- requests --------------------------------------------------------------------------------
     def setup(self, *, epoch: float | None = None, host: str = "", sysctls: Mapping[str, str] | None = None,
               authorized_key: str = "", timeout: float = 10.0) -> None:
@@ -237,6 +246,26 @@ class AgentConnection:
         stderr = _text(pending.err) + (pending.reply.get("err") or "")
         result = CommandResult(text, status, _text(pending.out), stderr, time.monotonic() - start)
         return result.check() if check else result
+
+
+class PendingReply:
+    """A request in flight whose answer is collected later (``ready()``, ``reply()``); ``close()``
+    forgets it (a late answer is then dropped)."""
+
+    def __init__(self, connection: AgentConnection, cid: int, pending: _Pending) -> None:
+        self._connection, self._cid, self._pending = connection, cid, pending
+        self.sent_at = time.monotonic()
+
+    def ready(self) -> bool:
+        return self._pending.done.is_set()
+
+    def reply(self) -> dict[str, Any] | None:
+        """The agent's answer once it came and succeeded; None while pending, or if it failed."""
+        reply = self._pending.reply
+        return reply if reply is not None and reply.get("x") == 0 else None
+
+    def close(self) -> None:
+        self._connection._forget(self._cid)
 
 
 def _text(data: bytearray) -> str:

@@ -17,13 +17,14 @@ from pytest_vexfs.backends.placement import Placement, VMHost, parse_hosts
 from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed
 from pytest_vexfs.guest.image import Image, get_image, kernel_debug_objects
 from pytest_vexfs.faults import kinds as fault_kinds
-from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, pid_marker_command
+from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, marker_token, pid_marker_command
 from pytest_vexfs.faults.symbols import Symbolizer, frame_function
 from pytest_vexfs.faults.verdict import Verdict, finding_kind
 from pytest_vexfs.guest.ssh import CommandResult, KeyPair, generate_keypair
 from pytest_vexfs.guest.runstate import process_file
 from pytest_vexfs.backends.base import read_tail
 from pytest_vexfs.guest.vm import GuestVM, Preload, VMSettings, ensure_snapshot
+from pytest_vexfs.guest.watch import BUILD_TIMEOUT, CommandWatch
 
 HANG_DUMP_SETTLE = 3.0
 #: After each test, the kernel checks itself, so corruption is blamed on the test that caused it: SLUB
@@ -53,14 +54,20 @@ PRIME_KMEMLEAK = f"if {_DEBUGFS}; then echo scan > {KMEMLEAK}; echo clear > {KME
 
 
 class GuestHang(CommandTimeout):
-    """A guest command outlived its hang timeout, or the kernel reported it stuck (hung task,
-    lockup); the VM was dumped (SysRq t/w) and marked broken."""
+    """A guest command outlived its hang timeout, or the kernel (or its stacks) showed it stuck (hung
+    task, lockup); the VM was dumped (SysRq t/w) and marked broken. With ``progress`` it was still
+    working at its time limit: a ``timeout``, no dumps taken."""
 
-    def __init__(self, base: CommandTimeout, findings: Sequence[Finding], dumps: str) -> None:
+    def __init__(self, base: CommandTimeout, findings: Sequence[Finding], dumps: str, *, progress: str = "",
+                 no_progress: str = "") -> None:
         super().__init__(base.command, base.timeout, stdout=base.stdout, stderr=base.cmd_stderr,
                          vm=base.vm, console_tail=dumps)
         self.findings = list(findings)
         self.dumps = dumps
+        #: what the command was still doing at its time limit: a ``timeout``, not a hang ("" for a hang)
+        self.progress = progress
+        #: for a hang at the time limit, what showed that nothing progressed
+        self.no_progress = no_progress
 
 
 class GuestFault(VMCrashed):
@@ -284,12 +291,16 @@ class TestSession:
     __test__ = False
 
     def __init__(self, vm: GuestVM, nodeid: str, hang_timeout: float, *, booted: bool = False,
-                 full_leak_scan: bool = False) -> None:
+                 full_leak_scan: bool = False, pace: float = 1.0) -> None:
         self.vm = vm
         #: end this test with a full kmemleak check (it expects a leak, or it is the worker's last test)
         self.full_leak_scan = full_leak_scan
         self.nodeid = nodeid
         self.hang_timeout = hang_timeout
+        #: the kernel flavour's measured slowdown against the stock kernel: time limits are scaled by it
+        self.pace = pace
+        self._merged: list[Finding] = []  # this test's findings: the console's, then the stacks', in order
+        self._console_seen = 0
         self.booted = booted  # this test's VM was booted for it (its boot time is reported with it)
         self.hang: GuestHang | None = None
         self.abandoned: GuestFault | None = None
@@ -335,20 +346,39 @@ class TestSession:
             input: str | bytes | None = None, user: str | None = None,
             abort: Callable[[], str | None] | None = None) -> CommandResult:
         """Run a guest command; abandoned as soon as the console shows a fatal fault (GuestFault, or
-        GuestHang for a hung task or lockup); past the hang timeout, or when `abort` gives a reason,
-        the VM is dumped (GuestHang)."""
+        GuestHang for a hung task or lockup) or its tasks' stacks show one (CommandWatch, from ~2 s on);
+        past its time limit (the hang timeout, times the flavour's pace; a build gets BUILD_TIMEOUT) it is a
+        ``timeout`` if it was still working, else a hang and the VM is dumped (GuestHang); and when `abort`
+        gives a reason."""
+        limit = (timeout or self.hang_timeout) * self.pace
+        watch = self._watch(command, limit)
+
         def stop() -> str | None:
-            reason = self._fatal_report() or (abort() if abort is not None else None)
+            reason = self._fatal_report() or (abort() if abort is not None else None) \
+                or (watch() if watch is not None else None)
             if reason and self.hang_reported_at is None:
                 self.hang_reported_at = time.monotonic()
             return reason
 
         self._aborting = None
         try:
-            return self.vm.run(command, timeout=timeout or self.hang_timeout, check=check, input=input,
-                               user=user, abort=stop)
+            return self.vm.run(command, timeout=watch.runner_timeout if watch is not None else limit, check=check,
+                               input=input, user=user, abort=stop)
         except CommandTimeout as exc:
-            raise self._handle_stuck(exc) from exc
+            raise self._handle_stuck(exc, watch, limit) from exc
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _watch(self, command: str, limit: float) -> CommandWatch | None:
+        """The stack sampler of a command, where the guest has the agent (its probes need it)."""
+        vm = self.vm
+        if vm.agent is None or not vm.agent.connected:
+            return None
+        symbols = self.symbols
+        return CommandWatch(vm.agent, command, limit, build_limit=BUILD_TIMEOUT * self.pace, sysrq=vm.sysrq,
+                            console=Path(vm.machine.console_path()) if vm.machine is not None else None,
+                            modules=lambda: {m for m in (symbols.objects if symbols else {}) if m != "vmlinux"})
 
     def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
         """Copy a host file into the guest."""
@@ -369,15 +399,33 @@ class TestSession:
                 return f"the kernel reported {finding.title}"
         return None
 
-    def _handle_stuck(self, exc: CommandTimeout) -> GuestHang | GuestFault:
+    def _handle_stuck(self, exc: CommandTimeout, watch: CommandWatch | None = None,
+                      limit: float | None = None) -> GuestHang | GuestFault:
         vm = self.vm
         finding = self._aborting if exc.abort_reason else None
+        outcome = watch.outcome if watch is not None and exc.abort_reason == watch.reason else ""
+        if outcome == "stuck" and watch is not None and watch.stuck is not None and watch.stuck.finding is not None:
+            finding = dataclasses.replace(watch.stuck.finding, test=marker_token(self.nodeid))
+            self._merged.append(finding)  # found in the stacks: a finding of this test like the console's
+        if outcome in ("hang", "timeout"):  # the time limit, not an abort: as if the command timed out
+            base = CommandTimeout(exc.command, (watch.build_limit if watch.extended else watch.limit)
+                                  if watch is not None else exc.timeout, stdout=exc.stdout,
+                                  stderr=exc.cmd_stderr, vm=exc.vm, console_tail=exc.console_tail)
+            base.abort_reason = ""
+            exc = base
+        elif limit is not None:
+            exc.timeout = limit
         running = vm.machine is not None and vm.machine.is_running()
         if finding is not None and not (running and fault_kinds.kind(finding_kind(finding)).hang):
             # an oops (or a panic) printed the culprit's stack already: no task dumps, no waiting
             vm.mark_broken(f"kernel fault: {finding.title}")
             self.abandoned = GuestFault(exc.command, finding, vm=vm.name)
             return self.abandoned
+        if outcome == "timeout" and watch is not None:
+            # still working: no task dumps (nothing is stuck); the VM goes, the killed command's leftovers with it
+            vm.mark_broken(f"timeout: {exc.command!r} ran past {exc.timeout:g}s")
+            self.hang = GuestHang(exc, [], "", progress=watch.progress)
+            return self.hang
         console = Path(vm.machine.console_path()) if vm.machine else None
 
         def console_size() -> int:
@@ -401,7 +449,8 @@ class TestSession:
         findings = vm.poll_findings()
         vm.mark_broken(f"hang: {exc.command!r} exceeded {exc.timeout:g}s" if not exc.abort_reason
                        else f"hang: {exc.abort_reason}")
-        self.hang = GuestHang(exc, list(findings), dumps[-200_000:])
+        self.hang = GuestHang(exc, list(findings), dumps[-200_000:],
+                              no_progress=watch.reason if outcome == "hang" and watch is not None else "")
         self.hang.abort_reason = exc.abort_reason
         return self.hang
 
@@ -441,15 +490,17 @@ class TestSession:
                 self.vm_died = vm.machine.exit_reason() or "QEMU exited"
                 vm.mark_broken(self.vm_died)
         console = vm.console
-        if console is None:
-            return []
-        console.poll()
-        if self.vm_died or self.hang is not None or not vm.is_alive():
-            console.stop()  # read everything and finish pending reports
-        else:
-            time.sleep(0.2)
-            console.settle()
-        findings = console.findings(self.nodeid)
+        if console is not None:
+            console.poll()
+            if self.vm_died or self.hang is not None or not vm.is_alive():
+                console.stop()  # read everything and finish pending reports
+            else:
+                time.sleep(0.2)
+                console.settle()
+            seen = console.findings(self.nodeid)
+            self._merged.extend(seen[self._console_seen:])
+            self._console_seen = len(seen)
+        findings = list(self._merged)
         if self.symbols is not None:
             findings = [locate(f, self.symbols) for f in findings]
         return findings

@@ -61,9 +61,10 @@ SCHEMA = "pytest-vexfs/alert/1"
 SEVERITIES = ("info", "warning", "critical")
 #: What ``kernel_fault(...)`` may name: the kernel's kinds and the harness's (``hang``, ``crash``).
 FAULT_KINDS = frozenset(fault_kinds.KINDS)
-#: A test that failed with one of these fault kinds hung (``test_timeout``): the harness's ``hang`` and
-#: the kernel's reports of a task or CPU that will not come back (faults/kinds.py, column ``hang``).
-HANG_FAULT_KINDS = fault_kinds.HANG_KINDS
+#: A test that failed with one of these fault kinds hung or timed out (``test_timeout``): the harness's
+#: ``hang``, the kernel's reports of a task or CPU that will not come back (faults/kinds.py, column
+#: ``hang``), and a command still working at its time limit (``timeout``).
+HANG_FAULT_KINDS = fault_kinds.HANG_KINDS | {fault_kinds.TIMEOUT}
 _PYTEST_TIMEOUT = re.compile(r"Timeout \(>[\d.]+s\) from pytest-timeout")
 #: Outcomes that say nothing about the code: left out of failure rates and regressions.
 NO_VERDICT = frozenset({"skipped", "interrupted"})
