@@ -2,6 +2,11 @@
 usable fresh VM (restored, module loaded, a command answered) is back.
 
     python benchmarks/faults.py [--kinds warn,null_deref,...]
+    python benchmarks/faults.py --clean 2 --load 2     # false lockups: clean suites, host loaded
+
+The second form is the control: the domain suites that plant nothing (CLEAN_SUITES, about 80 tests), run
+--clean times by pytest while `stress-ng --cpu LOAD` loads the host (started and stopped here, bounded in
+time), every hang-type verdict (hang, hung task, soft/hard lockup, timeout) counted: the goal is none.
 
 Uses the harness exactly as the pytest plugin does (VM slot, test session with kernel-log markers, hang
 handling, verdict, replacement VMs restored from the snapshot with the module preloaded) against the
@@ -57,6 +62,55 @@ FAULTS: dict[str, tuple[str, ...] | None] = {
     "lock_inversion": None,  # needs lockdep (PROVE_LOCKING), off in Debian kernels
 }
 HANG_TIMEOUT = 60.0  # a command running this long counts as a hang (the detectors should answer first)
+#: suites of the reference module that plant no fault: every hang or lockup in them is a false one
+CLEAN_SUITES = ("tests/kernel_module", "tests/filesystem_ops", "tests/vector_ops", "tests/integration",
+                "tests/performance", "tests/safety/test_any_module.py")
+HANG_VERDICTS = ("hang", "hung_task", "soft_lockup", "hard_lockup", "timeout")
+
+
+def clean_runs(rounds: int, load: int, paths: list[str]) -> dict:
+    """Run the clean suites `rounds` times under `stress-ng --cpu LOAD`; count hang-type verdicts."""
+    import shutil
+    import signal
+    import subprocess
+    from junitparser import JUnitXml
+    from pytest_vexfs.reporting.junit import case_properties
+
+    stress = None
+    if load:
+        if shutil.which("stress-ng") is None:
+            sys.exit("stress-ng is not installed (apt-get install -y stress-ng)")
+        stress = subprocess.Popen(["stress-ng", "--cpu", str(load), "--timeout", "3600"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    totals: dict = {"tests": 0, "passed": 0, "failed": 0, "skipped": 0, "hang_verdicts": [], "load": [],
+                    "seconds": 0.0}
+    try:
+        with tempfile.TemporaryDirectory(prefix="vexfs-clean-") as tmp:
+            for round_ in range(rounds):
+                junit = Path(tmp) / f"round{round_}.xml"
+                start = time.monotonic()
+                subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                                f"--junitxml={junit}", *paths], cwd=Path(__file__).resolve().parent.parent)
+                totals["seconds"] += time.monotonic() - start
+                totals["load"].append(round(os.getloadavg()[0], 1))
+                for suite in JUnitXml.fromfile(str(junit)):
+                    for case in suite:
+                        totals["tests"] += 1
+                        outcome = "skipped" if any(r._tag == "skipped" for r in case.result) else (
+                            "failed" if case.result else "passed")
+                        totals[outcome] += 1
+                        kind = case_properties(case).get("fault_kind", "")
+                        if kind in HANG_VERDICTS:
+                            totals["hang_verdicts"].append(f"{case.classname}::{case.name}: {kind}")
+    finally:
+        if stress is not None:
+            os.killpg(stress.pid, signal.SIGTERM)
+            stress.wait(30)
+    print(f"{totals['tests']} clean tests in {rounds} run(s), {totals['seconds']:.0f}s, host load {totals['load']} "
+          f"(stress-ng --cpu {load}): {totals['passed']} passed, {totals['failed']} failed, "
+          f"{totals['skipped']} skipped; hang/lockup verdicts: {len(totals['hang_verdicts'])} "
+          f"{totals['hang_verdicts']}", file=sys.stderr)
+    return totals
 
 
 def plant(word: str, session: TestSession, module: LoadedModule, control: str) -> tuple[str, str]:
@@ -87,7 +141,14 @@ def plant(word: str, session: TestSession, module: LoadedModule, control: str) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default=",".join(FAULTS), help="comma-separated fault words")
+    parser.add_argument("--clean", type=int, default=0, metavar="N",
+                        help="instead: run the clean suites N times and count hang/lockup verdicts")
+    parser.add_argument("--load", type=int, default=0, metavar="CPUS", help="with --clean: stress-ng --cpu CPUS")
+    parser.add_argument("paths", nargs="*", help="with --clean: test paths (default: CLEAN_SUITES)")
     args = parser.parse_args()
+    if args.clean:
+        print(json.dumps(clean_runs(args.clean, args.load, args.paths or list(CLEAN_SUITES))))
+        return
     settings = cfg.resolve({}, {}, os.environ, Path.cwd())
     profile = find_profile("", "", Path.cwd())
     results: dict[str, dict] = {}

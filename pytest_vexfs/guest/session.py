@@ -128,6 +128,7 @@ class VMSlot:
         self._accel: AccelChoice | None = None
         self._keypair: KeyPair | None = None
         self.last_boot_error: BaseException | None = None
+        self._pace: float | None = None
         #: set while a test needs its scratch disk kept across VMs (power cuts); qemu backend only
         self.scratch_image: Path | None = None
         #: with scratch_image: the file its writes and flushes are logged to (crash states)
@@ -193,6 +194,34 @@ class VMSlot:
     def worker_index(self) -> int:
         digits = "".join(ch for ch in self.worker if ch.isdigit())
         return int(digits) if digits else 0
+
+    def pace(self, vm: GuestVM) -> float:
+        """How many times slower this kernel flavour runs tests than its stock kernel (guest/pace.py): 1 for
+        a stock kernel. A kernel's own ratio is measured in `vm` the first time, once per kernel build (a stock
+        kernel's too: it is what the other flavours built on its image are compared with)."""
+        if self._pace is not None:
+            return self._pace
+        from pytest_vexfs.guest import pace
+        from pytest_vexfs.guest.debug_kernel import DEBUG_FLAVOURS
+        from pytest_vexfs.guest.image import DEFAULT_KERNEL, KERNELS
+
+        kernel, image = self.settings.kernel, self.image()
+        own = pace.recorded(self.cache_dir, image.digest)
+        if own is None:
+            try:
+                own = pace.measure(lambda command: vm.run(command, timeout=600, check=True).stdout)
+                pace.record(self.cache_dir, image.digest, own, kernel=kernel, release=image.kernel_release)
+            except (VexfsError, ValueError) as exc:
+                self.progress(f"the pace of kernel {kernel} was not measured: {exc}")
+        if kernel in KERNELS:
+            self._pace = 1.0
+        else:
+            base = DEBUG_FLAVOURS[kernel].base if kernel in DEBUG_FLAVOURS else DEFAULT_KERNEL
+            stock = pace.recorded(self.cache_dir, get_image(base, self.cache_dir, progress=self.progress).digest)
+            self._pace, how = pace.flavour_pace(own, stock)
+            self.progress(f"kernel {kernel} takes {self._pace:.1f}x the time of {base} ({how}): its hang "
+                          f"timeouts are {self._pace:.1f}x the settings'")
+        return self._pace
 
     def acquire(self, preload: Preload | None = None) -> GuestVM:
         """The worker's ready VM, booting a fresh one if there is none or the last one broke (restored

@@ -97,8 +97,10 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
     # a full kmemleak check where a leak is expected, and at the worker's last test (nothing scans later)
     full_leak_scan = (expect is not None and "kmemleak" in expect.args) \
         or item.stash.get(NEXT_ITEM_KEY, item) is None
+    with _as_test_failure():
+        pace = vexfs_slot.pace(vm)  # the flavour's slowdown: the hang timeout is scaled by it
     session = TestSession(vm, item.nodeid, hang_timeout, booted=vexfs_slot.count != booted_before,
-                          full_leak_scan=full_leak_scan)
+                          full_leak_scan=full_leak_scan, pace=pace)
     session.symbols = vexfs_slot.symbols
     item.stash[TEST_SESSION_KEY] = session
     session.begin()
