@@ -55,7 +55,8 @@ class Task:
     switches: int
     """voluntary + involuntary context switches."""
     command: int
-    """the agent's id of the running command the task belongs to (0: none)."""
+    """the agent's id of the running command the task belongs to (0: none; -1: a process of the user a
+    command runs as over SSH)."""
     stack: str
     io: int | None
     """bytes read + written by its process (command tasks only)."""
@@ -115,6 +116,9 @@ class Stuck:
     task: Task
     seconds: float
     reason: str
+    """what was seen, in words that stay the same from run to run (no pids, addresses or times)."""
+    frame: str
+    """the module's first frame on the stack, as the kernel printed it (``func+0x1f/0x6b0 [mod]``)."""
     finding: Finding | None = None
 
 
@@ -127,17 +131,16 @@ def _quiet(before: Probe, after: Probe) -> bool:
     return others <= QUIET_CPU_SHARE * elapsed * after.hz and before.inflight == 0 and after.inflight == 0
 
 
-def stuck_task(before: Probe, after: Probe, *, any_task: bool = False, min_seconds: float = 0.8) -> Stuck | None:
+def stuck_task(before: Probe, after: Probe, *, min_seconds: float = 0.8) -> Stuck | None:
     """A command task asleep uninterruptibly in the module's code with no progress from `before` to
-    `after` while the guest is quiet; None if there is none (or the probes are too close). With
-    `any_task`, tasks that belong to no command of the agent's count too (the command runs over SSH)."""
+    `after` while the guest is quiet; None if there is none (or the probes are too close)."""
     seconds = after.guest_at - before.guest_at
     modules = after.modules
     if seconds < min_seconds or not modules or not _quiet(before, after):
         return None
     for tid, task in after.tasks.items():
         prev = before.tasks.get(tid)
-        if prev is None or not (task.command or any_task) or task.state != "D" or prev.state != "D":
+        if prev is None or not task.command or task.state != "D" or prev.state != "D":
             continue
         frame = task.in_modules(modules)
         if not frame or task.stack != prev.stack or task.cpu - prev.cpu > IDLE_TICKS or task.io != prev.io:
@@ -147,11 +150,18 @@ def stuck_task(before: Probe, after: Probe, *, any_task: bool = False, min_secon
                       f"task:{task.comm} state:D pid:{task.pid}\nCall Trace:\n <TASK>\n"
                       + "".join(f" {f}\n" for f in task.frames()) + " </TASK>\n")
             found = find_faults(report)
-            return Stuck("hung_task", task, seconds, f"{task.name} blocked in {frame} for {seconds:.1f}s "
-                         f"(same kernel stack, no CPU time, no I/O)", found[0] if found else None)
-        return Stuck("hang", task, seconds, f"{task.name} asleep in {frame} with the same kernel stack for "
-                     f"{seconds:.1f}s, waking up to no progress (no CPU time, no I/O)")
+            return Stuck("hung_task", task, seconds, f"{task.comm} blocked in {_function(frame)} with the same "
+                         "kernel stack, no CPU time and no I/O", frame, found[0] if found else None)
+        return Stuck("hang", task, seconds, f"{task.comm} asleep in {_function(frame)}, waking to the same kernel "
+                     "stack again and again: no CPU time, no I/O", frame)
     return None
+
+
+def _function(frame: str) -> str:
+    """``func [mod]`` of a frame ``func+0x1f/0x6b0 [mod]``."""
+    name, _, rest = frame.partition("+")
+    module = rest.partition(" ")[2]
+    return f"{name} {module}".strip()
 
 
 def spinning_task(before: Probe, after: Probe) -> Task | None:
@@ -238,8 +248,8 @@ def soft_lockup(first: Sequence[CpuBacktrace], second: Sequence[CpuBacktrace], m
                   f"[{trace.comm}:{trace.pid}]\n{trace.text}\n")
         found = find_faults(report)
         task = Task(trace.pid, trace.pid, trace.comm, "R", 0, 0, 0, "\n".join(trace.frames), None, "")
-        return Stuck("soft_lockup", task, seconds, f"CPU#{trace.cpu} stuck in {frame} for {seconds:.1f}s "
-                     f"({trace.comm}:{trace.pid} never let another task run)", found[0] if found else None)
+        return Stuck("soft_lockup", task, seconds, f"a CPU stuck in {_function(frame)} ({trace.comm} never let "
+                     "another task run)", frame, found[0] if found else None)
     return None
 
 

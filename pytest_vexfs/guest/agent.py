@@ -181,10 +181,11 @@ class AgentConnection:
             raise AgentError(f"guest agent: {msg['op']} failed: {reply.get('err') or reply}", vm=self.name)
         return reply
 
-    def probe(self) -> PendingReply:
-        """Ask the agent what every task is doing (its ``probe``: states, CPU ticks, kernel stacks of the
-        running commands' tasks); answered asynchronously, so a guest too stuck to answer costs nothing."""
-        cid, pending = self._start({"op": "probe"})
+    def probe(self, user: str = "") -> PendingReply:
+        """Ask the agent what the running commands' tasks are doing (its ``probe``: states, CPU ticks, kernel
+        stacks; with `user`, that user's processes count as a command's: one run over SSH); answered
+        asynchronously, so a guest too stuck to answer costs nothing."""
+        cid, pending = self._start({"op": "probe", "user": user})
         return PendingReply(self, cid, pending)
 
     def _forget(self, cid: int) -> None:

@@ -380,7 +380,7 @@ class TestSession:
         ``timeout`` if it was still working, else a hang and the VM is dumped (GuestHang); and when `abort`
         gives a reason."""
         limit = (timeout or self.hang_timeout) * self.pace
-        watch = self._watch(command, limit)
+        watch = self._watch(command, limit, user if user not in (None, "root") else "")
 
         def stop() -> str | None:
             reason = self._fatal_report() or (abort() if abort is not None else None) \
@@ -399,7 +399,7 @@ class TestSession:
             if watch is not None:
                 watch.close()
 
-    def _watch(self, command: str, limit: float) -> CommandWatch | None:
+    def _watch(self, command: str, limit: float, user: str) -> CommandWatch | None:
         """The stack sampler of a command, where the guest has the agent (its probes need it)."""
         vm = self.vm
         if vm.agent is None or not vm.agent.connected:
@@ -407,7 +407,8 @@ class TestSession:
         symbols = self.symbols
         return CommandWatch(vm.agent, command, limit, build_limit=BUILD_TIMEOUT * self.pace, sysrq=vm.sysrq,
                             console=Path(vm.machine.console_path()) if vm.machine is not None else None,
-                            modules=lambda: {m for m in (symbols.objects if symbols else {}) if m != "vmlinux"})
+                            modules=lambda: {m for m in (symbols.objects if symbols else {}) if m != "vmlinux"},
+                            user=user)
 
     def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
         """Copy a host file into the guest."""
@@ -433,9 +434,14 @@ class TestSession:
         vm = self.vm
         finding = self._aborting if exc.abort_reason else None
         outcome = watch.outcome if watch is not None and exc.abort_reason == watch.reason else ""
-        if outcome == "stuck" and watch is not None and watch.stuck is not None and watch.stuck.finding is not None:
-            finding = dataclasses.replace(watch.stuck.finding, test=marker_token(self.nodeid))
+        stuck = watch.stuck if outcome == "stuck" and watch is not None else None
+        if stuck is not None and stuck.finding is not None:
+            finding = dataclasses.replace(stuck.finding, test=marker_token(self.nodeid))
             self._merged.append(finding)  # found in the stacks: a finding of this test like the console's
+        elif stuck is not None and self.symbols is not None:  # a hang: the kernel has no report, say where
+            where = self.symbols.locate(stuck.frame)
+            if where:
+                exc.abort_reason += f" at {where[0][1]}"
         if outcome in ("hang", "timeout"):  # the time limit, not an abort: as if the command timed out
             base = CommandTimeout(exc.command, (watch.build_limit if watch.extended else watch.limit)
                                   if watch is not None else exc.timeout, stdout=exc.stdout,

@@ -50,11 +50,11 @@ class CommandWatch:
 
     def __init__(self, agent: AgentConnection, command: str, limit: float, *, build_limit: float = 0.0,
                  sysrq: Callable[[str], None] | None = None, console: Path | None = None,
-                 modules: Callable[[], set[str]] = set, any_task: bool = False) -> None:
-        self.agent, self.command = agent, command
+                 modules: Callable[[], set[str]] = set, user: str = "") -> None:
+        self.agent, self.command, self.user = agent, command, user
         self.limit = limit
         self.build_limit = max(build_limit, limit)
-        self.sysrq, self.console, self.modules, self.any_task = sysrq, console, modules, any_task
+        self.sysrq, self.console, self.modules = sysrq, console, modules
         self.start = time.monotonic()
         self.next_probe = self.start + FIRST_PROBE
         self.pending: PendingReply | None = None
@@ -98,7 +98,7 @@ class CommandWatch:
         if now >= self.deadline:
             return self._decide(now)
         if self.pending is None and now >= self.next_probe:
-            self.pending = self.agent.probe()
+            self.pending = self.agent.probe(self.user)
         if (not self._suspect and self.pending is not None and now - self.pending.sent_at >= SILENT_AFTER
                 and now >= self._cpu_quiet_until and self._code_under_test()):
             self._suspect, self._suspect_since = "silent", self.pending.sent_at
@@ -121,7 +121,7 @@ class CommandWatch:
         if len(self.probes) < 2:
             return
         before, after = self.probes
-        stuck = stuck_task(before, after, any_task=self.any_task)
+        stuck = stuck_task(before, after)
         if stuck is not None:
             self._stop("stuck", stuck.reason, stuck)
             return
@@ -135,7 +135,7 @@ class CommandWatch:
         fresh = latest is not None and now - latest.host_at <= 1.5 * PROBE_INTERVAL and len(self.probes) == 2
         if not fresh:
             if self.pending is None and (latest is None or now - latest.host_at >= 0.5):
-                self.pending = self.agent.probe()
+                self.pending = self.agent.probe(self.user)
             if now < self.deadline + DECIDE_WAIT:
                 return None
             silent = "the guest agent did not answer (no CPU for user tasks)" if self.pending else ""
