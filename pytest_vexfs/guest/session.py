@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import threading
 import time
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -51,6 +52,10 @@ SCAN_KMEMLEAK = (f"if {_DEBUGFS}; then sleep {{wait:.1f}}; echo 1 > /sys/module/
 MODULE_SYMBOLS = f"if [ -e {KMEMLEAK} ]; then grep -E '^[0-9a-f]+ [tT] .*\\[' /proc/kallsyms; fi"
 #: before a VM's first test: what the boot itself left unreferenced is not the tests' doing
 PRIME_KMEMLEAK = f"if {_DEBUGFS}; then echo scan > {KMEMLEAK}; echo clear > {KMEMLEAK}; fi; true"
+
+
+#: per thread: whether a guest command of a TestSession is running in it (its abort callback may run more)
+_watching = threading.local()
 
 
 class GuestHang(CommandTimeout):
@@ -380,7 +385,10 @@ class TestSession:
         ``timeout`` if it was still working, else a hang and the VM is dumped (GuestHang); and when `abort`
         gives a reason."""
         limit = (timeout or self.hang_timeout) * self.pace
-        watch = self._watch(command, limit, user if user not in (None, "root") else "")
+        # a command run from another one's abort callback (a probe of the stuck-rmmod watch) is not watched:
+        # the outer command's watch is (its probes and CPU backtraces would double up)
+        nested = getattr(_watching, "active", False)
+        watch = None if nested else self._watch(command, limit, user if user not in (None, "root") else "")
 
         def stop() -> str | None:
             reason = self._fatal_report() or (abort() if abort is not None else None) \
@@ -390,12 +398,14 @@ class TestSession:
             return reason
 
         self._aborting = None
+        _watching.active = True
         try:
             return self.vm.run(command, timeout=watch.runner_timeout if watch is not None else limit, check=check,
                                input=input, user=user, abort=stop)
         except CommandTimeout as exc:
             raise self._handle_stuck(exc, watch, limit) from exc
         finally:
+            _watching.active = nested
             if watch is not None:
                 watch.close()
 

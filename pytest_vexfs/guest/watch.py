@@ -24,18 +24,18 @@ from pytest_vexfs.guest.agent import AgentConnection, PendingReply
 #: timeout): a module's build under TCG takes minutes (a larger hang timeout wins)
 BUILD_TIMEOUT = 900.0
 #: seconds a command runs before its tasks are first sampled
-FIRST_PROBE = 2.0
+FIRST_PROBE = 1.8
 #: seconds between probes for the first EARLY seconds of a command, then LATER_INTERVAL
 PROBE_INTERVAL = 1.0
 EARLY = 12.0
 LATER_INTERVAL = 5.0
 #: a probe unanswered this long: the agent gets no CPU, so the CPUs are looked at (SysRq l)
-SILENT_AFTER = 0.7
+SILENT_AFTER = 1.2
 #: seconds between the two rounds of CPU backtraces, and at most to wait for one round's output
 BACKTRACE_GAP = 0.8
 BACKTRACE_WAIT = 1.5
 #: after CPU backtraces that showed no lockup, seconds before the CPUs are looked at again
-CPU_RECHECK = 5.0
+CPU_RECHECK = 8.0
 #: at the time limit: seconds to wait for the probe that decides between timeout and hang
 DECIDE_WAIT = 4.0
 #: the command itself is given up on by its runner this long after the last limit (the watch decides first)
