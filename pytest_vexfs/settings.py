@@ -105,6 +105,7 @@ class Setting:
     allowed: str = ""
     group: str = "core"     # "reporting": registered by the reporting plugin (usable on its own)
     metavar: str | None = None
+    flag: bool = False      # a boolean whose CLI option takes no value (given: true)
 
     @property
     def cli(self) -> str:
@@ -120,10 +121,11 @@ class Setting:
 
 
 def setting(convert: Callable[[Any], Any], default: Any, help: str, env_file_key: str = "", *,
-            choices: tuple[str, ...] = (), allowed: str = "", group: str = "core", metavar: str | None = None) -> Any:
+            choices: tuple[str, ...] = (), allowed: str = "", group: str = "core", metavar: str | None = None,
+            flag: bool = False) -> Any:
     """A field of SettingValues and its row of the table (see Setting for the arguments)."""
     row = {"convert": convert, "default": default, "help": help, "env_file_key": env_file_key,
-           "choices": choices, "allowed": allowed, "group": group, "metavar": metavar}
+           "choices": choices, "allowed": allowed, "group": group, "metavar": metavar, "flag": flag}
     return dataclasses.field(default=default, metadata={"setting": row})
 
 
@@ -236,6 +238,10 @@ class SettingValues:
                               allowed="integer > 0")
     mutant_seed: str = setting(_text, "", "corrupted images: seed of the mutations (default random, printed)",
                                "mutants.seed")
+    coverage: bool = setting(_boolean, False, "line and branch coverage of the module under test (debug kernel "
+                             "only): built with gcov, counters read after each test, HTML and Cobertura report "
+                             "under .vexfs/coverage/<run-id>/ (the option takes no value)", "coverage",
+                             allowed="true/false", flag=True)
     # reporting: the values are checked by pytest_vexfs.reporting.settings (paths relative to where they
     # came from: the invocation directory for the command line and variables, else the rootdir)
     results_db: str = setting(_text, ".vexfs/results.db", "results history: a SQLite file path or "

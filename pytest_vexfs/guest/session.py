@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from pytest_vexfs.guest.accel import AccelChoice, choose_accel
 from pytest_vexfs.settings import ResolvedSettings
 from pytest_vexfs.backends.placement import Placement, VMHost, parse_hosts
-from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed
+from pytest_vexfs.coverage.gcov import Counters, Hits
+from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed, VMError
 from pytest_vexfs.guest.image import Image, get_image, kernel_debug_objects
 from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, marker_token, pid_marker_command
@@ -144,6 +145,10 @@ class VMSlot:
         self.symbols = Symbolizer()
         #: with a hosts list (setting ``hosts``), where this worker's VMs go
         self.placement: Placement | None = placement_of(settings, run_id, self.cache_dir)
+        #: with --vexfs-coverage, once the module is built: its gcov counters, and whose they are now
+        #: (the running test's node id and domain); snapshot after each test and before a VM is thrown away
+        self.coverage: Counters | None = None
+        self.coverage_owner: tuple[str, str] = ("", "")
 
     @property
     def cache_dir(self) -> Path:
@@ -291,10 +296,23 @@ class VMSlot:
                     self.placement.release(self.worker)
                 raise
 
+    def save_coverage(self) -> Hits | None:
+        """Snapshot the module's coverage counters of the live VM for their owner (with --vexfs-coverage);
+        None when there is nothing to read (no coverage, no module built yet, no live VM)."""
+        vm = self.vm
+        if self.coverage is None or vm is None or not vm.is_alive():
+            return None
+        try:
+            return self.coverage.snapshot(vm, *self.coverage_owner)
+        except VMError:
+            return None  # the VM died meanwhile: the test's verdict says so
+
     def release(self, discard: bool = False) -> None:
         """With `discard`, destroy the worker's VM (the next test boots another). A VM whose host of the
-        hosts list was lost mid-run takes that host out of the run: no other VM goes there."""
+        hosts list was lost mid-run takes that host out of the run: no other VM goes there. The module's
+        coverage counters of a live VM are saved first."""
         if self.vm is not None and discard:
+            self.save_coverage()
             vm, self.vm = self.vm, None
             lost = vm.machine.host_lost() if vm.machine is not None else ""
             vm.destroy()

@@ -45,6 +45,7 @@ class BuiltModule:
     digest: str
     log: str
     build_dir: str | None = None  # where it was compiled (the file names its debug info records)
+    coverage: bool = False  # built with gcov instrumentation; build_dir is kept (its .gcno and sources)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +134,9 @@ def _kernel_in_range(release: str, spec: str) -> bool:
 
 
 def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
-                 progress: Callable[[str], None] = lambda m: None) -> BuiltModule:
-    """Build (or fetch from cache) the module and its tools for the image's kernel."""
+                 progress: Callable[[str], None] = lambda m: None, *, coverage: bool = False) -> BuiltModule:
+    """Build (or fetch from cache) the module and its tools for the image's kernel; with `coverage`,
+    instrumented for gcov, in a build tree that is kept (gcov reads the sources and .gcno files there)."""
     fetch_source(profile, progress)
     if not profile.source.is_dir():
         raise ModuleError(f"module source {profile.source} is missing",
@@ -142,7 +144,7 @@ def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
     if not any((profile.source / n).exists() for n in ("Kbuild", "Makefile")):
         raise ModuleError(f"{profile.source} has no Kbuild or Makefile",
                           hint="an out-of-tree module needs a Kbuild/Makefile with obj-m")
-    digest = _source_digest(profile, image)
+    digest = _source_digest(profile, image) + ("-gcov" if coverage else "")
     root = cache_dir / "modules"
     root.mkdir(parents=True, exist_ok=True)
     out = root / f"{profile.name}-{digest}"
@@ -151,14 +153,14 @@ def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
             progress(f"building module {profile.name} against {image.kernel_release}")
             with disk_full_is_clear(root, MODULE_BUILD_BYTES, f"build the module {profile.name}"):
                 try:
-                    _build_into(profile, image, out, digest)
+                    _build_into(profile, image, out, digest, coverage)
                 except ModuleBuildError as exc:  # linked against symbols the kernel lacks: name them
                     exc.hint = undefined_symbols_hint(exc.output, image.kernel_release) or exc.hint
                     raise
     meta = json.loads((out / "build.json").read_text())
     return BuiltModule(out, out / Path(profile.module_file).name,
                        tuple(out / "tools" / Path(t.target).name for t in tool_targets(profile)),
-                       image.kernel_release, digest, meta.get("log", ""), meta.get("build_dir"))
+                       image.kernel_release, digest, meta.get("log", ""), meta.get("build_dir"), coverage)
 
 
 def fetch_source(profile: ModuleProfile, progress: Callable[[str], None] = lambda m: None) -> None:
@@ -219,10 +221,13 @@ def toolchain_for(image: Image) -> Toolchain:
     return Toolchain(str(image.headers), image.rootfs, image.compiler)
 
 
-def module_make_command(toolchain: Toolchain, module_dir: str) -> list[str]:
+def module_make_command(toolchain: Toolchain, module_dir: str, *, coverage: bool = False) -> list[str]:
     """The make command that builds the module in `module_dir` (as the toolchain sees it): the one place
-    where the module build's make variables are assembled. `-k`: every failing file shows its errors."""
-    return ["make", "-k", "-C", toolchain.kernel_dir, f"M={module_dir}", "modules"]
+    where the module build's make variables are assembled. `-k`: every failing file shows its errors.
+    `coverage`: gcov instrumentation of the module's objects (Kbuild's GCOV_PROFILE; the kernel needs
+    CONFIG_GCOV_KERNEL, as the debug flavour has)."""
+    return ["make", "-k", "-C", toolchain.kernel_dir, f"M={module_dir}", *(["GCOV_PROFILE=y"] if coverage else []),
+            "modules"]
 
 
 def tool_make_command(toolchain: Toolchain, directory: str, targets: list[str]) -> list[str]:
@@ -267,19 +272,24 @@ def _diagnostics(text: str) -> list[str]:
     return found
 
 
-def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) -> None:
+def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str, coverage: bool = False) -> None:
     """Build the module and its tools into `out` with the image's toolchain (one path for every kernel):
     copy the source and the tools' directories (their relative layout kept, so a tool's Makefile may
     include ../module/header.h; nothing a build made is copied, so every tool is built from source), apply
-    the patches for this kernel, make the module and the tools with -k, and report every failing step."""
+    the patches for this kernel, make the module and the tools with -k, and report every failing step.
+    With `coverage` on the host toolchain, the build tree is kept beside `out` (gcov reads it)."""
     toolchain = toolchain_for(image)
     tools = tool_targets(profile)
     source = profile.source.resolve()
     directories = sorted({source, *(t.directory for t in tools)})
     anchor = Path(os.path.commonpath(directories))
+    keep = coverage and toolchain.root is None
     if toolchain.root is not None:
         top = f"/tmp/vexfs-build-{digest}-{os.getpid()}"
         shutil.rmtree(toolchain.host_path(top), ignore_errors=True)
+    elif keep:  # a coverage build's tree: its .gcno files and sources, at the paths gcov reads them from
+        top = str(out.with_name(out.name + ".tree"))
+        shutil.rmtree(top, ignore_errors=True)
     else:
         import tempfile
 
@@ -298,7 +308,7 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
         prebuilt = [t.tool for t in tools if _is_elf(t.directory / t.target)]
         if prebuilt:
             log.append(f"note: the prebuilt {', '.join(prebuilt)} in the source tree is not used: built from source")
-        steps = [("the module", module_make_command(toolchain, module_dir))]
+        steps = [("the module", module_make_command(toolchain, module_dir, coverage=coverage))]
         by_directory: dict[Path, list[str]] = {}
         for tool in tools:
             by_directory.setdefault(tool.directory, []).append(tool.target)
@@ -342,7 +352,8 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str) ->
             "prebuilt_ignored": prebuilt, "built": time.time()}))
         os.replace(tmp, out)
     finally:
-        shutil.rmtree(toolchain.host_path(top), ignore_errors=True)
+        if not keep:
+            shutil.rmtree(toolchain.host_path(top), ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)  # a half-copied output (gone once moved into place)
 
 

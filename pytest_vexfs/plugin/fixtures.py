@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_vexfs import settings as cfg
+from pytest_vexfs.coverage.gcov import Counters, CoverageUnavailable, Hits
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.faults.injection import FaultInjector
 from pytest_vexfs.faults.kernel_log import Finding
@@ -17,7 +19,7 @@ from pytest_vexfs.guest.session import TestSession, VMSlot, locate
 from pytest_vexfs.module.build import BuiltModule, build_module
 from pytest_vexfs.module.loaded import LoadedModule
 from pytest_vexfs.module.profile import ModuleProfile, load_seed_config
-from pytest_vexfs.plugin.keys import (NEXT_ITEM_KEY, SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY,
+from pytest_vexfs.plugin.keys import (NEXT_ITEM_KEY, SETTINGS_KEY, SLOT_KEY, TEST_SESSION_KEY, domain_of,
                                       module_profile, run_id, worker_id)
 
 
@@ -103,10 +105,12 @@ def vexfs_vm(request: pytest.FixtureRequest, vexfs_slot: VMSlot) -> Generator[Te
                           full_leak_scan=full_leak_scan, pace=pace)
     session.symbols = vexfs_slot.symbols
     item.stash[TEST_SESSION_KEY] = session
+    vexfs_slot.coverage_owner = (item.nodeid, domain_of(item) or "")
     session.begin()
     try:
         yield session
     finally:
+        save_coverage(vexfs_slot)
         session.end()  # the VM is replaced (if the test broke it, or fresh_vm) after the teardown verdict
 
 
@@ -120,13 +124,33 @@ def vexfs_profile(pytestconfig: pytest.Config) -> ModuleProfile:
 
 
 @pytest.fixture(scope="session")
-def vexfs_built_module(vexfs_slot: VMSlot, vexfs_profile: ModuleProfile) -> BuiltModule:
+def vexfs_built_module(pytestconfig: pytest.Config, vexfs_slot: VMSlot, vexfs_profile: ModuleProfile) -> BuiltModule:
     """The module compiled against the guest kernel (cached by source content and kernel)."""
+    coverage = vexfs_slot.settings.coverage
     with _as_test_failure():
         built = build_module(vexfs_profile, vexfs_slot.image(), vexfs_slot.cache_dir,
-                             progress=vexfs_slot.progress)
+                             progress=vexfs_slot.progress, coverage=coverage)
     vexfs_slot.symbols.add_module(built.ko.stem, built.ko, built.build_dir, vexfs_profile.source)
+    if coverage and built.build_dir:
+        vexfs_slot.coverage = Counters(coverage_dir(pytestconfig), built.build_dir, vexfs_slot.worker,
+                                       vexfs_slot.settings.kernel)
     return built
+
+
+def coverage_dir(config: pytest.Config) -> Path:
+    """Where this run's coverage counters and report go: <rootdir>/.vexfs/coverage/<run id>/."""
+    return config.rootpath / ".vexfs" / "coverage" / run_id(config)
+
+
+def save_coverage(slot: VMSlot) -> Hits | None:
+    """Snapshot the module's coverage counters (with --vexfs-coverage); a kernel without gcov stops the
+    run with one paragraph (every test would say the same)."""
+    try:
+        return slot.save_coverage()
+    except CoverageUnavailable as err:
+        pytest.exit(f"pytest-vexfs: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+    except VexfsError as err:
+        raise user_error(err) from None
 
 
 @pytest.fixture

@@ -41,15 +41,16 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     add_options(parser, "core")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
-    from pytest_vexfs.plugin import (alerts, collect, disk_fixtures, domain_summary, fixtures, fs_fixtures,
-                                     model_fixtures, reporting, reproducers)
+    from pytest_vexfs.plugin import (alerts, collect, coverage, disk_fixtures, domain_summary, fixtures,
+                                     fs_fixtures, model_fixtures, reporting, reproducers)
 
     # alerts after collect: both configure trylast (trylast ones run in registration order), and alerts
     # checks its rules against the domains collect adds
     for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-fs", fs_fixtures),
                          ("vexfs-collect", collect), ("vexfs-alerts", alerts), ("vexfs-model", model_fixtures),
                          ("vexfs-disk", disk_fixtures),
-                         ("vexfs-domain-summary", domain_summary), ("vexfs-reproducers", reproducers)):
+                         ("vexfs-domain-summary", domain_summary), ("vexfs-reproducers", reproducers),
+                         ("vexfs-coverage", coverage)):
         if not pluginmanager.is_registered(module):
             pluginmanager.register(module, name)
 

@@ -18,7 +18,8 @@ def add_options(parser: pytest.Parser, group: str) -> None:
         if s.group != group:
             continue
         default = f"; default {s.default!r}" if s.default not in ("", None) else ""
-        options.addoption(s.cli, dest=f"vexfs_{s.name}", default=None, metavar=s.metavar,
+        value = {"action": "store_const", "const": "true"} if s.flag else {"metavar": s.metavar}
+        options.addoption(s.cli, dest=f"vexfs_{s.name}", default=None, **value,
                           help=f"{s.help} (env {s.env_var}, ini {s.ini}"
                                f"{', environment file ' + s.env_file_key if s.env_file_key else ''}{default})")
         parser.addini(s.ini, f"{s.help} ({s.cli} and {s.env_var} take precedence)", default="")

@@ -125,6 +125,8 @@ class RunInfo:
     status: str = RUN_RUNNING
     exitstatus: int | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    #: what other parts of the run add to its JSON document, by key (``coverage``: the module's coverage)
+    sections: dict[str, Any] = field(default_factory=dict)
 
 
 def git_code_version(directory: Path) -> str | None:
@@ -326,6 +328,7 @@ def run_document(run: RunInfo, results: Sequence[TestResult],
         "tests": tests,
         "findings": [asdict(r.finding) for r in results if r.finding is not None],
         "causes": [dict(c) for c in causes],
+        **run.sections,
     }
 
 

@@ -1,0 +1,144 @@
+"""Coverage of the module under test (--vexfs-coverage): gcov counters per test, the run's gcovr report
+(HTML with per-line and per-branch counts, Cobertura XML, totals per domain, test -> lines map).
+
+The host-side pieces are tested on a small C program compiled with the host's gcc --coverage (the same
+gcov data a module built with GCOV_PROFILE=y writes in the guest); the whole path in a debug-kernel guest
+is test_coverage_of_the_module_in_the_guest (and tests/plugin/test_coverage_guest.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from pytest_vexfs.coverage.gcov import Counters, CoverageUnavailable, Hits, link_notes, merge_into, read_hits
+from pytest_vexfs.coverage.report import main as who_main
+from pytest_vexfs.coverage.report import who_covers, write_report
+
+PROGRAM = """\
+#include <stdlib.h>
+int used(int x)
+{
+\tif (x > 2)
+\t\treturn 1;
+\treturn 0;
+}
+int never_called(int x)
+{
+\treturn x * 7; /* planted: nothing calls this */
+}
+int main(int argc, char **argv)
+{
+\tint s = 0;
+\tfor (int i = 0; i < argc; i++)
+\t\ts += used(i);
+\treturn s > 100;
+}
+"""
+USED_LINE = 4            # `if (x > 2)`: every run executes it
+NEVER_LINE = 10          # the planted line nothing reaches
+
+
+def _build(tmp_path: Path) -> Path:
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "prog.c").write_text(PROGRAM)
+    subprocess.run(["gcc", "--coverage", "-O0", "-o", "prog", "prog.c"], cwd=build, check=True)
+    return build
+
+
+def _snapshot(build: Path, args: list[str], into: Path) -> Path:
+    """Run the program: its counters are one 'snapshot', taken out of the build dir as the guest's are."""
+    subprocess.run([str(build / "prog"), *args], cwd=build, check=False)
+    into.mkdir(parents=True)
+    shutil.move(build / "prog.gcda", into / "prog.gcda")
+    return into
+
+
+def _record(run_dir: Path, worker: str, label: str, domain: str, snapshot: Path, build: Path) -> Hits:
+    """What Counters.snapshot does with the files it copied out of the guest."""
+    counters = Counters(run_dir, str(build), worker)
+    link_notes(snapshot, str(build))
+    hits = read_hits(snapshot, str(build))
+    merge_into(counters.merged, snapshot)
+    with counters.hits_file.open("a") as out:
+        out.write(json.dumps({"label": label, "domain": domain, **hits.to_json()}) + "\n")
+    return hits
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> tuple[Path, Path]:
+    pytest.importorskip("gcovr")
+    if shutil.which("gcov") is None or shutil.which("gcov-tool") is None:
+        pytest.skip("needs gcc's gcov and gcov-tool")
+    build = _build(tmp_path)
+    run = tmp_path / "run"
+    a = _record(run, "gw0", "tests/fs/test_a.py::test_a", "filesystem_ops",
+                _snapshot(build, [], tmp_path / "s1"), build)
+    b = _record(run, "gw1", "tests/km/test_b.py::test_b", "kernel_module",
+                _snapshot(build, ["x", "y", "z", "w"], tmp_path / "s2"), build)
+    assert USED_LINE in a.lines["prog.c"] and USED_LINE in b.lines["prog.c"]
+    assert NEVER_LINE not in a.lines["prog.c"] | b.lines["prog.c"]
+    assert (USED_LINE, 0) in b.branches["prog.c"] and (USED_LINE, 0) not in a.branches["prog.c"]
+    return run, build
+
+
+def test_hits_are_what_each_snapshot_reached(run_dir: tuple[Path, Path]) -> None:
+    run, _ = run_dir
+    records = [json.loads(line) for p in sorted(run.glob("*/hits.jsonl")) for line in p.read_text().splitlines()]
+    assert [r["label"] for r in records] == ["tests/fs/test_a.py::test_a", "tests/km/test_b.py::test_b"]
+    assert "never_called" not in records[0]["functions"] and "used" in records[0]["functions"]
+    # reached() is what the model checker counts as new coverage: lines and branches alike
+    both = Hits.from_json(records[1])
+    assert ("prog.c", USED_LINE, -1) in both.reached() and ("prog.c", USED_LINE, 0) in both.reached()
+
+
+def test_report_counts_lines_and_branches_of_all_workers(run_dir: tuple[Path, Path]) -> None:
+    run, _ = run_dir
+    summary = write_report(run)
+    assert summary is not None
+    # the workers' counters are added: main ran twice, `used` 1 + 5 times
+    root = ET.parse(summary.cobertura).getroot()
+    hits = {int(line.get("number")): int(line.get("hits")) for line in root.iter("line")}
+    assert hits[USED_LINE] == 6 and hits[NEVER_LINE] == 0
+    page = next(p for p in summary.html.parent.glob("index.prog.c.*.html"))
+    text = page.read_text()
+    assert "planted: nothing calls this" in text and "6" in text
+    assert summary.lines_covered < summary.lines_total and summary.branches_total > 0
+    assert summary.domains["filesystem_ops"]["tests"] == 1
+    assert summary.domains["kernel_module"]["branches_covered"] > summary.domains["filesystem_ops"]["branches_covered"]
+    assert summary.line().startswith(f"module coverage: lines {summary.lines_covered}/{summary.lines_total} (")
+
+
+def test_which_test_covers_a_function_or_a_line(run_dir: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    run, _ = run_dir
+    summary = write_report(run)
+    assert summary is not None
+    assert who_covers(summary.tests_map, "used") == ["tests/fs/test_a.py::test_a", "tests/km/test_b.py::test_b"]
+    assert who_covers(summary.tests_map, "never_called") == []
+    assert who_covers(summary.tests_map, f"prog.c:{USED_LINE + 1}") == ["tests/km/test_b.py::test_b"]
+    assert who_main([str(summary.tests_map), "used"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["tests/fs/test_a.py::test_a", "tests/km/test_b.py::test_b"]
+
+
+def test_a_run_without_counters_writes_no_report(tmp_path: Path) -> None:
+    assert write_report(tmp_path / "nothing") is None
+
+
+def test_the_unavailable_error_names_the_debug_kernel() -> None:
+    text = str(CoverageUnavailable("6.12"))
+    assert "--vexfs-coverage needs a guest kernel built with gcov" in text
+    assert "--vexfs-kernel 6.12-debug" in text and "\n" in text  # the message, then what to do
+
+
+def test_coverage_on_a_packaged_kernel_is_refused_before_any_boot(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(vexfs_vm): pass")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--vexfs-coverage", "--vexfs-kernel", "6.12")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--vexfs-coverage needs a guest kernel built with gcov*the kernel '6.12' has none*",
+                                 "*what to do: run with --vexfs-kernel 6.12-debug*"])
+    assert "Traceback" not in result.stderr.str()
