@@ -28,7 +28,10 @@ import dataclasses
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from pytest_vexfs.coverage.errpaths import ErrorPaths
+from pytest_vexfs.coverage.gcov import Hits
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.faults.kernel_log import KMEMLEAK, Finding, find_faults
 from pytest_vexfs.guest.ssh import CommandResult
@@ -114,6 +117,9 @@ class SweepReport:
     unattributed: list[Finding] = dataclasses.field(default_factory=list)
     """Leaks found by the sweep's scan whose owner was none of its armed processes."""
     seconds: float = 0.0
+    error_paths: str = ""
+    """With coverage: the module's error-handling lines the sweep reached and the allocation sites it
+    executed but never failed (pytest_vexfs.coverage.errpaths)."""
 
     @property
     def first_broken(self) -> InjectionRun | None:
@@ -138,7 +144,7 @@ class SweepReport:
                      f"{self.unattributed[0].title}")
         broken = self.first_broken
         if broken is None:
-            return head + ", none broke"
+            return head + ", none broke" + (f"\n{self.error_paths}" if self.error_paths else "")
         others = len(self.broken) - 1
         text = (f"{head}; first that broke: {broken.describe()}"
                 + (f" ({others} more broke)" if others else ""))
@@ -146,6 +152,8 @@ class SweepReport:
             text += "\nthe injected failure:\n" + broken.injected_at
         if broken.findings:
             text += "\nwhat the kernel reported:\n" + broken.findings[0].excerpt
+        if self.error_paths:
+            text += "\n" + self.error_paths
         return text
 
 
@@ -187,11 +195,17 @@ class FaultInjector:
     fault); ``findings`` returns the kernel findings of the current test so far, in order (the
     caller's console follower); ``locate`` resolves a finding's frames to file:line and ``annotate``
     a stretch of kernel log's; ``console_tail`` returns the last console lines read, where the
-    kernel's dump of each forced failure is found (all three optional)."""
+    kernel's dump of each forced failure is found (all three optional). With ``coverage`` (a snapshot of
+    the module's coverage counters since the last one) and ``sources`` (the module's source directory),
+    each sweep's report says which error-handling lines it reached and which allocation sites it never
+    failed."""
 
     def __init__(self, run: Runner, findings: Callable[[], list[Finding]], module: str, *,
                  locate: Callable[[Finding], Finding] = _identity,
-                 annotate: Callable[[str], str] = _plain, console_tail: Callable[[], str] = str) -> None:
+                 annotate: Callable[[str], str] = _plain, console_tail: Callable[[], str] = str,
+                 coverage: Callable[[], Hits | None] | None = None, sources: Path | None = None) -> None:
+        self._coverage = coverage
+        self._sources = sources
         self._run = run
         self._findings = findings
         self._locate = locate
@@ -307,6 +321,8 @@ class FaultInjector:
         (the VM may be unusable). With ``leak_scan``, kmemleak is scanned once at the end and each leak
         is given to the point that made it; without, call :meth:`check_leaks` after several sweeps."""
         self.arm()
+        if self._coverage is not None:
+            self._coverage()  # what ran before the sweep is the test's, not the sweep's
         report = SweepReport(operation, command, [])
         self.reports.append(report)
         started = time.monotonic()
@@ -316,6 +332,10 @@ class FaultInjector:
             if run.findings or run.error or not run.injected:
                 break
         report.seconds = time.monotonic() - started
+        hits = self._coverage() if self._coverage is not None and not report.runs[-1].error else None
+        if hits is not None and self._sources is not None:
+            report.error_paths = ErrorPaths.scan(self._sources).describe(
+                hits, [run.injection_site for run in report.runs if run.injection_site])
         if leak_scan and not report.runs[-1].error:
             self.check_leaks()
         return report

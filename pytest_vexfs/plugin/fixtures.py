@@ -213,9 +213,12 @@ def vexfs_fault_injection(request: pytest.FixtureRequest, vexfs_vm: TestSession,
         console.poll()
         return console.tail(2000)
 
+    counters = vexfs_slot.coverage  # with --vexfs-coverage: what each sweep reached of the error paths
     injector = FaultInjector(vexfs_vm.run, findings, vexfs_module.name,
                              locate=lambda finding: locate(finding, vexfs_slot.symbols),
-                             annotate=lambda text: vexfs_slot.symbols.annotate(text)[0], console_tail=console_tail)
+                             annotate=lambda text: vexfs_slot.symbols.annotate(text)[0], console_tail=console_tail,
+                             coverage=(lambda: save_coverage(vexfs_slot)) if counters is not None else None,
+                             sources=Path(counters.build_dir) if counters is not None else None)
     if not injector.available():
         pytest.skip("fault injection needs a kernel with FAILSLAB and fail-nth: --vexfs-kernel 6.12-debug")
     try:

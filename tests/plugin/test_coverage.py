@@ -142,3 +142,21 @@ def test_coverage_on_a_packaged_kernel_is_refused_before_any_boot(pytester: pyte
     result.stderr.fnmatch_lines(["*--vexfs-coverage needs a guest kernel built with gcov*the kernel '6.12' has none*",
                                  "*what to do: run with --vexfs-kernel 6.12-debug*"])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_error_paths_of_a_sweep_name_sites_executed_but_never_failed() -> None:
+    from pytest_vexfs.coverage.errpaths import ErrorPaths
+    from pytest_vexfs.module.profile import DEFAULT_SOURCE
+
+    paths = ErrorPaths.scan(DEFAULT_SOURCE)
+    sites = {str(s): s.text for s in paths.allocation_sites}
+    errors = {str(s) for s in paths.error_lines}
+    assert sites["vexfsref_super.c:571"].startswith("l->name = kmalloc(")
+    assert "vexfsref_super.c:560" in sites and "vexfsref_super.c:573" in errors
+    assert "vexfsref_super.c:571" not in errors
+    # the sweep ran both allocations and the first one's error return; only the first was failed
+    hits = Hits({"src/vexfsref_super.c": {560, 563, 571}})
+    text = paths.describe(hits, ["/tmp/b/src/vexfsref_super.c:560 (vx_link_add)"])
+    assert "vexfsref_super.c:563" in text.splitlines()[0]
+    assert "2 of " in text.splitlines()[1] and "1 of them failed by a failure point, 1 never failed:" in text
+    assert text.splitlines()[2].startswith("  vexfsref_super.c:571 l->name = kmalloc(")

@@ -1,0 +1,71 @@
+"""The model checker's corpus (--vexfs-coverage): sequences that reached new lines or branches are kept
+as seeds and mutated (splice, insert, delete, change an argument) into sequences the reference model
+answers as the kernel would. No VM: the coverage each sequence reached is given as Hits."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+from pytest_vexfs.coverage.corpus import Corpus, mutate, valid
+from pytest_vexfs.coverage.gcov import Hits
+from pytest_vexfs.model.explore import Capabilities
+
+CAPS = Capabilities(persistence=True, reload=True, permissions=True, power_cut=True, max_file_size=49152)
+SEED_A = [("create", "a", 0o644), ("write", "a", 0, 100, 3), ("mkdir", "b", 0o755), ("rename", "a", "b/a"),
+          ("fsync", "b/a"), ("power_cut",)]
+SEED_B = [("mkdir", "c", 0o755), ("create", "c/a", 0o644), ("truncate", "c/a", 65536), ("remount",),
+          ("unlink", "c/a")]
+
+
+def hits(*lines: int, branches: tuple[tuple[int, int], ...] = ()) -> Hits:
+    return Hits({"vexfsref_inode.c": set(lines)}, {"vexfsref_inode.c": set(branches)} if branches else {})
+
+
+def test_only_sequences_that_reach_something_new_become_seeds() -> None:
+    corpus = Corpus()
+    assert corpus.observe(SEED_A, hits(10, 11, 12)) == 3
+    assert corpus.observe(SEED_B, hits(10, 11)) == 0            # nothing new: not kept
+    assert corpus.observe(SEED_B, hits(11, branches=((11, 0),)), mutated=True) == 1  # a new edge is new
+    assert [s.ops for s in corpus.seeds] == [SEED_A, SEED_B]
+    assert (corpus.lines(), corpus.branches(), corpus.sequences, corpus.mutated, corpus.mutated_new) == (3, 1, 3, 1, 1)
+
+
+def test_the_seed_file_keeps_the_sequences(tmp_path: Path) -> None:
+    corpus = Corpus()
+    corpus.observe(SEED_A, hits(1))
+    corpus.observe(SEED_B, hits(2))
+    corpus.save(tmp_path / "corpus.json")
+    again = Corpus.load(tmp_path / "corpus.json")
+    assert [s.ops for s in again.seeds] == [SEED_A, SEED_B]
+    assert again.reached == set()  # counted again when they run
+    assert Corpus.load(tmp_path / "missing.json").seeds == []
+
+
+def test_sequences_the_model_cannot_answer_are_invalid() -> None:
+    assert valid(SEED_A, CAPS) and valid(SEED_B, CAPS)
+    # the kernel follows a symlink in the middle of a path, the model does not
+    assert not valid([("symlink", "x", "a"), ("create", "a/b", 0o644)], CAPS)
+    assert not valid([("symlink", "x", "a"), ("chmod", "a", 0o600)], CAPS)
+    assert not valid([("power_cut",), ("create", "a", 0o644)], CAPS)  # a power cut only at the end
+    assert not valid([("chmod", "a", 0o600)], Capabilities(permissions=False))
+    assert not valid([("remount",)], Capabilities(persistence=False))
+
+
+def test_mutations_are_valid_varied_and_reproducible() -> None:
+    corpus = Corpus()
+    corpus.observe(SEED_A, hits(1))
+    corpus.observe(SEED_B, hits(2))
+    made = [mutate(corpus, random.Random(seed), CAPS, steps=8) for seed in range(200)]
+    assert all(ops is not None and valid(ops, CAPS) and 0 < len(ops) <= 9 for ops in made)
+    assert all(sum(op[0] == "power_cut" for op in ops or []) <= 1 for ops in made)
+    assert len({repr(ops) for ops in made}) > 100   # many different sequences
+    # splices mix both seeds, inserts add operations neither had, deletes shorten, changes keep the length
+    mixed = sum(1 for ops in made if ops and {"mkdir"} <= {op[0] for op in ops}
+                and ("rename" in {op[0] for op in ops}) and ("remount" in {op[0] for op in ops}))
+    assert mixed > 0
+    lengths = Counter(len(ops or []) - len(SEED_A) for ops in made)
+    assert any(d < 0 for d in lengths) and any(d > 0 for d in lengths)
+    # the same random state gives the same sequence (a finding's sequence is also in its reproducer)
+    assert mutate(corpus, random.Random(7), CAPS, steps=8) == made[7]
