@@ -208,18 +208,19 @@ class GuidedSummary:
 
 def guided_exploration(make_target: Callable[[], Target], caps: Capabilities, corpus: Corpus,
                        snapshot: Callable[[], Hits | None], *, examples: int, steps: int, seed: int | None,
-                       budget: float, share: float = 0.5, database: Any = None, batch_size: int = 200,
+                       budget: float | None, share: float = 0.5, database: Any = None, batch_size: int = 200,
                        on_finish: Callable[[Explorer], None] | None = None,
                        on_round: Callable[[int], None] | None = None, shrink_limit: int | None = None,
-                       corpus_file: Path | None = None, mutate_rng: random.Random | None = None) -> GuidedSummary:
-    """Explore for `budget` seconds, `share` of the time on mutated seeds and the rest on rounds of new
-    sequences (run_exploration with `examples`, `steps`, seeds seed, seed+1, ...). `snapshot()` returns
-    what the last sequence reached (the module's coverage counters since the previous call). Raises
-    Discrepancy (minimized) or ExplorationStopped as run_exploration does."""
-    summary = GuidedSummary()
-    rng = mutate_rng or random.Random(seed)
-    deadline = time.monotonic() + budget
+                       summary: GuidedSummary | None = None) -> GuidedSummary:
+    """Explore for `budget` seconds (None: one round of new sequences and as long again on mutated
+    seeds), `share` of the time on mutated seeds and the rest on rounds of new sequences (run_exploration
+    with `examples`, `steps`, seeds seed, seed+1, ...; mutations draw from random.Random(seed)).
+    `snapshot()` returns what the last sequence reached (the module's coverage counters since the previous
+    call). Raises Discrepancy (minimized) or ExplorationStopped as run_exploration does."""
+    summary = summary if summary is not None else GuidedSummary()
     first = seed if seed is not None else random.SystemRandom().randrange(2**32)
+    rng = random.Random(first)
+    deadline = time.monotonic() + budget if budget else None
     rounds = 0
 
     def observe(explorer: Explorer, mutated: bool) -> None:
@@ -229,12 +230,20 @@ def guided_exploration(make_target: Callable[[], Target], caps: Capabilities, co
         if on_finish is not None:
             on_finish(explorer)
 
+    def mutations_had_their_share() -> bool:
+        return summary.mutated_seconds * (1 - share) >= share * summary.generated_seconds
+
+    def done() -> bool:
+        if deadline is not None:
+            return time.monotonic() >= deadline
+        return rounds > 0 and (not corpus.seeds or mutations_had_their_share())
+
     try:
         for kept in list(corpus.seeds):  # a seed file's sequences: their coverage counted in this run
             corpus.seeds.remove(kept)
             run_sequence(make_target, caps, kept.ops, batch_size, lambda e: observe(e, True))
-        while time.monotonic() < deadline:
-            generate = not corpus.seeds or summary.mutated_seconds >= share / (1 - share) * summary.generated_seconds
+        while not done():
+            generate = not corpus.seeds or mutations_had_their_share()
             start = time.monotonic()
             if generate:
                 current = (first + rounds) % 2**32
@@ -259,9 +268,35 @@ def guided_exploration(make_target: Callable[[], Target], caps: Capabilities, co
                 summary.mutated_seconds += time.monotonic() - start
     finally:
         summary.seeds, summary.lines, summary.branches = len(corpus.seeds), corpus.lines(), corpus.branches()
-        if corpus_file is not None:
-            corpus.save(corpus_file)
     return summary
+
+
+def guided(snapshot: Callable[[], Hits | None], corpus_file: Path | None,
+           summary: GuidedSummary | None = None) -> Callable[..., list[int]]:
+    """run_exploration's stand-in with coverage (same arguments, same result: the seeds of the rounds):
+    guided_exploration from the seed file `corpus_file`, which is saved again afterwards."""
+    def explore(make_target: Callable[[], Target], caps: Capabilities, *, examples: int, steps: int,
+                seed: int | None, database: Any = None, batch_size: int = 200, time_budget: float | None = None,
+                on_finish: Callable[[Explorer], None] | None = None, on_round: Callable[[int], None] | None = None,
+                shrink_limit: int | None = None, **_: Any) -> list[int]:
+        seeds: list[int] = []
+
+        def round_started(current: int) -> None:
+            seeds.append(current)
+            if on_round is not None:
+                on_round(current)
+
+        corpus = Corpus.load(corpus_file)
+        try:
+            guided_exploration(make_target, caps, corpus, snapshot, examples=examples, steps=steps, seed=seed,
+                               budget=time_budget, database=database, batch_size=batch_size, on_finish=on_finish,
+                               on_round=round_started, shrink_limit=shrink_limit, summary=summary)
+        finally:
+            if corpus_file is not None:
+                corpus.save(corpus_file)
+        return seeds
+
+    return explore
 
 
 def run_sequence(make_target: Callable[[], Target], caps: Capabilities, ops: Sequence[Op], batch_size: int,

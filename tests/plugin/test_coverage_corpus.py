@@ -69,3 +69,55 @@ def test_mutations_are_valid_varied_and_reproducible() -> None:
     assert any(d < 0 for d in lengths) and any(d > 0 for d in lengths)
     # the same random state gives the same sequence (a finding's sequence is also in its reproducer)
     assert mutate(corpus, random.Random(7), CAPS, steps=8) == made[7]
+
+
+def test_guided_exploration_splits_the_budget_and_mutated_seeds_raise_no_false_alarm(
+        tmp_path: Path) -> None:
+    """Against the host's own filesystem (the guest executor compiled for the host; see
+    test_model_checker.py): mutated sequences are answered by the model as by a real filesystem (no
+    discrepancy), time goes to new and mutated sequences alike, and the corpus grows. The module's gcov
+    counters are stood in for by what each sequence was answered (operation and errno), which is what
+    this test can observe without a kernel module; the guest path is test_coverage_guest.py."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from pytest_vexfs.coverage.corpus import GuidedSummary, guided
+    from pytest_vexfs.model.executor import SOURCE
+    from pytest_vexfs.model.explore import Target
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on the host")
+    binary = tmp_path / "fsexec"
+    subprocess.run([cc, "-O2", "-o", str(binary), str(SOURCE)], check=True)
+    root = tmp_path / "root"
+    root.mkdir()
+    answers: list[tuple[str, str]] = []
+
+    def run_batch(lines: list[str]) -> list[tuple[str, str]]:
+        proc = subprocess.run([str(binary), str(root)], input="".join(f"{x}\n" for x in lines), text=True,
+                              stdout=subprocess.PIPE, check=True)
+        got = [tuple(a.partition("\t")[::2]) for a in proc.stdout.split("\n")[:-1]]
+        answers.extend((line.split("\t")[0], g[0]) for line, g in zip(lines, got))  # type: ignore[misc]
+        return got  # type: ignore[return-value]
+
+    def snapshot() -> Hits:
+        reached = Hits({name: {hash(answer) % 10_000} for name, answer in answers})
+        answers.clear()
+        return reached
+
+    def make_target() -> Target:
+        return Target(run_batch=run_batch, mountpoint=str(root), mount_command="true", reload_command="true",
+                      format_command=f"rm -rf {root}/* && true", module_name="hostfs")
+
+    caps = Capabilities(persistence=False, permissions=False)
+    summary = GuidedSummary()
+    corpus_file = tmp_path / "corpus.json"
+    seeds = guided(snapshot, corpus_file, summary)(make_target, caps, examples=4, steps=15, seed=3,
+                                                   time_budget=12.0)
+    assert seeds[0] == 3 and summary.generated >= 4 and summary.mutated > 0
+    assert summary.mutated_seconds > 0.3 * (summary.generated_seconds + summary.mutated_seconds)
+    assert summary.seeds > 1 and corpus_file.exists()
+    assert len(Corpus.load(corpus_file).seeds) == summary.seeds
