@@ -2,12 +2,17 @@
 (HTML with per-line and per-branch counts, Cobertura XML, totals per domain, test -> lines map).
 
 The host-side pieces are tested on a small C program compiled with the host's gcc --coverage (the same
-gcov data a module built with GCOV_PROFILE=y writes in the guest); the whole path in a debug-kernel guest
-is test_coverage_of_the_module_in_the_guest (and tests/plugin/test_coverage_guest.py)."""
+gcov data a module built with GCOV_PROFILE=y writes in the guest); the whole path, in a debug-kernel guest
+against the reference module, is test_coverage_report_of_a_filesystem_ops_run: the HTML report (a line a
+test certainly runs is counted, a planted-bug line nothing triggers is not), the Cobertura XML, the
+terminal line and the run JSON's section; the test before a fault that replaced the VM keeps its counters;
+a fault-injection sweep says which error-handling lines it reached and which allocation sites it never
+failed."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -18,6 +23,7 @@ import pytest
 from pytest_vexfs.coverage.gcov import Counters, CoverageUnavailable, Hits, link_notes, merge_into, read_hits
 from pytest_vexfs.coverage.report import main as who_main
 from pytest_vexfs.coverage.report import who_covers, write_report
+from pytest_vexfs.module.profile import DEFAULT_SOURCE
 
 PROGRAM = """\
 #include <stdlib.h>
@@ -41,6 +47,14 @@ int main(int argc, char **argv)
 """
 USED_LINE = 4            # `if (x > 2)`: every run executes it
 NEVER_LINE = 10          # the planted line nothing reaches
+
+
+def html_line(page: str, number: int) -> tuple[str, str]:
+    """gcovr's HTML row of source line `number`: its class (coveredLine, uncoveredLine, ...) and count."""
+    start = page.index(f'id="L{number}"')
+    end = page.find(f'id="L{number + 1}"', start)
+    match = re.search(r'class="linecount (\w+)[^"]*">([^<]*)<', page[start:end if end > 0 else None])
+    return (match.group(1), match.group(2).strip()) if match else ("", "")
 
 
 def _build(tmp_path: Path) -> Path:
@@ -105,9 +119,10 @@ def test_report_counts_lines_and_branches_of_all_workers(run_dir: tuple[Path, Pa
     root = ET.parse(summary.cobertura).getroot()
     hits = {int(line.get("number")): int(line.get("hits")) for line in root.iter("line")}
     assert hits[USED_LINE] == 6 and hits[NEVER_LINE] == 0
-    page = next(p for p in summary.html.parent.glob("index.prog.c.*.html"))
-    text = page.read_text()
-    assert "planted: nothing calls this" in text and "6" in text
+    page = next(p for p in summary.html.parent.glob("index.prog.c.*.html")).read_text()
+    assert "planted: nothing calls this" in page
+    assert html_line(page, USED_LINE) == ("coveredLine", "6")
+    assert html_line(page, NEVER_LINE)[0] == "uncoveredLine"
     assert summary.lines_covered < summary.lines_total and summary.branches_total > 0
     assert summary.domains["filesystem_ops"]["tests"] == 1
     assert summary.domains["kernel_module"]["branches_covered"] > summary.domains["filesystem_ops"]["branches_covered"]
@@ -146,7 +161,6 @@ def test_coverage_on_a_packaged_kernel_is_refused_before_any_boot(pytester: pyte
 
 def test_error_paths_of_a_sweep_name_sites_executed_but_never_failed() -> None:
     from pytest_vexfs.coverage.errpaths import ErrorPaths
-    from pytest_vexfs.module.profile import DEFAULT_SOURCE
 
     paths = ErrorPaths.scan(DEFAULT_SOURCE)
     sites = {str(s): s.text for s in paths.allocation_sites}
@@ -160,3 +174,77 @@ def test_error_paths_of_a_sweep_name_sites_executed_but_never_failed() -> None:
     assert "vexfsref_super.c:563" in text.splitlines()[0]
     assert "2 of " in text.splitlines()[1] and "1 of them failed by a failure point, 1 never failed:" in text
     assert text.splitlines()[2].startswith("  vexfsref_super.c:571 l->name = kmalloc(")
+
+
+# -- in a debug-kernel guest (the debug kernel is built on first use, see test_debug_kernel.py) ----------
+
+ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg", "-p", "no:randomly", "--vexfs-kernel", "6.12-debug",
+        "--vexfs-coverage", "-rA")
+INODE_SOURCE = DEFAULT_SOURCE / "vexfsref_inode.c"
+FAULT_SOURCE = DEFAULT_SOURCE / "vexfsref_fault.c"
+
+
+def line_of(source: Path, pattern: str) -> int:
+    return next(i for i, line in enumerate(source.read_text().splitlines(), 1) if re.search(pattern, line))
+
+
+def test_coverage_report_of_a_filesystem_ops_run(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("gcovr")
+    tests = pytester.mkdir("tests")
+    (tests / "filesystem_ops").mkdir()
+    (tests / "filesystem_ops" / "test_cov.py").write_text("""
+import pytest
+
+def test_rename(vexfs_fs, vexfs_vm):
+    vexfs_vm.run(f"echo hello > {vexfs_fs}/a && mkdir {vexfs_fs}/d && mv {vexfs_fs}/a {vexfs_fs}/d/b", check=True)
+
+@pytest.mark.expect_fault("oops")
+def test_oops(vexfs_module, vexfs_vm, vexfs_profile):
+    vexfs_vm.run(f"echo null_deref > {vexfs_profile.fault_control}")
+
+def test_sweep_create(vexfs_fault_injection, vexfs_fs):
+    report = vexfs_fault_injection.sweep("create", f"touch {vexfs_fs}/f", cleanup=f"rm -f {vexfs_fs}/f")
+    assert report.completed
+    print("SWEEP", report.summary())
+""")
+    result = pytester.runpytest_subprocess(*ARGS, "tests", timeout=3600)
+    out = result.stdout.str()
+    result.assert_outcomes(passed=3)
+    line = re.search(r"module coverage: lines (\d+)/(\d+) \([\d.]+%\), branches (\d+)/(\d+) .*report (\S+)", out)
+    assert line, out[-4000:]
+    covered, total, html = int(line[1]), int(line[2]), Path(line[5])
+    assert 0 < covered < total
+    result.stdout.fnmatch_lines(["*  filesystem_ops: lines */* (*), branches */*, 3 test(s)*"])
+    run_dir = html.parent.parent
+
+    # the HTML page of vexfsref_inode.c: vx_rename's body was run (by test_rename, on a VM that the
+    # next test's oops then replaced), the planted bug's line in vexfsref_fault.c never was
+    rename_line = line_of(INODE_SOURCE, r"^static int vx_rename\(") + 3
+    uaf_line = line_of(FAULT_SOURCE, r"char \*volatile p = kmalloc\(VEXFSREF_BUG_SIZE") + 1  # in uaf_write
+    pages = {p.name.split(".")[1]: p.read_text() for p in html.parent.glob("index.vexfsref_*.html")}
+    assert {"vexfsref_inode", "vexfsref_fault", "vexfsref_super"} <= set(pages)
+
+    hits = {int(x.get("number")): int(x.get("hits"))
+            for cls in ET.parse(run_dir / "coverage.xml").getroot().iter("class")
+            if cls.get("filename", "").endswith("vexfsref_inode.c") for x in cls.iter("line")}
+    rename_counted = next(n for n in range(rename_line, rename_line + 10) if n in hits)
+    assert hits[rename_counted] > 0
+    assert html_line(pages["vexfsref_inode"], rename_counted) == ("coveredLine", str(hits[rename_counted]))
+    fault_hits = {int(x.get("number")): int(x.get("hits"))
+                  for cls in ET.parse(run_dir / "coverage.xml").getroot().iter("class")
+                  if cls.get("filename", "").endswith("vexfsref_fault.c") for x in cls.iter("line")}
+    assert fault_hits[uaf_line] == 0
+    assert html_line(pages["vexfsref_fault"], uaf_line)[0] == "uncoveredLine"
+
+    # which test covers vx_rename? the test -> lines map says
+    assert who_covers(run_dir / "tests.json", "vx_rename") == ["tests/filesystem_ops/test_cov.py::test_rename"]
+    # the oops test ran the module's fault handler before the fault; only its own counters died with the VM
+    assert "vexfsref_fault_null_deref" not in json.loads((run_dir / "tests.json").read_text())["functions"]
+    document = json.loads(next((pytester.path / ".vexfs" / "results").glob("*.json")).read_text())
+    assert document["coverage"]["lines_covered"] == covered and document["coverage"]["lines_total"] == total
+
+    sweep = next(line for line in result.outlines if line.startswith("SWEEP"))
+    at = out.index(sweep)
+    text = out[at:at + 4000]
+    assert re.search(r"error paths \(coverage\): \d+ of the module's \d+ error-handling lines reached", text)
+    assert re.search(r"allocation sites: [1-9]\d* of \d+ executed, [1-9]\d* of them failed by a failure point", text)

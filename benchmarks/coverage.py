@@ -1,0 +1,151 @@
+"""Coverage benchmark (debug kernel, --vexfs-coverage): lines and branches of a module reached by
+(a) domain suites, (b) unguided and (c) coverage-guided model-checker exploration at the same budget and
+seeds, and (d) the cost of coverage: the same suite's wall time with and without it, as a ratio.
+
+    python benchmarks/coverage.py [--module refmod|minix] [--explore-seconds 600] [--suite tests/filesystem_ops]
+                                  [--seed 1] [--skip-suite] [--skip-explore]
+
+The suites run as pytest subprocesses (their totals are read from the run JSON); exploration runs in one
+VM through the library (as benchmarks/model.py does): unguided is run_exploration with the counters read
+after each sequence, guided is pytest_vexfs.coverage.corpus.guided with the same seed and budget. The last
+line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_vexfs import settings as cfg  # noqa: E402
+from pytest_vexfs.coverage.corpus import GuidedSummary, guided  # noqa: E402
+from pytest_vexfs.coverage.gcov import Counters, Hits  # noqa: E402
+from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
+from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
+from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer, run_exploration  # noqa: E402
+from pytest_vexfs.model.target import ModelRig  # noqa: E402
+from pytest_vexfs.module.build import build_module  # noqa: E402
+from pytest_vexfs.module.profile import DEFAULT_SOURCE, ModuleProfile  # noqa: E402
+
+PROFILES = {"refmod": DEFAULT_SOURCE / "profile.yml", "minix": ROOT / "examples" / "minix" / "profile.yml"}
+KERNEL = "6.12-debug"
+
+
+def suite(paths: list[str], profile: Path, coverage: bool, out: Path) -> dict:
+    """One pytest run of `paths` on the debug kernel: wall seconds, outcomes, the coverage section."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"run-{'cov' if coverage else 'plain'}.json"
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--vexfs-kernel", KERNEL,
+            "--vexfs-profile", str(profile), "--vexfs-results-json", str(json_path), *paths]
+    if coverage:
+        argv.append("--vexfs-coverage")
+    start = time.monotonic()
+    proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seconds = time.monotonic() - start
+    print(proc.stdout[-3000:], file=sys.stderr)
+    document = json.loads(json_path.read_text()) if json_path.exists() else {}
+    return {"seconds": round(seconds, 1), "summary": document.get("summary"),
+            "coverage": document.get("coverage")}
+
+
+def explore(profile_path: Path, seconds: float, seed: int, examples: int, steps: int) -> dict:
+    """Unguided, then guided exploration of the module for `seconds` each, same seed, one VM."""
+    settings = cfg.resolve({"kernel": KERNEL, "coverage": "true"}, {}, os.environ, ROOT, None)
+    run_id = new_run_id()
+    slot = VMSlot(settings, "bench", run_id, ROOT / ".vexfs", progress=lambda m: print(m, file=sys.stderr))
+    result: dict = {}
+    try:
+        profile = ModuleProfile.load(profile_path)
+        built = build_module(profile, slot.image(), slot.cache_dir, coverage=True)
+        assert built.build_dir is not None
+        session = TestSession(slot.acquire(), "benchmarks/coverage.py", float(settings.hang_timeout))
+        session.begin()
+        for mode in ("unguided", "guided"):
+            slot.coverage = Counters(ROOT / ".vexfs" / "coverage" / f"{run_id}-{mode}", built.build_dir, "bench",
+                                     KERNEL)
+            slot.coverage_owner = (f"benchmarks/coverage.py::{mode}", "filesystem_ops")
+            rig = ModelRig(slot, session, built, profile, power_cuts=True).__enter__()
+            reached = Hits()
+            sequences = {"n": 0}
+
+            def snapshot(reached: Hits = reached) -> Hits | None:
+                hits = slot.save_coverage()
+                if hits is not None:
+                    reached.update(hits)
+                return hits
+
+            def finished(explorer: Explorer, sequences: dict[str, int] = sequences) -> None:
+                sequences["n"] += 1
+
+            snapshot()  # the rig's setup (mkfs, mount) is counted in both
+            summary = GuidedSummary()
+            start = time.monotonic()
+            try:
+                if mode == "guided":
+                    guided(snapshot, None, summary)(rig.target, rig.capabilities(), examples=examples, steps=steps,
+                                                    seed=seed, time_budget=seconds, on_finish=finished)
+                else:
+                    run_exploration(rig.target, rig.capabilities(), examples=examples, steps=steps, seed=seed,
+                                    time_budget=seconds, on_finish=lambda e: (snapshot(), finished(e)))
+                finding = ""
+            except (Discrepancy, ExplorationStopped) as exc:
+                finding = str(exc.args[0]).splitlines()[0]
+            finally:
+                rig.__exit__(None, None, None)
+                session = TestSession(slot.acquire(), "benchmarks/coverage.py", float(settings.hang_timeout))
+                session.begin()
+            result[mode] = {"seconds": round(time.monotonic() - start, 1), "sequences": sequences["n"],
+                            "lines": reached.line_count(), "branches": reached.branch_count(),
+                            "finding": finding}
+            if mode == "guided":
+                result[mode].update(generated=summary.generated, mutated=summary.mutated, seeds=summary.seeds,
+                                    mutated_seconds=round(summary.mutated_seconds, 1))
+        result["guided_over_unguided_lines"] = round(result["guided"]["lines"] / max(result["unguided"]["lines"], 1),
+                                                     3)
+    finally:
+        slot.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--module", choices=sorted(PROFILES), default="refmod")
+    parser.add_argument("--explore-seconds", type=float, default=600.0)
+    parser.add_argument("--examples", type=int, default=20, help="sequences per round of new sequences")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--suite", action="append", help="pytest paths of the suite (default tests/filesystem_ops)")
+    parser.add_argument("--skip-suite", action="store_true")
+    parser.add_argument("--skip-explore", action="store_true")
+    args = parser.parse_args()
+    profile = PROFILES[args.module]
+    out = ROOT / ".vexfs" / "benchmarks" / "coverage"
+    result: dict = {"module": args.module, "kernel": KERNEL, "explore_seconds": args.explore_seconds,
+                    "seed": args.seed}
+    if not args.skip_suite:
+        paths = args.suite or ["tests/filesystem_ops"]
+        result["suite_paths"] = paths
+        plain = suite(paths, profile, False, out)
+        covered = suite(paths, profile, True, out)
+        result["suite_plain_s"], result["suite_coverage_s"] = plain["seconds"], covered["seconds"]
+        result["coverage_cost_ratio"] = round(covered["seconds"] / plain["seconds"], 2)
+        result["suite_outcomes"] = covered["summary"]
+        cov = covered["coverage"] or {}
+        result["suite_lines"] = f"{cov.get('lines_covered')}/{cov.get('lines_total')}"
+        result["suite_branches"] = f"{cov.get('branches_covered')}/{cov.get('branches_total')}"
+        result["suite_domains"] = cov.get("domains")
+    if not args.skip_explore:
+        result.update(explore(profile, args.explore_seconds, args.seed, args.examples, args.steps))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
