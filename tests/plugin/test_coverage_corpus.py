@@ -115,9 +115,9 @@ def test_guided_exploration_splits_the_budget_and_mutated_seeds_raise_no_false_a
     caps = Capabilities(persistence=False, permissions=False)
     summary = GuidedSummary()
     corpus_file = tmp_path / "corpus.json"
-    seeds = guided(snapshot, corpus_file, summary)(make_target, caps, examples=4, steps=15, seed=3,
-                                                   time_budget=12.0)
-    assert seeds[0] == 3 and summary.generated >= 4 and summary.mutated > 0
-    assert summary.mutated_seconds > 0.3 * (summary.generated_seconds + summary.mutated_seconds)
+    # no time budget: one round of new sequences, then as long again on mutated seeds
+    seeds = guided(snapshot, corpus_file, summary)(make_target, caps, examples=4, steps=15, seed=3)
+    assert seeds == [3] and summary.generated == 4 and summary.mutated > 0
+    assert summary.mutated_seconds >= summary.generated_seconds
     assert summary.seeds > 1 and corpus_file.exists()
     assert len(Corpus.load(corpus_file).seeds) == summary.seeds
