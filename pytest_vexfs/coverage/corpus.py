@@ -6,8 +6,9 @@ coverage) and mutated seeds. A mutated sequence that finds a discrepancy is mini
 other finding (its operations are the reproducer), and the corpus is saved as a seed file that a later
 run starts from.
 
-    corpus = Corpus.load(path)
-    guided_exploration(make_target, caps, corpus, snapshot, examples=..., steps=..., seed=..., budget=...)
+    guidance = Guidance(snapshot, corpus_file)
+    explore(make_target, caps, ..., run_round=guidance.run_round)     # pytest_vexfs.model.campaign
+    guidance.save()
 
 Nothing here imports pytest.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from pytest_vexfs.coverage.gcov import Hits
 from pytest_vexfs.model.explore import (ENVIRONMENT_OPS, LENGTHS, MODES, OFFSETS, PATHS, Capabilities, Explorer,
-                                        Target, minimize, random_operation, run_exploration)
+                                        ShrinkBudget, Target, explore_round, operation_class, random_operation)
 from pytest_vexfs.model.reference import Model
 
 Op = tuple[Any, ...]
@@ -98,8 +99,8 @@ class Corpus:
 def valid(ops: Sequence[Op], caps: Capabilities) -> bool:
     """Can the model answer `ops` as the kernel would? (The generator's own rules: no path through a
     symlink, no chmod of a symlink, at most one power cut and only at the end, no operation the
-    capabilities leave out.)"""
-    model = Model(max_file_size=caps.max_file_size)
+    capabilities leave out or the module does not support.)"""
+    model = _model(caps)
     for index, op in enumerate(ops):
         name, *args = op
         if name == "power_cut":
@@ -113,6 +114,8 @@ def valid(ops: Sequence[Op], caps: Capabilities) -> bool:
                 model.sync()  # an unmount writes everything
             continue
         if name == "chmod" and not caps.permissions:
+            return False
+        if caps.unsupported and operation_class(model, op) in caps.unsupported:
             return False
         kinds = ARGUMENTS.get(name)
         if kinds is None or len(kinds) != len(args):
@@ -129,8 +132,13 @@ def valid(ops: Sequence[Op], caps: Capabilities) -> bool:
     return True
 
 
+def _model(caps: Capabilities) -> Model:
+    return Model(max_file_size=caps.max_file_size, max_dir_entries=caps.max_dir_entries,
+                 max_symlink_len=caps.max_symlink_len)
+
+
 def _model_at(ops: Sequence[Op], caps: Capabilities) -> Model:
-    model = Model(max_file_size=caps.max_file_size)
+    model = _model(caps)
     for name, *args in ops:
         if name not in ENVIRONMENT_OPS:
             getattr(model, name)(*args)
@@ -206,109 +214,70 @@ class GuidedSummary:
                 f"{self.lines} lines and {self.branches} branches of the module reached")
 
 
-def guided_exploration(make_target: Callable[[], Target], caps: Capabilities, corpus: Corpus,
-                       snapshot: Callable[[], Hits | None], *, examples: int, steps: int, seed: int | None,
-                       budget: float | None, share: float = 0.5, database: Any = None, batch_size: int = 200,
-                       on_finish: Callable[[Explorer], None] | None = None,
-                       on_round: Callable[[int], None] | None = None, shrink_limit: int | None = None,
-                       summary: GuidedSummary | None = None) -> GuidedSummary:
-    """Explore for `budget` seconds (None: one round of new sequences and as long again on mutated
-    seeds), `share` of the time on mutated seeds and the rest on rounds of new sequences (run_exploration
-    with `examples`, `steps`, seeds seed, seed+1, ...; mutations draw from random.Random(seed)).
-    `snapshot()` returns what the last sequence reached (the module's coverage counters since the previous
-    call). Raises Discrepancy (minimized) or ExplorationStopped as run_exploration does."""
-    summary = summary if summary is not None else GuidedSummary()
-    first = seed if seed is not None else random.SystemRandom().randrange(2**32)
-    rng = random.Random(first)
-    deadline = time.monotonic() + budget if budget else None
-    rounds = 0
+class Guidance:
+    """Coverage-guided rounds for the model checker's campaign (`pytest_vexfs.model.campaign.explore`
+    takes `run_round`): each round runs a Hypothesis round of new sequences (explore_round, as without
+    coverage), then mutated seeds until they had `share` of the time. `snapshot()` returns what the last
+    sequence reached (the module's coverage counters since the previous call). Mutations draw from
+    random.Random(round seed), so a round replays the same; a discrepancy in a mutated sequence is raised
+    as explore_round raises one (a signature in `known` passes), and the campaign shrinks and reports it."""
 
-    def observe(explorer: Explorer, mutated: bool) -> None:
-        hits = snapshot()
+    def __init__(self, snapshot: Callable[[], Hits | None], corpus_file: Path | None = None,
+                 share: float = 0.5) -> None:
+        self.snapshot = snapshot
+        self.corpus_file = corpus_file
+        self.corpus = Corpus.load(corpus_file)
+        self.share = share
+        self.summary = GuidedSummary()
+
+    def _observe(self, explorer: Explorer, mutated: bool, on_finish: Callable[[Explorer], None] | None) -> None:
+        hits = self.snapshot()
         if hits is not None:
-            corpus.observe(explorer.ops, hits, mutated=mutated)
+            self.corpus.observe(explorer.ops, hits, mutated=mutated)
+        if mutated:
+            self.summary.mutated += 1
+        else:
+            self.summary.generated += 1
         if on_finish is not None:
             on_finish(explorer)
 
-    def mutations_had_their_share() -> bool:
-        return summary.mutated_seconds * (1 - share) >= share * summary.generated_seconds
+    def _mutations_had_their_share(self) -> bool:
+        return self.summary.mutated_seconds * (1 - self.share) >= self.share * self.summary.generated_seconds
 
-    def done() -> bool:
-        if deadline is not None:
-            return time.monotonic() >= deadline
-        return rounds > 0 and (not corpus.seeds or mutations_had_their_share())
-
-    try:
-        for kept in list(corpus.seeds):  # a seed file's sequences: their coverage counted in this run
-            corpus.seeds.remove(kept)
-            run_sequence(make_target, caps, kept.ops, batch_size, lambda e: observe(e, True))
-        while not done():
-            generate = not corpus.seeds or mutations_had_their_share()
-            start = time.monotonic()
-            if generate:
-                current = (first + rounds) % 2**32
-                rounds += 1
-                if on_round is not None:
-                    on_round(current)
-                count = {"n": 0}
-
-                def finished(explorer: Explorer, count: dict[str, int] = count) -> None:
-                    count["n"] += 1
-                    observe(explorer, False)
-
-                run_exploration(make_target, caps, examples=examples, steps=steps, seed=current, database=database,
-                                batch_size=batch_size, on_finish=finished, shrink_limit=shrink_limit)
-                summary.generated += count["n"]
-                summary.generated_seconds += time.monotonic() - start
-            else:
-                ops = mutate(corpus, rng, caps, steps)
-                if ops is not None:
-                    run_sequence(make_target, caps, ops, batch_size, lambda e: observe(e, True))
-                    summary.mutated += 1
-                summary.mutated_seconds += time.monotonic() - start
-    finally:
-        summary.seeds, summary.lines, summary.branches = len(corpus.seeds), corpus.lines(), corpus.branches()
-    return summary
-
-
-def guided(snapshot: Callable[[], Hits | None], corpus_file: Path | None,
-           summary: GuidedSummary | None = None) -> Callable[..., list[int]]:
-    """run_exploration's stand-in with coverage (same arguments, same result: the seeds of the rounds):
-    guided_exploration from the seed file `corpus_file`, which is saved again afterwards."""
-    def explore(make_target: Callable[[], Target], caps: Capabilities, *, examples: int, steps: int,
-                seed: int | None, database: Any = None, batch_size: int = 200, time_budget: float | None = None,
-                on_finish: Callable[[Explorer], None] | None = None, on_round: Callable[[int], None] | None = None,
-                shrink_limit: int | None = None, **_: Any) -> list[int]:
-        seeds: list[int] = []
-
-        def round_started(current: int) -> None:
-            seeds.append(current)
-            if on_round is not None:
-                on_round(current)
-
-        corpus = Corpus.load(corpus_file)
+    def run_round(self, make_target: Callable[[], Target], caps: Capabilities, *, examples: int, steps: int,
+                  seed: int, database: Any = None, batch_size: int = 200,
+                  on_finish: Callable[[Explorer], None] | None = None, shrink_limit: int | None = None,
+                  known: set[str] | None = None) -> None:
+        """explore_round's stand-in (same arguments, same exceptions)."""
+        start = time.monotonic()
         try:
-            guided_exploration(make_target, caps, corpus, snapshot, examples=examples, steps=steps, seed=seed,
-                               budget=time_budget, database=database, batch_size=batch_size, on_finish=on_finish,
-                               on_round=round_started, shrink_limit=shrink_limit, summary=summary)
+            explore_round(make_target, caps, examples=examples, steps=steps, seed=seed, database=database,
+                          batch_size=batch_size, on_finish=lambda e: self._observe(e, False, on_finish),
+                          shrink_limit=shrink_limit, known=known)
         finally:
-            if corpus_file is not None:
-                corpus.save(corpus_file)
-        return seeds
+            self.summary.generated_seconds += time.monotonic() - start
+            self._sync()
+        rng = random.Random(seed)
+        while self.corpus.seeds and not self._mutations_had_their_share():
+            start = time.monotonic()
+            try:
+                ops = mutate(self.corpus, rng, caps, steps)
+                if ops is not None:
+                    explorer = Explorer(make_target(), caps, batch_size=batch_size, label=f"mutated seed {seed}",
+                                        shrink=ShrinkBudget(None, known=known if known is not None else set()))
+                    for op in ops:
+                        explorer.apply(op)
+                    explorer.finish()
+                    self._observe(explorer, True, on_finish)
+            finally:
+                self.summary.mutated_seconds += time.monotonic() - start
+                self._sync()
 
-    return explore
+    def _sync(self) -> None:
+        s, c = self.summary, self.corpus
+        s.seeds, s.lines, s.branches = len(c.seeds), c.lines(), c.branches()
 
-
-def run_sequence(make_target: Callable[[], Target], caps: Capabilities, ops: Sequence[Op], batch_size: int,
-                 finished: Callable[[Explorer], None]) -> None:
-    """Run one fixed sequence as exploration does; a discrepancy is minimized and raised."""
-    from pytest_vexfs.model.explore import Discrepancy
-
-    explorer = Explorer(make_target(), caps, batch_size=batch_size, label="mutated seed")
-    try:
-        for op in ops:
-            explorer.apply(op)
-        explorer.finish()
-    except Discrepancy as found:
-        raise minimize(make_target, caps, found, batch_size=batch_size) from None
-    finished(explorer)
+    def save(self) -> None:
+        """Keep the corpus in the seed file (a later run mutates its seeds from its start)."""
+        if self.corpus_file is not None:
+            self.corpus.save(self.corpus_file)

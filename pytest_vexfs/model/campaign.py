@@ -162,11 +162,12 @@ def explore(make_target: Callable[[], Target], caps: Capabilities, *, examples: 
             on_finish: Callable[[Explorer], None] | None = None, on_round: Callable[[int], None] | None = None,
             on_finding: Callable[[Finding], None] | None = None, shrink_limit: int | None = None,
             minimize_limit: int = 200, module: str = "the module", probe: bool = True,
-            max_findings: int | None = None) -> Exploration:
+            max_findings: int | None = None, run_round: Callable[..., None] = explore_round) -> Exploration:
     """Probe, then explore in rounds (seed, seed+1, ...): without `time_budget` one round, and one more after
     each round that ended on a finding (at most MAX_EXTRA_ROUNDS more); with it, rounds until it is spent (a
     round that started finishes, shrinking included). Raises only ExplorationStopped (a kernel fault or a
-    dead guest: the VM is gone, the verdict reports the fault). `max_findings`: stop once that many are in."""
+    dead guest: the VM is gone, the verdict reports the fault). `max_findings`: stop once that many are in.
+    `run_round`: explore_round, or a stand-in with its arguments (coverage-guided rounds)."""
     start = time.monotonic()
     result = Exploration()
     first = seed if seed is not None else random.SystemRandom().randrange(2**32)
@@ -194,8 +195,8 @@ def explore(make_target: Callable[[], Target], caps: Capabilities, *, examples: 
             on_round(current)
         found = False
         try:
-            explore_round(make_target, caps, examples=examples, steps=steps, seed=current, database=database,
-                          batch_size=batch_size, on_finish=on_finish, shrink_limit=shrink_limit, known=known)
+            run_round(make_target, caps, examples=examples, steps=steps, seed=current, database=database,
+                      batch_size=batch_size, on_finish=on_finish, shrink_limit=shrink_limit, known=known)
         except Discrepancy as exc:
             shrunk = minimize(make_target, caps, exc, batch_size=batch_size, limit=minimize_limit)
             known.add(shrunk.signature)

@@ -8,15 +8,19 @@ import datetime
 import hashlib
 import pprint
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_vexfs.model.campaign import explore
-from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer
+from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer, explore_round
 from pytest_vexfs.model.findings import Finding, findings_line
 from pytest_vexfs.module.recorded import recorded_source
 from pytest_vexfs.model.target import ModelRig
+
+if TYPE_CHECKING:
+    from pytest_vexfs.coverage.corpus import GuidedSummary
+    from pytest_vexfs.coverage.gcov import Hits
 
 EXPLORE_DEFAULTS = {"model_examples": 100, "model_steps": 100, "model_budget": 1800.0}
 
@@ -75,6 +79,8 @@ class Summary:
     unsupported: list[str] = dataclasses.field(default_factory=list)
     #: limits measured during the exploration (the profile declared none)
     learned: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: with coverage: new and mutated sequences, and what the corpus reached
+    guided: GuidedSummary | None = None
 
     def findings_line(self) -> str:
         """`3 distinct findings in 9.2 min: (1) ..., 2 operations; ...`."""
@@ -84,15 +90,18 @@ class Summary:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         rate = self.operations / self.seconds if self.seconds else 0.0
         return (f"{self.sequences} sequences, {self.operations} operations in {self.seconds:.1f} s "
-                f"({rate:.0f} ops/s), seeds {', '.join(map(str, self.seeds))}; {ops}")
+                f"({rate:.0f} ops/s), seeds {', '.join(map(str, self.seeds))}; {ops}"
+                + (f"; {self.guided.describe()}" if self.guided is not None else ""))
 
 
 class ModelRun:
     """Explore or replay against a ModelRig, writing findings under `results`."""
 
     def __init__(self, rig: ModelRig, budget: Budget, results: Path, label: str = "",
-                 params: dict[str, str] | None = None) -> None:
+                 params: dict[str, str] | None = None, coverage: Callable[[], Hits | None] | None = None) -> None:
         self.rig = rig
+        #: with --vexfs-coverage: what the last sequence reached of the module (exploration is guided by it)
+        self.coverage = coverage
         self.budget = budget
         self.results = results
         self.label = label
@@ -143,13 +152,20 @@ class ModelRun:
 
         database = DirectoryBasedExampleDatabase(str(self.results / "hypothesis-db"))
         cuts_before = self.rig.cuts
+        guidance = None
+        if self.coverage is not None:  # sequences that reached new code become seeds (coverage/corpus.py)
+            from pytest_vexfs.coverage.corpus import Guidance
+
+            guidance = Guidance(self.coverage, self.results / "corpus" / f"{self.rig.profile.name}.json")
+            summary.guided = guidance.summary
         try:
             result = explore(self.rig.target, self.rig.capabilities(), examples=self.budget.examples,
                              steps=self.budget.steps, seed=self.budget.seed, database=database,
                              batch_size=batch_size, time_budget=self.budget.seconds or None,
                              on_finish=finished, on_round=summary.seeds.append, on_finding=found,
                              shrink_limit=self.budget.shrink, module=self.rig.profile.name,
-                             max_findings=self.budget.findings)
+                             max_findings=self.budget.findings,
+                             run_round=guidance.run_round if guidance is not None else explore_round)
             summary.unsupported, summary.learned = result.unsupported, result.learned
         except ExplorationStopped as exc:  # a kernel fault: the verdict names it; the sequence replays it
             path = self.write_reproducer(exc)
@@ -159,6 +175,8 @@ class ModelRun:
                         f"  reproducer (not shrunk): {path}{before}",)
             raise
         finally:
+            if guidance is not None:
+                guidance.save()
             summary.seconds = time.monotonic() - start
             summary.power_cuts = self.rig.cuts - cuts_before
             summary.power_cut_seconds = sum(self.rig.cut_seconds[cuts_before:])

@@ -77,6 +77,8 @@ class ModelRig:
     def _replace_vm(self, *, kill: bool) -> None:
         """A fresh VM for the slot (restored from the snapshot) on the kept scratch disk."""
         old = self.session.vm
+        if kill:
+            self.slot.save_coverage()  # with --vexfs-coverage: the sequence's counters, before the kill
         old.disconnect()  # closed first: a channel to a dead guest cannot be closed politely
         if kill and old.machine is not None and hasattr(old.machine, "power_off"):
             old.machine.power_off()

@@ -38,7 +38,7 @@ def vexfs_model(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_slo
     except VexfsError as err:
         raise user_error(err) from None
     run = ModelRun(rig, budget, request.config.rootpath / ".vexfs" / "model", label=request.node.nodeid,
-                   params=override)
+                   params=override, coverage=vexfs_slot.save_coverage if vexfs_slot.coverage is not None else None)
     for note in run.notes():
         request.node.user_properties.append(("model_note", note))
     try:
