@@ -2,9 +2,9 @@
 a sequence of operations that reached lines or branches of the module no earlier sequence reached is kept
 as a seed; seeds are mutated (splice two, insert operations, delete some, change an argument) and run like
 any sequence, and the budget is split between new sequences (the Hypothesis generator, as without
-coverage) and mutated seeds. A mutated sequence that finds a discrepancy is minimized and raised like any
-other finding (its operations are the reproducer), and the corpus is saved as a seed file that a later
-run starts from.
+coverage) and mutated seeds. A mutated sequence that finds a discrepancy is raised like one a new sequence
+finds (the campaign shrinks it; its operations are the reproducer), and the corpus is saved as a seed file
+whose seeds a later run mutates from its start.
 
     guidance = Guidance(snapshot, corpus_file)
     explore(make_target, caps, ..., run_round=guidance.run_round)     # pytest_vexfs.model.campaign
@@ -89,7 +89,8 @@ class Corpus:
 
     @classmethod
     def load(cls, path: Path | None) -> Corpus:
-        """The seeds of a seed file (their coverage is counted again when they run); empty without one."""
+        """The seeds of a seed file, to be mutated from the start (what they reached is not run again: it
+        counts as new for whichever sequence reaches it first in this run); empty without one."""
         if path is None or not path.exists():
             return cls()
         data = json.loads(path.read_text())

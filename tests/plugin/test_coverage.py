@@ -202,19 +202,30 @@ def test_rename(vexfs_fs, vexfs_vm):
 def test_oops(vexfs_module, vexfs_vm, vexfs_profile):
     vexfs_vm.run(f"echo null_deref > {vexfs_profile.fault_control}")
 
+def test_guided_exploration(vexfs_model):
+    summary = vexfs_model.explore()
+    print("MODEL", summary.describe())
+    assert summary.guided is not None and summary.guided.generated == 2 and summary.guided.mutated > 0
+
 def test_sweep_create(vexfs_fault_injection, vexfs_fs):
     report = vexfs_fault_injection.sweep("create", f"touch {vexfs_fs}/f", cleanup=f"rm -f {vexfs_fs}/f")
     assert report.completed
     print("SWEEP", report.summary())
 """)
-    result = pytester.runpytest_subprocess(*ARGS, "tests", timeout=3600)
+    result = pytester.runpytest_subprocess(*ARGS, "--vexfs-model-examples", "2", "--vexfs-model-steps", "8",
+                                           "--vexfs-model-seed", "1", "tests", timeout=3600)
     out = result.stdout.str()
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     line = re.search(r"module coverage: lines (\d+)/(\d+) \([\d.]+%\), branches (\d+)/(\d+) .*report (\S+)", out)
     assert line, out[-4000:]
     covered, total, html = int(line[1]), int(line[2]), Path(line[5])
     assert 0 < covered < total
-    result.stdout.fnmatch_lines(["*  filesystem_ops: lines */* (*), branches */*, 3 test(s)*"])
+    result.stdout.fnmatch_lines(["*  filesystem_ops: lines */* (*), branches */*, 4 test(s)*"])
+    # the model checker was guided: its corpus (seed file) holds the sequences that reached new code
+    result.stdout.fnmatch_lines(["MODEL *guided by coverage: 2 new sequences (* s), * mutated seeds (* s); corpus "
+                                 "* seeds, * lines and * branches of the module reached*"])
+    corpus = json.loads((pytester.path / ".vexfs" / "model" / "corpus" / "vexfsref.json").read_text())
+    assert corpus["seeds"] and all(seed["ops"] for seed in corpus["seeds"])
     run_dir = html.parent.parent
 
     # the HTML page of vexfsref_inode.c: vx_rename's body was run (by test_rename, on a VM that the
