@@ -25,11 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_vexfs import settings as cfg  # noqa: E402
-from pytest_vexfs.coverage.corpus import GuidedSummary, guided  # noqa: E402
+from pytest_vexfs.coverage.corpus import Guidance  # noqa: E402
 from pytest_vexfs.coverage.gcov import Counters, Hits  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
-from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer, run_exploration  # noqa: E402
+from pytest_vexfs.model.campaign import explore as campaign  # noqa: E402
+from pytest_vexfs.model.explore import ExplorationStopped, Explorer  # noqa: E402
 from pytest_vexfs.model.target import ModelRig  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402
 from pytest_vexfs.module.profile import DEFAULT_SOURCE, ModuleProfile  # noqa: E402
@@ -85,29 +86,37 @@ def explore(profile_path: Path, seconds: float, seed: int, examples: int, steps:
             def finished(explorer: Explorer, sequences: dict[str, int] = sequences) -> None:
                 sequences["n"] += 1
 
+            def counted(explorer: Explorer) -> None:  # unguided: the counters read after each sequence
+                snapshot()
+                finished(explorer)
+
             snapshot()  # the rig's setup (mkfs, mount) is counted in both
-            summary = GuidedSummary()
+            guidance = Guidance(snapshot) if mode == "guided" else None
             start = time.monotonic()
+            findings = []
             try:
-                if mode == "guided":
-                    guided(snapshot, None, summary)(rig.target, rig.capabilities(), examples=examples, steps=steps,
-                                                    seed=seed, time_budget=seconds, on_finish=finished)
+                if guidance is not None:
+                    found = campaign(rig.target, rig.capabilities(), examples=examples, steps=steps, seed=seed,
+                                     time_budget=seconds, on_finish=finished, run_round=guidance.run_round,
+                                     module=profile.name)
                 else:
-                    run_exploration(rig.target, rig.capabilities(), examples=examples, steps=steps, seed=seed,
-                                    time_budget=seconds, on_finish=lambda e: (snapshot(), finished(e)))
-                finding = ""
-            except (Discrepancy, ExplorationStopped) as exc:
-                finding = str(exc.args[0]).splitlines()[0]
+                    found = campaign(rig.target, rig.capabilities(), examples=examples, steps=steps, seed=seed,
+                                     time_budget=seconds, on_finish=counted,
+                                     module=profile.name)
+                findings = [f.signature for f in found.findings]
+            except ExplorationStopped as exc:
+                findings = [str(exc.args[0]).splitlines()[0]]
             finally:
                 rig.__exit__(None, None, None)
                 session = TestSession(slot.acquire(), "benchmarks/coverage.py", float(settings.hang_timeout))
                 session.begin()
             result[mode] = {"seconds": round(time.monotonic() - start, 1), "sequences": sequences["n"],
                             "lines": reached.line_count(), "branches": reached.branch_count(),
-                            "finding": finding}
-            if mode == "guided":
-                result[mode].update(generated=summary.generated, mutated=summary.mutated, seeds=summary.seeds,
-                                    mutated_seconds=round(summary.mutated_seconds, 1))
+                            "findings": findings}
+            if guidance is not None:
+                g = guidance.summary
+                result[mode].update(generated=g.generated, mutated=g.mutated, seeds=g.seeds,
+                                    mutated_seconds=round(g.mutated_seconds, 1))
         result["guided_over_unguided_lines"] = round(result["guided"]["lines"] / max(result["unguided"]["lines"], 1),
                                                      3)
     finally:

@@ -71,19 +71,19 @@ def test_mutations_are_valid_varied_and_reproducible() -> None:
     assert mutate(corpus, random.Random(7), CAPS, steps=8) == made[7]
 
 
-def test_guided_exploration_splits_the_budget_and_mutated_seeds_raise_no_false_alarm(
-        tmp_path: Path) -> None:
+def test_guided_rounds_split_the_budget_and_mutated_seeds_raise_no_false_alarm(tmp_path: Path) -> None:
     """Against the host's own filesystem (the guest executor compiled for the host; see
     test_model_checker.py): mutated sequences are answered by the model as by a real filesystem (no
-    discrepancy), time goes to new and mutated sequences alike, and the corpus grows. The module's gcov
-    counters are stood in for by what each sequence was answered (operation and errno), which is what
-    this test can observe without a kernel module; the guest path is test_coverage_guest.py."""
+    finding), a round spends as long on mutated seeds as on new sequences, and the corpus grows. The module's
+    gcov counters are stood in for by what each sequence was answered (operation and errno), which is what
+    this test can observe without a kernel module; the guest path is in test_coverage.py."""
     import shutil
     import subprocess
 
     import pytest
 
-    from pytest_vexfs.coverage.corpus import GuidedSummary, guided
+    from pytest_vexfs.coverage.corpus import Guidance
+    from pytest_vexfs.model.campaign import explore
     from pytest_vexfs.model.executor import SOURCE
     from pytest_vexfs.model.explore import Target
 
@@ -112,12 +112,15 @@ def test_guided_exploration_splits_the_budget_and_mutated_seeds_raise_no_false_a
         return Target(run_batch=run_batch, mountpoint=str(root), mount_command="true", reload_command="true",
                       format_command=f"rm -rf {root}/* && true", module_name="hostfs")
 
-    caps = Capabilities(persistence=False, permissions=False)
-    summary = GuidedSummary()
     corpus_file = tmp_path / "corpus.json"
-    # no time budget: one round of new sequences, then as long again on mutated seeds
-    seeds = guided(snapshot, corpus_file, summary)(make_target, caps, examples=4, steps=15, seed=3)
-    assert seeds == [3] and summary.generated == 4 and summary.mutated > 0
+    guidance = Guidance(snapshot, corpus_file)
+    # no time budget: one round (new sequences, then as long again on mutated seeds)
+    result = explore(make_target, Capabilities(persistence=False, permissions=False), examples=4, steps=15,
+                     seed=3, probe=False, run_round=guidance.run_round)
+    guidance.save()
+    summary = guidance.summary
+    assert result.seeds == [3] and result.findings == []
+    assert summary.generated == 4 and summary.mutated > 0
     assert summary.mutated_seconds >= summary.generated_seconds
-    assert summary.seeds > 1 and corpus_file.exists()
-    assert len(Corpus.load(corpus_file).seeds) == summary.seeds
+    assert summary.seeds > 1 and len(Corpus.load(corpus_file).seeds) == summary.seeds
+    assert summary.describe().startswith("guided by coverage: 4 new sequences (")
