@@ -157,15 +157,21 @@ def test_coverage_on_a_packaged_kernel_is_refused_before_any_boot(pytester: pyte
 def test_error_paths_of_a_sweep_name_sites_executed_but_never_failed() -> None:
     from pytest_vexfs.coverage.errpaths import ErrorPaths
 
+    source = DEFAULT_SOURCE / "vexfsref_super.c"
+    lines = source.read_text().splitlines()
+    # vx_link_add's two allocations, each followed by its error return
+    array = next(i for i, line in enumerate(lines, 1) if "struct vx_link *nl = kvmalloc_array(" in line)
+    name = next(i for i, line in enumerate(lines, 1) if "l->name = kmalloc(len + 1, GFP_KERNEL);" in line)
+    array_error = next(i for i in range(array + 1, array + 5) if "return -ENOMEM;" in lines[i - 1])
     paths = ErrorPaths.scan(DEFAULT_SOURCE)
     sites = {str(s): s.text for s in paths.allocation_sites}
     errors = {str(s) for s in paths.error_lines}
-    assert sites["vexfsref_super.c:571"].startswith("l->name = kmalloc(")
-    assert "vexfsref_super.c:560" in sites and "vexfsref_super.c:573" in errors
-    assert "vexfsref_super.c:571" not in errors
+    assert sites[f"vexfsref_super.c:{name}"].startswith("l->name = kmalloc(")
+    assert f"vexfsref_super.c:{array}" in sites and f"vexfsref_super.c:{array_error}" in errors
+    assert f"vexfsref_super.c:{name}" not in errors
     # the sweep ran both allocations and the first one's error return; only the first was failed
-    hits = Hits({"src/vexfsref_super.c": {560, 563, 571}})
-    text = paths.describe(hits, ["/tmp/b/src/vexfsref_super.c:560 (vx_link_add)"])
-    assert "vexfsref_super.c:563" in text.splitlines()[0]
+    hits = Hits({"src/vexfsref_super.c": {array, array_error, name}})
+    text = paths.describe(hits, [f"/tmp/b/src/vexfsref_super.c:{array} (vx_link_add)"])
+    assert f"vexfsref_super.c:{array_error}" in text.splitlines()[0]
     assert "2 of " in text.splitlines()[1] and "1 of them failed by a failure point, 1 never failed:" in text
-    assert text.splitlines()[2].startswith("  vexfsref_super.c:571 l->name = kmalloc(")
+    assert text.splitlines()[2].startswith(f"  vexfsref_super.c:{name} l->name = kmalloc(")
