@@ -150,3 +150,21 @@ def test_a_tool_that_fails_to_build_says_so_with_every_failing_file(tmp_path: Pa
     assert f"{tmp_path}/tools/a.c:1: error:" in text and f"{tmp_path}/tools/b.c:1: error:" in text, text
     assert "pick another kernel" not in text and "fix the tool's build" in text
     assert info.value.reason.startswith("tool mkfs.myfs does not build against 6.12")
+
+
+def test_a_patched_module_builds_on_the_debug_flavour_on_the_host(tmp_path: Path, cache: Path) -> None:
+    """The debug flavour builds on the host against its build tree (the packaged kernel in the image's chroot,
+    above): the same profile's patch applies (without it compat.h stops the build), the same tools build."""
+    files, profile_dir, keys = TREES["beside"]
+    _write(tmp_path, files)
+    image = get_image("6.12-debug", cache)
+    assert image.build_tree is not None
+    built = build_module(_profile(tmp_path, profile_dir, **keys), image, cache)
+    assert built.ko.stat().st_size > 0 and built.kernel_release == image.kernel_release
+    assert "$ patch -p1 -i ../compat.patch" in built.log and {t.name for t in built.tools} == {"mkfs.outside",
+                                                                                                 "mkfs.inside"}
+    unpatched = _profile(tmp_path, profile_dir, **keys)
+    unpatched.patches = []
+    with pytest.raises(ModuleBuildError) as info:
+        build_module(unpatched, image, cache)
+    assert "this kernel needs the profile's patch compat.patch" in str(info.value)
