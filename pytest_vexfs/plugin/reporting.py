@@ -80,7 +80,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and not item.stash.get(_CAUSE_RECORDED, False):
         item.stash[_CAUSE_RECORDED] = True
         cause = cause_of_report(item, report, call)
-        for name, value in ((findings.FINDING_PROPERTY, cause.signature), (findings.REASON_PROPERTY, cause.reason)):
+        try:
+            module = module_profile(item.config).name
+        except (ConfigError, KeyError):
+            module = ""
+        for name, value in ((findings.FINDING_PROPERTY, cause.signature), (findings.REASON_PROPERTY, cause.reason),
+                            ("module", module)):
+            if not value:
+                continue
             report.user_properties.append((name, value))
             if report.when != "teardown":
                 item.user_properties.append((name, value))

@@ -3,6 +3,7 @@
     vexfs-report merge a.xml b.xml -o all.xml
     vexfs-report trend --domain kernel_module --period 7d [--db URL] [--html out.html] [--plot out.png]
     vexfs-report compare ENV_A ENV_B [--period 30d] [--domain D] [--db URL]
+    vexfs-report findings [--db URL] [--html DIR] [--module M] [--kernel K] [--env E]
 
 ``--db`` defaults to ``$VEXFS_RESULTS_DB`` or ``.vexfs/results.db`` in the current directory.
 """
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from pytest_vexfs.errors import VexfsError
 
+from pytest_vexfs.reporting.findings_page import render_text as render_findings
+from pytest_vexfs.reporting.findings_page import summarise_findings, write_pages
 from pytest_vexfs.reporting.history import open_store
 from pytest_vexfs.reporting.junit import merge
 from pytest_vexfs.reporting.redact import Redactor
@@ -68,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--domain")
     p_cmp.add_argument("--period", default="30d")
     p_cmp.add_argument("--threshold", type=_threshold, default=0.2)
+
+    p_find = sub.add_parser("findings", help="every finding of the history: first and last seen, count, status")
+    db_option(p_find)
+    p_find.add_argument("--html", type=Path, metavar="DIR", help="also write the pages (DIR/index.html)")
+    p_find.add_argument("--module", default="", help="only this module (its profile name)")
+    p_find.add_argument("--kernel", default="", help="only this kernel release")
+    p_find.add_argument("--env", default="", help="only this environment")
     return parser
 
 
@@ -78,6 +88,15 @@ def _run(args: argparse.Namespace) -> int:
               f"{merged.failures} failures, {merged.errors} errors, {merged.skipped} skipped")
         return 0
     with open_store(args.db) as store:
+        if args.command == "findings":
+            summaries = summarise_findings(store.cause_history(), store.runs(), module=args.module,
+                                           kernel=args.kernel, environment=args.env)
+            sys.stdout.write(render_findings(summaries))
+            if args.html is not None:
+                filters = ", ".join(f"{k} {v}" for k, v in (("module", args.module), ("kernel", args.kernel),
+                                                          ("environment", args.env)) if v)
+                print(f"findings page: {write_pages(args.html, summaries, filters)}")
+            return 0
         if args.command == "compare":
             sys.stdout.write(compare(store, args.env_a, args.env_b, args.period, args.domain, args.threshold))
             return 0

@@ -18,7 +18,7 @@ from typing import Any
 from pytest_vexfs.errors import VexfsError
 
 from pytest_vexfs.reporting.redact import redact_url
-from pytest_vexfs.reporting.results import RunInfo, TestResult
+from pytest_vexfs.reporting.results import FAILING, RunInfo, TestResult
 
 SCHEMA_VERSION = 1
 
@@ -67,10 +67,41 @@ _SCHEMA = (
         name TEXT NOT NULL,
         value DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (run_id, nodeid, name))""",
+    # the cause of every failed test (pytest_vexfs.reporting.findings): one signature, one finding, across runs
+    """CREATE TABLE IF NOT EXISTS causes (
+        run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        nodeid TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        module TEXT,
+        kernel_release TEXT,
+        reproducer TEXT,
+        excerpt TEXT,
+        PRIMARY KEY (run_id, nodeid))""",
+    "CREATE INDEX IF NOT EXISTS causes_signature ON causes (signature)",
     "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at)",
     "CREATE INDEX IF NOT EXISTS results_nodeid ON results (nodeid)",
     "CREATE INDEX IF NOT EXISTS results_domain ON results (domain)",
 )
+
+@dataclass(frozen=True)
+class CauseRow:
+    """One failed test's cause in one run, as the findings history reads it."""
+
+    run_id: str
+    started_at: float
+    env_name: str
+    code_version: str
+    kernel_release: str
+    nodeid: str
+    signature: str
+    reason: str
+    kind: str
+    module: str
+    reproducer: str
+    excerpt: str
+
 
 #: Run columns that ``compare`` may select environments by.
 RUN_SELECTORS = ("env_name", "code_version", "host", "kernel_release", "image_digest", "backend",
@@ -208,6 +239,17 @@ class ResultsStore:
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, nodeid) DO UPDATE SET kind = excluded.kind, "
                 "title = excluded.title, excerpt = excluded.excerpt, console_log = excluded.console_log"),
                 (run_id, f.nodeid, f.kind, f.title, f.excerpt, f.console_log)))
+        if result.outcome in FAILING:
+            from pytest_vexfs.reporting.findings import cause_of_result
+
+            cause = cause_of_result(result)
+            statements.append((
+                ("INSERT INTO causes (run_id, nodeid, signature, reason, kind, module, kernel_release, reproducer, "
+                 "excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, nodeid) DO UPDATE SET "
+                 "signature = excluded.signature, reason = excluded.reason, kind = excluded.kind"),
+                (run_id, result.nodeid, cause.signature, cause.reason, cause.kind, props.get("module"),
+                 props.get("kernel_release"), props.get("reproducer"),
+                 (result.finding.excerpt if result.finding is not None else result.message)[-20000:])))
         for name, value in result.metrics.items():
             statements.append((
                 ("INSERT INTO metrics (run_id, nodeid, domain, name, value) VALUES (?, ?, ?, ?, ?) "
@@ -239,6 +281,21 @@ class ResultsStore:
             "LEFT JOIN findings f ON f.run_id = t.run_id AND f.nodeid = t.nodeid "
             f"WHERE {' AND '.join(clauses)} ORDER BY r.started_at, r.run_id, t.nodeid", params)
         return [HistoryRow(*row) for row in rows]
+
+    def cause_history(self) -> list[CauseRow]:
+        """Every recorded cause of a failed test with its run, oldest run first (complete runs and
+        interrupted ones alike: a finding seen is seen)."""
+        rows = self.query(
+            "SELECT r.run_id, r.started_at, r.env_name, r.code_version, COALESCE(c.kernel_release, "
+            "r.kernel_release, ''), c.nodeid, c.signature, c.reason, c.kind, COALESCE(c.module, ''), "
+            "COALESCE(c.reproducer, ''), COALESCE(c.excerpt, '') FROM causes c JOIN runs r ON r.run_id = c.run_id "
+            "ORDER BY r.started_at, r.run_id, c.nodeid")
+        return [CauseRow(*row) for row in rows]
+
+    def runs(self) -> list[tuple[str, float, str]]:
+        """``(run_id, started_at, env_name)`` of every run, oldest first."""
+        return [(str(a), float(b), str(c)) for a, b, c in
+                self.query("SELECT run_id, started_at, env_name FROM runs ORDER BY started_at, run_id")]
 
     def metric_history(self, since: float, domain: str | None = None,
                        where: Sequence[tuple[str, str]] = ()) -> list[tuple[str, float, str, str, str, float]]:
