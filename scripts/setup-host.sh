@@ -32,7 +32,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends "${packages[@]}"
 
 extras="dev"
-$ci && extras="dev,postgres,plot,libvirt,coverage"
+$ci && extras="dev,postgres,plot,libvirt,coverage,kcidb"
 python3 -m pip install -q -e ".[${extras}]"
 if $ci; then
     python3 -m pip install -q ansible-core python-hcl2

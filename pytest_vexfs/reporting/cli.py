@@ -4,6 +4,7 @@
     vexfs-report trend --domain kernel_module --period 7d [--db URL] [--html out.html] [--plot out.png]
     vexfs-report compare ENV_A ENV_B [--period 30d] [--domain D] [--db URL]
     vexfs-report findings [--db URL] [--html DIR] [--module M] [--kernel K] [--env E]
+    vexfs-report kcidb RUN [-o OUT.json] [--results-dir .vexfs/results]
 
 ``--db`` defaults to ``$VEXFS_RESULTS_DB`` or ``.vexfs/results.db`` in the current directory.
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.reporting.findings_page import render_text as render_findings
 from pytest_vexfs.reporting.findings_page import summarise_findings, write_pages
 from pytest_vexfs.reporting.history import open_store
+from pytest_vexfs.reporting.kcidb import VERSION, export
 from pytest_vexfs.reporting.junit import merge
 from pytest_vexfs.reporting.redact import Redactor
 from pytest_vexfs.reporting.trend import analyse, compare, plot, render_html, render_text, write_output
@@ -78,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_find.add_argument("--module", default="", help="only this module (its profile name)")
     p_find.add_argument("--kernel", default="", help="only this kernel release")
     p_find.add_argument("--env", default="", help="only this environment")
+
+    p_kcidb = sub.add_parser("kcidb", help="a run as KernelCI KCIDB JSON, validated with kcidb-io")
+    p_kcidb.add_argument("run", metavar="RUN", help="the run's JSON file, or its run id")
+    p_kcidb.add_argument("--results-dir", type=Path, default=Path(".vexfs/results"),
+                         help="where run JSON files are (default .vexfs/results)")
+    p_kcidb.add_argument("-o", "--output", type=Path, metavar="PATH", help="write here (default: stdout)")
     return parser
 
 
@@ -86,6 +95,14 @@ def _run(args: argparse.Namespace) -> int:
         merged = merge(args.inputs, args.output)
         print(f"merged {len(args.inputs)} files into {args.output}: {merged.tests} tests, "
               f"{merged.failures} failures, {merged.errors} errors, {merged.skipped} skipped")
+        return 0
+    if args.command == "kcidb":
+        text = json.dumps(export(args.run, args.results_dir), indent=2) + "\n"
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            write_output(args.output, text.encode())
+            print(f"KCIDB v{VERSION[0]}.{VERSION[1]} data (validated with kcidb-io): {args.output}", file=sys.stderr)
         return 0
     with open_store(args.db) as store:
         if args.command == "findings":

@@ -84,3 +84,28 @@ def test_the_page_is_readable_in_a_real_browser(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120).stdout
     assert len(re.findall(r'<tr class="finding', dom)) == 2, dom[:2000]
     assert "maybe fixed (not seen in the last 1 run)" in dom and ">new<" in dom
+
+
+def test_a_run_exports_as_kcidb_data_that_kcidb_io_validates(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("kcidb_io", reason="kcidb-io (pip install pytest-vexfs[kcidb]) validates KCIDB data")
+    import json
+
+    from kcidb_io import schema
+
+    pytester.makepyfile(test_suite=SUITE)
+    monkeypatch.setenv("PLANT", "A,B")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--vexfs-results-db=off",
+                                  "--vexfs-results-json=run.json").assert_outcomes(failed=4)
+    out = pytester.path / "kcidb.json"
+    assert main(["kcidb", str(pytester.path / "run.json"), "-o", str(out)]) == 0
+    data = json.loads(out.read_text())
+    schema.V5_3.validate(data)  # kcidb-io's own validator, for the version the data names
+    assert data["version"] == {"major": 5, "minor": 3}
+    assert len(data["tests"]) == 4 and {t["status"] for t in data["tests"]} == {"FAIL"}
+    assert sorted(i["report_subject"] for i in data["issues"]) == ["the planted finding A", "the planted finding B"]
+    assert len(data["incidents"]) == 4 and {i["issue_id"] for i in data["incidents"]} == {
+        i["id"] for i in data["issues"]}
+    assert data["tests"][0]["path"] == "test_suite.test_planted.1-A"
+    # a run id that is not there: one paragraph
+    assert main(["kcidb", "no-such-run", "--results-dir", str(pytester.path)]) == 2
