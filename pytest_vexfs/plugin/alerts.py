@@ -22,8 +22,8 @@ from pytest_vexfs.plugin.keys import DOMAINS_KEY, SETTINGS_KEY
 from pytest_vexfs.plugin.options import add_options, resolve_settings
 from pytest_vexfs.plugin.reporting import RECORDER_KEY
 from pytest_vexfs.reporting.alerts import (AlertsConfig, Delivery, RunContext, RunFacts, deliver, evaluate,
-                                           load_alerts, load_alerts_file, previous_outcomes, remember_webhook,
-                                           webhook_display)
+                                           known_findings, load_alerts, load_alerts_file, previous_outcomes,
+                                           remember_webhook, webhook_display)
 from pytest_vexfs.reporting.history import open_store
 from pytest_vexfs.reporting.recorder import RunRecorder
 from pytest_vexfs.reporting.results import FAILING, NO_DOMAIN, write_atomically
@@ -115,7 +115,8 @@ class AlertsPlugin:
             return RunFacts(results)
         failing = [r for r in results if r.outcome in FAILING]
         with open_store(self.recorder.settings.results_db) as store:
-            return RunFacts(results, previous_outcomes(store, self.recorder.run, failing))
+            return RunFacts(results, previous_outcomes(store, self.recorder.run, failing),
+                            known_findings(store, self.recorder.run))
 
     def _context(self) -> RunContext:
         run = self.recorder.run

@@ -53,6 +53,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valid
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.faults import kinds as fault_kinds
 
+from pytest_vexfs.reporting.findings import CauseGroup, group_by_cause
 from pytest_vexfs.reporting.history import ResultsStore
 from pytest_vexfs.reporting.redact import Redactor
 from pytest_vexfs.reporting.results import FAILING, RunInfo, TestResult
@@ -86,6 +87,8 @@ class RunFacts:
 
     results: Sequence[TestResult]
     previous_outcomes: Mapping[str, str] | None = None
+    known_findings: frozenset[str] | None = None
+    """Signatures of the findings earlier comparable runs had (None: no earlier comparable run)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class Match:
 
     summary: str
     tests: Sequence[TestResult]
+    new_findings: Sequence[CauseGroup] = ()
+    """The findings of this run no earlier comparable run had (``regression``)."""
 
 
 class Condition(Protocol):
@@ -191,13 +196,46 @@ class Regression:
     needs_history = True
 
     def evaluate(self, facts: RunFacts) -> Match | None:
-        """Holds when a failing test's previous comparable outcome was ``passed``."""
+        """Holds when a failing test's previous comparable outcome was ``passed``, or when the run has a
+        finding (a cause, pytest_vexfs.reporting.findings) that no earlier comparable run had."""
         previous = facts.previous_outcomes or {}
         regressed = [r for r in _failing(facts.results) if previous.get(r.nodeid) == "passed"]
-        if not regressed:
+        new = new_findings(facts)
+        if not regressed and not new:
             return None
-        return Match(f"{len(regressed)} test{'s' if len(regressed) > 1 else ''} passed in the previous "
-                     f"comparable run and fail now: {_ids(regressed)}", regressed)
+        parts = []
+        if regressed:
+            parts.append(f"{len(regressed)} test{'s' if len(regressed) > 1 else ''} passed in the previous "
+                         f"comparable run and fail now: {_ids(regressed)}")
+        if new:
+            parts.append(f"{len(new)} new finding{'s' if len(new) > 1 else ''}: "
+                         + "; ".join(f"({i}) {g.reason} ({g.count} test{'s' if g.count > 1 else ''})"
+                                     for i, g in enumerate(new, 1)))
+        tests = list(regressed)
+        for result in _failing(facts.results):
+            if result not in tests and any(result.nodeid in g.tests for g in new):
+                tests.append(result)
+        return Match("; ".join(parts), tests, new)
+
+
+def new_findings(facts: RunFacts) -> list[CauseGroup]:
+    """The run's findings (its failures grouped by cause) that no earlier comparable run had; none when
+    there was no earlier comparable run."""
+    if facts.known_findings is None:
+        return []
+    return [g for g in group_by_cause(facts.results) if g.signature not in facts.known_findings]
+
+
+def known_findings(store: ResultsStore, run: RunInfo) -> frozenset[str] | None:
+    """Signatures of the findings of earlier runs of the same environment (None if there were none)."""
+    earlier = store.query("SELECT COUNT(*) FROM runs WHERE env_name = ? AND run_id <> ? AND started_at < ?",
+                          [run.env_name, run.run_id, run.started_at])
+    if not earlier or not earlier[0][0]:
+        return None
+    rows = store.query("SELECT DISTINCT c.signature FROM causes c JOIN runs r ON r.run_id = c.run_id "
+                       "WHERE r.env_name = ? AND r.run_id <> ? AND r.started_at < ?",
+                       [run.env_name, run.run_id, run.started_at])
+    return frozenset(str(row[0]) for row in rows)
 
 
 CONDITION_FORMS = ("failure_rate > X", "failure_rate >= X", "failure_rate{domain=NAME} > X", "test_timeout",
@@ -523,6 +561,8 @@ def alert_message(alert: Alert, context: RunContext, redactor: Redactor | None =
         "code_version": run.code_version,
         "tests_total": len(tests),
         "tests": [_test_entry(t) for t in tests[:MAX_TESTS_PER_MESSAGE]],
+        "new_findings": [{"signature": g.signature, "reason": g.reason, "count": g.count, "tests": g.tests}
+                         for g in alert.match.new_findings],
         "html_report": str(context.html_report) if context.html_report else None,
         "results_json": str(context.results_json) if context.results_json else None,
     }

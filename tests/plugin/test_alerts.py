@@ -334,11 +334,16 @@ def test_regression_compares_with_the_previous_comparable_run(pytester: pytest.P
     monkeypatch.setenv("VEXFS_TEST_ROUND", "2")
     pytester.runpytest_subprocess(*common, "--vexfs-env", "ci").assert_outcomes(failed=2)
     assert receiver.posts == []  # another environment is not comparable
+    monkeypatch.setenv("VEXFS_TEST_ROUND", "3")
     result = pytester.runpytest_subprocess(*common)
     result.assert_outcomes(failed=2)
     message = receiver.by_rule()["Regression"]
     assert [t["nodeid"] for t in message["tests"]] == ["test_flip.py::test_breaks_now"]
     assert "passed in the previous comparable run and fail now" in message["summary"]
+    # and its cause is a finding the previous comparable run did not have; test_always_broken's is known
+    assert [(f["reason"], f["tests"]) for f in message["new_findings"]] == [
+        ("AssertionError: assert '3' == '1'", ["test_flip.py::test_breaks_now"])]
+    assert "1 new finding: (1) AssertionError: assert '3' == '1' (1 test)" in message["summary"]
     off = pytester.runpytest_subprocess(*ARGS, "--vexfs-alerts", str(path), "--vexfs-results-db", "off")
     assert off.ret == pytest.ExitCode.USAGE_ERROR
     off.stderr.fnmatch_lines(["ERROR: pytest-vexfs: alerts rule 'Regression' (regression) needs the results "
