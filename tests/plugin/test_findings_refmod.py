@@ -1,7 +1,8 @@
 """Findings, not failures, on the reference module with planted modes: a run of real domain suites prints
 one findings table whose number of causes equals the number of planted modes, with a count of tests per
 cause, and every failed row of its HTML report starts with its reason (the reason cell, the first line of
-its log and of its panel). Plumbing without a VM: tests/plugin/test_findings.py."""
+its log and of its panel). Plumbing without a VM: tests/plugin/test_findings.py. Long mode only
+(--vexfs-explore true): 72 s under TCG on a quiet host, 219 s at a load of 15."""
 
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ def test_one_cause_per_planted_mode_in_a_domain_suite_run(pytester: pytest.Pytes
                                                           vexfs_settings) -> None:
     if vexfs_profile.name != "vexfsref" or vexfs_profile.path is None:
         pytest.skip("the planted modes are the reference module's")
+    if not vexfs_settings.explore:  # 72 s on a quiet host (a VM, five tests): CI's budget has no room for it
+        pytest.skip("long mode only (--vexfs-explore true): the plumbing is checked in every run by "
+                    "tests/plugin/test_findings.py")
     planted = {name: mode for name, mode in PLANTED.items()
                if re.search(rf"module_param\w*\(\s*{mode[2]}\b", FAULT_SOURCE)}
     params = {k: v for mode in planted.values() for k, v in mode[0].items()}
