@@ -54,6 +54,9 @@ class Verdict:
     host_lost: str = ""
     """Why the VM's host (a remote VM host) was lost under the test: the VM went with it, but that is no
     fault of the kernel's (no fault kind, never an expected fault); the test fails with it."""
+    killed_by_test: str = ""
+    """How the test took the guest from the harness ("the test killed the harness's guest agent (pid 123, by
+    `pkill -9 python3`)", "the test powered the guest off (...)"): no fault of the kernel's either."""
 
     @property
     def kinds(self) -> set[str]:
@@ -63,7 +66,7 @@ class Verdict:
     @property
     def faulted(self) -> bool:
         """Whether anything went wrong at all (a finding, a hang or a VM death)."""
-        return bool(self.findings or self.hang is not None or self.vm_died)
+        return bool(self.findings or self.hang is not None or self.vm_died or self.killed_by_test)
 
     @property
     def expected_seen(self) -> bool:
@@ -104,7 +107,7 @@ class Verdict:
     @property
     def breaks_vm(self) -> bool:
         """Whether the VM must be replaced before the next test."""
-        return self.hang is not None or bool(self.vm_died) or bool(self.abandoned) or bool(self.host_lost) \
+        return self.hang is not None or bool(self.vm_died or self.abandoned or self.host_lost or self.killed_by_test) \
             or any(fault_kinds.kind(k).breaks_vm for k in self.kinds)
 
     @property
@@ -134,7 +137,7 @@ class Verdict:
             return f"hang: {self.hang.command!r} did not finish within {self.hang.timeout:g}s"
         if self.vm_died:
             return f"VM died: {self.vm_died}"
-        return ""
+        return self.killed_by_test
 
     def excerpt(self) -> str:
         """The console text of every finding, then the task dumps of a hang."""

@@ -54,7 +54,10 @@ class AgentConnection:
         self._ids = itertools.count(1)
         self._reader: threading.Thread | None = None
         self._dead = ""
+        self._lost = ""  # why the pending requests ended unanswered (the agent was restarted)
         self.agent_pid: int | None = None
+        #: (old pid, new pid) of each restart of the agent by the guest's init
+        self.restarts: list[tuple[int, int]] = []
 
     # -- connection ------------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0, *, ping: bool = True) -> None:
@@ -131,15 +134,30 @@ class AgentConnection:
             pending.done.set()
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
+        if msg.get("op") == "hello":
+            self._on_hello(msg.get("pid"))
+            return
         pending = self._pending.get(msg.get("id", -1))
         if pending is None:
-            return  # hello, or output of a command we gave up on
+            return  # output of a command we gave up on
         if "o" in msg:
             pending.out += base64.b64decode(msg["o"])
         elif "e" in msg:
             pending.err += base64.b64decode(msg["e"])
         if "x" in msg:
             pending.reply = msg
+            pending.done.set()
+
+    def _on_hello(self, pid: Any) -> None:
+        """A new agent greeted: the guest's init restarted it (the old one died, perhaps killed by a test).
+        Whatever the old one was running will not be answered: those requests fail with that reason."""
+        if not isinstance(pid, int) or self.agent_pid is None or pid == self.agent_pid:
+            self.agent_pid = pid if isinstance(pid, int) else self.agent_pid
+            return
+        self.restarts.append((self.agent_pid, pid))
+        self._lost = f"the guest agent (pid {self.agent_pid}) died; the guest's init restarted it (pid {pid})"
+        self.agent_pid = pid
+        for pending in list(self._pending.values()):
             pending.done.set()
 
     def _send(self, msg: dict[str, Any]) -> None:
@@ -175,7 +193,7 @@ class AgentConnection:
             del self._pending[cid]
         reply = pending.reply
         if reply is None:
-            raise AgentError(self._dead or "guest agent went away", vm=self.name,
+            raise AgentError(self._dead or self._lost or "guest agent went away", vm=self.name,
                              console_tail=self._console_tail())
         if reply.get("x") != 0:
             raise AgentError(f"guest agent: {msg['op']} failed: {reply.get('err') or reply}", vm=self.name)
@@ -241,8 +259,8 @@ class AgentConnection:
         finally:
             self._pending.pop(cid, None)
         if pending.reply is None:
-            raise AgentError(f"{self._dead or 'guest agent went away'} while running {text!r}", vm=self.name,
-                             console_tail=self._console_tail())
+            raise AgentError(f"{self._dead or self._lost or 'guest agent went away'} while running {text!r}",
+                             vm=self.name, console_tail=self._console_tail())
         status = int(pending.reply["x"])
         stderr = _text(pending.err) + (pending.reply.get("err") or "")
         result = CommandResult(text, status, _text(pending.out), stderr, time.monotonic() - start)

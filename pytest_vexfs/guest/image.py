@@ -38,14 +38,16 @@ from pytest_vexfs.diskspace import disk_full_is_clear, free_bytes, require_free
 from pytest_vexfs.errors import ConfigError, DiskFullError, HostToolMissing, ImageBuildError
 
 GUEST_DIR = Path(__file__).parent / "files"
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 MIN_FREE_BYTES = 3 * 1024**3
 DEBIAN_MIRROR = os.environ.get("VEXFS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 BASE_PACKAGES = (
     "openssh-server", "kmod", "iproute2", "procps", "util-linux", "e2fsprogs", "python3", "make",
-    "libc6-dev", "bc", "xz-utils", "zstd", "strace",
+    "libc6-dev", "bc", "xz-utils", "zstd", "strace", "sudo",
 )
+#: the guest's normal user, with passwordless sudo: legacy scripts run as it (many refuse root)
+GUEST_USER = "vexfs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,7 +420,10 @@ class ImageBuilder:
         (root / "etc/fstab").write_text("/dev/vda / ext4 rw,noatime 0 1\n")
         (root / "etc/resolv.conf").write_text("nameserver 10.0.2.3\n")
         self._run("add unprivileged user", [*_chroot(root), "useradd", "-m", "-u", "1000",
-                                            "-s", "/bin/bash", "vexfs"])
+                                            "-s", "/bin/bash", GUEST_USER])
+        sudoers = root / "etc/sudoers.d/guest-user"
+        sudoers.write_text(f"{GUEST_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+        sudoers.chmod(0o440)
         for junk in ("usr/share/doc", "usr/share/man", "usr/share/locale", "var/cache/apt",
                      "var/lib/apt/lists"):
             shutil.rmtree(root / junk, ignore_errors=True)

@@ -24,6 +24,7 @@ from pytest_vexfs.faults.symbols import Symbolizer, frame_function
 from pytest_vexfs.faults.verdict import Verdict, finding_kind
 from pytest_vexfs.guest.ssh import CommandResult, KeyPair, generate_keypair
 from pytest_vexfs.guest.runstate import process_file
+from pytest_vexfs.guest.tampering import killed_by_test
 from pytest_vexfs.backends.base import read_tail
 from pytest_vexfs.guest.vm import GuestVM, Preload, VMSettings, ensure_snapshot
 from pytest_vexfs.guest.watch import BUILD_TIMEOUT, CommandWatch
@@ -358,11 +359,14 @@ class TestSession:
         self.abandoned: GuestFault | None = None
         self.vm_died = ""
         self.host_lost = ""  # the VM's (remote) host was lost: not a kernel fault
+        self.killed_by_test = ""  # the test killed the harness's guest agent, or switched the guest off
+        self._agent_restarts = len(vm.agent.restarts) if vm.agent is not None else 0
         self._aborting: Finding | None = None
         self._reported_findings = 0
         self._reported_hang = False
         self._reported_death = False
         self._reported_lost = False
+        self._reported_killed = False
         self._reported_abandoned = False
         self._reported_breaking = False
         #: time.monotonic() when a running command was first given up on (a fatal kernel report or
@@ -544,14 +548,20 @@ class TestSession:
     def _collect(self) -> list[Finding]:
         """Read the console up to now; note a VM death; every finding of this test so far."""
         vm = self.vm
-        if not (self.vm_died or self.host_lost or vm.destroyed) and vm.machine is not None \
+        if not (self.vm_died or self.host_lost or self.killed_by_test or vm.destroyed) and vm.machine is not None \
                 and not vm.machine.is_running():
             self.host_lost = vm.machine.host_lost()  # the VM went with its host: nothing the kernel did
-            if self.host_lost:
-                vm.mark_broken(self.host_lost)
+            self.killed_by_test = "" if self.host_lost else killed_by_test(vm.console_tail(5000), self.nodeid)
+            if self.host_lost or self.killed_by_test:
+                vm.mark_broken(self.host_lost or self.killed_by_test)
             else:
                 self.vm_died = vm.machine.exit_reason() or "QEMU exited"
                 vm.mark_broken(self.vm_died)
+        if not self.killed_by_test and vm.agent is not None and len(vm.agent.restarts) > self._agent_restarts:
+            old, new = vm.agent.restarts[-1]
+            self.killed_by_test = killed_by_test(vm.console_tail(5000), self.nodeid) or \
+                f"the harness's guest agent (pid {old}) died during the test; the guest's init restarted it (pid {new})"
+            vm.mark_broken(self.killed_by_test)
         console = vm.console
         if console is not None:
             console.poll()
@@ -575,7 +585,8 @@ class TestSession:
         findings = self._collect()
         verdict = Verdict(findings, expected, self.hang, self.vm_died,
                           abandoned=self.abandoned.summary if self.abandoned else "",
-                          dumps=self.hang.dumps if self.hang else "", host_lost=self.host_lost)
+                          dumps=self.hang.dumps if self.hang else "", host_lost=self.host_lost,
+                          killed_by_test=self.killed_by_test)
         if verdict.faulted and verdict.breaks_vm:
             self.vm.mark_broken(f"kernel fault: {verdict.title}")
         return verdict
@@ -594,11 +605,13 @@ class TestSession:
                           "" if self._reported_death else whole.vm_died,
                           abandoned="" if self._reported_abandoned else whole.abandoned,
                           dumps="" if self._reported_hang else whole.dumps,
-                          host_lost="" if self._reported_lost else whole.host_lost)
+                          host_lost="" if self._reported_lost else whole.host_lost,
+                          killed_by_test="" if self._reported_killed else whole.killed_by_test)
             self._reported_breaking = new.faulted and new.breaks_vm
         self._reported_findings = len(whole.findings)
         self._reported_hang = whole.hang is not None
         self._reported_death = bool(whole.vm_died)
         self._reported_lost = bool(whole.host_lost)
+        self._reported_killed = bool(whole.killed_by_test)
         self._reported_abandoned = bool(whole.abandoned)
         return new, whole
