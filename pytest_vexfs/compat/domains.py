@@ -22,11 +22,16 @@ pytest.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import enum
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+import re
+import sys
+import tomllib
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pytest_vexfs.errors import VexfsError
@@ -128,6 +133,74 @@ def constraint_problem(value: Any) -> tuple[str, str] | None:
     if value is False:
         return "skip", "validate_domain_constraints() returned False"
     return "fail", f"validate_domain_constraints() returned {value!r}; expected a bool or a TestResult"
+
+
+# -- where the old framework's classes live ----------------------------------------------------------
+
+#: the old layout's directory of domain classes, relative to the rootdir (``tests/domains/<domain>/*.py``)
+OLD_DOMAINS_DIR = Path("tests", "domains")
+
+
+def in_domain_tree(path: Path, rootdir: Path, domains: Sequence[str]) -> bool:
+    """Whether `path` lies under a domain directory (``.../<domain>/...``) or the old ``tests/domains/``."""
+    try:
+        rel = path.relative_to(rootdir)
+    except ValueError:
+        return False
+    return rel.parts[:2] == OLD_DOMAINS_DIR.parts or any(part in domains for part in rel.parts[:-1])
+
+
+def defines_domain_class(source: str) -> bool:
+    """Whether Python `source` defines a class deriving from a DomainBase (or another ``...Domain...``
+    class): read, not imported, so that collection of a helper module costs nothing."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return True  # let the import report it
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+                if "Domain" in name:
+                    return True
+    return False
+
+
+#: import names whose package on PyPI is named otherwise
+PIP_NAMES = {"yaml": "PyYAML", "PIL": "Pillow", "sklearn": "scikit-learn", "cv2": "opencv-python",
+             "bs4": "beautifulsoup4", "dateutil": "python-dateutil", "serial": "pyserial", "Crypto": "pycryptodome",
+             "git": "GitPython", "magic": "python-magic", "dotenv": "python-dotenv", "jwt": "PyJWT"}
+
+
+def missing_package_advice(error: ModuleNotFoundError, module_file: Path, rootdir: Path) -> str | None:
+    """One paragraph for a test module whose import failed on a third-party package that is not installed:
+    which package, and where to add it (the requirements files and extras the rootdir has, or pip). None
+    when the missing module is the project's own or the standard library's (pytest's message is right)."""
+    name = (error.name or "").split(".")[0]
+    if not name or name in sys.stdlib_module_names:
+        return None
+    for base in (rootdir, module_file.parent):
+        if (base / name).exists() or (base / f"{name}.py").exists():
+            return None
+    package = PIP_NAMES.get(name, name)
+    try:
+        shown = module_file.relative_to(rootdir)
+    except ValueError:
+        shown = module_file
+    places = [str(p.relative_to(rootdir)) for p in sorted(rootdir.glob("requirements*.txt"))]
+    places += [str(p.relative_to(rootdir)) for p in sorted(rootdir.glob("requirements/*.txt"))]
+    try:
+        extras = tomllib.loads((rootdir / "pyproject.toml").read_text()).get("project", {}).get(
+            "optional-dependencies", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        extras = {}
+    places += [f"the [{extra}] extra of pyproject.toml" for extra in extras
+               if re.fullmatch(r"tests?|dev|testing", extra)]
+    where = (f"add `{package}` to {' or '.join(places)} (what the test run installs) and install it, or "
+             if places else "add it to the requirements your test run installs, or ")
+    what = "a third-party package" if package == name else f"from the third-party package {package},"
+    return (f"{shown} imports {error.name}, {what} which is not installed in the Python running pytest "
+            f"({sys.executable}): {where}install it now with `{sys.executable} -m pip install {package}`.")
 
 
 __all__ = ["DomainBase", "DomainError", "TestResult", "TestStatus"]

@@ -15,17 +15,23 @@ the first 30 lines) say what the script needs::
     # vexfs: module=installed    install it (and its tools) but leave loading to the script
     # vexfs: domain=safety       the domain when the directory does not tell
     # vexfs: hang_timeout=30     seconds; also expect_fault=oops,panic  fresh_vm  requires=vectors
-    # vexfs: user=vexfs          run as this guest user instead of root
+    # vexfs: user=root           run as root (default: the guest's normal user, with passwordless sudo)
+    # vexfs: cwd=script          start in the script's own directory (default: the rootdir, as CI runs it)
+    # vexfs: args=--quick "a b"  arguments (the rest of the line, shell words), as `make check` passes them
 
-Nothing here imports pytest.
+The ini keys ``vexfs_shell_user``, ``vexfs_shell_cwd`` and ``vexfs_shell_args`` (``PATH-GLOB: ARGS`` lines)
+set the same for every script; a header wins. A script runs with standard input at end-of-file: a
+``read`` there fails at once, and the failure says so. Nothing here imports pytest.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import re
+import shlex
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
@@ -37,7 +43,9 @@ SKIP_STATUS = 77
 HEADER_LINES = 30
 HELPER_PREFIXES = ("_", "lib", "common")
 _HEADER = re.compile(r"^\s*#\s*vexfs:\s*(?P<body>.*?)\s*$")
-_KNOWN_KEYS = {"module", "domain", "hang_timeout", "expect_fault", "fresh_vm", "requires", "user", "ignore"}
+_KNOWN_KEYS = {"module", "domain", "hang_timeout", "expect_fault", "fresh_vm", "requires", "user", "ignore", "cwd",
+               "args"}
+CWD_CHOICES = ("root", "script")
 
 
 class ScriptHeaderError(ValueError):
@@ -56,6 +64,8 @@ class ScriptHeader:
     requires: tuple[str, ...] = ()
     user: str = ""
     ignore: bool = False
+    cwd: str = ""                     # "", "root" or "script"
+    args: tuple[str, ...] | None = None
 
 
 def parse_header(text: str, source: str = "script") -> ScriptHeader:
@@ -65,9 +75,17 @@ def parse_header(text: str, source: str = "script") -> ScriptHeader:
         match = _HEADER.match(line)
         if not match:
             continue
-        for word in match.group("body").split():
+        body = match.group("body")
+        where = f"{source}:{number}"
+        words, args_at, args = body, re.search(r"(?:^|\s)args=", body), ""
+        if args_at:  # args= takes the rest of the line, as shell words
+            words, args = body[:args_at.start()], body[args_at.end():]
+            try:
+                header.args = tuple(shlex.split(args))
+            except ValueError as exc:
+                raise ScriptHeaderError(f"{where}: args={args!r}: {exc}") from None
+        for word in words.split():
             key, has_value, value = word.partition("=")
-            where = f"{source}:{number}"
             if key not in _KNOWN_KEYS:
                 raise ScriptHeaderError(f"{where}: unknown '# vexfs:' key {key!r} "
                                         f"(allowed: {', '.join(sorted(_KNOWN_KEYS))})")
@@ -90,9 +108,29 @@ def parse_header(text: str, source: str = "script") -> ScriptHeader:
                     raise ScriptHeaderError(f"{where}: hang_timeout={value!r}; allowed: seconds > 0")
             elif key in ("expect_fault", "requires"):
                 setattr(header, key, tuple(v for v in value.split(",") if v))
+            elif key == "cwd":
+                if value not in CWD_CHOICES:
+                    raise ScriptHeaderError(f"{where}: cwd={value!r}; allowed: cwd=root (the rootdir, the "
+                                            "default), cwd=script (the script's own directory)")
+                header.cwd = value
             else:
                 setattr(header, key, value)
     return header
+
+
+def args_from_ini(lines: Sequence[str], rel_path: str) -> tuple[str, ...] | None:
+    """The arguments the ini key ``vexfs_shell_args`` gives the script at `rel_path` (relative to the
+    rootdir): the first ``GLOB: ARGS`` line whose glob matches, or None."""
+    for line in lines:
+        pattern, sep, args = line.partition(":")
+        if not sep:
+            raise ScriptHeaderError(f"vexfs_shell_args: {line!r} is not 'PATH-GLOB: ARGUMENTS'")
+        if fnmatch.fnmatch(rel_path, pattern.strip()):
+            try:
+                return tuple(shlex.split(args))
+            except ValueError as exc:
+                raise ScriptHeaderError(f"vexfs_shell_args: {line!r}: {exc}") from None
+    return None
 
 
 def read_header(path: Path) -> ScriptHeader:
@@ -133,6 +171,62 @@ def is_shell_test(path: Path, rootdir: Path, shell_dirs: Sequence[str], domains:
         return not read_header(path).ignore
     except ScriptHeaderError:
         return True  # collected so that the item reports the header problem
+
+
+# -- what a run of a script says -------------------------------------------------------------------
+
+#: ANSI escape sequences (colours, cursor moves, OSC titles): kept in the raw log, stripped from reports
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    """`text` without ANSI escape sequences."""
+    return _ANSI.sub("", text)
+
+
+#: Sourced by bash through BASH_ENV before the script: `read` from the harness's standard input (always at
+#: end-of-file, /dev/null) is written down with its line, so that the failure can say so.
+STDIN_GUARD = r"""read() {
+    builtin read "$@" && return 0
+    local __harness_status=$?
+    if [ /proc/self/fd/0 -ef /dev/null ] && [ -n "$HARNESS_STDIN_LOG" ]; then
+        printf '%s\t%s\t%s\n' "${BASH_SOURCE[1]}" "${BASH_LINENO[0]}" "$*" >> "$HARNESS_STDIN_LOG"
+    fi
+    return $__harness_status
+}
+"""
+
+
+def stdin_reads(log: str, script: str = "") -> list[str]:
+    """"read -p at line N" for each line of the STDIN_GUARD log (its options, not its prompt); "of FILE"
+    when the read is in another file than the script named `script`."""
+    found = []
+    for line in log.splitlines():
+        source, _, rest = line.partition("\t")
+        number, _, words = rest.partition("\t")
+        options = [w for w in words.split() if w.startswith("-") and len(w) <= 4]
+        where = f"line {number}" if Path(source).name == Path(script).name else f"line {number} of {source}"
+        found.append(f"{' '.join(['read', *options])} at {where}")
+    return list(dict.fromkeys(found))
+
+
+_MISSING = re.compile(r"No such file or directory|cannot access|not found|cannot open|does not exist")
+_ABSOLUTE = re.compile(r"(?<![\w.~$-])(/[\w.+-]+(?:/[\w.+-]+)+)")
+
+
+def missing_host_path(output: str, script: str, guest_roots: Sequence[str] = ()) -> str:
+    """An absolute path written in `script` (or one below such a path) that an error line of `output` says
+    is missing: the script was written for someone's machine (/home/...), not for the guest."""
+    for line in output.splitlines():
+        if not _MISSING.search(line):
+            continue
+        for path in map(str, _ABSOLUTE.findall(line)):
+            if any(path.startswith(root) for root in guest_roots):
+                continue
+            parts = path.split("/")
+            if any("/".join(parts[:n]) in script for n in range(len(parts), 2, -1)):
+                return path
+    return ""
 
 
 # -- domain suggestions ------------------------------------------------------------------------------

@@ -15,7 +15,10 @@ import pytest
 from junitparser import JUnitXml
 
 from pytest_vexfs.compat.shell import main as migrate_main
-from pytest_vexfs.compat.shell import parse_header, ScriptHeaderError, suggest_domain
+from pytest_vexfs.compat.shell import (ScriptHeaderError, args_from_ini, missing_host_path, parse_header, stdin_reads,
+                                       strip_ansi, suggest_domain)
+from pytest_vexfs.faults.kernel_log import begin_marker
+from pytest_vexfs.guest.tampering import killed_by_test
 from pytest_vexfs.reporting.junit import case_properties
 
 ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg", "--junitxml=junit.xml", "-rfEs")
@@ -24,6 +27,7 @@ SCRIPTS = {
     # domain directory: test_*.sh are tests, other scripts are helpers they source
     "tests/kernel_module/test_ok.sh": """\
         #!/bin/bash
+        # vexfs: cwd=script
         set -e
         . ./lib_checks.sh
         check_domain kernel_module
@@ -46,7 +50,7 @@ SCRIPTS = {
         """,
     "tests/kernel_module/test_helpers.sh": """\
         #!/bin/bash
-        # vexfs: module=installed
+        # vexfs: module=installed user=root
         set -ex
         for c in kbuild kload kunload ktest vexfs-test vexfs-monitor; do command -v $c; done
         kload
@@ -59,20 +63,22 @@ SCRIPTS = {
         printf '#!/bin/sh\\necho no device; exit 77\\n' > /tmp/t/kernel_module/test_b.sh
         VEXFS_DOMAIN=kernel_module vexfs-test -d /tmp/t | tee /tmp/vt.txt
         grep -q "PASS .*test_a.sh" /tmp/vt.txt && grep -q "SKIP .*test_b.sh: no device" /tmp/vt.txt
-        timeout 3 vexfs-monitor -a -f > /tmp/mon.txt 2>&1 || true
+        timeout 60 vexfs-monitor -a -f > /tmp/mon.txt 2>&1 &   # it reads the whole log: seconds under TCG
+        for _ in $(seq 300); do grep -q vexfs-test-begin /tmp/mon.txt && break; sleep 0.2; done
+        kill %1 || true
         grep -q "vexfs-test-begin" /tmp/mon.txt
         """,
     # a configured legacy directory: every *.sh but helpers; the domain comes from the directory
     "legacy/common.sh": "echo I am sourced, not run; exit 1\n",
     "legacy/safety/plant_oops.sh": """\
         #!/bin/sh
-        # vexfs: module
+        # vexfs: module user=root
         echo null_deref > "$VEXFS_FAULT_CONTROL"
         """,
     "legacy/safety/expected_warning.sh": """\
         #!/bin/sh
         # vexfs: module expect_fault=warning
-        echo warn > "$VEXFS_FAULT_CONTROL"
+        echo warn | sudo tee "$VEXFS_FAULT_CONTROL"
         """,
     "legacy/tools/not_a_test.sh": "# vexfs: ignore\nexit 1\n",
 }
@@ -122,6 +128,51 @@ def test_header_parsing() -> None:
     assert (header.fresh_vm, header.requires, header.user) == (True, ("vectors",), "vexfs")
     with pytest.raises(ScriptHeaderError, match="x.sh:1: unknown '# vexfs:' key 'modul'"):
         parse_header("# vexfs: modul\n", "x.sh")
+
+
+def test_header_cwd_args_and_the_ini_arguments() -> None:
+    header = parse_header('#!/bin/bash\n# vexfs: cwd=script user=root args=--quick "two words" -n 3\n')
+    assert (header.cwd, header.user, header.args) == ("script", "root", ("--quick", "two words", "-n", "3"))
+    assert parse_header("#!/bin/sh\n").args is None
+    with pytest.raises(ScriptHeaderError, match="x.sh:1: cwd='home'; allowed: cwd=root"):
+        parse_header("# vexfs: cwd=home\n", "x.sh")
+    with pytest.raises(ScriptHeaderError, match="x.sh:1: args='\"open': No closing quotation"):
+        parse_header('# vexfs: args="open\n', "x.sh")
+    lines = ["kernel_module/tests/check_*.sh: --fast", "*: -v 'a b'"]
+    assert args_from_ini(lines, "kernel_module/tests/check_io.sh") == ("--fast",)
+    assert args_from_ini(lines, "tests/other.sh") == ("-v", "a b")
+    assert args_from_ini([], "x.sh") is None
+    with pytest.raises(ScriptHeaderError, match="not 'PATH-GLOB: ARGUMENTS'"):
+        args_from_ini(["no colon"], "x.sh")
+
+
+def test_what_a_failed_script_is_told() -> None:
+    assert strip_ansi("\x1b[0;34m[INFO]\x1b[0m ok \x1b[1;31mred\x1b[m \x1b]0;title\x07end") == "[INFO] ok red end"
+    log = "./kernel_module/tests/x.sh\t4\t-p Continue? [y/N]  answer\nlib/ask.sh\t9\tanswer\n"
+    assert stdin_reads(log, "x.sh") == ["read -p at line 4", "read at line 9 of lib/ask.sh"]
+    script = "MODULE_DIR=/home/alice/src/vexfs/kernel_module\ncd \"$MODULE_DIR\"\nls /tmp/x\n"
+    output = ("x.sh: line 2: cd: /home/alice/src/vexfs/kernel_module: No such file or directory\n"
+              "ls: cannot access '/tmp/x': No such file or directory\n")
+    assert missing_host_path(output, script) == "/home/alice/src/vexfs/kernel_module"
+    below = "cat: /home/alice/src/vexfs/kernel_module/Makefile: No such file or directory"
+    assert missing_host_path(below, script) == "/home/alice/src/vexfs/kernel_module/Makefile"
+    # a missing path the script did not write (made by the guest, or in the guest's copy) is not rot
+    assert missing_host_path("ls: cannot access '/dev/vdc': No such file or directory", script) == ""
+    assert missing_host_path("cat: /tmp/vexfs-shell/t/x: No such file or directory", "cat /tmp/vexfs-shell/t/x",
+                             ("/tmp/vexfs-shell",)) == ""
+
+
+def test_tampering_reasons_come_from_the_test_window() -> None:
+    console = (f"[ 1.0] {begin_marker('t.sh::a')}\n[ 1.5] sysrq: Power Off\n"
+               f"[ 2.0] {begin_marker('t.sh::b')}\n[ 2.1] harness: pid 9 (`pkill python3`) sent SIGTERM to the "
+               "harness's guest agent (pid 120); ignored\n"
+               "[ 2.2] harness: the test killed the harness's guest agent (pid 120, by `pkill -9 -x python3`)\n")
+    assert killed_by_test(console, "t.sh::b") == \
+        "the test killed the harness's guest agent (pid 120, by `pkill -9 -x python3`)"
+    assert killed_by_test(console, "t.sh::a") == "the test powered the guest off (the kernel said: sysrq: Power Off)"
+    assert killed_by_test(console, "t.sh::c") == ""
+    assert killed_by_test(f"{begin_marker('r')}\nreboot: Restarting system\n", "r") == \
+        "the test rebooted the guest (the kernel said: reboot: Restarting system)"
 
 
 @pytest.mark.parametrize(("name", "body", "domain", "reason"), [

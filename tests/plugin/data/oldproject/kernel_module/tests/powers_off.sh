@@ -1,0 +1,5 @@
+#!/bin/bash
+# Ends by switching the machine off.
+echo "powering off"
+echo o | sudo tee /proc/sysrq-trigger
+sleep 5
