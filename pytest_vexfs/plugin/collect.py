@@ -219,7 +219,8 @@ class ShellScriptFailed(Exception):
     def describe(self, max_chars: int = 8000) -> str:
         """The failure: why (one line), where and how the script ran, then its output once, without ANSI
         escapes (the raw output is in the log the report names)."""
-        parts = [str(self)] + ([self.where] if self.where else [])
+        # the first line is the failure's reason as the findings name it (error type: first line)
+        parts = [f"{type(self).__name__}: {self}"] + ([self.where] if self.where else [])
         for name, text in (("stdout", self.stdout), ("stderr", self.stderr)):
             text = strip_ansi(text).rstrip()
             if text:
