@@ -68,6 +68,21 @@ SCRIPTS = {
         kill %1 || true
         grep -q "vexfs-test-begin" /tmp/mon.txt
         """,
+    # the harness is out of a test's reach: no process names the project, the OOM killer spares init and
+    # agent (not the test), and the signals a careless cleanup sends them are ignored and reported
+    "tests/kernel_module/test_harness_out_of_reach.sh": """\
+        #!/bin/bash
+        # vexfs: user=root
+        set -e
+        if pgrep -af vexfs; then echo "processes named after the project"; exit 1; fi
+        agent=$(pgrep -xf '/usr/bin/python3 -S /run/harness/agent')
+        [ "$(cat /proc/1/oom_score_adj) $(cat /proc/$agent/oom_score_adj)" = "-1000 -1000" ]
+        [ "$(cat /proc/self/oom_score_adj)" = 0 ]
+        kill -TERM "$agent"; kill -HUP 1; kill -TERM 1
+        sleep 1
+        kill -0 "$agent"
+        dmesg | grep "sent SIGTERM to the harness's guest agent (pid $agent); ignored"
+        """,
     # a configured legacy directory: every *.sh but helpers; the domain comes from the directory
     "legacy/common.sh": "echo I am sourced, not run; exit 1\n",
     "legacy/safety/plant_oops.sh": """\
@@ -101,14 +116,14 @@ def test_collection_rules_and_domain_markers(pytester: pytest.Pytester) -> None:
         "tests/kernel_module/test_ok.sh::test_ok", "tests/kernel_module/test_skip.sh::test_skip",
         "tests/kernel_module/test_fail.sh::test_fail", "tests/kernel_module/test_helpers.sh::test_helpers",
         "legacy/safety/plant_oops.sh::plant_oops", "legacy/safety/expected_warning.sh::expected_warning",
-        "6 tests collected*"])
+        "tests/kernel_module/test_harness_out_of_reach.sh::test_harness_out_of_reach", "7 tests collected*"])
     result.stdout.no_fnmatch_line("*common*")
     result.stdout.no_fnmatch_line("*lib_checks*")
     result.stdout.no_fnmatch_line("*not_a_test*")
     safety = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", "-m", "safety")
     safety.stdout.fnmatch_lines_random(["legacy/safety/plant_oops.sh::plant_oops",
                                  "legacy/safety/expected_warning.sh::expected_warning",
-                                 "2/6 tests collected (4 deselected)*"])
+                                 "2/7 tests collected (5 deselected)*"])
 
 
 def test_bad_header_is_a_collection_error_naming_the_line(pytester: pytest.Pytester) -> None:
@@ -223,7 +238,7 @@ def test_vexfs_migrate_lists_and_copies(tmp_path: Path, capsys: pytest.CaptureFi
 def test_scripts_run_in_the_guest_with_fault_detection(pytester: pytest.Pytester) -> None:
     _write(pytester, SCRIPTS)
     result = pytester.runpytest_subprocess(*ARGS)
-    result.assert_outcomes(passed=3, skipped=1, failed=2)
+    result.assert_outcomes(passed=4, skipped=1, failed=2)
     result.stdout.fnmatch_lines_random([
         "SKIPPED*tests/kernel_module/test_skip.sh: needs a unicorn device",
         "*BUG: kernel NULL pointer dereference in vexfsref_fault_null_deref*",
@@ -241,4 +256,5 @@ def test_scripts_run_in_the_guest_with_fault_detection(pytester: pytest.Pytester
     assert oops["domain"] == "safety"
     assert cases["test_ok"]["domain"] == "kernel_module"
     assert "fault_kind" not in cases["test_helpers"]
+    assert "fault_kind" not in cases["test_harness_out_of_reach"]
     assert cases["expected_warning"]["fault_kind"] == "warning"  # expected, so it passed
