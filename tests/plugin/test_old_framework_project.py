@@ -72,7 +72,8 @@ def test_collected_where_they_live(project: pytest.Pytester) -> None:
 @pytest.mark.timeout(900)
 def test_old_project_runs_and_says_why(project: pytest.Pytester) -> None:
     result = project.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", "--vexfs-accel", "tcg",
-                                          "--junitxml=junit.xml", "-rA", "--continue-on-collection-errors",
+                                          "--junitxml=junit.xml", "--html=report.html", "-rA",
+                                          "--continue-on-collection-errors",
                                           timeout=900)
     result.assert_outcomes(passed=len(PASSING), failed=len(REASONS), errors=1)
     cases = {c.name: c for suite in JUnitXml.fromfile(str(project.path / "junit.xml")) for c in suite}
@@ -91,6 +92,9 @@ def test_old_project_runs_and_says_why(project: pytest.Pytester) -> None:
     out = result.stdout.str()
     assert out.count("[FAIL] module vexfs is not loaded") == 1, "a script's output is shown once"
     assert "\x1b[" not in out
+    html = (project.path / "report.html").read_text()
+    assert "[FAIL] module vexfs is not loaded" in html
+    assert "\x1b" not in html and "\\u001b" not in html.lower() and "#x1b" not in html.lower()
     raw_log = next(line.split(": ", 1)[1] for line in coloured.message.splitlines() if line.startswith("raw output"))
     assert "\x1b[0;31m[FAIL]" in Path(raw_log).read_text()  # the raw log keeps the colours
     result.stdout.fnmatch_lines_random([
