@@ -385,12 +385,17 @@ class ReportingPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
         """The test's domain and, if it failed, its reason and kernel fault title."""
+        from html import escape
+
+        if not isinstance(report, pytest.TestReport):  # a collection error's row: its first line, no domain
+            reason = escape(findings.one_line(report.longreprtext)) if report.failed else ""
+            cells[2:2] = ['<td class="col-domain"></td>', f'<td class="col-reason">{reason}</td>',
+                          '<td class="col-fault"></td>']
+            return
         partial = result_from_phases({report.when: report}, self.recorder.redactor)
         fault = ""
         if partial.finding is not None and (report.outcome in FAILING or report.failed):
             fault = partial.finding.title
-        from html import escape
-
         reason = self.reason_of(report) if report.failed else ""
         cells.insert(2, f'<td class="col-domain">{escape(partial.domain)}</td>')
         cells.insert(3, f'<td class="col-reason">{escape(reason)}</td>')
