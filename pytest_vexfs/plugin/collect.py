@@ -393,10 +393,11 @@ class ShellScriptItem(pytest.Function):
         return super().repr_failure(excinfo)
 
 
-#: `sudo` for old scripts in a guest without it: they run as root, so it runs the command (as -u USER if
-#: given), dropping sudo's own options
+#: `sudo` for old scripts in a guest without it (the project's image has the real one, with passwordless sudo
+#: for its normal user): for scripts run as root it runs the command (as -u USER if given), dropping sudo's
+#: own options
 SUDO_SHIM = """#!/bin/sh
-# pytest-vexfs: sudo for test scripts (the guest runs them as root)
+# pytest-vexfs: sudo for test scripts run as root in a guest without sudo
 user=
 while [ $# -gt 0 ]; do
   case "$1" in -u) user=$2; shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac
