@@ -84,8 +84,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             module = module_profile(item.config).name
         except (ConfigError, KeyError):
             module = ""
+        reproducer = getattr(call.excinfo.value, "reproducer", None) if call.excinfo is not None else None
         for name, value in ((findings.FINDING_PROPERTY, cause.signature), (findings.REASON_PROPERTY, cause.reason),
-                            ("module", module)):
+                            ("module", module), ("reproducer", str(reproducer) if reproducer else "")):
             if not value:
                 continue
             report.user_properties.append((name, value))

@@ -30,6 +30,7 @@ def test_planted(name, n):
     if name in os.environ["PLANT"].split(","):
         error = Planted(f"planted {name} met by test {n}")
         error.signature, error.reason = f"planted: {name}", f"the planted finding {name}"
+        error.reproducer = f"/repro/test_repro_{name}.py"  # as the model checker's findings carry theirs
         raise error
 '''
 
@@ -65,6 +66,7 @@ def test_three_runs_give_one_row_per_finding_with_its_history(pytester: pytest.P
         assert 'href="index.html"' in page and "<h2>History</h2>" in page
     page_a = (out / re.search(r'<a href="([^"]+)">the planted finding A', index).group(1)).read_text()  # type: ignore[union-attr]
     assert page_a.count("<tr><td>") == 4 and "planted A met by test" in page_a
+    assert '<code class="reproducer">/repro/test_repro_A.py</code>' in page_a
     # a filter that matches nothing leaves an empty page, not an error
     assert main(["findings", "--db", str(db), "--kernel", "no-such-kernel"]) == 0
     assert "no findings" in capsys.readouterr().out
