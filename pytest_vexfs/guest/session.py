@@ -38,14 +38,14 @@ CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev
 #: only once it is KMEMLEAK_MIN_AGE seconds old, and never in the first scan that sees its contents (their
 #: checksum changed since the previous scan). A scan of every object costs seconds under KASAN and TCG, so
 #: tests are not scanned one by one: a scan comes at a test's end once KMEMLEAK_SCAN_EVERY seconds passed
-#: since the VM's last one, and at every module unload (module.loaded); a full check (two scans, the second
-#: at least KMEMLEAK_MIN_AGE after the test began) ends a test that expects a leak and the worker's last
-#: test. A leak reported after the test that made it ended is blamed on that test by the allocating task's
+#: since the end of the VM's last one, and at every module unload (module.loaded); a full check (two scans,
+#: the second at least KMEMLEAK_MIN_AGE after the test began) ends a test that expects a leak and the
+#: worker's last test. A leak reported after the test that made it ended is blamed on that test by the allocating task's
 #: pid (pid marker after each begin marker, faults.kernel_log.LeakOwners) and fails the test during which
 #: it was found, naming the test that made it.
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 KMEMLEAK_MIN_AGE = 5.5
-KMEMLEAK_SCAN_EVERY = 60.0
+KMEMLEAK_SCAN_EVERY = 120.0
 _DEBUGFS = f"[ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; [ -e {KMEMLEAK} ]"
 SCAN_KMEMLEAK = (f"if {_DEBUGFS}; then sleep {{wait:.1f}}; echo 1 > /sys/module/kmemleak/parameters/verbose; "
                  f"echo scan > {KMEMLEAK}; fi")
@@ -536,12 +536,12 @@ class TestSession:
             scan = SCAN_KMEMLEAK.format(wait=wait) + "; "
         elif ending and now - self.vm.leak_scanned_at >= KMEMLEAK_SCAN_EVERY:
             scan = SCAN_KMEMLEAK.format(wait=0) + "; "
-        if scan:
-            self.vm.leak_scanned_at = now
         try:
             result = self.vm.run(CHECK_SLABS + "; " + scan + MODULE_SYMBOLS + "; true", timeout=120)
         except VexfsError:
             return  # the VM died or hangs: the verdict says so
+        if scan:  # counted from its end: a scan itself takes seconds (tens on a loaded host)
+            self.vm.leak_scanned_at = time.monotonic()
         if self.symbols is not None and result.stdout:
             self.symbols.remember_module_symbols(result.stdout)
 
