@@ -5,12 +5,14 @@ guest in tests/plugin/test_hang_or_timeout.py and tests/safety/test_fault_detect
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pytest_vexfs.faults import kinds
 from pytest_vexfs.faults.progress import (Probe, building, cpu_backtraces, describe_progress, soft_lockup,
                                           spinning_task, stuck_task)
 from pytest_vexfs.faults.verdict import Verdict
+from pytest_vexfs.guest.watch import CommandWatch
 from pytest_vexfs.reporting.alerts import HANG_FAULT_KINDS
 
 STACK = ("[<0>] __mutex_lock.constprop.0+0x3a0/0x8a0\n"
@@ -147,3 +149,57 @@ def test_a_timeout_is_its_own_kind_says_what_ran_and_how_to_raise_the_limit() ->
     stuck = GuestHang(CommandTimeout("sleep 600", 4.0), [], "dumps", no_progress="no CPU time, no I/O")
     assert Verdict([], (), hang=stuck).fault_kind == "hang"
     assert "nothing progressed: no CPU time, no I/O" in Verdict([], (), hang=stuck).message()
+
+
+class _Reply:
+    """A probe answered at once (what AgentConnection.probe returns, without a guest)."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        self._reply, self.sent_at = reply, time.monotonic()
+
+    def ready(self) -> bool:
+        return True
+
+    def reply(self) -> dict[str, Any]:
+        return self._reply
+
+    def close(self) -> None:
+        pass
+
+
+class _Agent:
+    def __init__(self, replies: list[dict[str, Any]]) -> None:
+        self.replies = replies
+
+    def probe(self, user: str = "") -> _Reply:
+        return _Reply(self.replies.pop(0))
+
+
+def _until(watch: CommandWatch, seconds: float = 3.0) -> str | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        reason = watch()
+        if reason:
+            return reason
+        time.sleep(0.05)
+    return None
+
+
+def test_a_build_past_the_hang_timeout_gets_the_build_limit_then_times_out() -> None:
+    cc1 = "/usr/libexec/gcc/x86_64-linux-gnu/14/cc1 -quiet core/file.c -O2"
+    replies = [{"t": 1.0 + i, "busy": 0, "agent": 0, "sectors": 0, "inflight": 0, "hz": 100, "oot": [],
+                "tasks": [task("R", cpu=100 + 90 * i, comm="cc1", pid=210, cmdline=cc1)]} for i in range(8)]
+    watch = CommandWatch(_Agent(replies), "make", 0.0, build_limit=60.0)  # type: ignore[arg-type]
+    assert _until(watch) is None and watch.extended and not watch.outcome  # building: the build limit now
+    watch.start -= 61.0  # past the build limit too
+    reason = _until(watch)
+    assert watch.outcome == "timeout" and reason is not None and "cc1 at 90% CPU, compiling core/file.c" in reason
+
+
+def test_a_command_where_nothing_moves_is_a_hang_at_its_limit() -> None:
+    replies = [{"t": 1.0 + i, "busy": 0, "agent": 0, "sectors": 0, "inflight": 0, "hz": 100, "oot": [],
+                "tasks": [task("S", cpu=3, stack="[<0>] hrtimer_nanosleep+0x9a/0x140\n", comm="sleep")]}
+               for i in range(8)]
+    watch = CommandWatch(_Agent(replies), "sleep 600", 0.0)  # type: ignore[arg-type]
+    reason = _until(watch)
+    assert watch.outcome == "hang" and reason is not None and "no CPU time, no I/O" in reason
