@@ -248,13 +248,13 @@ class Guidance:
     def run_round(self, make_target: Callable[[], Target], caps: Capabilities, *, examples: int, steps: int,
                   seed: int, database: Any = None, batch_size: int = 200,
                   on_finish: Callable[[Explorer], None] | None = None, shrink_limit: int | None = None,
-                  known: set[str] | None = None) -> None:
+                  known: set[str] | None = None, deadline: float | None = None) -> None:
         """explore_round's stand-in (same arguments, same exceptions)."""
         start = time.monotonic()
         try:
             explore_round(make_target, caps, examples=examples, steps=steps, seed=seed, database=database,
                           batch_size=batch_size, on_finish=lambda e: self._observe(e, False, on_finish),
-                          shrink_limit=shrink_limit, known=known)
+                          shrink_limit=shrink_limit, known=known, deadline=deadline)
         finally:
             self.summary.generated_seconds += time.monotonic() - start
             self._sync()

@@ -165,9 +165,10 @@ def explore(make_target: Callable[[], Target], caps: Capabilities, *, examples: 
             max_findings: int | None = None, run_round: Callable[..., None] = explore_round) -> Exploration:
     """Probe, then explore in rounds (seed, seed+1, ...): without `time_budget` one round, and one more after
     each round that ended on a finding (at most MAX_EXTRA_ROUNDS more); with it, rounds until it is spent (a
-    round that started finishes, shrinking included). Raises only ExplorationStopped (a kernel fault or a
-    dead guest: the VM is gone, the verdict reports the fault). `max_findings`: stop once that many are in.
-    `run_round`: explore_round, or a stand-in with its arguments (coverage-guided rounds)."""
+    round ends before its next sequence once it is, a finding being shrunk is finished first). Raises only
+    ExplorationStopped (a kernel fault or a dead guest: the VM is gone, the verdict reports the fault).
+    `max_findings`: stop once that many are in. `run_round`: explore_round, or a stand-in with its arguments
+    (coverage-guided rounds)."""
     start = time.monotonic()
     result = Exploration()
     first = seed if seed is not None else random.SystemRandom().randrange(2**32)
@@ -196,7 +197,8 @@ def explore(make_target: Callable[[], Target], caps: Capabilities, *, examples: 
         found = False
         try:
             run_round(make_target, caps, examples=examples, steps=steps, seed=current, database=database,
-                      batch_size=batch_size, on_finish=on_finish, shrink_limit=shrink_limit, known=known)
+                      batch_size=batch_size, on_finish=on_finish, shrink_limit=shrink_limit, known=known,
+                      deadline=deadline)
         except Discrepancy as exc:
             shrunk = minimize(make_target, caps, exc, batch_size=batch_size, limit=minimize_limit)
             known.add(shrunk.signature)

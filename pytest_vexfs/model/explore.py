@@ -55,6 +55,10 @@ class Discrepancy(ModuleFinding, AssertionError):
         self.reason = message.split("\n", 1)[0]
 
 
+class BudgetSpent(BaseException):  # noqa: N818 - not an Exception: Hypothesis must not shrink it
+    """The exploration's time budget ran out between two sequences: the round ends there."""
+
+
 class LimitReached(BaseException):  # noqa: N818 - not an Exception: Hypothesis must not shrink it
     """The module refused an operation at a size or count its profile declares no limit for (EFBIG, ENOSPC
     in one directory, ENAMETOOLONG for a symlink target): the exploration measures the limit once instead
@@ -173,6 +177,8 @@ class ShrinkBudget:
 
     limit: int | None = None
     failures: list[list[tuple[Any, ...]]] = dataclasses.field(default_factory=list)
+    #: time.monotonic() past which no new sequence is generated (a finding being shrunk is finished first)
+    deadline: float | None = None
     sequences: int = 0   # run since the first discrepancy
     skipped: int = 0
     #: the signature being shrunk (the round's first new one): another discrepancy is not this finding
@@ -574,6 +580,10 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
             super().__init__()
             self.off: set[str] = set()
             counter["n"] += 1
+            # past the deadline the round ends at its next step (raised there, as LimitReached is: Hypothesis
+            # lets it through; raised here, in the constructor, it reports flaky data generation instead)
+            self.spent = shrink is not None and shrink.deadline is not None and not shrink.signature \
+                and time.monotonic() > shrink.deadline
             self.explorer = Explorer(make_target(), caps, batch_size=batch_size, label=str(counter["n"]),
                                      shrink=shrink)
             self.explorer.learn_limits = True
@@ -738,6 +748,8 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
 
         @rule(data=st.data())
         def step(self, data: Any) -> None:
+            if self.spent:
+                raise BudgetSpent()
             kind = data.draw(st.sampled_from(table), label="operation")
             if kind not in self.off:
                 getattr(self, f"op_{kind}")(data)
@@ -746,6 +758,8 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
         # point (ACE's workloads: operations, an fsync of the file last changed, a crash), chosen when the
         # sequence starts; shrinking drops it first ("none") when the finding does not need it
         def teardown(self) -> None:
+            if self.spent:
+                raise BudgetSpent()
             if self.ending != "none" and not self.explorer.failed:
                 files = [p for p in reversed(self.changed) if self.model.nodes.get(p) is not None
                          and self.model.nodes[p].kind == "f"]
@@ -766,23 +780,27 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
 def explore_round(make_target: Callable[[], Target], caps: Capabilities, *, examples: int, steps: int,
                   seed: int, database: Any = None, batch_size: int = 200,
                   on_finish: Callable[[Explorer], None] | None = None, shrink_limit: int | None = None,
-                  known: set[str] | None = None) -> None:
+                  known: set[str] | None = None, deadline: float | None = None) -> None:
     """One Hypothesis round of `examples` sequences with `seed`. Raises Discrepancy (shrunk by Hypothesis, a
     signature not in `known`), LimitReached (a refusal at an undeclared limit) or ExplorationStopped; a
     sequence whose first discrepancy has a known signature stops there and passes.
-    `shrink_limit`: sequences run in the guest while Hypothesis shrinks (see ShrinkBudget)."""
+    `shrink_limit`: sequences run in the guest while Hypothesis shrinks (see ShrinkBudget). Past `deadline`
+    (time.monotonic()) the round ends before its next sequence, unless a finding is being shrunk."""
     from hypothesis import HealthCheck, Phase, settings
     from hypothesis import seed as use_seed
     from hypothesis.stateful import get_state_machine_test
 
-    shrink = ShrinkBudget(shrink_limit, known=known if known is not None else set())
+    shrink = ShrinkBudget(shrink_limit, known=known if known is not None else set(), deadline=deadline)
     machine = state_machine(make_target, caps, batch_size=batch_size, on_finish=on_finish, shrink=shrink)
     config = settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=database,
                       suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
                       phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
     test = get_state_machine_test(machine, settings=config)
     use_seed(seed)(test)
-    test()
+    try:
+        test()
+    except BudgetSpent:
+        return
 
 
 def minimize(make_target: Callable[[], Target], caps: Capabilities, found: Discrepancy, *, batch_size: int = 200,
