@@ -32,7 +32,7 @@ from pytest_vexfs import settings as cfg  # noqa: E402
 from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.model.campaign import explore, probe_operations  # noqa: E402
-from pytest_vexfs.model.explore import Discrepancy, Explorer, random_operation  # noqa: E402
+from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer, random_operation  # noqa: E402
 from pytest_vexfs.module.profile import OPERATION_CLASSES  # noqa: E402
 from pytest_vexfs.model.target import ModelRig  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402
@@ -139,6 +139,9 @@ def main() -> None:
                 result["discrepancies"] = 0
         except Discrepancy as exc:
             result["discrepancies"] = 1
+            print(exc.args[0], file=sys.stderr)
+        except ExplorationStopped as exc:  # a kernel fault or a lost VM: no figure, the reason instead
+            result["stopped"] = str(exc.args[0]).splitlines()[0]
             print(exc.args[0], file=sys.stderr)
         finally:
             rig.__exit__(None, None, None)
