@@ -287,15 +287,15 @@ def test_a_filesystem_using_legacy_direct_io_builds_and_mounts_on_the_debug_kern
     kmemleak have nothing to say."""
     pytester.makepyfile(test_vfat="""
         def test_direct_and_buffered_io(vexfs_vm, vexfs_module, vexfs_fs):
+            m = vexfs_fs.mountpoint
             assert vexfs_vm.run("grep -c '^vfat_oot ' /proc/modules").stdout.strip() == "1"
-            assert vexfs_vm.run(f"grep -w vfat /proc/mounts").stdout.split()[1] == str(vexfs_fs)
+            assert vexfs_vm.run("grep -w vfat /proc/mounts").stdout.split()[1] == m
             vexfs_vm.run(f"dd if=/dev/urandom of=/tmp/data bs=4096 count=32 status=none && "
-                         f"dd if=/tmp/data of={vexfs_fs}/direct bs=4096 oflag=direct status=none && "
-                         f"cp /tmp/data {vexfs_fs}/buffered && sync && echo 3 > /proc/sys/vm/drop_caches && "
-                         f"dd if={vexfs_fs}/direct of=/tmp/back bs=4096 iflag=direct status=none && "
-                         f"cmp /tmp/data /tmp/back && cmp /tmp/data {vexfs_fs}/buffered && "
-                         f"mkdir {vexfs_fs}/Dir && mv {vexfs_fs}/buffered {vexfs_fs}/Dir/Long-Name.bin && "
-                         f"ls {vexfs_fs}/Dir", check=True)
+                         f"dd if=/tmp/data of={m}/direct bs=4096 oflag=direct status=none && "
+                         f"cp /tmp/data {m}/buffered && sync && echo 3 > /proc/sys/vm/drop_caches && "
+                         f"dd if={m}/direct of=/tmp/back bs=4096 iflag=direct status=none && "
+                         f"cmp /tmp/data /tmp/back && cmp /tmp/data {m}/buffered && "
+                         f"mkdir {m}/Dir && mv {m}/buffered {m}/Dir/Long-Name.bin && ls {m}/Dir", check=True)
     """)
     result = pytester.runpytest_subprocess(*ARGS, f"--vexfs-profile={VFAT_PROFILE}", timeout=1500)
     cases = {case.name: case_properties(case)
