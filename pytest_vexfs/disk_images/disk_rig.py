@@ -112,8 +112,9 @@ class DiskRig:
         self.log = WriteLog(self.log_path)
         self.slot.scratch_image = self.data_path
         self.slot.scratch_log = self.log_path
+        self.slot.save_coverage()  # with --vexfs-coverage: the module's counters, while the channel is open
         self.session.vm.disconnect()
-        self.slot.release(discard=True)
+        self.slot.release(discard=True, save_coverage=False)
         self.session.vm = self.slot.acquire()
         self.session.begin()
         self.vms += 1

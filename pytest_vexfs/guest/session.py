@@ -308,12 +308,13 @@ class VMSlot:
         except VMError:
             return None  # the VM died meanwhile: the test's verdict says so
 
-    def release(self, discard: bool = False) -> None:
+    def release(self, discard: bool = False, *, save_coverage: bool = True) -> None:
         """With `discard`, destroy the worker's VM (the next test boots another). A VM whose host of the
         hosts list was lost mid-run takes that host out of the run: no other VM goes there. The module's
-        coverage counters of a live VM are saved first."""
+        coverage counters of a live VM are saved first (unless `save_coverage` is False)."""
         if self.vm is not None and discard:
-            self.save_coverage()
+            if save_coverage:  # False: the caller saved them before it closed the VM's channels
+                self.save_coverage()
             vm, self.vm = self.vm, None
             lost = vm.machine.host_lost() if vm.machine is not None else ""
             vm.destroy()

@@ -77,12 +77,11 @@ class ModelRig:
     def _replace_vm(self, *, kill: bool) -> None:
         """A fresh VM for the slot (restored from the snapshot) on the kept scratch disk."""
         old = self.session.vm
-        if kill:
-            self.slot.save_coverage()  # with --vexfs-coverage: the sequence's counters, before the kill
+        self.slot.save_coverage()  # with --vexfs-coverage: the counters so far, while the channel is open
         old.disconnect()  # closed first: a channel to a dead guest cannot be closed politely
         if kill and old.machine is not None and hasattr(old.machine, "power_off"):
             old.machine.power_off()
-        self.slot.release(discard=True)
+        self.slot.release(discard=True, save_coverage=False)
         self.session.vm = self.slot.acquire()
         self.session.begin()
 
