@@ -75,6 +75,8 @@ class Hits:
     lines: dict[str, set[int]] = dataclasses.field(default_factory=dict)
     branches: dict[str, set[tuple[int, int]]] = dataclasses.field(default_factory=dict)
     functions: set[str] = dataclasses.field(default_factory=set)
+    #: where the compiler ran (the kernel tree for a module): gcovr resolves the headers' paths from there
+    compile_dir: str = ""
 
     def reached(self) -> set[tuple[str, int, int]]:
         """Every line (index -1) and branch reached, as one set: what "new coverage" is counted in."""
@@ -145,6 +147,7 @@ def read_hits(gcda_dir: Path, build_dir: str) -> Hits:
     argv = [_tool("gcov"), "--branch-probabilities", "--json-format", "--stdout", *files]
     for doc in _json_documents(_run(argv, cwd=gcda_dir)):
         cwd = str(doc.get("current_working_directory", ""))
+        hits.compile_dir = hits.compile_dir or cwd
         for entry in doc.get("files", []):
             name = os.path.normpath(os.path.join(cwd, str(entry.get("file", ""))))
             if not name.startswith(prefix):
@@ -197,6 +200,7 @@ class Counters:
         self.merged.mkdir(parents=True, exist_ok=True)
         self.hits_file = self.dir / "hits.jsonl"
         (run_dir / "build_dir").write_text(self.build_dir)
+        self.compile_dir_file = run_dir / "compile_dir"
         self.snapshots = 0
 
     def snapshot(self, vm: Guest, label: str, domain: str = "") -> Hits:
@@ -218,6 +222,8 @@ class Counters:
             link_notes(work, self.build_dir)
             hits = read_hits(work, self.build_dir)
             merge_into(self.merged, work)
+        if hits.compile_dir and not self.compile_dir_file.exists():
+            self.compile_dir_file.write_text(hits.compile_dir)
         with self.hits_file.open("a") as out:
             out.write(json.dumps({"label": label, "domain": domain, **hits.to_json()}) + "\n")
         return hits

@@ -97,8 +97,10 @@ def write_report(run_dir: Path, title: str = "module coverage") -> CoverageSumma
     html = run_dir / "html" / "index.html"
     html.parent.mkdir(exist_ok=True)
     cobertura, summary_file = run_dir / "coverage.xml", run_dir / "summary.json"
+    compiled_in = run_dir / "compile_dir"  # gcov resolves the kernel headers' paths from the kernel tree
+    where = ["--object-directory", compiled_in.read_text().strip()] if compiled_in.exists() else []
     try:
-        _run([*_gcovr(), "--root", build_dir, "--exclude", EXCLUDE, "--html-details", str(html),
+        _run([*_gcovr(), "--root", build_dir, *where, "--exclude", EXCLUDE, "--html-details", str(html),
               "--html-title", title, "--cobertura", str(cobertura), "--json-summary", str(summary_file),
               "--gcov-executable", "gcov", str(merged)], cwd=merged)
     except CoverageToolError as err:

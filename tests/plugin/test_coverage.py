@@ -202,7 +202,8 @@ def test_coverage_report_of_a_filesystem_ops_run(pytester: pytest.Pytester) -> N
 import pytest
 
 def test_rename(vexfs_fs, vexfs_vm):
-    vexfs_vm.run(f"echo hello > {vexfs_fs}/a && mkdir {vexfs_fs}/d && mv {vexfs_fs}/a {vexfs_fs}/d/b", check=True)
+    a, d = vexfs_fs / "a", vexfs_fs / "d"
+    vexfs_vm.run(f"echo hello > {a} && mkdir {d} && mv {a} {d}/b", check=True)
 
 @pytest.mark.expect_fault("oops")
 def test_oops(vexfs_module, vexfs_vm, vexfs_profile):
@@ -212,10 +213,11 @@ def test_oops(vexfs_module, vexfs_vm, vexfs_profile):
 def test_guided_exploration(vexfs_model):
     summary = vexfs_model.explore()
     print("MODEL", summary.describe())
-    assert summary.guided is not None and summary.guided.generated == 2 and summary.guided.mutated > 0
+    assert summary.guided is not None and summary.guided.generated >= 2 and summary.guided.mutated > 0
 
 def test_sweep_create(vexfs_fault_injection, vexfs_fs):
-    report = vexfs_fault_injection.sweep("create", f"touch {vexfs_fs}/f", cleanup=f"rm -f {vexfs_fs}/f")
+    f = vexfs_fs / "f"
+    report = vexfs_fault_injection.sweep("create", f"touch {f}", cleanup=f"rm -f {f}")
     assert report.completed
     print("SWEEP", report.summary())
 """)
@@ -229,7 +231,7 @@ def test_sweep_create(vexfs_fault_injection, vexfs_fs):
     assert 0 < covered < total
     result.stdout.fnmatch_lines(["*  filesystem_ops: lines */* (*), branches */*, 4 test(s)*"])
     # the model checker was guided: its corpus (seed file) holds the sequences that reached new code
-    result.stdout.fnmatch_lines(["MODEL *guided by coverage: 2 new sequences (* s), * mutated seeds (* s); corpus "
+    result.stdout.fnmatch_lines(["MODEL *guided by coverage: * new sequences (* s), * mutated seeds (* s); corpus "
                                  "* seeds, * lines and * branches of the module reached*"])
     corpus = json.loads((pytester.path / ".vexfs" / "model" / "corpus" / "vexfsref.json").read_text())
     assert corpus["seeds"] and all(seed["ops"] for seed in corpus["seeds"])
