@@ -229,7 +229,8 @@ def test_sweep_create(vexfs_fault_injection, vexfs_fs):
     assert line, out[-4000:]
     covered, total, html = int(line[1]), int(line[2]), Path(line[5])
     assert 0 < covered < total
-    result.stdout.fnmatch_lines(["*  filesystem_ops: lines */* (*), branches */*, 4 test(s)*"])
+    # test_oops's own counters died with its VM (it broke): three tests snapshot theirs
+    result.stdout.fnmatch_lines(["*  filesystem_ops: lines */* (*), branches */*, 3 test(s)*"])
     # the model checker was guided: its corpus (seed file) holds the sequences that reached new code
     result.stdout.fnmatch_lines(["MODEL *guided by coverage: * new sequences (* s), * mutated seeds (* s); corpus "
                                  "* seeds, * lines and * branches of the module reached*"])
