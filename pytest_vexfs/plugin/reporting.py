@@ -72,13 +72,30 @@ _CAUSE_RECORDED = pytest.StashKey[bool]()
 _REPORTED_KEY = pytest.StashKey[dict[int, tuple[BaseException, str]]]()
 
 
+_IN_CALL = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Marks the test body running: a report made meanwhile is a subtest's (one model-checker finding)."""
+    item.stash[_IN_CALL] = True
+    try:
+        return (yield)
+    finally:
+        item.stash[_IN_CALL] = False
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     """A failed test's cause, once per test, as the properties ``finding`` and ``reason`` (on the report
-    and the item, so the teardown report JUnit writes carries them). Outermost: it sees the verdicts."""
+    and the item, so the teardown report JUnit writes carries them); a failed subtest's (made while the
+    test body runs: each finding of the model checker) on its own report only. Outermost: it sees the
+    verdicts."""
     report: pytest.TestReport = yield
-    if report.failed and not item.stash.get(_CAUSE_RECORDED, False):
-        item.stash[_CAUSE_RECORDED] = True
+    subtest = item.stash.get(_IN_CALL, False)
+    if report.failed and (subtest or not item.stash.get(_CAUSE_RECORDED, False)):
+        if not subtest:
+            item.stash[_CAUSE_RECORDED] = True
         cause = cause_of_report(item, report, call)
         try:
             module = module_profile(item.config).name
@@ -90,7 +107,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             if not value:
                 continue
             report.user_properties.append((name, value))
-            if report.when != "teardown":
+            if report.when != "teardown" and not subtest:
                 item.user_properties.append((name, value))
         if call.excinfo is not None and isinstance(call.excinfo.value, VexfsError):
             _once(item.config, report, call.excinfo.value, cause.reason)

@@ -38,6 +38,12 @@ def test_each_finding_is_its_own_junit_case_and_html_row(pytester: pytest.Pytest
     failure = next(c for c in ElementTree.parse(pytester.path / "out.xml").iter("testcase")
                    if c.get("name") == "test_model_exploration[model: remount: tree missing]").find("failure")
     assert failure is not None and "reason of model: remount: tree missing" in (failure.text or ""), failure
+    # each finding's cause is its own (not the first finding's, recorded once per test)
+    reasons = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")}.get("reason")
+               for c in ElementTree.parse(pytester.path / "out.xml").iter("testcase")}
+    for signature in ("model: unsupported symlink (EPERM)", "model: remount: tree missing"):
+        assert reasons[f"test_model_exploration[{signature}]"] == f"AssertionError: reason of {signature}" \
+            or reasons[f"test_model_exploration[{signature}]"] == f"reason of {signature}", reasons
     page = (pytester.path / "out.html").read_text()
     rows = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))["tests"]  # type: ignore[union-attr]
     assert {k.split("::", 1)[1]: [r["result"] for r in v] for k, v in rows.items()} == {
