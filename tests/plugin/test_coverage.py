@@ -2,7 +2,12 @@
 (HTML with per-line and per-branch counts, Cobertura XML, totals per domain, test -> lines map).
 
 The host-side pieces are tested on a small C program compiled with the host's gcc --coverage (the same
-gcov data a module built with GCOV_PROFILE=y writes in the guest)."""
+gcov data a module built with GCOV_PROFILE=y writes in the guest); the whole path, in a debug-kernel guest
+against the reference module, is test_coverage_report_of_a_filesystem_ops_run: the HTML report (a line a
+test certainly runs is counted, a planted-bug line nothing triggers is not), the Cobertura XML, the
+terminal line and the run JSON's section; the test before a fault that replaced the VM keeps its counters;
+the model checker guided by coverage keeps a seed file; a fault-injection sweep says which error-handling
+lines it reached and which allocation sites it never failed."""
 
 from __future__ import annotations
 
@@ -175,3 +180,94 @@ def test_error_paths_of_a_sweep_name_sites_executed_but_never_failed() -> None:
     assert f"vexfsref_super.c:{array_error}" in text.splitlines()[0]
     assert "2 of " in text.splitlines()[1] and "1 of them failed by a failure point, 1 never failed:" in text
     assert text.splitlines()[2].startswith(f"  vexfsref_super.c:{name} l->name = kmalloc(")
+
+
+# -- in a debug-kernel guest (the debug kernel is built on first use, see test_debug_kernel.py) ----------
+
+ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg", "-p", "no:randomly", "--vexfs-kernel", "6.12-debug",
+        "--vexfs-coverage", "-rA")
+INODE_SOURCE = DEFAULT_SOURCE / "vexfsref_inode.c"
+FAULT_SOURCE = DEFAULT_SOURCE / "vexfsref_fault.c"
+
+
+def line_of(source: Path, pattern: str) -> int:
+    return next(i for i, line in enumerate(source.read_text().splitlines(), 1) if re.search(pattern, line))
+
+
+def test_coverage_report_of_a_filesystem_ops_run(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("gcovr")
+    tests = pytester.mkdir("tests")
+    (tests / "filesystem_ops").mkdir()
+    (tests / "filesystem_ops" / "test_cov.py").write_text("""
+import pytest
+
+def test_rename(vexfs_fs, vexfs_vm):
+    a, d = vexfs_fs / "a", vexfs_fs / "d"
+    vexfs_vm.run(f"echo hello > {a} && mkdir {d} && mv {a} {d}/b", check=True)
+
+@pytest.mark.expect_fault("oops")
+def test_oops(vexfs_module, vexfs_vm, vexfs_profile):
+    vexfs_vm.run(f"echo null_deref > {vexfs_profile.fault_control}")
+
+@pytest.mark.model_power_cuts(False)
+def test_guided_exploration(vexfs_model):
+    summary = vexfs_model.explore()
+    print("MODEL", summary.describe())
+    assert summary.guided is not None and summary.guided.generated >= 2 and summary.guided.mutated > 0
+
+def test_sweep_create(vexfs_fault_injection, vexfs_fs):
+    f = vexfs_fs / "f"
+    report = vexfs_fault_injection.sweep("create", f"touch {f}", cleanup=f"rm -f {f}")
+    assert report.completed
+    print("SWEEP", report.summary())
+""")
+    result = pytester.runpytest_subprocess(*ARGS, "--vexfs-model-examples", "2", "--vexfs-model-steps", "8",
+                                           "--vexfs-model-seed", "1", "tests", timeout=3600)
+    out = result.stdout.str()
+    result.assert_outcomes(passed=4)
+    line = re.search(r"module coverage: lines (\d+)/(\d+) \([\d.]+%\), branches (\d+)/(\d+) .*report (\S+)", out)
+    assert line, out[-4000:]
+    covered, total, html = int(line[1]), int(line[2]), Path(line[5])
+    assert 0 < covered < total
+    # test_oops's own counters died with its VM (it broke): three tests snapshot theirs
+    result.stdout.fnmatch_lines(["*  filesystem_ops: lines */* (*), branches */*, 3 test(s)*"])
+    # the model checker was guided: its corpus (seed file) holds the sequences that reached new code
+    result.stdout.fnmatch_lines(["MODEL *guided by coverage: * new sequences (* s), * mutated seeds (* s); corpus "
+                                 "* seeds, * lines and * branches of the module reached*"])
+    corpus = json.loads((pytester.path / ".vexfs" / "model" / "corpus" / "vexfsref.json").read_text())
+    assert corpus["seeds"] and all(seed["ops"] for seed in corpus["seeds"])
+    run_dir = html.parent.parent
+
+    # the HTML page of vexfsref_inode.c: vx_rename's body was run (by test_rename, on a VM that the
+    # next test's oops then replaced), the planted bug's line in vexfsref_fault.c never was
+    rename_line = line_of(INODE_SOURCE, r"^static int vx_rename\(") + 3
+    uaf_line = line_of(FAULT_SOURCE, r"char \*volatile p = kmalloc\(VEXFSREF_BUG_SIZE") + 1  # in uaf_write
+    pages = {p.name.split(".")[1]: p.read_text() for p in html.parent.glob("index.vexfsref_*.html")}
+    assert {"vexfsref_inode", "vexfsref_fault", "vexfsref_super"} <= set(pages)
+
+    hits = {int(x.get("number")): int(x.get("hits"))
+            for cls in ET.parse(run_dir / "coverage.xml").getroot().iter("class")
+            if cls.get("filename", "").endswith("vexfsref_inode.c") for x in cls.iter("line")}
+    rename_counted = next(n for n in range(rename_line, rename_line + 10) if n in hits)
+    assert hits[rename_counted] > 0
+    covered_class, count = html_line(pages["vexfsref_inode"], rename_counted)
+    assert covered_class in ("coveredLine", "partialCoveredLine") and count == str(hits[rename_counted])
+    fault_hits = {int(x.get("number")): int(x.get("hits"))
+                  for cls in ET.parse(run_dir / "coverage.xml").getroot().iter("class")
+                  if cls.get("filename", "").endswith("vexfsref_fault.c") for x in cls.iter("line")}
+    assert fault_hits[uaf_line] == 0
+    assert html_line(pages["vexfsref_fault"], uaf_line)[0] == "uncoveredLine"
+
+    # which test covers vx_rename? the test -> lines map says
+    assert who_covers(run_dir / "tests.json", "vx_rename") == ["tests/filesystem_ops/test_cov.py::test_rename"]
+    # the VM that ran test_rename was replaced after test_oops: the sweep's test ran on the next one, and
+    # the report holds the counters of both VMs
+    assert "tests/filesystem_ops/test_cov.py::test_sweep_create" in who_covers(run_dir / "tests.json", "vx_create")
+    document = json.loads(next((pytester.path / ".vexfs" / "results").glob("*.json")).read_text())
+    assert document["coverage"]["lines_covered"] == covered and document["coverage"]["lines_total"] == total
+
+    sweep = next(line for line in result.outlines if line.startswith("SWEEP"))
+    at = out.index(sweep)
+    text = out[at:at + 4000]
+    assert re.search(r"error paths \(coverage\): \d+ of the module's \d+ error-handling lines reached", text)
+    assert re.search(r"allocation sites: [1-9]\d* of \d+ executed, [1-9]\d* of them failed by a failure point", text)
