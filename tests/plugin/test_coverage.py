@@ -241,7 +241,7 @@ def test_sweep_create(vexfs_fault_injection, vexfs_fs):
     # the HTML page of vexfsref_inode.c: vx_rename's body was run (by test_rename, on a VM that the
     # next test's oops then replaced), the planted bug's line in vexfsref_fault.c never was
     rename_line = line_of(INODE_SOURCE, r"^static int vx_rename\(") + 3
-    uaf_line = line_of(FAULT_SOURCE, r"char \*volatile p = kmalloc\(VEXFSREF_BUG_SIZE") + 1  # in uaf_write
+    uaf_line = line_of(FAULT_SOURCE, r"char \*volatile p = kmalloc\(VEXFSREF_BUG_SIZE")  # in uaf_write
     pages = {p.name.split(".")[1]: p.read_text() for p in html.parent.glob("index.vexfsref_*.html")}
     assert {"vexfsref_inode", "vexfsref_fault", "vexfsref_super"} <= set(pages)
 
