@@ -259,7 +259,7 @@ def test_sweep_create(vexfs_fault_injection, vexfs_fs):
     assert html_line(pages["vexfsref_fault"], uaf_line)[0] == "uncoveredLine"
 
     # which test covers vx_rename? the test -> lines map says
-    assert who_covers(run_dir / "tests.json", "vx_rename") == ["tests/filesystem_ops/test_cov.py::test_rename"]
+    assert "tests/filesystem_ops/test_cov.py::test_rename" in who_covers(run_dir / "tests.json", "vx_rename")
     # the VM that ran test_rename was replaced after test_oops: the sweep's test ran on the next one, and
     # the report holds the counters of both VMs
     assert "tests/filesystem_ops/test_cov.py::test_sweep_create" in who_covers(run_dir / "tests.json", "vx_create")
