@@ -268,6 +268,7 @@ def _exports(symvers: Path, providers: set[str] | None = None) -> set[str]:
     return out
 
 
+@pytest.mark.vm  # it needs the debug kernel built: not the fast tier (which CI runs while the kernel builds)
 def test_the_debug_kernel_exports_what_filesystem_modules_link(vexfs_settings) -> None:
     """Every symbol of the families above that Debian's kernel exports, the debug build exports too (a real
     filesystem module failed at modpost on __blockdev_direct_IO before)."""
