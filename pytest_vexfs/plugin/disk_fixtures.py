@@ -29,7 +29,8 @@ def vexfs_disk(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_slot
                vexfs_built_module: BuiltModule, vexfs_profile: ModuleProfile) -> Generator[DiskChecks, None, None]:
     """`vexfs_disk.crash_states()` checks every crash state of ACE-style workloads, `vexfs_disk.mutants()`
     mounts and exercises mutated images, `vexfs_disk.replay_image(IMAGE, ...)` replays a saved one (budgets and
-    seeds: --vexfs-crash-* and --vexfs-mutant-*). Findings and reproducers go to <rootdir>/.vexfs/disk_images/.
+    seeds: the --vexfs-crash-workloads/-max-states/-subsets/-seed and --vexfs-mutant-budget/-max/-seed
+    options). Findings and reproducers go to <rootdir>/.vexfs/disk_images/.
     Marker `disk_params(**load_params)` loads the module with these parameters."""
     marker = request.node.get_closest_marker("disk_params")
     params = dict(marker.kwargs) if marker else {}
