@@ -14,6 +14,7 @@ terminal summary, top of the HTML report, the run JSON).
 from __future__ import annotations
 
 import dataclasses
+import re
 import os
 import time
 from collections.abc import Generator
@@ -179,11 +180,19 @@ class ReasonFirst:
         return f"{self.reason}\n{self.original}"
 
 
+def _same_line(first: str, reason: str) -> bool:
+    """Whether a failure's first line already says `reason`, maybe with or without pytest's "Failed: " or
+    the exception's name before it (the error is printed once)."""
+    short, long = sorted((first, reason), key=len)
+    return short == long or (bool(short) and long.endswith(short)
+                             and re.fullmatch(r"[\w.]+: ", long[:len(long) - len(short)]) is not None)
+
+
 def put_reason_first(report: pytest.TestReport, reason: str) -> None:
     """Make `reason` the first line of a failed report's text (unless it already is)."""
     if not reason or report.longrepr is None or isinstance(report.longrepr, ReasonFirst):
         return
-    if findings.one_line(report.longreprtext) == reason:
+    if _same_line(findings.one_line(report.longreprtext), reason):
         return
     if isinstance(report.longrepr, str):
         report.longrepr = f"{reason}\n\n{report.longrepr}"
