@@ -63,8 +63,12 @@ def test_a_refused_mount_shows_the_modules_explanation(pytester: pytest.Pytester
         def test_mount_after_corruption(vexfs_fs, vexfs_vm):
             vexfs_vm.run(f"echo data > {vexfs_fs / 'f'}", check=True)
             vexfs_fs.unmount()
-            vexfs_vm.run(f"printf X | dd of={vexfs_fs.device} bs=1 seek=4200 conv=notrunc,fsync status=none",
-                         check=True)
+            # a byte of the current payload: its first block is the superblock's payload_block (offset 64;
+            # 0 reads as 1), which a save moves so that a crash during a save leaves the old image whole
+            dev = vexfs_fs.device
+            vexfs_vm.run(f"pb=$(dd if={dev} bs=1 skip=64 count=8 status=none | od -An -tu8 | tr -d ' '); "
+                         f"[ \\"$pb\\" = 0 ] && pb=1; printf X | dd of={dev} bs=1 seek=$((pb * 4096 + 104)) "
+                         f"conv=notrunc,fsync status=none", check=True)
             for _ in range(2):
                 try:
                     vexfs_fs.mount()
