@@ -388,7 +388,7 @@ def test_ctrl_c_still_alerts_with_what_finished(pytester: pytest.Pytester, recei
             assert proc.poll() is None and time.monotonic() < deadline, "the inner run did not start"
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=180)  # a cold CI run took over 60 s here: cause not found
     finally:
         if proc.poll() is None:
             proc.kill()
