@@ -84,8 +84,17 @@ static const char *const vx_silent_words[] = {
 	"commit_before_data", "count_trusted",
 };
 
-static int vx_silent_set(const char *val, const struct kernel_param *kp)
+/* A module parameter that is a set of words ("a,b" or "none"), kept as a bit mask: silent= and unsupported=. */
+struct vx_word_mask {
+	const char *const *words;
+	unsigned int count;
+	const char *unknown;	/* "silent: unknown mode": the message for a word not in @words */
+	unsigned int *mask;
+};
+
+static int vx_word_mask_set(const char *val, const struct kernel_param *kp)
 {
+	const struct vx_word_mask *param = kp->arg;
 	char *copy = kstrdup(val, GFP_KERNEL), *cur, *word;
 	unsigned int mask = 0, i;
 
@@ -95,37 +104,42 @@ static int vx_silent_set(const char *val, const struct kernel_param *kp)
 	while ((word = strsep(&cur, ",")) != NULL) {
 		if (!*word || !strcmp(word, "none"))
 			continue;
-		for (i = 0; i < ARRAY_SIZE(vx_silent_words); i++)
-			if (!strcmp(word, vx_silent_words[i]))
+		for (i = 0; i < param->count; i++)
+			if (!strcmp(word, param->words[i]))
 				break;
-		if (i == ARRAY_SIZE(vx_silent_words)) {
-			pr_err("vexfsref: silent: unknown mode '%s'\n", word);
+		if (i == param->count) {
+			pr_err("vexfsref: %s '%s'\n", param->unknown, word);
 			kfree(copy);
 			return -EINVAL;
 		}
 		mask |= 1u << i;
 	}
 	kfree(copy);
-	vexfsref_silent = mask;
+	*param->mask = mask;
 	return 0;
 }
 
-static int vx_silent_get(char *buf, const struct kernel_param *kp)
+static int vx_word_mask_get(char *buf, const struct kernel_param *kp)
 {
+	const struct vx_word_mask *param = kp->arg;
 	int len = 0;
 	unsigned int i;
 
-	for (i = 0; i < ARRAY_SIZE(vx_silent_words); i++)
-		if (vexfsref_silent & (1u << i))
-			len += sysfs_emit_at(buf, len, "%s%s", len ? "," : "", vx_silent_words[i]);
+	for (i = 0; i < param->count; i++)
+		if (*param->mask & (1u << i))
+			len += sysfs_emit_at(buf, len, "%s%s", len ? "," : "", param->words[i]);
 	return len + sysfs_emit_at(buf, len, "%s\n", len ? "" : "none");
 }
 
-static const struct kernel_param_ops vx_silent_ops = {
-	.set = vx_silent_set,
-	.get = vx_silent_get,
+static const struct kernel_param_ops vx_word_mask_ops = {
+	.set = vx_word_mask_set,
+	.get = vx_word_mask_get,
 };
-module_param_cb(silent, &vx_silent_ops, NULL, 0444);
+
+static struct vx_word_mask vx_silent_param = {	/* module_param_cb takes a void * */
+	vx_silent_words, ARRAY_SIZE(vx_silent_words), "silent: unknown mode", &vexfsref_silent,
+};
+module_param_cb(silent, &vx_word_mask_ops, &vx_silent_param, 0444);
 MODULE_PARM_DESC(silent, "silent corruption modes, comma-separated: subdir_lost rename_undone "
 		 "zero_past_64k fsync_lost stale_truncate commit_before_data count_trusted (default none)");
 
@@ -138,48 +152,10 @@ MODULE_PARM_DESC(silent, "silent corruption modes, comma-separated: subdir_lost 
 static unsigned int vx_unsupported;
 static const char *const vx_unsupported_words[] = { "symlink", "link" };
 
-static int vx_unsupported_set(const char *val, const struct kernel_param *kp)
-{
-	char *copy = kstrdup(val, GFP_KERNEL), *cur, *word;
-	unsigned int mask = 0, i;
-
-	if (!copy)
-		return -ENOMEM;
-	cur = strim(copy);
-	while ((word = strsep(&cur, ",")) != NULL) {
-		if (!*word || !strcmp(word, "none"))
-			continue;
-		for (i = 0; i < ARRAY_SIZE(vx_unsupported_words); i++)
-			if (!strcmp(word, vx_unsupported_words[i]))
-				break;
-		if (i == ARRAY_SIZE(vx_unsupported_words)) {
-			pr_err("vexfsref: unsupported: unknown operation '%s'\n", word);
-			kfree(copy);
-			return -EINVAL;
-		}
-		mask |= 1u << i;
-	}
-	kfree(copy);
-	vx_unsupported = mask;
-	return 0;
-}
-
-static int vx_unsupported_get(char *buf, const struct kernel_param *kp)
-{
-	int len = 0;
-	unsigned int i;
-
-	for (i = 0; i < ARRAY_SIZE(vx_unsupported_words); i++)
-		if (vx_unsupported & (1u << i))
-			len += sysfs_emit_at(buf, len, "%s%s", len ? "," : "", vx_unsupported_words[i]);
-	return len + sysfs_emit_at(buf, len, "%s\n", len ? "" : "none");
-}
-
-static const struct kernel_param_ops vx_unsupported_ops = {
-	.set = vx_unsupported_set,
-	.get = vx_unsupported_get,
+static struct vx_word_mask vx_unsupported_param = {
+	vx_unsupported_words, ARRAY_SIZE(vx_unsupported_words), "unsupported: unknown operation", &vx_unsupported,
 };
-module_param_cb(unsupported, &vx_unsupported_ops, NULL, 0444);
+module_param_cb(unsupported, &vx_word_mask_ops, &vx_unsupported_param, 0444);
 MODULE_PARM_DESC(unsupported, "operations refused with EPERM, comma-separated: symlink link (default none)");
 
 static unsigned int vx_dir_entries;
