@@ -23,6 +23,9 @@ from pytest_vexfs.module.build import BuiltModule
 
 GUEST_DIR = "/root/vexfs-module"
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
+#: two kmemleak scans, their reports on the console (kmemleak reports an object only in the scan after the
+#: one that first sees it unreferenced)
+SCAN_TWICE = f"echo 1 > /sys/module/kmemleak/parameters/verbose; echo scan > {KMEMLEAK}; echo scan > {KMEMLEAK}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +145,7 @@ class LoadedModule:
         if scan_leaks and self.has_kmemleak():
             # what earlier tests leaked is reported now, before the unload, and blamed on them (by the
             # allocating task's pid): after the unload, a leak is blamed on the test that unloaded
-            self.guest.run(f"echo 1 > /sys/module/kmemleak/parameters/verbose; echo scan > {KMEMLEAK}; "
-                           f"echo scan > {KMEMLEAK}", timeout=300)
+            self.guest.run(SCAN_TWICE, timeout=300)
         result = self.guest.run(f"rmmod {self.name}", timeout=limit, abort=ExitWatch(self.guest, self.name))
         if result.ok:  # a command of its own: a stuck rmmod is named by its own command line
             self.guest.run(f"echo {shlex.quote('<5>' + unload_marker(self.name))} > /dev/kmsg", timeout=30)
@@ -159,8 +161,7 @@ class LoadedModule:
             raise ModuleUnloadError(f"rmmod {self.name} failed: {detail}")
         self.last_unload_seconds = result.duration
         if scan_leaks and self.has_kmemleak():
-            self.guest.run(f"echo 1 > /sys/module/kmemleak/parameters/verbose; echo scan > {KMEMLEAK}; "
-                           f"echo scan > {KMEMLEAK}", timeout=300)
+            self.guest.run(SCAN_TWICE, timeout=300)
         return result.duration
 
     def reload(self, **params: Any) -> tuple[float, float]:
