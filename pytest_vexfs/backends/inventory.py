@@ -1,6 +1,7 @@
 """Hosts the harness did not boot: Ansible inventories, `terraform output -json`, and SSH reachability.
 
-An Ansible inventory (YAML or INI) lists hosts with ``ansible_host``, ``ansible_port``, ``ansible_user``,
+An Ansible inventory (read by ansible-core itself: INI, YAML, ranges, group_vars/host_vars, vault, plugins)
+lists hosts with ``ansible_host``, ``ansible_port``, ``ansible_user``,
 ``ansible_ssh_private_key_file`` and a ``vexfs_domain`` variable assigning each host a test domain
 (``vexfs_host_key`` may pin its SSH host key). The Terraform configuration under ``terraform/`` outputs
 ``vms``: name -> {address, ssh_port, ssh_user, domain, libvirt_domain, console_path}. Both become
@@ -9,18 +10,19 @@ An Ansible inventory (YAML or INI) lists hosts with ``ansible_host``, ``ansible_
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
 import json
+import os
+import re
 import shlex
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from pytest_vexfs.errors import ConfigError, VMBootError
 from pytest_vexfs.polling import deadline_in, poll, remaining
@@ -55,102 +57,100 @@ class InventoryHost:
 
 # -- Ansible inventories ---------------------------------------------------------------------------
 
-def load_inventory(path: str | Path) -> list[InventoryHost]:
-    """Read an Ansible inventory (YAML, or INI when it does not parse as a YAML mapping)."""
+#: ansible-core's own inventory reader, run by this interpreter (the ansible-core installed with this package)
+ANSIBLE_INVENTORY = (sys.executable, "-m", "ansible.cli.inventory")
+
+#: one line per inventory plugin that could not read the source, as ansible-core 2.15-2.19 print it
+_PLUGIN_FAILURE = re.compile(r"Failed to parse .*?with '?(?P<plugin>[\w.]+)'? plugin: (?P<reason>.+)")
+
+#: the variables a host's record is read from: a vault-encrypted value among them is refused by name
+_CONNECTION_VARS = ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_user",
+                    "ansible_ssh_user", "ansible_ssh_private_key_file", "ansible_private_key_file",
+                    "vexfs_domain", "vexfs_host_key", "vexfs_console_path")
+
+
+def load_inventory(path: str | Path, *, timeout: float = 120.0) -> list[InventoryHost]:
+    """Read an Ansible inventory with ansible-core's own parser (``ansible-inventory --list``).
+
+    Whatever ``ansible-playbook -i PATH`` reads is read: INI, YAML or JSON files, a directory of them,
+    host ranges (``web[01:03]``), ``group_vars/`` and ``host_vars/`` beside the inventory, vault-encrypted
+    files (with the user's vault password settings) and inventory plugins. Hosts come in ansible's order
+    (groups as listed from ``all`` down, hosts as written); ``ansible_connection: local`` hosts are left out.
+    """
     path = Path(path)
+    if not path.exists():
+        raise InventoryError(f"cannot read inventory {path}: no such file or directory", source=str(path))
+    listing = _ansible_inventory_list(path, timeout)
+    hostvars = listing.get("_meta", {}).get("hostvars", {})
+    hosts = []
+    for name in _hosts_in_order(listing):
+        v = hostvars.get(name, {})
+        if v.get("ansible_connection") == "local":
+            continue
+        vaulted = [k for k in _CONNECTION_VARS if isinstance(v.get(k), dict) and "__ansible_vault" in v[k]]
+        if vaulted:
+            raise InventoryError(
+                f"host {name!r} has vault-encrypted {', '.join(vaulted)}: `ansible-inventory --list` leaves "
+                "vaulted values encrypted, so the harness cannot log in with them", source=str(path),
+                key=vaulted[0], hint="keep connection variables in plain text (vault the secrets only)")
+        hosts.append(_host_from_vars(name, v, str(path)))
+    return hosts
+
+
+def _ansible_inventory_list(path: Path, timeout: float) -> dict[str, Any]:
+    argv = [*ANSIBLE_INVENTORY, "-i", str(path), "--list"]
+    shown = f"ansible-inventory -i {shlex.quote(str(path))} --list"
+    # a source no plugin can read fails the run (ansible's default is a warning and an empty inventory);
+    # ansible's CLIs refuse a locale that is not UTF-8
+    env = {**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1", "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "1",
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "LC_ALL": "C.UTF-8"}
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InventoryError(f"cannot read inventory {path}: {exc.strerror}", source=str(path)) from None
-    data: Any = None
-    if path.suffix in (".yml", ".yaml", ".json") or not text.lstrip().startswith("["):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            if path.suffix in (".yml", ".yaml", ".json"):
-                raise InventoryError(f"inventory {path} is not valid YAML: {exc}", source=str(path)) from None
-    if isinstance(data, dict):
-        host_vars = _walk_yaml_group("all", data.get("all", data), {}, {}, str(path))
-    else:
-        host_vars = _parse_ini(text, str(path))
-    return [_host_from_vars(name, v, str(path)) for name, v in host_vars.items()
-            if v.get("ansible_connection") != "local"]
-
-
-def _walk_yaml_group(name: str, group: Any, inherited: dict[str, Any], out: dict[str, dict[str, Any]], source: str
-                     ) -> dict[str, dict[str, Any]]:
-    if group is None:
-        return out
-    if not isinstance(group, dict):
-        raise InventoryError(f"group {name!r} must be a mapping", source=source)
-    group_vars = {**inherited, **(group.get("vars") or {})}
-    for host, hvars in (group.get("hosts") or {}).items():
-        merged = {**out.get(host, {}), **group_vars, **(hvars or {})}
-        out[host] = merged
-    for child, child_group in (group.get("children") or {}).items():
-        _walk_yaml_group(child, child_group, group_vars, out, source)
-    return out
-
-
-def _parse_ini(text: str, source: str) -> dict[str, dict[str, Any]]:
-    parser = configparser.ConfigParser(allow_no_value=True, delimiters=("\0",), interpolation=None,
-                                       strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, env=env)
+    except subprocess.TimeoutExpired:
+        raise InventoryError(f"`{shown}` did not finish within {timeout:g}s", source=str(path)) from None
+    if proc.returncode != 0:
+        raise InventoryError(f"ansible-core cannot read inventory {path}: {_failure_reasons(proc.stderr, path)}",
+                             hint=f"`{shown}` shows ansible's full report")
     try:
-        parser.read_string("[ungrouped]\n" + text, source=source)
-    except configparser.Error as exc:
-        raise InventoryError(f"inventory {source} is neither YAML nor INI: {exc}", source=source) from None
-    members: dict[str, list[str]] = {}
-    children: dict[str, list[str]] = {}
-    group_vars: dict[str, dict[str, Any]] = {}
-    host_vars: dict[str, dict[str, Any]] = {}
-    for section in parser.sections():
-        group, _, kind = section.partition(":")
-        for line in parser[section]:
-            line = line.strip()
-            if not line or line.startswith(("#", ";")):
-                continue
-            if kind == "vars":
-                key, _, value = line.partition("=")
-                group_vars.setdefault(group, {})[key.strip()] = _ini_value(value.strip())
-            elif kind == "children":
-                children.setdefault(group, []).append(line.split()[0])
-            else:
-                words = shlex.split(line)
-                host, assignments = words[0], words[1:]
-                hv = host_vars.setdefault(host, {})
-                for word in assignments:
-                    key, _, value = word.partition("=")
-                    hv[key] = _ini_value(value)
-                members.setdefault(group, []).append(host)
-
-    def groups_of(host: str) -> list[str]:
-        direct = [g for g, hosts in members.items() if host in hosts]
-        found: list[str] = []
-        todo = list(direct)
-        while todo:
-            g = todo.pop()
-            if g in found:
-                continue
-            found.append(g)
-            todo.extend(parent for parent, kids in children.items() if g in kids)
-        return found[::-1]  # parents first, so children's vars win
-
-    result: dict[str, dict[str, Any]] = {}
-    for host, hv in host_vars.items():
-        merged = dict(group_vars.get("all", {}))
-        for g in groups_of(host):
-            merged.update(group_vars.get(g, {}))
-        merged.update(hv)
-        result[host] = merged
-    return result
+        listing: dict[str, Any] = json.loads(proc.stdout)
+    except ValueError as exc:
+        raise InventoryError(f"`{shown}` printed invalid JSON: {exc}", source=str(path)) from None
+    return listing
 
 
-def _ini_value(value: str) -> Any:
-    try:
-        return yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
-        return value
+def _failure_reasons(stderr: str, path: Path) -> str:
+    """ansible's multi-page report on a source it cannot read, as one line: each plugin's reason, once
+    (the INI plugin's complaint about a ``.yml`` file that the YAML plugins could not read is left out)."""
+    reasons: dict[str, list[str]] = {}
+    for line in stderr.splitlines():
+        found = _PLUGIN_FAILURE.search(line)
+        if found and not (found["plugin"] == "ini" and path.suffix in (".yml", ".yaml", ".json")):
+            reasons.setdefault(found["reason"].strip(), []).append(found["plugin"])
+    if reasons:
+        return "; ".join(f"{reason} ({' and '.join(plugins)} plugin{'s' if len(plugins) > 1 else ''})"
+                         for reason, plugins in reasons.items())
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return " ".join(lines)[-1500:] or "ansible-inventory failed and printed nothing"
+
+
+def _hosts_in_order(listing: Mapping[str, Any]) -> list[str]:
+    """Host names of an ``ansible-inventory --list`` listing, walking the groups down from ``all``."""
+    order: dict[str, None] = {}
+    seen: set[str] = set()
+
+    def walk(group: str) -> None:
+        if group in seen:
+            return
+        seen.add(group)
+        entry = listing.get(group) or {}
+        order.update(dict.fromkeys(entry.get("hosts", ())))
+        for child in entry.get("children", ()):
+            walk(child)
+
+    walk("all")
+    order.update(dict.fromkeys(listing.get("_meta", {}).get("hostvars", {})))
+    return list(order)
 
 
 def _host_from_vars(name: str, v: Mapping[str, Any], source: str) -> InventoryHost:

@@ -1,4 +1,5 @@
-"""The static backend and inventory reading: hosts from Ansible inventories, fast clear SSH errors."""
+"""The static backend: a host picked from an Ansible inventory, fast clear SSH errors (inventory reading
+itself: test_inventory.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pytest_vexfs.backends import get_backend
 from pytest_vexfs.backends.base import Machine, MachineSpec
 from pytest_vexfs.backends.static import StaticMachine
 from pytest_vexfs.errors import ConfigError
-from pytest_vexfs.backends.inventory import HostUnreachable, InventoryError, load_inventory
+from pytest_vexfs.backends.inventory import HostUnreachable, InventoryError
 
 ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
 
@@ -20,31 +21,6 @@ ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
 def test_registry_finds_the_static_and_terraform_backends() -> None:
     assert get_backend("static") is StaticMachine
     assert get_backend("terraform").__name__ == "TerraformMachine"
-
-
-def test_yaml_inventory_of_every_environment(tmp_path: Path) -> None:
-    for env, base in (("dev", 22200), ("test", 22300), ("ci", 22400), ("staging", 22500)):
-        hosts = load_inventory(ANSIBLE / "inventories" / env / "hosts.yml")
-        assert [h.port for h in hosts] == list(range(base, base + len(hosts)))
-        assert {h.domain for h in hosts} == {"kernel_module", "filesystem_ops", "vector_ops", "performance",
-                                             "safety", "integration"}
-        assert all(h.user == "root" and h.key_file == Path("~/.ssh/vexfs_ed25519").expanduser() for h in hosts)
-        assert "localhost" not in {h.name for h in hosts}  # the runner (connection local) is no machine
-
-
-def test_ini_inventory_with_group_vars_and_children(tmp_path: Path) -> None:
-    inventory = tmp_path / "hosts"
-    inventory.write_text(
-        "[safety]\n"
-        "vm-a ansible_host=10.0.0.5 ansible_port=2201 vexfs_domain=safety\n"
-        "vm-b ansible_host=10.0.0.6\n"
-        "[lab:children]\nsafety\n"
-        "[lab:vars]\nansible_user=tester\nvexfs_domain=integration\n"
-        "[all:vars]\nansible_ssh_private_key_file=/keys/id\n")
-    hosts = {h.name: h for h in load_inventory(inventory)}
-    assert (hosts["vm-a"].address, hosts["vm-a"].port, hosts["vm-a"].domain) == ("10.0.0.5", 2201, "safety")
-    assert (hosts["vm-b"].port, hosts["vm-b"].domain, hosts["vm-b"].user) == (22, "integration", "tester")
-    assert hosts["vm-b"].key_file == Path("/keys/id")
 
 
 def test_host_refusing_ssh_fails_within_seconds(tmp_path: Path, closed_port: int) -> None:
