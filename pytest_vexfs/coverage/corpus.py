@@ -1,10 +1,11 @@
 """Coverage as feedback for the model checker (with ``--vexfs-coverage``), as syzkaller keeps its corpus:
 a sequence of operations that reached lines or branches of the module no earlier sequence reached is kept
-as a seed; seeds are mutated (splice two, insert operations, delete some, change an argument) and run like
-any sequence, and the budget is split between new sequences (the Hypothesis generator, as without
-coverage) and mutated seeds. A mutated sequence that finds a discrepancy is raised like one a new sequence
-finds (the campaign shrinks it; its operations are the reproducer), and the corpus is saved as a seed file
-whose seeds a later run mutates from its start.
+as a seed; seeds are mutated (splice two, insert operations, delete some, change an argument, put a
+remount, reload or power cut where the generator rarely puts one) and run like any sequence, and the
+budget is split between new sequences (the Hypothesis generator, as without coverage) and mutated seeds.
+A mutated sequence that finds a discrepancy is raised like one a new sequence finds (the campaign shrinks
+it; its operations are the reproducer), and the corpus is saved as a seed file whose seeds a later run
+mutates from its start.
 
     guidance = Guidance(snapshot, corpus_file)
     explore(make_target, caps, ..., run_round=guidance.run_round)     # pytest_vexfs.model.campaign
@@ -37,7 +38,7 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "link": ("path", "path"), "symlink": ("target", "path"), "fsync": ("path",), "fdatasync": ("path",),
     "chmod": ("path", "mode"), "sync": (),
 }
-MUTATIONS = ("splice", "insert", "delete", "change")
+MUTATIONS = ("splice", "insert", "delete", "change", "disrupt")
 
 
 @dataclasses.dataclass
@@ -169,6 +170,18 @@ def _changed(op: Op, rng: random.Random, caps: Capabilities) -> Op:
     return (name, *args)
 
 
+def _disruption(ops: list[Op], rng: random.Random, caps: Capabilities) -> list[Op]:
+    """`ops` with a disruption where the generator rarely puts one: a remount, module reload or dropped
+    caches between any two operations, or (once, at the end) a sync and a power cut, as `caps` allow."""
+    between = [name for name, allowed in (("remount", caps.persistence), ("reload", caps.persistence and caps.reload),
+                                          ("drop_caches", True)) if allowed]
+    cut = caps.persistence and caps.power_cut and not any(op[0] == "power_cut" for op in ops)
+    if cut and rng.random() < 0.3:
+        return [*ops, ("sync",), ("power_cut",)]
+    at = rng.randint(0, len([op for op in ops if op[0] != "power_cut"]))
+    return ops[:at] + [(rng.choice(between),)] + ops[at:]
+
+
 def mutate(corpus: Corpus, rng: random.Random, caps: Capabilities, steps: int, tries: int = 20) -> list[Op] | None:
     """A new sequence from the corpus's seeds (a valid one, see `valid`), or None when `tries` mutations
     all gave invalid sequences."""
@@ -184,6 +197,8 @@ def mutate(corpus: Corpus, rng: random.Random, caps: Capabilities, steps: int, t
         elif how == "change" and base:
             at = rng.randrange(len(base))
             ops = base[:at] + [_changed(base[at], rng, caps)] + base[at + 1:]
+        elif how == "disrupt":
+            ops = _disruption(base, rng, caps)
         else:  # insert (also what a mutation that does not apply to this seed becomes)
             at = rng.randint(0, len(base))
             prefix = base[:at]

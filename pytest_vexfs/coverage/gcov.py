@@ -136,33 +136,53 @@ def _json_documents(text: str) -> Iterator[dict[str, Any]]:
         yield doc
 
 
-def read_hits(gcda_dir: Path, build_dir: str) -> Hits:
-    """The lines, branches and functions the counters in `gcda_dir` (with their .gcno beside them) reached,
-    in the module's own sources (files under `build_dir`; kernel headers' inline functions are left out)."""
+def _source_entries(gcda_dir: Path, build_dir: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """gcov's JSON of the counters in `gcda_dir` (with their .gcno beside them): (compile dir, source file
+    relative to `build_dir`, gcov's entry) for the module's own sources (kernel headers are left out)."""
     files = sorted(str(p) for p in gcda_dir.rglob("*.gcda"))
-    hits = Hits()
     if not files:
-        return hits
+        return
     prefix = build_dir.rstrip("/") + "/"
     argv = [_tool("gcov"), "--branch-probabilities", "--json-format", "--stdout", *files]
     for doc in _json_documents(_run(argv, cwd=gcda_dir)):
         cwd = str(doc.get("current_working_directory", ""))
-        hits.compile_dir = hits.compile_dir or cwd
         for entry in doc.get("files", []):
             name = os.path.normpath(os.path.join(cwd, str(entry.get("file", ""))))
-            if not name.startswith(prefix):
-                continue
-            rel = name[len(prefix):]
-            for line in entry.get("lines", []):
-                number = int(line["line_number"])
-                if line.get("count", 0) > 0:
-                    hits.lines.setdefault(rel, set()).add(number)
-                for index, branch in enumerate(line.get("branches", [])):
-                    if branch.get("count", 0) > 0:
-                        hits.branches.setdefault(rel, set()).add((number, index))
-            hits.functions.update(str(f["name"]) for f in entry.get("functions", [])
-                                  if f.get("execution_count", 0) > 0)
+            if name.startswith(prefix):
+                yield cwd, name[len(prefix):], entry
+
+
+def read_hits(gcda_dir: Path, build_dir: str) -> Hits:
+    """The lines, branches and functions the counters in `gcda_dir` (with their .gcno beside them) reached,
+    in the module's own sources (files under `build_dir`; kernel headers' inline functions are left out)."""
+    hits = Hits()
+    for cwd, rel, entry in _source_entries(gcda_dir, build_dir):
+        hits.compile_dir = hits.compile_dir or cwd
+        for line in entry.get("lines", []):
+            number = int(line["line_number"])
+            if line.get("count", 0) > 0:
+                hits.lines.setdefault(rel, set()).add(number)
+            for index, branch in enumerate(line.get("branches", [])):
+                if branch.get("count", 0) > 0:
+                    hits.branches.setdefault(rel, set()).add((number, index))
+        hits.functions.update(str(f["name"]) for f in entry.get("functions", [])
+                              if f.get("execution_count", 0) > 0)
     return hits
+
+
+def code_lines(gcda_dir: Path, build_dir: str) -> dict[str, dict[int, str]]:
+    """Every line of the module's sources that is code (gcov counts it, run or not), with the function it is
+    in: {source file: {line: function}}. What the reached lines are out of, function by function."""
+    code: dict[str, dict[int, str]] = {}
+    for _, rel, entry in _source_entries(gcda_dir, build_dir):
+        spans = sorted((int(f["start_line"]), int(f["end_line"]), str(f.get("demangled_name", f["name"])))
+                       for f in entry.get("functions", []))
+        lines = code.setdefault(rel, {})
+        for line in entry.get("lines", []):
+            number = int(line["line_number"])
+            inside = [name for start, end, name in spans if start <= number <= end]
+            lines[number] = inside[-1] if inside else ""
+    return code
 
 
 def link_notes(gcda_dir: Path, build_dir: str) -> None:

@@ -71,6 +71,25 @@ def test_mutations_are_valid_varied_and_reproducible() -> None:
     assert mutate(corpus, random.Random(7), CAPS, steps=8) == made[7]
 
 
+def test_disruptions_go_where_the_seeds_had_none() -> None:
+    """A remount, reload or dropped caches between operations, or a sync and power cut at the end of a seed
+    that ends without one: the combinations the generator rarely makes; only what the capabilities allow."""
+    corpus = Corpus()
+    corpus.observe(SEED_B, hits(2))
+    made = [ops for seed in range(300) if (ops := mutate(corpus, random.Random(seed), CAPS, steps=12))]
+    assert all(valid(ops, CAPS) for ops in made)
+    placed = {(op[0], i) for ops in made for i, op in enumerate(ops) if op[0] in ("reload", "drop_caches")
+              and len(ops) == len(SEED_B) + 1}
+    assert {name for name, _ in placed} == {"reload", "drop_caches"} and len({i for _, i in placed}) >= 4
+    assert any(ops[-2:] == [("sync",), ("power_cut",)] and ops[:-2] == SEED_B for ops in made)
+    quiet = Capabilities(persistence=False)  # no remounts, reloads nor power cuts: only dropped caches
+    corpus = Corpus()
+    corpus.observe(SEED_B[:3], hits(2))
+    made = [ops for seed in range(100) if (ops := mutate(corpus, random.Random(seed), quiet, steps=12))]
+    names = Counter(op[0] for ops in made for op in ops)
+    assert names["drop_caches"] > 0 and not names["remount"] + names["reload"] + names["power_cut"]
+
+
 def test_guided_rounds_split_the_budget_and_mutated_seeds_raise_no_false_alarm(tmp_path: Path) -> None:
     """Against the host's own filesystem (the guest executor compiled for the host; see
     test_model_checker.py): mutated sequences are answered by the model as by a real filesystem (no
