@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -226,6 +227,7 @@ class Counters:
     def snapshot(self, vm: Guest, label: str, domain: str = "") -> Hits:
         """Copy the module's counters out of `vm` and reset them there; record what they reached under
         `label` and add them to the merged counters. Raises CoverageUnavailable on a kernel without gcov."""
+        start = time.monotonic()
         listing = vm.run(LIST.replace("{build_dir}", shlex.quote(self.build_dir)), timeout=120).stdout
         names = [n for n in listing.splitlines() if n.strip()]
         if NO_GCOV in names:
@@ -238,14 +240,18 @@ class Counters:
                 (work / name).parent.mkdir(parents=True, exist_ok=True)
                 vm.get(f"{GCOV_ROOT}{self.build_dir}/{name}", work / name)
             vm.run(RESET, timeout=60)
+            in_guest = time.monotonic() - start
             self.snapshots += 1
             link_notes(work, self.build_dir)
             hits = read_hits(work, self.build_dir)
             merge_into(self.merged, work)
         if hits.compile_dir and not self.compile_dir_file.exists():
             self.compile_dir_file.write_text(hits.compile_dir)
+        # what a snapshot costs, split where it is spent: copying out and resetting in the guest, reading
+        # and merging on the host (the report sums them: the part of a run's time that coverage adds)
+        cost = {"guest_seconds": round(in_guest, 3), "host_seconds": round(time.monotonic() - start - in_guest, 3)}
         with self.hits_file.open("a") as out:
-            out.write(json.dumps({"label": label, "domain": domain, **hits.to_json()}) + "\n")
+            out.write(json.dumps({"label": label, "domain": domain, **cost, **hits.to_json()}) + "\n")
         return hits
 
 

@@ -42,6 +42,10 @@ class CoverageSummary:
     cobertura: Path
     tests_map: Path
     snapshots: int
+    #: seconds the snapshots took: copying the counters out of the guest and resetting them, and reading and
+    #: merging them on the host
+    snapshot_guest_seconds: float = 0.0
+    snapshot_host_seconds: float = 0.0
 
     @staticmethod
     def percent(covered: int, total: int) -> str:
@@ -53,7 +57,9 @@ class CoverageSummary:
                 f"({self.percent(self.lines_covered, self.lines_total)}), branches "
                 f"{self.branches_covered}/{self.branches_total} "
                 f"({self.percent(self.branches_covered, self.branches_total)}), functions "
-                f"{self.functions_covered}/{self.functions_total}; report {self.html}")
+                f"{self.functions_covered}/{self.functions_total}; counters read {self.snapshots} times in "
+                f"{self.snapshot_guest_seconds + self.snapshot_host_seconds:.0f} s "
+                f"({self.snapshot_guest_seconds:.0f} s in guests); report {self.html}")
 
     def domain_lines(self) -> list[str]:
         return [f"  {domain}: lines {d['lines_covered']}/{self.lines_total} "
@@ -110,8 +116,11 @@ def write_report(run_dir: Path, title: str = "module coverage") -> CoverageSumma
     per_test: dict[str, Hits] = {}
     domain_of: dict[str, str] = {}
     snapshots = 0
+    guest_seconds = host_seconds = 0.0
     for record in read_hit_records(run_dir):
         snapshots += 1
+        guest_seconds += float(record.get("guest_seconds", 0.0))
+        host_seconds += float(record.get("host_seconds", 0.0))
         label = record["label"]
         per_test.setdefault(label, Hits()).update(Hits.from_json(record))
         if record.get("domain"):
@@ -137,7 +146,8 @@ def write_report(run_dir: Path, title: str = "module coverage") -> CoverageSumma
         functions_covered=int(totals["function_covered"]), functions_total=int(totals["function_total"]),
         domains={d: {"lines_covered": h.line_count(), "branches_covered": h.branch_count(), "tests": counts[d]}
                  for d, h in domains.items()},
-        html=html, cobertura=cobertura, tests_map=tests_map, snapshots=snapshots)
+        html=html, cobertura=cobertura, tests_map=tests_map, snapshots=snapshots,
+        snapshot_guest_seconds=round(guest_seconds, 1), snapshot_host_seconds=round(host_seconds, 1))
 
 
 def who_covers(tests_map: Path, what: str) -> list[str]:
