@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 from collections.abc import Callable
+from typing import Any
 
 import filelock
 
@@ -85,19 +86,40 @@ def external_tools(profile: ModuleProfile) -> dict[str, Path]:
     return {t.tool: t.directory for t in tool_targets(profile) if t.directory != source}
 
 
-def _source_digest(profile: ModuleProfile, image: Image) -> str:
-    h = hashlib.sha256()
-    h.update(image.kernel_release.encode() + image.digest.encode())
-    h.update(json.dumps(profile.raw, sort_keys=True, default=str).encode())
-    for root in (profile.source, *sorted(set(external_tools(profile).values()))):
+def source_roots(profile: ModuleProfile) -> tuple[Path, ...]:
+    """The directories a build copies: the module's source, then the directories of its external tools."""
+    return (profile.source, *sorted(set(external_tools(profile).values())))
+
+
+def _hash_sources(h: Any, profile: ModuleProfile) -> None:
+    """Feed every source file a build copies (name and content, build outputs left out) into `h`."""
+    for root in source_roots(profile):
         for path in sorted(root.rglob("*")):
-            if path.is_file() and not _is_build_output(path):
+            if path.is_file() and not is_build_output(path):
                 h.update(str(path.relative_to(root)).encode())
                 h.update(path.read_bytes())
+
+
+def source_digest(profile: ModuleProfile) -> str:
+    """The digest of the module's source files as a build copies them (whatever the kernel): equal digests,
+    equal code under test. "" while the source is not there (a profile whose `fetch` has not run)."""
+    if not profile.source.is_dir():
+        return ""
+    h = hashlib.sha256()
+    _hash_sources(h, profile)
     return h.hexdigest()[:16]
 
 
-def _is_build_output(path: Path) -> bool:
+def _build_digest(profile: ModuleProfile, image: Image) -> str:
+    """The build cache's key: the kernel and image, the profile, and the source files."""
+    h = hashlib.sha256()
+    h.update(image.kernel_release.encode() + image.digest.encode())
+    h.update(json.dumps(profile.raw, sort_keys=True, default=str).encode())
+    _hash_sources(h, profile)
+    return h.hexdigest()[:16]
+
+
+def is_build_output(path: Path) -> bool:
     """Whether `path` is something a build made (objects, the .ko, an executable: never copied, so every
     tool is built from source), not source (a `tools/Makefile`, a script, a header)."""
     name = path.name
@@ -144,7 +166,7 @@ def build_module(profile: ModuleProfile, image: Image, cache_dir: Path,
     if not any((profile.source / n).exists() for n in ("Kbuild", "Makefile")):
         raise ModuleError(f"{profile.source} has no Kbuild or Makefile",
                           hint="an out-of-tree module needs a Kbuild/Makefile with obj-m")
-    digest = _source_digest(profile, image) + ("-gcov" if coverage else "")
+    digest = _build_digest(profile, image) + ("-gcov" if coverage else "")
     root = cache_dir / "modules"
     root.mkdir(parents=True, exist_ok=True)
     out = root / f"{profile.name}-{digest}"
@@ -358,4 +380,4 @@ def _build_into(profile: ModuleProfile, image: Image, out: Path, digest: str, co
 
 
 def _no_build_outputs(directory: str, names: list[str]) -> list[str]:
-    return [n for n in names if _is_build_output(Path(directory) / n) and not (Path(directory) / n).is_dir()]
+    return [n for n in names if is_build_output(Path(directory) / n) and not (Path(directory) / n).is_dir()]

@@ -8,6 +8,8 @@ from pytest_vexfs import settings as cfg
 from pytest_vexfs.backends.placement import Placement
 from pytest_vexfs.guest.runstate import new_run_id
 from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.module.identity import ModuleIdentity
+from pytest_vexfs.module.identity import module_identity as identity_of
 from pytest_vexfs.module.profile import ModuleProfile, find_profile
 
 #: the test that runs after this one in this process (None: the last); set by pytest_runtest_protocol
@@ -18,6 +20,7 @@ DOMAINS_KEY = pytest.StashKey[tuple[str, ...]]()
 RUN_ID_KEY = pytest.StashKey[str]()
 TEST_SESSION_KEY = pytest.StashKey[TestSession]()
 PROFILE_KEY = pytest.StashKey[ModuleProfile]()
+IDENTITY_KEY = pytest.StashKey[ModuleIdentity]()
 REAPED_KEY = pytest.StashKey[list[str]]()
 #: the hosts list's placement (setting ``hosts``), made by the controller after probing the hosts
 PLACEMENT_KEY = pytest.StashKey[Placement]()
@@ -51,6 +54,13 @@ def module_profile(config: pytest.Config) -> ModuleProfile:
         settings = config.stash[SETTINGS_KEY]
         config.stash[PROFILE_KEY] = find_profile(settings.source, settings.profile, config.rootpath)
     return config.stash[PROFILE_KEY]
+
+
+def module_identity(config: pytest.Config) -> ModuleIdentity:
+    """The identity of the module under test (name, source digest, git commit), found once per process."""
+    if IDENTITY_KEY not in config.stash:
+        config.stash[IDENTITY_KEY] = identity_of(module_profile(config))
+    return config.stash[IDENTITY_KEY]
 
 
 def run_id(config: pytest.Config) -> str:

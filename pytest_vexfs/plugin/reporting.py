@@ -31,7 +31,8 @@ from pytest_vexfs.reporting import html as html_parts
 from pytest_vexfs.reporting.junit import add_console_excerpts
 from pytest_vexfs.reporting.recorder import Outcome, RunRecorder
 from pytest_vexfs.reporting.redact import Redactor, redact_url
-from pytest_vexfs.plugin.keys import module_profile, run_id
+from pytest_vexfs.module.identity import ModuleIdentity
+from pytest_vexfs.plugin.keys import module_identity, module_profile, run_id
 from pytest_vexfs.reporting.results import (CONSOLE_SECTION, FAILING, PHASES, RunInfo, git_code_version,
                                            result_from_phases)
 from pytest_vexfs.reporting.settings import ReportingSettings, resolve
@@ -98,13 +99,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if not subtest:
             item.stash[_CAUSE_RECORDED] = True
         cause = cause_of_report(item, report, call)
-        try:
-            module = module_profile(item.config).name
-        except (ConfigError, KeyError):
-            module = ""
+        module = identity_or_nameless(item.config)
         reproducer = getattr(call.excinfo.value, "reproducer", None) if call.excinfo is not None else None
         for name, value in ((findings.FINDING_PROPERTY, cause.signature), (findings.REASON_PROPERTY, cause.reason),
-                            ("module", module), ("reproducer", str(reproducer) if reproducer else "")):
+                            ("module", module.name), ("module_digest", module.source_digest),
+                            ("module_commit", module.commit_ref),
+                            ("reproducer", str(reproducer) if reproducer else "")):
             if not value:
                 continue
             report.user_properties.append((name, value))
@@ -113,6 +113,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if call.excinfo is not None and isinstance(call.excinfo.value, VexfsError):
             _once(item.config, report, call.excinfo.value, cause.reason)
     return report
+
+
+def identity_or_nameless(config: pytest.Config) -> ModuleIdentity:
+    """The module under test's identity; a nameless one when its profile cannot be read (that error fails
+    the tests that need the module, with its own words)."""
+    try:
+        return module_identity(config)
+    except (ConfigError, KeyError):
+        return ModuleIdentity("")
 
 
 def _once(config: pytest.Config, report: pytest.TestReport, exc: BaseException, reason: str) -> None:
@@ -295,7 +304,10 @@ class ReportingPlugin:
 
     # -- run lifecycle --------------------------------------------------------------------------
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Open the results history and record the run as started."""
+        """Open the results history and record the run as started, with the module under test's identity."""
+        module = identity_or_nameless(self.config)
+        if module.name:
+            self.recorder.run.sections["module"] = module.to_dict()
         try:
             self.recorder.start()
         except VexfsError as err:

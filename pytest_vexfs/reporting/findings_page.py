@@ -1,8 +1,8 @@
 """The findings of every run on one page: one row per cause (its signature, from the results history's
-``causes``), first and last seen, how many failed tests it caused, the kernels and code versions it appeared
-on, its status, and a page per finding with its history, console excerpt and reproducer (syzbot's view of a
-module's bugs). Served from the file system; built from SQLite or PostgreSQL alike. Nothing here imports
-pytest.
+``causes``), first and last seen, how many failed tests it caused, the kernels, code versions and module
+versions (name, source digest, git commit) it appeared on, its status, and a page per finding with its
+history, console excerpt and reproducer (syzbot's view of a module's bugs). Served from the file system;
+built from SQLite or PostgreSQL alike. Nothing here imports pytest.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from pytest_vexfs.module.identity import ModuleIdentity
 from pytest_vexfs.reporting.history import CauseRow
 from pytest_vexfs.reporting.results import write_atomically
 
@@ -36,6 +37,8 @@ class FindingSummary:
     kernels: list[str] = dataclasses.field(default_factory=list)
     code_versions: list[str] = dataclasses.field(default_factory=list)
     modules: list[str] = dataclasses.field(default_factory=list)
+    module_versions: list[str] = dataclasses.field(default_factory=list)
+    """The module versions it appeared on: name, source digest, git commit (see `module_version`)."""
     environments: list[str] = dataclasses.field(default_factory=list)
     status: str = OPEN
     runs_since: int = 0
@@ -71,7 +74,7 @@ def summarise_findings(rows: Sequence[CauseRow], runs: Sequence[tuple[str, float
         summary.history.append(row)
         for values, value in ((summary.runs, row.run_id), (summary.kernels, row.kernel_release),
                               (summary.code_versions, row.code_version), (summary.modules, row.module),
-                              (summary.environments, row.env_name)):
+                              (summary.environments, row.env_name), (summary.module_versions, module_version(row))):
             if value and value not in values:
                 values.append(value)
     order = {run_id: index for index, (run_id, _, _) in enumerate(runs)}
@@ -86,6 +89,14 @@ def summarise_findings(rows: Sequence[CauseRow], runs: Sequence[tuple[str, float
         else:
             summary.status = MAYBE_FIXED
     return sorted(found.values(), key=lambda s: ({NEW: 0, OPEN: 1, MAYBE_FIXED: 2}[s.status], -s.last_seen))
+
+
+def module_version(row: CauseRow) -> str:
+    """The module a cause was seen on: ``vexfsref 3f2a9c01d2e4b5a6 (git 4bdb535a1b2c-dirty)``."""
+    if not row.module:
+        return ""
+    identity = ModuleIdentity.from_recorded(row.module, row.module_digest, row.module_commit)
+    return f"{row.module} {identity.version}".strip()
 
 
 def _when(timestamp: float) -> str:
@@ -130,11 +141,11 @@ def render_index(summaries: Sequence[FindingSummary], filters: str = "") -> str:
             f'<td class="last-seen">{_when(s.last_seen)} ({escape(s.last_run)})</td>'
             f'<td class="kernels">{escape(", ".join(s.kernels))}</td>'
             f'<td class="code">{escape(", ".join(s.code_versions))}</td>'
-            f'<td class="modules">{escape(", ".join(s.modules))}</td></tr>')
+            f'<td class="module-versions">{"<br>".join(escape(v) for v in s.module_versions)}</td></tr>')
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>vexfs findings</title>{_STYLE}</head><body>"
             f"<h1>Findings: {len(summaries)}</h1><p>{escape(filters or 'all modules, kernels and environments')}</p>"
             "<table id=\"findings\"><thead><tr><th>status</th><th>finding</th><th>failed tests</th><th>first seen</th>"
-            "<th>last seen</th><th>kernels</th><th>code versions</th><th>modules</th></tr></thead><tbody>"
+            "<th>last seen</th><th>kernels</th><th>code versions</th><th>module versions</th></tr></thead><tbody>"
             f"{''.join(rows)}</tbody></table></body></html>\n")
 
 
@@ -142,7 +153,8 @@ def render_finding(summary: FindingSummary) -> str:
     """A finding's own page: its history (run, test, kernel, code), the latest console excerpt and reproducer."""
     rows = "".join(
         f"<tr><td>{_when(r.started_at)}</td><td>{escape(r.run_id)}</td><td>{escape(r.env_name)}</td>"
-        f"<td>{escape(r.kernel_release)}</td><td>{escape(r.code_version)}</td><td>{escape(r.nodeid)}</td></tr>"
+        f"<td>{escape(r.kernel_release)}</td><td>{escape(r.code_version)}</td><td class=\"module\">"
+        f"{escape(module_version(r))}</td><td>{escape(r.nodeid)}</td></tr>"
         for r in summary.history)
     latest = summary.latest
     reproducer = (f"<p>reproducer: <code class=\"reproducer\">{escape(latest.reproducer)}</code></p>"
@@ -152,7 +164,7 @@ def render_finding(summary: FindingSummary) -> str:
             f"<p>status: <b class=\"status\">{escape(status_text(summary))}</b>; {summary.count} failed test(s); "
             f"signature <code>{escape(summary.signature)}</code>; kind {escape(summary.kind)}</p>{reproducer}"
             "<h2>History</h2><table id=\"history\"><thead><tr><th>when</th><th>run</th><th>environment</th>"
-            f"<th>kernel</th><th>code</th><th>test</th></tr></thead><tbody>{rows}</tbody></table>"
+            f"<th>kernel</th><th>code</th><th>module</th><th>test</th></tr></thead><tbody>{rows}</tbody></table>"
             f"<h2>Latest console excerpt or failure</h2><pre class=\"excerpt\">{escape(latest.excerpt)}</pre>"
             "</body></html>\n")
 

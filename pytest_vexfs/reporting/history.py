@@ -20,7 +20,7 @@ from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.reporting.redact import redact_url
 from pytest_vexfs.reporting.results import FAILING, RunInfo, TestResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS vexfs_schema (version INTEGER NOT NULL)""",
@@ -75,6 +75,8 @@ _SCHEMA = (
         reason TEXT NOT NULL,
         kind TEXT NOT NULL,
         module TEXT,
+        module_digest TEXT,
+        module_commit TEXT,
         kernel_release TEXT,
         reproducer TEXT,
         excerpt TEXT,
@@ -84,6 +86,11 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS results_nodeid ON results (nodeid)",
     "CREATE INDEX IF NOT EXISTS results_domain ON results (domain)",
 )
+
+#: columns added since a table was first made (schema version 2: the module's identity): added to a history
+#: made before them, so an older database keeps working
+_ADDED_COLUMNS = (("causes", "module_digest", "TEXT"), ("causes", "module_commit", "TEXT"))
+
 
 @dataclass(frozen=True)
 class CauseRow:
@@ -101,6 +108,9 @@ class CauseRow:
     module: str
     reproducer: str
     excerpt: str
+    module_digest: str = ""
+    module_commit: str = ""
+    """The module's git commit, "-dirty" after it when its source had changes (ModuleIdentity.commit_ref)."""
 
 
 #: Run columns that ``compare`` may select environments by.
@@ -199,9 +209,26 @@ class ResultsStore:
 
     def _create_schema(self) -> None:
         self._execute("create schema", [(s, ()) for s in _SCHEMA])
+        for table, column, kind in _ADDED_COLUMNS:
+            if column not in self._columns(table):
+                self._execute(f"add column {table}.{column}", [(f"ALTER TABLE {table} ADD COLUMN {column} {kind}", ())])
         if not self.query("SELECT version FROM vexfs_schema"):
             self._execute("record schema version",
                           [("INSERT INTO vexfs_schema (version) VALUES (?)", (SCHEMA_VERSION,))])
+        else:
+            self._execute("record schema version",
+                          [("UPDATE vexfs_schema SET version = ? WHERE version < ?", (SCHEMA_VERSION, SCHEMA_VERSION))])
+
+    def _columns(self, table: str) -> list[str]:
+        try:
+            cursor = self._conn.cursor()
+            cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+            names = [d[0] for d in cursor.description]
+            self._conn.commit()
+            return names
+        except self._errors as err:
+            self._rollback()
+            raise ResultsStoreError(self.url, f"read the columns of {table}", err) from err
 
     def close(self) -> None:
         """Close the connection."""
@@ -244,11 +271,13 @@ class ResultsStore:
 
             cause = cause_of_result(result)
             statements.append((
-                ("INSERT INTO causes (run_id, nodeid, signature, reason, kind, module, kernel_release, reproducer, "
-                 "excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, nodeid) DO UPDATE SET "
-                 "signature = excluded.signature, reason = excluded.reason, kind = excluded.kind"),
+                ("INSERT INTO causes (run_id, nodeid, signature, reason, kind, module, module_digest, module_commit, "
+                 "kernel_release, reproducer, excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+                 "(run_id, nodeid) DO UPDATE SET signature = excluded.signature, reason = excluded.reason, "
+                 "kind = excluded.kind"),
                 (run_id, result.nodeid, cause.signature, cause.reason, cause.kind, props.get("module"),
-                 props.get("kernel_release"), props.get("reproducer"),
+                 props.get("module_digest"), props.get("module_commit"), props.get("kernel_release"),
+                 props.get("reproducer"),
                  (result.finding.excerpt if result.finding is not None else result.message)[-20000:])))
         for name, value in result.metrics.items():
             statements.append((
@@ -288,7 +317,8 @@ class ResultsStore:
         rows = self.query(
             "SELECT r.run_id, r.started_at, r.env_name, r.code_version, COALESCE(c.kernel_release, "
             "r.kernel_release, ''), c.nodeid, c.signature, c.reason, c.kind, COALESCE(c.module, ''), "
-            "COALESCE(c.reproducer, ''), COALESCE(c.excerpt, '') FROM causes c JOIN runs r ON r.run_id = c.run_id "
+            "COALESCE(c.reproducer, ''), COALESCE(c.excerpt, ''), COALESCE(c.module_digest, ''), "
+            "COALESCE(c.module_commit, '') FROM causes c JOIN runs r ON r.run_id = c.run_id "
             "ORDER BY r.started_at, r.run_id, c.nodeid")
         return [CauseRow(*row) for row in rows]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.module.identity import ModuleIdentity
 
 #: the KCIDB schema version written (and validated against)
 VERSION = (5, 3)
@@ -45,9 +46,11 @@ def run_to_kcidb(document: dict[str, Any], origin: str = ORIGIN) -> dict[str, An
     environment = document.get("environment", {})
     checkout_id = f"{origin}:{run['run_id']}"
     build_id = f"{checkout_id}:build"
-    checkout = {"id": checkout_id, "origin": origin, "tree_name": run.get("env") or "default",
-                "start_time": _iso(run.get("started_at")), "valid": True,
-                "misc": {"code_version": run.get("code_version"), "host": run.get("host")}}
+    checkout: dict[str, Any] = {"id": checkout_id, "origin": origin, "tree_name": run.get("env") or "default",
+                                "start_time": _iso(run.get("started_at")), "valid": True,
+                                "misc": {"code_version": run.get("code_version"), "host": run.get("host"),
+                                         "env": run.get("env")}}
+    checkout.update(_module_checkout(document.get("module"), checkout["misc"]))
     build: dict[str, Any] = {"id": build_id, "checkout_id": checkout_id, "origin": origin, "architecture": "x86_64",
                              "start_time": _iso(run.get("started_at")),
                              "config_name": environment.get("kernel_release") or "unknown",
@@ -82,6 +85,25 @@ def run_to_kcidb(document: dict[str, Any], origin: str = ORIGIN) -> dict[str, An
                               "issue_version": 1, "test_id": test_id, "build_id": build_id, "present": True})
     return {"version": {"major": VERSION[0], "minor": VERSION[1]}, "checkouts": [checkout], "builds": [build],
             "tests": tests, "issues": list(issues.values()), "incidents": incidents}
+
+
+def _module_checkout(section: dict[str, Any] | None, misc: dict[str, Any]) -> dict[str, Any]:
+    """The checkout's fields the module's identity gives (the run JSON's ``module``): the tree is the module,
+    its git commit, branch and https repository, and its source digest (a dirty tree's commit lacks the
+    changes the digest covers)."""
+    if not section:
+        return {}
+    module = ModuleIdentity.from_dict(section)
+    fields: dict[str, Any] = {"tree_name": module.name, "comment": f"{module.name} {module.version}".strip(),
+                              "misc": {**misc, "module_source_digest": module.source_digest,
+                                       "module_dirty": module.dirty}}
+    if module.commit:
+        fields.update(git_commit_hash=module.commit, git_commit_name=module.commit_name)
+    if module.branch:
+        fields["git_repository_branch"] = module.branch
+    if module.repository_url:
+        fields["git_repository_url"] = module.repository_url
+    return fields
 
 
 def validate(data: dict[str, Any]) -> None:
