@@ -56,7 +56,7 @@ from pytest_vexfs.errors import ConfigError, HostDown, VMBootError, VMError
 from pytest_vexfs.polling import deadline_in, poll
 from pytest_vexfs.privacy import private_dir
 from pytest_vexfs.backends.host import create_vm_disks, free_port
-from pytest_vexfs.guest.runstate import process_alive
+from pytest_vexfs.processes import process_alive
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
 from pytest_vexfs.backends.hostssh import HostSSH, LocalForward
 

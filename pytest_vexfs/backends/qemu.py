@@ -27,7 +27,7 @@ from pytest_vexfs.privacy import private_dir
 from pytest_vexfs.errors import HostToolMissing, VMBootError, VMError
 from pytest_vexfs.polling import deadline_in, poll
 from pytest_vexfs.backends.qmp import QMPClient, QMPError
-from pytest_vexfs.guest.runstate import socket_dir
+from pytest_vexfs.processes import socket_dir
 from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint, read_tail
 

@@ -34,7 +34,7 @@ from pytest_vexfs.coverage.errpaths import ErrorPaths
 from pytest_vexfs.coverage.gcov import Hits
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.faults.kernel_log import KMEMLEAK, Finding, find_faults
-from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.command import CommandResult
 from pytest_vexfs.polling import deadline_in, poll
 
 DEBUGFS = "/sys/kernel/debug"

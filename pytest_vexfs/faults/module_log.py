@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from pytest_vexfs.faults.kernel_log import BEGIN_PREFIX, END_PREFIX, PID_PREFIX, UNLOAD_PREFIX, begin_marker, end_marker
-from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.command import CommandResult
 
 #: the report section (terminal, JUnit system-out, HTML) holding a failed test's module log lines
 MODULE_LOG_SECTION = "vexfs module log"

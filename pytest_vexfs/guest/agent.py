@@ -23,7 +23,7 @@ from typing import Any
 
 from pytest_vexfs.errors import CommandTimeout, VMError
 from pytest_vexfs.polling import deadline_in, poll, remaining
-from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.command import CommandResult
 
 #: how often a waiting command polls its `abort` callback
 ABORT_POLL = 0.1

@@ -18,6 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from pytest_vexfs.polling import deadline_in, poll
+from pytest_vexfs.processes import process_alive, socket_dir
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -25,31 +26,6 @@ def new_run_id(now: float | None = None) -> str:
     (on the xdist controller) and used for VM names, records, reports and the results history."""
     stamp = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
     return stamp.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def process_start_time(pid: int) -> int | None:
-    """Start time of `pid` in clock ticks since boot (field 22 of /proc/pid/stat), None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[19])
-
-
-def process_alive(pid: int, start_time: int | None) -> bool:
-    """True if `pid` runs and is the same process (same start time) as recorded."""
-    current = process_start_time(pid)
-    if current is None:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    if state == "Z":
-        return False
-    return start_time is None or current == start_time
 
 
 #: what process_file names: "keys" (a run's SSH key pair), "scratch" (a scratch disk kept across VMs)
@@ -83,15 +59,6 @@ class VMRecord:
     @property
     def qemu_alive(self) -> bool:
         return self.qemu_pid is not None and process_alive(self.qemu_pid, self.qemu_start)
-
-
-def socket_dir(run_dir: Path | str) -> Path:
-    """A short per-VM directory for unix sockets (their paths must stay under 108 bytes)."""
-    import hashlib
-    import tempfile
-
-    digest = hashlib.sha1(str(run_dir).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"vexfs-{os.getuid()}-{digest}"
 
 
 def state_dir(cache_dir: Path) -> Path:

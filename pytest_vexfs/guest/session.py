@@ -22,7 +22,8 @@ from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, marker_token, pid_marker_command
 from pytest_vexfs.faults.symbols import Symbolizer, frame_function
 from pytest_vexfs.faults.verdict import Verdict, finding_kind
-from pytest_vexfs.guest.ssh import CommandResult, KeyPair, generate_keypair
+from pytest_vexfs.command import CommandResult
+from pytest_vexfs.guest.ssh import KeyPair, generate_keypair
 from pytest_vexfs.guest.runstate import process_file
 from pytest_vexfs.guest.tampering import killed_by_test
 from pytest_vexfs.backends.base import read_tail

@@ -17,28 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from pytest_vexfs.backends.base import SSHEndpoint
-from pytest_vexfs.errors import CommandFailed, CommandTimeout, SSHError
-
-
-@dataclasses.dataclass(frozen=True)
-class CommandResult:
-    """What a guest command did."""
-
-    command: str
-    exit_status: int
-    stdout: str
-    stderr: str
-    duration: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_status == 0
-
-    def check(self) -> CommandResult:
-        """Return self, or raise CommandFailed if the command exited non-zero."""
-        if self.exit_status != 0:
-            raise CommandFailed(self.command, self.exit_status, self.stdout, self.stderr)
-        return self
+from pytest_vexfs.command import CommandResult
+from pytest_vexfs.errors import CommandTimeout, SSHError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,9 +40,10 @@ from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.guest.image import Image
 from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
-from pytest_vexfs.guest.runstate import (VMRecord, process_alive, process_start_time, remove_record,
-                                       write_record)
-from pytest_vexfs.guest.ssh import CommandResult, KeyPair, SSHConnection, generate_keypair, ssh_banner_ready
+from pytest_vexfs.guest.runstate import VMRecord, remove_record, write_record
+from pytest_vexfs.command import CommandResult
+from pytest_vexfs.processes import process_alive, process_start_time
+from pytest_vexfs.guest.ssh import KeyPair, SSHConnection, generate_keypair, ssh_banner_ready
 
 BASE_CMDLINE = ("console=ttyS0,115200 root=/dev/vda rw panic=-1 quiet random.trust_cpu=on "
                 "sysrq_always_enabled=1 tsc=reliable")

@@ -21,7 +21,7 @@ from typing import Any
 
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.module.profile import ModuleProfile, Runner
-from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.command import CommandResult
 
 DEFAULT_DEVICE = "/dev/vdb"  # the VM's scratch disk
 DEFAULT_MOUNTPOINT = "/mnt/vexfs"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pytest_vexfs.errors import (ModuleError, ModuleLoadError,
                      ModuleUnloadError)
 from pytest_vexfs.faults.kernel_log import unload_marker
-from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.command import CommandResult
 from pytest_vexfs.guest.vm import Preload
 
 from pytest_vexfs.module.profile import SEED_DEFAULTS, ModuleProfile, Runner

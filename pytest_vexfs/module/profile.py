@@ -12,7 +12,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloa
                       model_validator)
 
 from pytest_vexfs.errors import ConfigError
-from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.command import CommandResult
 from pytest_vexfs.typed import Scalar, load_mapping, validate
 
 

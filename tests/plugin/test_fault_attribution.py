@@ -19,7 +19,8 @@ from junitparser import JUnitXml
 
 from pytest_vexfs.module.profile import DEFAULT_SOURCE
 from pytest_vexfs.reporting.junit import case_properties
-from pytest_vexfs.guest.runstate import list_records, process_alive
+from pytest_vexfs.guest.runstate import list_records
+from pytest_vexfs.processes import process_alive
 
 ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg", "--junitxml=junit.xml", "-p", "no:randomly")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from junitparser import Error, Failure, JUnitXml
 
-from pytest_vexfs.guest.runstate import list_records, process_alive
+from pytest_vexfs.guest.runstate import list_records
+from pytest_vexfs.processes import process_alive
 
 INNER = """
 import json
