@@ -7,7 +7,7 @@ seeds, and (d) the cost of coverage: the same suite's wall time with and without
 
 The suites run as pytest subprocesses (their totals are read from the run JSON); exploration runs in one
 VM through the library (as benchmarks/model.py does): unguided is run_exploration with the counters read
-after each sequence, guided is pytest_vexfs.coverage.corpus.guided with the same seed and budget. The last
+after each sequence, guided is pytest_vexfs.model.corpus.guided with the same seed and budget. The last
 line printed is one JSON object.
 """
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_vexfs import settings as cfg  # noqa: E402
-from pytest_vexfs.coverage.corpus import Guidance  # noqa: E402
+from pytest_vexfs.model.corpus import Guidance  # noqa: E402
 from pytest_vexfs.coverage.gcov import Counters, Hits, code_lines, link_notes  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402

@@ -19,7 +19,7 @@ from pytest_vexfs.module.recorded import recorded_source
 from pytest_vexfs.model.target import ModelRig
 
 if TYPE_CHECKING:
-    from pytest_vexfs.coverage.corpus import GuidedSummary
+    from pytest_vexfs.model.corpus import GuidedSummary
     from pytest_vexfs.coverage.gcov import Hits
 
 EXPLORE_DEFAULTS = {"model_examples": 100, "model_steps": 100, "model_budget": 1800.0}
@@ -153,8 +153,8 @@ class ModelRun:
         database = DirectoryBasedExampleDatabase(str(self.results / "hypothesis-db"))
         cuts_before = self.rig.cuts
         guidance = None
-        if self.coverage is not None:  # sequences that reached new code become seeds (coverage/corpus.py)
-            from pytest_vexfs.coverage.corpus import Guidance
+        if self.coverage is not None:  # sequences that reached new code become seeds (model/corpus.py)
+            from pytest_vexfs.model.corpus import Guidance
 
             guidance = Guidance(self.coverage, self.results / "corpus" / f"{self.rig.profile.name}.json")
             summary.guided = guidance.summary

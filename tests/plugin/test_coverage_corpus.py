@@ -8,7 +8,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from pytest_vexfs.coverage.corpus import Corpus, mutate, valid
+from pytest_vexfs.model.corpus import Corpus, mutate, valid
 from pytest_vexfs.coverage.gcov import Hits
 from pytest_vexfs.model.explore import Capabilities
 
@@ -101,7 +101,7 @@ def test_guided_rounds_split_the_budget_and_mutated_seeds_raise_no_false_alarm(t
 
     import pytest
 
-    from pytest_vexfs.coverage.corpus import Guidance
+    from pytest_vexfs.model.corpus import Guidance
     from pytest_vexfs.model.campaign import explore
     from pytest_vexfs.model.executor import SOURCE
     from pytest_vexfs.model.explore import Target
