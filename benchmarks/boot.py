@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_vexfs.guest.accel import choose_accel  # noqa: E402
 from pytest_vexfs.backends.base import MachineSpec  # noqa: E402
 from pytest_vexfs.backends.qemu import QemuMachine  # noqa: E402
-from pytest_vexfs.guest.image import default_cache_dir, get_image  # noqa: E402
+from pytest_vexfs.guest.image import get_image  # noqa: E402
+from pytest_vexfs.settings import default_cache_dir  # noqa: E402
 from pytest_vexfs.guest.ssh import SSHConnection, generate_keypair, ssh_banner_ready  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.guest.vm import BASE_CMDLINE, GuestVM, VMSettings, ensure_snapshot  # noqa: E402

@@ -14,15 +14,17 @@ turns it into pytest.UsageError. Usable without pytest.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError,
+                      ValidatorFunctionWrapHandler, create_model, field_validator)
 
-from pytest_vexfs.backends.base import HostOptions, LibvirtOptions
 from pytest_vexfs.errors import ConfigError
-from pytest_vexfs.reporting.alerts import AlertsSection
+from pytest_vexfs.kernels import DEFAULT_KERNEL, kernel_descriptions, kernel_names
+from pytest_vexfs.severity import SEVERITIES
 from pytest_vexfs.typed import Scalar, load_mapping, validate
 
 PACKAGE_ENV_DIR = Path(__file__).parent / "environments"
@@ -136,9 +138,8 @@ class SettingValues:
 
     backend: str = setting(_text, "qemu", "VM backend", "backend",
                            choices=("qemu", "libvirt", "terraform", "static"))
-    kernel: str = setting(_text, "6.12", "guest kernel: 6.12 (Debian 13), 6.1 (Debian 12), 6.12-debug (built from "
-                          "linux-source-6.12 with KASAN, kmemleak, lockdep, UBSAN, fault injection)", "vm.kernel",
-                          allowed="6.12, 6.1, 6.12-debug")
+    kernel: str = setting(_text, DEFAULT_KERNEL, "guest kernel: " + kernel_descriptions(), "vm.kernel",
+                          allowed=", ".join(kernel_names()))
     kernel_build: str = setting(_text, "", "build tree of a kernel given by path (for module builds)",
                                 "vm.kernel_build")
     accel: str = setting(_text, "auto", "accelerator; auto probes KVM by booting and falls back to TCG",
@@ -268,6 +269,75 @@ SETTINGS: tuple[Setting, ...] = tuple(Setting(f.name, **f.metadata["setting"])
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
+#: what an alert rule's condition may say (parsed by pytest_vexfs.reporting.alerts.parse_condition)
+CONDITION_FORMS = ("failure_rate > X", "failure_rate >= X", "failure_rate{domain=NAME} > X", "test_timeout",
+                   "kernel_fault", "kernel_fault(KIND, ...)", "regression")
+
+
+# -- the environment file's alerts section (its conditions are parsed by pytest_vexfs.reporting.alerts) ---------
+
+class AlertRule(BaseModel):
+    """One rule of the ``alerts`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrictStr = Field(min_length=1, description="shown in the message")
+    condition: StrictStr = Field(description="e.g. failure_rate > 0.1, test_timeout, kernel_fault(oops), "
+                                             "regression")
+    severity: StrictStr = Field("warning", description="one of the fault kinds' severities, or info")
+
+    @field_validator("severity")
+    @classmethod
+    def _one_scale(cls, value: str) -> str:
+        """The severity scale is the fault kinds' (pytest_vexfs/severity.py), with info below warning."""
+        if value not in SEVERITIES:
+            raise ValueError("not a severity")
+        return value
+
+
+class AlertsSection(BaseModel):
+    """The ``alerts`` section exactly as written: ``enabled``, ``webhook_url``, ``rules``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: StrictBool = Field(True, description="false keeps the section but sends nothing")
+    webhook_url: StrictStr | None = Field(None, description="http(s) URL the messages are POSTed to; "
+                                                            "${NAME} is read from the environment")
+    rules: list[AlertRule] = Field(default_factory=list)
+
+    @field_validator("rules", mode="wrap")
+    @classmethod
+    def _name_the_rule(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[AlertRule]:
+        """A problem inside a rule is told with the rule's name, wherever the section is read."""
+        try:
+            rules: list[AlertRule] = handler(value)
+        except ValidationError as err:
+            first = err.errors()[0]
+            if not first["loc"] or not isinstance(first["loc"][0], int):
+                raise
+            raise ValueError(_rule_problem(first, value[first["loc"][0]], first["loc"][0])) from None
+        return rules
+
+
+_RULE_ALLOWED = {"severity": ", ".join(SEVERITIES), "name": "a non-empty string",
+                 "condition": ", ".join(CONDITION_FORMS)}
+
+
+def _rule_problem(error: Any, rule: object, index: int) -> str:
+    """``alerts rule 'NAME': what is wrong; allowed: ...`` for the first problem of one rule."""
+    name = rule.get("name") if isinstance(rule, Mapping) else None
+    where = f"alerts rule {name!r}" if isinstance(name, str) and name else f"alerts rule #{index + 1}"
+    key = ".".join(str(part) for part in error["loc"][1:])
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key {key!r}; allowed: name, condition, severity"
+    if error["type"] == "missing":
+        return f"{where}: the key {key!r} is missing; allowed: {_RULE_ALLOWED.get(key, 'a value')}"
+    if not key:
+        return f"{where}: a rule is a mapping with name, condition and severity, not {error.get('input')!r}"
+    return (f"{where}: bad value {error.get('input')!r} for {key} ({error['msg']}); "
+            f"allowed: {_RULE_ALLOWED.get(key, 'a value')}")
+
+
 class EnvironmentSections(BaseModel):
     """The parts of an environment file that are not settings (a new typed section is one field here);
     the settings' sections are added from the table."""
@@ -302,6 +372,36 @@ def _environment_model() -> type[EnvironmentSections]:
 EnvironmentFile = _environment_model()
 
 
+# -- the backends' options, typed (made by ResolvedSettings; backends/base.py gives them to machines) --
+
+@dataclasses.dataclass(frozen=True)
+class LibvirtOptions:
+    """Options of the ``libvirt`` backend (settings ``libvirt_*``; "" or 0 = the backend decides)."""
+
+    uri: str = ""                  # "" = $LIBVIRT_DEFAULT_URI, else qemu:///system
+    pool: str = ""                 # storage pool for the VM disks; needed for a remote URI
+    connect_timeout: float = 10.0  # seconds to open the URI
+    console: str = ""              # "file" or "stream"; "" = file locally, stream remotely
+    dac_label: str = ""            # <seclabel model='dac'> label; "" = +0:+0 locally as root, else libvirt's
+    ssh_port: int = 0              # host port forwarded to the guest's SSH; 0 = pick one
+    ssh_address: str = ""          # where SSH reaches that port; "" = the URI's host or 127.0.0.1
+    ssh_bind: str = ""             # address QEMU binds the forward to; "" = loopback locally
+
+
+@dataclasses.dataclass(frozen=True)
+class HostOptions:
+    """Options of the ``static`` and ``terraform`` backends: where the hosts are listed, which to take."""
+
+    inventory: str = ""            # Ansible inventory (static)
+    terraform_dir: str = ""        # Terraform dir, or a file of recorded `terraform output -json` (terraform)
+    terraform_output: str = ""     # recorded `terraform output -json` (terraform)
+    host: str = ""                 # this inventory host by name; "" = chosen by domain and index
+    domain: str = ""               # take hosts whose vexfs_domain is this ("" = $VEXFS_DOMAIN, else any)
+    index: int = 0                 # the index-th matching host (the xdist worker's number)
+    connect_timeout: float = 10.0  # seconds the host has to answer SSH
+    console_stream: bool = True    # stream the host's kernel log over SSH into the console file
+
+
 @dataclasses.dataclass(kw_only=True)
 class ResolvedSettings(SettingValues):
     """The values in effect (typed attributes, and `values` by name) and where each came from. Resolved
@@ -316,6 +416,11 @@ class ResolvedSettings(SettingValues):
     levels: dict[str, str] = dataclasses.field(default_factory=dict)
     #: the environment file, typed (its extra sections, e.g. alerts, are read from here)
     environment: EnvironmentSections | None = None
+
+    @property
+    def cache_path(self) -> Path:
+        """The cache directory in effect: the cache_dir setting, else $XDG_CACHE_HOME/pytest-vexfs."""
+        return Path(self.cache_dir) if self.cache_dir else _xdg_cache_dir(os.environ)
 
     def libvirt_options(self) -> LibvirtOptions:
         """The libvirt backend's options, typed."""
@@ -332,6 +437,17 @@ class ResolvedSettings(SettingValues):
         return HostOptions(inventory=v["inventory"], terraform_dir=v["terraform_dir"], host=v["host"],
                            domain=v["domain"], index=index, connect_timeout=v["host_connect_timeout"],
                            console_stream=v["console_stream"])
+
+
+def _xdg_cache_dir(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pytest-vexfs"
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where images and run state live when no settings are at hand: the cache_dir setting's variable
+    ($VEXFS_CACHE_DIR), else $XDG_CACHE_HOME/pytest-vexfs."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(SETTINGS_BY_NAME["cache_dir"].env_var) or _xdg_cache_dir(environ))
 
 
 def find_env_file(name: str, rootdir: Path) -> Path:
@@ -414,8 +530,6 @@ def resolve(cli: Mapping[str, Any], ini: Mapping[str, Any], environ: Mapping[str
 
 
 def _check_kernel(value: str, source: str) -> None:
-    from pytest_vexfs.guest.image import kernel_names
-
     names = kernel_names()
     if value in names:
         return

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_vexfs.guest.image import default_cache_dir
+from pytest_vexfs.settings import default_cache_dir
 
 OUTER_CACHE = default_cache_dir()  # evaluated at import, before pytester moves HOME
 

@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+#: the options a machine is made with are typed settings, defined beside the settings table (re-exported)
+from pytest_vexfs.settings import HostOptions as HostOptions, LibvirtOptions as LibvirtOptions
+
 
 @dataclasses.dataclass(frozen=True)
 class SSHEndpoint:
@@ -17,34 +20,6 @@ class SSHEndpoint:
     user: str = "root"
     host_key: str | None = None
     key_file: Path | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class LibvirtOptions:
-    """Options of the ``libvirt`` backend (settings ``libvirt_*``; "" or 0 = the backend decides)."""
-
-    uri: str = ""                  # "" = $LIBVIRT_DEFAULT_URI, else qemu:///system
-    pool: str = ""                 # storage pool for the VM disks; needed for a remote URI
-    connect_timeout: float = 10.0  # seconds to open the URI
-    console: str = ""              # "file" or "stream"; "" = file locally, stream remotely
-    dac_label: str = ""            # <seclabel model='dac'> label; "" = +0:+0 locally as root, else libvirt's
-    ssh_port: int = 0              # host port forwarded to the guest's SSH; 0 = pick one
-    ssh_address: str = ""          # where SSH reaches that port; "" = the URI's host or 127.0.0.1
-    ssh_bind: str = ""             # address QEMU binds the forward to; "" = loopback locally
-
-
-@dataclasses.dataclass(frozen=True)
-class HostOptions:
-    """Options of the ``static`` and ``terraform`` backends: where the hosts are listed, which to take."""
-
-    inventory: str = ""            # Ansible inventory (static)
-    terraform_dir: str = ""        # Terraform dir, or a file of recorded `terraform output -json` (terraform)
-    terraform_output: str = ""     # recorded `terraform output -json` (terraform)
-    host: str = ""                 # this inventory host by name; "" = chosen by domain and index
-    domain: str = ""               # take hosts whose vexfs_domain is this ("" = $VEXFS_DOMAIN, else any)
-    index: int = 0                 # the index-th matching host (the xdist worker's number)
-    connect_timeout: float = 10.0  # seconds the host has to answer SSH
-    console_stream: bool = True    # stream the host's kernel log over SSH into the console file
 
 
 @dataclasses.dataclass

@@ -156,7 +156,7 @@ def transport_uri(uri: str) -> str:
     parts = urllib.parse.urlsplit(uri)
     if not parts.scheme.endswith("+ssh") or "command" in urllib.parse.parse_qs(parts.query):
         return uri
-    from pytest_vexfs.guest.image import default_cache_dir
+    from pytest_vexfs.settings import default_cache_dir
 
     path = private_dir(default_cache_dir() / "tools") / "ssh-transport"
     if not path.is_file() or path.read_text() != SSH_TRANSPORT:

@@ -117,14 +117,13 @@ def _write_inventory(env: str, guests: dict[str, dict[str, Any]], key_file: Path
 def _local_up(env: str, vms: list[PlannedVM]) -> Path:
     """Boot the environment's hosts as detached VMs on this machine; returns the inventory written."""
     from pytest_vexfs import settings as cfg
-    from pytest_vexfs.guest.image import default_cache_dir
     from pytest_vexfs.guest.runstate import new_run_id
     from pytest_vexfs.guest.session import VMSlot
     from pytest_vexfs.guest.ssh import generate_keypair
     from pytest_vexfs.guest.vm import GuestVM
 
     settings = cfg.resolve({s.name: None for s in cfg.SETTINGS}, {}, os.environ, ROOT)
-    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    cache = settings.cache_path
     slot = VMSlot(settings, "deploy", new_run_id(), cache / "deploy-artifacts" / env)
     key_dir = cache / "run" / f"keys-deploy-{env}"
     key = generate_keypair(key_dir, comment=f"deploy_infrastructure {env}")
@@ -172,10 +171,10 @@ def _terraform_up(env: str) -> Path:
 def destroy(env: str, dry_run: bool) -> int:
     """Stop every VM of the environment (local ones; Terraform's with terraform destroy) and remove the
     inventory and keys written for it."""
-    from pytest_vexfs.guest.image import default_cache_dir
+    from pytest_vexfs.settings import default_cache_dir
     from pytest_vexfs.guest.runstate import kill_vm_process, list_records, remove_record
 
-    cache = Path(os.environ.get("VEXFS_CACHE_DIR") or default_cache_dir())
+    cache = default_cache_dir()
     prefix = f"vexfs-{env}-"
     records = [r for r in list_records(cache) if r.name.startswith(prefix) and r.run_id == f"deploy-{env}"]
     tf_state = TERRAFORM / "terraform.tfstate"
@@ -229,10 +228,10 @@ def deploy(env: str, mode: str, dry_run: bool) -> int:
 
 
 def _records_of(env: str) -> list[VMRecord]:
-    from pytest_vexfs.guest.image import default_cache_dir
+    from pytest_vexfs.settings import default_cache_dir
     from pytest_vexfs.guest.runstate import list_records
 
-    cache = Path(os.environ.get("VEXFS_CACHE_DIR") or default_cache_dir())
+    cache = default_cache_dir()
     return [r for r in list_records(cache) if r.run_id == f"deploy-{env}" and r.qemu_alive]
 
 

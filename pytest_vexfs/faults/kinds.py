@@ -4,27 +4,15 @@ Every part of the harness that treats kinds differently reads this table: the ve
 the test's primary one, whether the VM must be replaced, whether the running command is abandoned),
 the reports and metrics (the metric label, the severity), and ``stop_on_critical_failure``.  Adding a
 kind is one :class:`FaultKind` line in :data:`TABLE`, placed by precedence.  Nothing here imports
-pytest or the rest of the package.
+pytest or the rest of the package but the severity scale.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 
-
-class Severity(enum.IntEnum):
-    """How bad a fault is; compares (``CRITICAL > ERROR > WARNING``)."""
-
-    WARNING = 1
-    """The kernel complained and carried on (WARN, lockdep, UBSAN, a leak)."""
-    ERROR = 2
-    """A kernel bug: the guest kept running, but its state can no longer be trusted (oops, KASAN)."""
-    CRITICAL = 3
-    """The guest stopped working (panic, lockup, stall, hang, crash): alerts page on these."""
-
-    def __str__(self) -> str:
-        return self.name.lower()
+#: the one severity scale (alert rules use it too), defined below the settings that check alert rules
+from pytest_vexfs.severity import Severity as Severity
 
 
 @dataclasses.dataclass(frozen=True)

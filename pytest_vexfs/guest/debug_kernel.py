@@ -34,6 +34,7 @@ from pathlib import Path
 import filelock
 
 from pytest_vexfs.errors import DiskFullError, HostToolMissing, ImageBuildError
+from pytest_vexfs.kernels import DebugFlavour
 
 CONFIG_FRAGMENT = Path(__file__).parent / "kernel" / "debug.config"
 RECIPE_VERSION = 1
@@ -54,20 +55,6 @@ class KernelBuildError(ImageBuildError):
     def __init__(self, step: str, output: str = "", *, hint: str = "") -> None:
         super().__init__(step, output, hint=hint)
         self.message = self.message.replace("guest image build failed", "debug kernel build failed", 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class DebugFlavour:
-    """A kernel built from a Debian source package on top of a packaged flavour's root filesystem."""
-
-    name: str
-    base: str              # the packaged flavour whose image (root filesystem, initramfs) it boots
-    source_package: str
-
-
-DEBUG_FLAVOURS: dict[str, DebugFlavour] = {
-    "6.12-debug": DebugFlavour("6.12-debug", "6.12", "linux-source-6.12"),
-}
 
 
 @dataclasses.dataclass(frozen=True)

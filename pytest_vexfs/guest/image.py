@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 
 import filelock
 
+from pytest_vexfs.kernels import DEBUG_FLAVOURS, DEFAULT_KERNEL, KERNELS, KernelFlavour
+from pytest_vexfs.settings import default_cache_dir
 from pytest_vexfs.privacy import OWNER_DIR, make_private, private_dir
 from pytest_vexfs.diskspace import disk_full_is_clear, free_bytes, require_free
 from pytest_vexfs.errors import ConfigError, DiskFullError, HostToolMissing, ImageBuildError
@@ -49,32 +51,6 @@ BASE_PACKAGES = (
 #: the guest's normal user, with passwordless sudo: legacy scripts run as it (many refuse root)
 GUEST_USER = "vexfs"
 
-
-@dataclasses.dataclass(frozen=True)
-class KernelFlavour:
-    """A selectable Debian kernel: the suite it comes from and the compiler its headers need."""
-
-    name: str
-    suite: str
-    compiler: str
-    extra_packages: tuple[str, ...] = ()
-
-
-KERNELS: dict[str, KernelFlavour] = {
-    # trixie moved mkfs.minix/fsck.minix (and other less common mkfs tools) to util-linux-extra
-    # dosfstools: mkfs.fat/fsck.fat for FAT-like modules (examples/vfat)
-    "6.12": KernelFlavour("6.12", "trixie", "gcc-14", ("dwarves", "util-linux-extra", "dosfstools")),
-    # bookworm's minbase lacks useradd (package passwd); trixie's has it
-    "6.1": KernelFlavour("6.1", "bookworm", "gcc-12", ("passwd",)),
-}
-DEFAULT_KERNEL = "6.12"
-
-
-def kernel_names() -> tuple[str, ...]:
-    """Every kernel name --vexfs-kernel accepts: the packaged flavours and the debug ones built from source."""
-    from pytest_vexfs.guest.debug_kernel import DEBUG_FLAVOURS
-
-    return tuple(KERNELS) + tuple(DEBUG_FLAVOURS)
 
 #: Modules the initramfs loads (with their dependencies) to reach the root disk and network.
 BOOT_MODULES = ("virtio_mmio", "virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_net",
@@ -131,14 +107,6 @@ class Image:
         return cls(path=path, digest=manifest["digest"], kernel_release=manifest["kernel_release"],
                    kernel_flavour=manifest["kernel_flavour"], host_key=manifest["host_key"],
                    compiler=manifest["compiler"])
-
-
-def default_cache_dir() -> Path:
-    """Where images and run state live: $VEXFS_CACHE_DIR, else $XDG_CACHE_HOME/pytest-vexfs."""
-    if os.environ.get("VEXFS_CACHE_DIR"):
-        return Path(os.environ["VEXFS_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pytest-vexfs"
 
 
 def require_tool(tool: str, package: str) -> str:
@@ -238,7 +206,7 @@ def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
 
     `kernel` is a flavour name (6.12, 6.1), a debug flavour (6.12-debug: built from the Debian source
     package on first use, see guest/debug_kernel.py) or the path of a kernel the user built."""
-    from pytest_vexfs.guest.debug_kernel import DEBUG_FLAVOURS, get_debug_kernel
+    from pytest_vexfs.guest.debug_kernel import get_debug_kernel
 
     if kernel in DEBUG_FLAVOURS:
         debug = DEBUG_FLAVOURS[kernel]

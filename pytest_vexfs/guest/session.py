@@ -154,9 +154,7 @@ class VMSlot:
 
     @property
     def cache_dir(self) -> Path:
-        from pytest_vexfs.guest.image import default_cache_dir
-
-        return Path(self.settings.cache_dir) if self.settings.cache_dir else default_cache_dir()
+        return self.settings.cache_path
 
     def image(self) -> Image:
         """The guest image, built on first use; a failed build is reported again, never retried per test."""
@@ -198,7 +196,8 @@ class VMSlot:
 
     def _boot_factor(self) -> float:
         """A debug kernel (KASAN, lockdep, kmemleak) boots several times slower under TCG."""
-        from pytest_vexfs.guest.debug_kernel import DEBUG_BOOT_FACTOR, DEBUG_FLAVOURS
+        from pytest_vexfs.guest.debug_kernel import DEBUG_BOOT_FACTOR
+        from pytest_vexfs.kernels import DEBUG_FLAVOURS
 
         return DEBUG_BOOT_FACTOR if self.settings.kernel in DEBUG_FLAVOURS else 1.0
 
@@ -214,8 +213,7 @@ class VMSlot:
         if self._pace is not None:
             return self._pace
         from pytest_vexfs.guest import pace
-        from pytest_vexfs.guest.debug_kernel import DEBUG_FLAVOURS
-        from pytest_vexfs.guest.image import DEFAULT_KERNEL, KERNELS
+        from pytest_vexfs.kernels import DEBUG_FLAVOURS, DEFAULT_KERNEL, KERNELS
 
         kernel, image = self.settings.kernel, self.image()
         own = pace.recorded(self.cache_dir, image.digest)

@@ -27,7 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not settings.coverage:
         return
-    from pytest_vexfs.guest.image import KERNELS
+    from pytest_vexfs.kernels import KERNELS
 
     if settings.kernel in KERNELS:
         raise pytest.UsageError(f"pytest-vexfs: {CoverageUnavailable(settings.kernel)}")

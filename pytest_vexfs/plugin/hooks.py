@@ -119,10 +119,9 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
     if settings.hosts:
         _probe_hosts(config, settings)
     if settings.backend in ("qemu", "libvirt"):  # cheap, and only ever touches VMs of dead runs
-        from pytest_vexfs.guest.image import default_cache_dir
         from pytest_vexfs.guest.runstate import reap
 
-        cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+        cache = settings.cache_path
         if cache.exists():
             reaped = reap(cache)
             if reaped:
@@ -140,10 +139,9 @@ def pytest_testnodedown(node: Any, error: object | None) -> None:
     settings = node.config.stash.get(SETTINGS_KEY, None)
     if settings is None or settings.backend != "qemu":
         return
-    from pytest_vexfs.guest.image import default_cache_dir
     from pytest_vexfs.guest.runstate import reap
 
-    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    cache = settings.cache_path
     reaped = reap(cache) if cache.exists() else []
     reporter = node.config.pluginmanager.get_plugin("terminalreporter")
     if reaped and reporter is not None:
@@ -153,11 +151,10 @@ def pytest_testnodedown(node: Any, error: object | None) -> None:
 
 def _probe_hosts(config: pytest.Config, settings: cfg.ResolvedSettings) -> None:
     """Check the hosts list: a host that is down is skipped with a warning, all down stops the run."""
-    from pytest_vexfs.guest.image import default_cache_dir
     from pytest_vexfs.guest.session import placement_of
     from pytest_vexfs.backends.placement import probe_hosts
 
-    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    cache = settings.cache_path
     try:
         placement = placement_of(settings, run_id(config), cache)
     except ConfigError as err:
@@ -195,11 +192,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
-    from pytest_vexfs.guest.image import KERNELS, default_cache_dir, image_digest
+    from pytest_vexfs.guest.image import image_digest
+    from pytest_vexfs.kernels import KERNELS
 
     kernel = settings.kernel
     digest = image_digest(KERNELS[kernel]) if kernel in KERNELS else "custom kernel"
-    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    cache = settings.cache_path
     accel = _cached_accel(settings, cache)
     env = f"{settings.env_name} ({settings.env_file})" if settings.env_name else "none"
     lines = [f"vexfs: backend {settings.backend}, kernel {kernel}, image {digest}, accel {accel}",
@@ -221,7 +219,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def _cached_accel(settings: cfg.ResolvedSettings, cache: Path) -> str:
     """The accelerator if it can be told without booting; collection never boots a VM."""
-    from pytest_vexfs.guest.image import KERNELS, Image, image_digest
+    from pytest_vexfs.guest.image import Image, image_digest
+    from pytest_vexfs.kernels import KERNELS
 
     if settings.accel == "tcg":
         return "tcg (requested)"

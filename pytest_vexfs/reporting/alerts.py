@@ -44,13 +44,13 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError,
-                      ValidatorFunctionWrapHandler, field_validator)
+from pydantic import (ValidationError)
 
 from pytest_vexfs.errors import ConfigError, VexfsError
+from pytest_vexfs.settings import CONDITION_FORMS, AlertsSection
 from pytest_vexfs.faults import kinds as fault_kinds
 
 from pytest_vexfs.reporting.findings import CauseGroup, group_by_cause
@@ -59,7 +59,6 @@ from pytest_vexfs.reporting.redact import Redactor
 from pytest_vexfs.reporting.results import FAILING, RunInfo, TestResult
 
 SCHEMA = "pytest-vexfs/alert/1"
-SEVERITIES = ("info", "warning", "critical")
 #: What ``kernel_fault(...)`` may name: the kernel's kinds and the harness's (``hang``, ``crash``).
 FAULT_KINDS = frozenset(fault_kinds.KINDS)
 #: A test that failed with one of these fault kinds hung or timed out (``test_timeout``): the harness's
@@ -238,8 +237,6 @@ def known_findings(store: ResultsStore, run: RunInfo) -> frozenset[str] | None:
     return frozenset(str(row[0]) for row in rows)
 
 
-CONDITION_FORMS = ("failure_rate > X", "failure_rate >= X", "failure_rate{domain=NAME} > X", "test_timeout",
-                   "kernel_fault", "kernel_fault(KIND, ...)", "regression")
 _RATE = re.compile(r"^failure_rate\s*(?:\{\s*domain\s*=\s*[\"']?(?P<domain>[^\"'}\s]*)[\"']?\s*\})?\s*"
                    r"(?P<op>>=|>)\s*(?P<value>[0-9]*\.?[0-9]+)\s*(?P<pct>%)?$")
 _FAULT = re.compile(r"^kernel_fault\s*(?:\((?P<kinds>[^)]*)\))?$")
@@ -281,62 +278,6 @@ def parse_condition(text: str, domains: Sequence[str] = ()) -> Condition:
                 raise ValueError(f"unknown domain {domain!r}; known domains: {', '.join(domains)}")
         return FailureRate(stripped, value, rate["op"] == ">=", domain)
     raise ValueError("not a condition this plugin knows")
-
-
-# -- the alerts section -----------------------------------------------------------------------------
-
-class AlertRule(BaseModel):
-    """One rule of the ``alerts`` section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: StrictStr = Field(min_length=1, description="shown in the message")
-    condition: StrictStr = Field(description="e.g. failure_rate > 0.1, test_timeout, kernel_fault(oops), "
-                                             "regression")
-    severity: Literal["info", "warning", "critical"] = "warning"
-
-
-class AlertsSection(BaseModel):
-    """The ``alerts`` section exactly as written: ``enabled``, ``webhook_url``, ``rules``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: StrictBool = Field(True, description="false keeps the section but sends nothing")
-    webhook_url: StrictStr | None = Field(None, description="http(s) URL the messages are POSTed to; "
-                                                            "${NAME} is read from the environment")
-    rules: list[AlertRule] = Field(default_factory=list)
-
-    @field_validator("rules", mode="wrap")
-    @classmethod
-    def _name_the_rule(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[AlertRule]:
-        """A problem inside a rule is told with the rule's name, wherever the section is read."""
-        try:
-            rules: list[AlertRule] = handler(value)
-        except ValidationError as err:
-            first = err.errors()[0]
-            if not first["loc"] or not isinstance(first["loc"][0], int):
-                raise
-            raise ValueError(_rule_problem(first, value[first["loc"][0]], first["loc"][0])) from None
-        return rules
-
-
-_RULE_ALLOWED = {"severity": ", ".join(SEVERITIES), "name": "a non-empty string",
-                 "condition": ", ".join(CONDITION_FORMS)}
-
-
-def _rule_problem(error: Any, rule: object, index: int) -> str:
-    """``alerts rule 'NAME': what is wrong; allowed: ...`` for the first problem of one rule."""
-    name = rule.get("name") if isinstance(rule, Mapping) else None
-    where = f"alerts rule {name!r}" if isinstance(name, str) and name else f"alerts rule #{index + 1}"
-    key = ".".join(str(part) for part in error["loc"][1:])
-    if error["type"] == "extra_forbidden":
-        return f"{where}: unknown key {key!r}; allowed: name, condition, severity"
-    if error["type"] == "missing":
-        return f"{where}: the key {key!r} is missing; allowed: {_RULE_ALLOWED.get(key, 'a value')}"
-    if not key:
-        return f"{where}: a rule is a mapping with name, condition and severity, not {error.get('input')!r}"
-    return (f"{where}: bad value {error.get('input')!r} for {key} ({error['msg']}); "
-            f"allowed: {_RULE_ALLOWED.get(key, 'a value')}")
 
 
 @dataclass(frozen=True)

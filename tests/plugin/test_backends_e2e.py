@@ -19,7 +19,8 @@ import pytest
 from junitparser import JUnitXml
 
 from pytest_vexfs.guest.accel import choose_accel
-from pytest_vexfs.guest.image import default_cache_dir, get_image
+from pytest_vexfs.guest.image import get_image
+from pytest_vexfs.settings import default_cache_dir
 from pytest_vexfs.reporting.junit import case_properties
 from pytest_vexfs.guest.ssh import generate_keypair
 from pytest_vexfs.guest.runstate import new_run_id

@@ -85,9 +85,8 @@ TREES = {
 
 @pytest.fixture(scope="module")
 def cache(vexfs_settings) -> Path:
-    from pytest_vexfs.guest.image import default_cache_dir
 
-    return Path(vexfs_settings.cache_dir) if vexfs_settings.cache_dir else default_cache_dir()
+    return vexfs_settings.cache_path
 
 
 @pytest.fixture(scope="module")

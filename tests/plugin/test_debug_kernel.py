@@ -13,7 +13,8 @@ import pytest
 from junitparser import JUnitXml
 
 from pytest_vexfs.errors import VexfsError
-from pytest_vexfs.guest.debug_kernel import (CONFIG_FRAGMENT, DEBUG_FLAVOURS, KernelBuildError, _load,
+from pytest_vexfs.kernels import DEBUG_FLAVOURS
+from pytest_vexfs.guest.debug_kernel import (CONFIG_FRAGMENT, KernelBuildError, _load,
                                              missing_options, source_version, wanted_options)
 from pytest_vexfs.module.profile import DEFAULT_SOURCE
 from pytest_vexfs.reporting.junit import case_properties
@@ -273,9 +274,9 @@ def test_the_debug_kernel_exports_what_filesystem_modules_link(vexfs_settings) -
     """Every symbol of the families above that Debian's kernel exports, the debug build exports too (a real
     filesystem module failed at modpost on __blockdev_direct_IO before)."""
     from pytest_vexfs.guest.debug_kernel import get_debug_kernel
-    from pytest_vexfs.guest.image import default_cache_dir, get_image
+    from pytest_vexfs.guest.image import get_image
 
-    cache = Path(vexfs_settings.cache_dir) if vexfs_settings.cache_dir else default_cache_dir()
+    cache = vexfs_settings.cache_path
     debian = next((get_image("6.12", cache).rootfs / "usr/src").glob("linux-headers-*-amd64")) / "Module.symvers"
     built = get_debug_kernel(DEBUG_FLAVOURS["6.12-debug"], cache, lambda msg: None)
     ours, theirs = _exports(built.tree / "Module.symvers"), _exports(debian, FS_PROVIDERS)

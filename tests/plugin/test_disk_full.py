@@ -15,7 +15,7 @@ import pytest
 
 from pytest_vexfs.diskspace import disk_full_is_clear, free_bytes
 from pytest_vexfs.errors import DiskFullError
-from pytest_vexfs.guest.image import default_cache_dir
+from pytest_vexfs.settings import default_cache_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg")
@@ -29,7 +29,7 @@ def _mount_tmpfs(path: Path, size: str) -> None:
 @pytest.fixture
 def small_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Generator[Path, None, None]:
     """A 64 MiB cache holding links to the built guest images, as VEXFS_CACHE_DIR."""
-    images = Path(os.environ.get("VEXFS_CACHE_DIR") or default_cache_dir()) / "images"
+    images = default_cache_dir() / "images"
     cache = tmp_path / "small-cache"
     _mount_tmpfs(cache, "64m")
     try:

@@ -11,7 +11,6 @@ running there. Skipped with the reason when the loopback host is not set up.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -376,10 +375,10 @@ def test_a_host_dying_mid_run_costs_only_its_running_test(pytester: pytest.Pytes
     at once. SIGSTOP: the host goes silent, as one that lost power (nothing answers, nothing is reset), and
     only the keepalives of the libvirt connection and of the tunnel's SSH connection notice."""
     from pytest_vexfs.backends.libvirt import reap_record, run_id_of
-    from pytest_vexfs.guest.image import default_cache_dir
+    from pytest_vexfs.settings import default_cache_dir
     from pytest_vexfs.guest.runstate import remove_record
 
-    cache = Path(os.environ.get("VEXFS_CACHE_DIR") or default_cache_dir())
+    cache = default_cache_dir()
     known = _loopback_known_hosts()
     host_key = known.read_text().splitlines()[0].split(" ", 1)[1]
     relay, port = _start_relay()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vexfs.guest.image import default_cache_dir
+from pytest_vexfs.settings import default_cache_dir
 from pytest_vexfs.guest.runstate import list_records
 
 ROOT = Path(__file__).resolve().parents[2]

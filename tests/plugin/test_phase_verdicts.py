@@ -19,7 +19,7 @@ import filelock
 import pytest
 from junitparser import Error, Failure, JUnitXml
 
-from pytest_vexfs.guest.image import default_cache_dir
+from pytest_vexfs.settings import default_cache_dir
 from pytest_vexfs.reporting.junit import case_properties
 
 OUTER_CACHE = default_cache_dir()  # at import, before any pytester moves HOME

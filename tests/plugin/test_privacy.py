@@ -4,13 +4,12 @@ by group or others, and the cache directory itself is 0700."""
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from pytest_vexfs.guest.image import default_cache_dir
+from pytest_vexfs.settings import default_cache_dir
 from pytest_vexfs.privacy import is_private
 
 GUEST_TEST = "def test_guest(vexfs_vm):\n    assert vexfs_vm.run('true').ok\n"
@@ -20,7 +19,7 @@ KEY_HOLDERS = ("state.bin", "ram.bin", "disk.qcow2", "root.qcow2", "id_ed25519",
 @pytest.fixture
 def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty cache of this test's (the built images linked in, so nothing is built)."""
-    images = Path(os.environ.get("VEXFS_CACHE_DIR") or default_cache_dir()) / "images"
+    images = default_cache_dir() / "images"
     cache = tmp_path / "cache"
     (cache / "images").mkdir(parents=True)
     cache.chmod(0o755)  # as a umask of 022 would leave it

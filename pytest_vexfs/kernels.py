@@ -1,0 +1,57 @@
+"""The one table of guest kernels by name: the packaged Debian flavours and the debug ones built from
+source. ``--vexfs-kernel`` accepts these names (or a kernel image's path); the image and debug-kernel
+builds read what each needs from here. Plain data: nothing here imports the rest of the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelFlavour:
+    """A selectable Debian kernel: the suite it comes from and the compiler its headers need."""
+
+    name: str
+    suite: str
+    compiler: str
+    extra_packages: tuple[str, ...] = ()
+    description: str = ""  # for --help and README's settings table
+
+
+KERNELS: dict[str, KernelFlavour] = {
+    # trixie moved mkfs.minix/fsck.minix (and other less common mkfs tools) to util-linux-extra
+    # dosfstools: mkfs.fat/fsck.fat for FAT-like modules (examples/vfat)
+    "6.12": KernelFlavour("6.12", "trixie", "gcc-14", ("dwarves", "util-linux-extra", "dosfstools"),
+                          "Debian 13"),
+    # bookworm's minbase lacks useradd (package passwd); trixie's has it
+    "6.1": KernelFlavour("6.1", "bookworm", "gcc-12", ("passwd",), "Debian 12"),
+}
+DEFAULT_KERNEL = "6.12"
+
+
+@dataclasses.dataclass(frozen=True)
+class DebugFlavour:
+    """A kernel built from a Debian source package on top of a packaged flavour's root filesystem."""
+
+    name: str
+    base: str              # the packaged flavour whose image (root filesystem, initramfs) it boots
+    source_package: str
+    description: str = ""  # for --help and README's settings table
+
+
+DEBUG_FLAVOURS: dict[str, DebugFlavour] = {
+    "6.12-debug": DebugFlavour("6.12-debug", "6.12", "linux-source-6.12",
+                               "built from linux-source-6.12 with KASAN, kmemleak, lockdep, UBSAN, fault injection"),
+}
+
+
+def kernel_names() -> tuple[str, ...]:
+    """Every kernel name --vexfs-kernel accepts: the packaged flavours and the debug ones built from source."""
+    return tuple(KERNELS) + tuple(DEBUG_FLAVOURS)
+
+
+def kernel_descriptions() -> str:
+    """``6.12 (Debian 13), 6.1 (Debian 12), ...``: every name with what it is, for help texts."""
+    flavours: list[KernelFlavour | DebugFlavour] = [*KERNELS.values(), *DEBUG_FLAVOURS.values()]
+    return ", ".join(f"{f.name} ({f.description})" for f in flavours)
