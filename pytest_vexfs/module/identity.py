@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pytest_vexfs.gitinfo import git_output
 from pytest_vexfs.module.build import is_build_output, source_digest, source_roots
 from pytest_vexfs.module.profile import ModuleProfile
 
@@ -113,11 +113,5 @@ def https_url(remote: str) -> str:
 
 def _git(directory: Path, *args: str, strip: bool = True) -> str:
     """The output of a git command in `directory`, "" when it fails (no git, not a git tree)."""
-    try:
-        done = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=20,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    if done.returncode != 0:
-        return ""
-    return done.stdout.strip() if strip else done.stdout
+    output = git_output(directory, *args) or ""
+    return output.strip() if strip else output

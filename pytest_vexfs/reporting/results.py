@@ -11,7 +11,6 @@ import os
 import platform
 import re
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 from pytest_vexfs.domains import DOMAINS
 from pytest_vexfs.errors import VexfsError
+from pytest_vexfs.gitinfo import git_output
 
 from pytest_vexfs.reporting.redact import Redactor
 
@@ -134,19 +134,11 @@ def git_code_version(directory: Path) -> str | None:
 
     Two runs with the same code version ran the same code, which is what flaky detection needs.
     """
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True,
-                                  timeout=20, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout if done.returncode == 0 else None
-
-    head = git("rev-parse", "HEAD")
+    head = git_output(directory, "rev-parse", "HEAD")
     if not head:
         return None
     version = head.strip()[:12]
-    diff = git("diff", "HEAD")
+    diff = git_output(directory, "diff", "HEAD")
     if diff:
         import hashlib
 
