@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 LAYERS: tuple[tuple[str, ...], ...] = (
     # plain types and helpers that import nothing of the package (or only errors)
     ("errors", "typed", "polling", "privacy", "diskspace", "domains", "severity", "kernels", "command",
-     "processes"),
+     "processes", "gitinfo"),
     ("settings",),                  # the settings table, the environment file, the backends' options
     ("coverage",),                  # gcov counters, error paths, the gcovr report
     ("faults",),                    # the fault engine: kernel-log parser, kinds, verdicts, injection
