@@ -181,5 +181,11 @@ def test_a_run_exports_as_kcidb_data_that_kcidb_io_validates(pytester: pytest.Py
     assert len(data["incidents"]) == 4 and {i["issue_id"] for i in data["incidents"]} == {
         i["id"] for i in data["issues"]}
     assert data["tests"][0]["path"] == "test_suite.test_planted.1-A"
+    # the checkout is the module under test (the reference module here): its name, source digest and commit
+    identity = module_identity(ModuleProfile.load(DEFAULT_SOURCE / "profile.yml"))
+    (checkout,) = data["checkouts"]
+    assert checkout["tree_name"] == "vexfsref" and checkout["misc"]["module_source_digest"] == identity.source_digest
+    assert checkout.get("git_commit_hash", "") == identity.commit
+    assert checkout["comment"] == f"vexfsref {identity.version}"
     # a run id that is not there: one paragraph
     assert main(["kcidb", "no-such-run", "--results-dir", str(pytester.path)]) == 2
