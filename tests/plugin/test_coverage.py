@@ -112,6 +112,7 @@ def test_hits_are_what_each_snapshot_reached(run_dir: tuple[Path, Path]) -> None
     assert ("prog.c", USED_LINE, -1) in both.reached() and ("prog.c", USED_LINE, 0) in both.reached()
 
 
+@pytest.mark.slow
 def test_report_counts_lines_and_branches_of_all_workers(run_dir: tuple[Path, Path]) -> None:
     run, _ = run_dir
     summary = write_report(run)
@@ -133,6 +134,7 @@ def test_report_counts_lines_and_branches_of_all_workers(run_dir: tuple[Path, Pa
     assert "counters read 2 times in 2 s (1 s in guests)" in summary.line()
 
 
+@pytest.mark.slow
 def test_which_test_covers_a_function_or_a_line(run_dir: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = run_dir
     summary = write_report(run)

@@ -8,6 +8,8 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from pytest_vexfs.model.corpus import Corpus, mutate, valid
 from pytest_vexfs.coverage.gcov import Hits
 from pytest_vexfs.model.explore import Capabilities
@@ -90,6 +92,7 @@ def test_disruptions_go_where_the_seeds_had_none() -> None:
     assert names["drop_caches"] > 0 and not names["remount"] + names["reload"] + names["power_cut"]
 
 
+@pytest.mark.slow
 def test_guided_rounds_split_the_budget_and_mutated_seeds_raise_no_false_alarm(tmp_path: Path) -> None:
     """Against the host's own filesystem (the guest executor compiled for the host; see
     test_model_checker.py): mutated sequences are answered by the model as by a real filesystem (no

@@ -55,6 +55,7 @@ def test_a_build_without_manifest_is_never_used(tmp_path: Path) -> None:
     assert loaded is not None and loaded.vmlinux == build / "build" / "vmlinux"
 
 
+@pytest.mark.slow
 def test_a_missing_source_package_is_one_paragraph() -> None:
     with pytest.raises(KernelBuildError) as info:
         source_version("linux-source-0.0-does-not-exist")

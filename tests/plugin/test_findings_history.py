@@ -145,6 +145,7 @@ def test_three_refmod_runs_in_vms_give_the_page_of_their_findings(pytester: pyte
         assert words in page.split('class="excerpt"')[1] and 'href="index.html"' in page
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 def test_the_page_is_readable_in_a_real_browser(tmp_path: Path) -> None:
     from pytest_vexfs.reporting.findings_page import summarise_findings, write_pages
