@@ -626,3 +626,28 @@ def test_pids_that_wrapped_are_not_guessed() -> None:
            + _window(14, "t.py::test_c", 400) + _window(16, "t.py::test_d", 500)
            + _leak_report(17, 350) + _leak_report(17.5, 450) + _leak_report(18, 200))
     assert [f.made_by for f in find_faults(log)] == ["t.py::test_b", "t.py::test_c", None]
+
+
+def test_leak_owners_blame_the_test_whose_pids_made_the_object() -> None:
+    from pytest_vexfs.faults.kernel_log import LeakOwners
+
+    owners = LeakOwners()
+    assert owners.owner(500) is None  # before any test: the boot's, or a kernel thread's
+    owners.test_began("t1", 100)
+    owners.test_began("t2", 200)
+    assert owners.owner(99) is None
+    assert owners.owner(150) == ("t1", False) and owners.owner(200) == ("t2", False)
+    owners.module_unloaded("t2")  # t2 unloaded the module: what t1 or t2 allocated was orphaned by t2
+    owners.test_began("t3", 300)
+    assert owners.owner(150) == ("t2", True) and owners.owner(350) == ("t3", False)
+    owners.test_began("t4", 50)  # pids wrapped
+    assert owners.owner(60) == ("t4", False)
+    assert owners.owner(40) is None  # older than the wrap: ambiguous, not guessed
+
+
+def test_unload_and_pid_markers() -> None:
+    from pytest_vexfs.faults.kernel_log import PID_PREFIX, UNLOAD_PREFIX, pid_marker_command, unload_marker
+
+    assert unload_marker("vexfs\u00e9") == UNLOAD_PREFIX + "vexfs?"
+    assert pid_marker_command() == f'echo "<5>{PID_PREFIX}${{BASHPID:-$$}}" > /dev/kmsg'
+    assert to_kmsg("caf\u00e9 x", level=3) == b"<3>caf? x\n"
