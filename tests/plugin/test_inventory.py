@@ -13,14 +13,18 @@ from pytest_vexfs.backends.inventory import InventoryError, load_inventory
 ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
 
 
-def test_yaml_inventory_of_every_environment() -> None:
+def test_every_environments_inventory_read_as_one_directory() -> None:
+    hosts = load_inventory(ANSIBLE / "inventories")  # a directory of inventories, as ansible reads one
+    assert "localhost" not in {h.name for h in hosts}  # the runner (connection local) is no machine
+    assert all(h.user == "root" and h.key_file == Path("~/.ssh/vexfs_ed25519").expanduser() for h in hosts)
+    counted = 0
     for env, base in (("dev", 22200), ("test", 22300), ("ci", 22400), ("staging", 22500)):
-        hosts = load_inventory(ANSIBLE / "inventories" / env / "hosts.yml")
-        assert [h.port for h in hosts] == list(range(base, base + len(hosts)))  # in the order written
-        assert {h.domain for h in hosts} == {"kernel_module", "filesystem_ops", "vector_ops", "performance",
-                                             "safety", "integration"}
-        assert all(h.user == "root" and h.key_file == Path("~/.ssh/vexfs_ed25519").expanduser() for h in hosts)
-        assert "localhost" not in {h.name for h in hosts}  # the runner (connection local) is no machine
+        mine = [h for h in hosts if h.name.startswith(f"vexfs-{env}-")]
+        assert [h.port for h in mine] == list(range(base, base + len(mine)))  # in the order written
+        assert {h.domain for h in mine} == {"kernel_module", "filesystem_ops", "vector_ops", "performance",
+                                            "safety", "integration"}
+        counted += len(mine)
+    assert counted == len(hosts)
 
 
 def test_ini_inventory_with_group_vars_and_children(tmp_path: Path) -> None:
