@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_vexfs.guest.accel import choose_accel  # noqa: E402
 from pytest_vexfs.backends.base import MachineSpec  # noqa: E402
-from pytest_vexfs.backends.qemu import QemuMachine  # noqa: E402
+from pytest_vexfs.backends import create_machine  # noqa: E402
 from pytest_vexfs.guest.image import get_image  # noqa: E402
 from pytest_vexfs.settings import default_cache_dir  # noqa: E402
 from pytest_vexfs.guest.ssh import SSHConnection, generate_keypair, ssh_banner_ready  # noqa: E402
@@ -84,11 +84,11 @@ def plain_boot(image, settings, accel, key, name, kernel: Path, machine: str):
                        cmdline=cmdline, memory_mb=settings.memory_mb, accel=accel.name, machine_type=machine,
                        host_key=image.host_key, key_file=key.private_path,
                        console_log_path=settings.artifacts_dir / f"{name}.log")
-    machine_ = QemuMachine(spec)
+    machine_ = create_machine("qemu", spec)
     start = time.monotonic()
     try:
         machine_.start()
-        while not ssh_banner_ready("127.0.0.1", machine_.port or 0, 5.0):
+        while not ssh_banner_ready("127.0.0.1", machine_.endpoint().port, 5.0):
             if not machine_.is_running() or time.monotonic() - start > 300:
                 raise RuntimeError(f"plain boot failed after {time.monotonic() - start:.0f}s: "
                                    f"{machine_.exit_reason() or 'no SSH within 300 s'} {machine_.stderr()}\n"

@@ -132,11 +132,17 @@ class CommandTimeout(VMError):
     """A guest command did not finish within its timeout."""
 
     def __init__(self, command: str, timeout: float, *, stdout: str = "", stderr: str = "",
-                 vm: str = "", console_tail: str = "") -> None:
+                 vm: str = "", console_tail: str = "", abort_reason: str = "", progress: str = "",
+                 no_progress: str = "") -> None:
         super().__init__(f"command {command!r} did not finish within {timeout:g}s", vm=vm,
                          console_tail=console_tail)
         self.command, self.timeout, self.stdout, self.cmd_stderr = command, timeout, stdout, stderr
-        self.abort_reason = ""  # set when the wait was cut short because the kernel reported a hang
+        #: why the wait was cut short before the timeout (the kernel or the stack sampler saw a hang); "" if not
+        self.abort_reason = abort_reason
+        #: what the command was still doing at its time limit: a ``timeout``, not a hang ("" for a hang)
+        self.progress = progress
+        #: for a hang at the time limit, what showed that nothing progressed
+        self.no_progress = no_progress
 
 
 class CommandFailed(VexfsError):

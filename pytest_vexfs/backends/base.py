@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 #: the options a machine is made with are typed settings, defined beside the settings table (re-exported)
@@ -20,6 +21,46 @@ class SSHEndpoint:
     user: str = "root"
     host_key: str | None = None
     key_file: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond the common interface, declared once per backend in the registry
+    (:data:`pytest_vexfs.backends.BACKENDS`), so callers ask before they have a machine and never test
+    a backend's name or type."""
+
+    #: a running guest can be saved and restored (``Machine.snapshots``; ``MachineSpec.snapshot``)
+    snapshots: bool = False
+    #: ``Machine.power_off()`` cuts the power at once and keeps the disks (a crash the next VM boots after)
+    power_cut: bool = False
+    #: the scratch disk is a file on this host the harness may keep and read (``MachineSpec.scratch_image``,
+    #: ``scratch_log``): crash states and image mutation
+    host_scratch_file: bool = False
+    #: the guest agent's control channel (``Machine.agent_channel()``): commands without SSH
+    guest_agent: bool = False
+    #: the harness starts the machine and records it; a dead run's leftovers are reaped by the next one
+    reaped: bool = False
+    #: the machine's host process dies with the process that started it (a dead worker leaves only files)
+    dies_with_owner: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotBoot:
+    """How a machine with snapshots starts: restored from a saved state, and/or with its RAM in a file."""
+
+    state: Path | None = None     # restore the guest from this saved device state (None: cold boot)
+    ram_file: Path | None = None  # guest RAM in this file: mapped copy-on-write by a restore, or ...
+    ram_shared: bool = False      # ... shared while a snapshot is made (the file then is the saved RAM)
+
+
+class MachineSnapshots(Protocol):
+    """The snapshot capability of a running machine."""
+
+    def wait_restored(self, deadline: float) -> None:
+        """Wait until a machine started from ``MachineSpec.snapshot.state`` runs the restored guest."""
+
+    def save(self, state: Path, disk: Path) -> None:
+        """Stop the guest, write its state to `state`, end the machine and move its root disk to `disk`."""
 
 
 @dataclasses.dataclass
@@ -48,6 +89,10 @@ class MachineSpec:
     libvirt: LibvirtOptions = LibvirtOptions()   # used by the libvirt backend
     hosts: HostOptions = HostOptions()           # used by the static and terraform backends
     image_digest: str = ""                       # of the image the files come from (remote hosts cache by it)
+    snapshot: SnapshotBoot = SnapshotBoot()      # backends with the snapshots capability
+    detached: bool = False                       # outlives the process that started it (`vexfs-vm up`)
+    #: called once the machine exists on its host (before it is ready): the harness records it for the reaper
+    on_start: Callable[[Machine], None] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def console_log(self) -> Path:
@@ -97,6 +142,24 @@ class Machine(Protocol):
     def describe(self) -> dict[str, Any]:
         """Facts for reports: backend, accel, command line, ids."""
 
+    @property
+    def snapshots(self) -> MachineSnapshots | None:
+        """Save and restore of the running guest, where the backend can (``Capabilities.snapshots``)."""
+        return None
+
+    def agent_channel(self) -> Path | None:
+        """The host end of the guest agent's control channel, where the backend has one (else SSH only)."""
+        return None
+
+    def power_off(self) -> None:
+        """Cut the power at once, as a crash would: nothing flushed, the disks kept (``Capabilities.power_cut``)."""
+        raise NotImplementedError(f"the {self.backend} backend cannot cut a machine's power")
+
+    def reaper_fields(self) -> dict[str, Any] | None:
+        """What the reaper's record of this machine needs to remove it after its run died (backend, process
+        id or domain URI); None for machines the harness does not own (existing hosts)."""
+        return None
+
     def command_line(self) -> list[str]:
         """The host command that runs the machine, where there is one (error reports)."""
         return []
@@ -108,10 +171,6 @@ class Machine(Protocol):
     def console_tail(self, max_bytes: int = 16384) -> str:
         """The end of the serial console."""
         return read_tail(Path(self.console_path()), max_bytes)
-
-    def local_pid(self) -> int | None:
-        """The host process of the machine when it runs on this host and is ours to reap, else None."""
-        return None
 
     def host_lost(self) -> str:
         """Why the (remote) host the machine runs on stopped answering mid-run; "" while it answers, and

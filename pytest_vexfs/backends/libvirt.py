@@ -603,6 +603,8 @@ class LibvirtMachine(Machine):
         spec = self.spec
         if spec.base_disk is None:
             raise ConfigError("the libvirt backend needs spec.base_disk (the image's root qcow2)", key="base_disk")
+        if spec.on_start is not None:  # recorded before anything is made: a killed run's domain is reaped later
+            spec.on_start(self)
         self._conn = open_connection(self.uri, self.connect_timeout)
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -774,6 +776,10 @@ class LibvirtMachine(Machine):
             if self._host_lost:  # its transport may still wait on a silent host
                 kill_transports(self.uri)
 
+    def reaper_fields(self) -> dict[str, Any]:
+        """The domain's URI (it may be on another host) and the pool of its volumes."""
+        return {"uri": self.uri, "pool": self.pool_name}
+
     def describe(self) -> dict[str, Any]:
         """Facts for reports."""
         facts: dict[str, Any] = {
@@ -897,6 +903,15 @@ def reap_record(uri: str, name: str, pool: str | None = None, *, timeout: float 
         return found
     finally:
         conn.close()
+
+
+def reap_dead_run(name: str, uri: str | None, pool: str | None) -> bool:
+    """The reaper's call for a dead run's domain (registry ``reaper``): False if its host does not answer."""
+    try:
+        reap_record(uri or "qemu:///system", name, pool, timeout=5.0)
+    except LibvirtUnreachable:
+        return False
+    return True
 
 
 def reap_stale(uri: str = "qemu:///system", prefix: str = "vexfs-", *, timeout: float = 10.0) -> list[str]:

@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from pytest_vexfs.privacy import private_dir
 from pytest_vexfs.errors import HostToolMissing, VMBootError, VMError
 from pytest_vexfs.polling import deadline_in, poll
 from pytest_vexfs.backends.qmp import QMPClient, QMPError
-from pytest_vexfs.processes import socket_dir
+from pytest_vexfs.processes import process_start_time, socket_dir
 from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint, read_tail
 
@@ -56,20 +55,16 @@ class QemuMachine(Machine):
 
     backend = "qemu"
 
-    def __init__(self, spec: MachineSpec, *, incoming: Path | None = None, ram_file: Path | None = None,
-                 ram_shared: bool = False, port: int | None = None,
-                 on_start: Callable[[Machine], None] | None = None, die_with_parent: bool = True) -> None:
+    def __init__(self, spec: MachineSpec, *, port: int | None = None) -> None:
         self.spec = spec
-        self.die_with_parent = die_with_parent
-        self.incoming = incoming
-        # Guest RAM in a file: shared while a snapshot is being made (the file then IS the saved RAM,
-        # and the migration stream skips it: x-ignore-shared), mapped privately (copy-on-write) by a
-        # restored VM, which so needs no RAM loading at all and never writes into the snapshot.
-        self.ram_file = ram_file
-        self.ram_shared = ram_shared
+        # Guest RAM in a file (spec.snapshot): shared while a snapshot is being made (the file then IS the
+        # saved RAM, and the migration stream skips it: x-ignore-shared), mapped privately (copy-on-write) by
+        # a restored VM, which so needs no RAM loading at all and never writes into the snapshot.
+        self.incoming = spec.snapshot.state
+        self.ram_file = spec.snapshot.ram_file
+        self.ram_shared = spec.snapshot.ram_shared
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
-        self._on_start = on_start  # callback(machine) once QEMU runs: records it for the reaper
         self._stderr_path = spec.run_dir / "qemu.stderr"
         self._exit_reason = ""
 
@@ -189,9 +184,9 @@ class QemuMachine(Machine):
             with open(self._stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                              stderr=err, start_new_session=True,
-                                             preexec_fn=_die_with_parent if self.die_with_parent else None)
-            if self._on_start:
-                self._on_start(self)
+                                             preexec_fn=None if self.spec.detached else _die_with_parent)
+            if self.spec.on_start is not None:
+                self.spec.on_start(self)
             try:
                 self._wait_qmp(time.monotonic() + 15)
                 if self.incoming and self.ram_file:
@@ -234,8 +229,21 @@ class QemuMachine(Machine):
             return ""
         return self._exit_reason or f"QEMU exited with status {self.proc.returncode}"
 
-    def local_pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+    def reaper_fields(self) -> dict[str, Any] | None:
+        """The QEMU process (pid and start time, so a recycled pid is never killed) and its SSH port."""
+        if self.proc is None:
+            return None
+        return {"qemu_pid": self.proc.pid, "qemu_start": process_start_time(self.proc.pid),
+                "ssh_port": self.port}
+
+    @property
+    def snapshots(self) -> QemuSnapshots:
+        """QEMU saves and restores guests (migration to a file; RAM in its own file)."""
+        return QemuSnapshots(self)
+
+    def agent_channel(self) -> Path:
+        """The virtio-serial port ``vexfs.ctl`` on a Unix socket."""
+        return self.control_path
 
     def stderr(self) -> str:
         try:
@@ -267,7 +275,7 @@ class QemuMachine(Machine):
                           cmdline=self.command_line(), stderr=self.stderr())
 
     def save_state(self, path: Path, timeout: float = 120) -> None:
-        """Stop the guest and write its full state to `path` (restorable with `incoming=path`)."""
+        """Stop the guest and write its full state to `path` (restorable with spec.snapshot.state)."""
         tmp = path.with_suffix(".partial")
         with QMPClient(self.qmp_path, timeout=10) as qmp:
             qmp.execute("stop")
@@ -338,5 +346,27 @@ class QemuMachine(Machine):
             "ssh_port": self.port,
             "pid": self.proc.pid if self.proc else None,
             "command_line": " ".join(shlex.quote(a) for a in self.command_line()),
+            "qemu_version": qemu_version(),
             "console_log": str(self.spec.console_log),
         }
+
+
+class QemuSnapshots:
+    """The snapshot capability of a QemuMachine: restore waits for the incoming migration, save migrates to
+    a file (the RAM file, when shared, is not part of the stream)."""
+
+    def __init__(self, machine: QemuMachine) -> None:
+        self.machine = machine
+
+    def wait_restored(self, deadline: float) -> None:
+        """Wait for the guest CPU to run (after the incoming migration has loaded)."""
+        self.machine.wait_running(deadline)
+
+    def save(self, state: Path, disk: Path) -> None:
+        """Stop the guest, write its state to `state`, quit QEMU and move the root disk overlay to `disk`."""
+        machine = self.machine
+        machine.save_state(state)
+        assert machine.proc is not None
+        machine.qmp("quit")
+        machine.proc.wait(10)
+        shutil.move(str(machine.root_overlay), disk)

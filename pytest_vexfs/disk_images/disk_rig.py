@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pytest_vexfs.backends import capabilities
 from pytest_vexfs.disk_images.crash_states import OpRecord, parse_tree
 from pytest_vexfs.disk_images.write_log import BLOCK, WriteLog
 from pytest_vexfs.errors import VexfsError
@@ -75,9 +76,9 @@ class DiskRig:
 
     def __init__(self, slot: VMSlot, session: TestSession, built: BuiltModule | None, profile: ModuleProfile, *,
                  load_params: Mapping[str, Any] | None = None, mountpoint: str = MOUNTPOINT) -> None:
-        if slot.settings.backend != "qemu":
-            raise DiskRigError("crash states and image mutation need the qemu backend (the host writes the "
-                               f"scratch disk's file); this run uses {slot.settings.backend!r}")
+        if not capabilities(slot.settings.backend).host_scratch_file:
+            raise DiskRigError("crash states and image mutation need a backend whose scratch disk is a file on "
+                               f"this host (qemu); this run uses {slot.settings.backend!r}")
         self.slot = slot
         self.session = session
         self.built = built

@@ -102,7 +102,7 @@ class Verdict:
     @property
     def _hang_kind(self) -> str:
         """``timeout`` for a command still working at its time limit, else ``hang``."""
-        return fault_kinds.TIMEOUT if getattr(self.hang, "progress", "") else fault_kinds.HANG
+        return fault_kinds.TIMEOUT if self.hang is not None and self.hang.progress else fault_kinds.HANG
 
     @property
     def breaks_vm(self) -> bool:
@@ -129,8 +129,8 @@ class Verdict:
         if primary is not None:
             return primary.title
         if self.hang is not None:
-            reason = getattr(self.hang, "abort_reason", "")
-            if getattr(self.hang, "progress", ""):
+            reason = self.hang.abort_reason
+            if self.hang.progress:
                 return f"timeout: {self.hang.command!r} still running after {self.hang.timeout:g}s"
             if reason:  # given up before the timeout: the harness saw it stuck (e.g. rmmod in exit code)
                 return f"hang: {self.hang.command!r} stuck ({reason})"
@@ -154,16 +154,16 @@ class Verdict:
         if self.abandoned:
             lines.append(self.abandoned)
         elif self.hang is not None and self.findings:
-            reason = getattr(self.hang, "abort_reason", "")
+            reason = self.hang.abort_reason
             lines.append(f"{self.hang.command!r} was abandoned: {reason}" if reason else
                          f"{self.hang.command!r} did not finish within {self.hang.timeout:g}s")
         if self.hang is not None and not self.findings:
-            progress = getattr(self.hang, "progress", "")
+            progress = self.hang.progress
             if progress:
                 lines.append(f"still running after {self.hang.timeout:g}s: {progress}")
                 lines.append(RAISE_LIMIT)
-            elif getattr(self.hang, "no_progress", ""):
-                lines.append(f"nothing progressed: {getattr(self.hang, 'no_progress', '')}")
+            elif self.hang.no_progress:
+                lines.append(f"nothing progressed: {self.hang.no_progress}")
         if self.vm_died and self.findings:
             lines.append(f"the VM died: {self.vm_died}")
         made_by = self.made_by

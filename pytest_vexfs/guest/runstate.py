@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from pytest_vexfs.polling import deadline_in, poll
 from pytest_vexfs.processes import process_alive, socket_dir
+from pytest_vexfs.backends import reap_where_it_runs
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -122,7 +123,7 @@ def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord
     for record in list_records(cache_dir):
         if (record.owner_alive or (record.detached and record.qemu_alive)) and not include_live_owners:
             continue
-        if record.backend == "libvirt" and not _reap_libvirt(record):
+        if not reap_where_it_runs(record.backend, record.name, record.uri, record.pool):
             continue  # its host does not answer now: keep the record for the next run
         kill_vm_process(record)
         shutil.rmtree(record.run_dir, ignore_errors=True)
@@ -131,19 +132,6 @@ def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord
         reaped.append(record)
     _reap_process_files(cache_dir)
     return reaped
-
-
-def _reap_libvirt(record: VMRecord) -> bool:
-    """Remove a dead run's libvirt domain and volumes (local or on a remote host); False if unreachable."""
-    try:
-        from pytest_vexfs.backends.libvirt import LibvirtUnreachable, reap_record
-    except ImportError:
-        return False  # libvirt-python is gone: nothing can be done from here
-    try:
-        reap_record(record.uri or "qemu:///system", record.name, record.pool, timeout=5.0)
-    except LibvirtUnreachable:
-        return False
-    return True
 
 
 def process_file(cache_dir: Path, kind: str, name: str) -> Path:

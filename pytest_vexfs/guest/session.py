@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from pytest_vexfs.guest.accel import AccelChoice, choose_accel
 from pytest_vexfs.settings import ResolvedSettings
+from pytest_vexfs.backends import capabilities
 from pytest_vexfs.backends.placement import Placement, VMHost, parse_hosts
 from pytest_vexfs.coverage.gcov import Counters, Hits
 from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed, VMError
@@ -69,13 +70,10 @@ class GuestHang(CommandTimeout):
     def __init__(self, base: CommandTimeout, findings: Sequence[Finding], dumps: str, *, progress: str = "",
                  no_progress: str = "") -> None:
         super().__init__(base.command, base.timeout, stdout=base.stdout, stderr=base.cmd_stderr,
-                         vm=base.vm, console_tail=dumps)
+                         vm=base.vm, console_tail=dumps, abort_reason=base.abort_reason, progress=progress,
+                         no_progress=no_progress)
         self.findings = list(findings)
         self.dumps = dumps
-        #: what the command was still doing at its time limit: a ``timeout``, not a hang ("" for a hang)
-        self.progress = progress
-        #: for a hang at the time limit, what showed that nothing progressed
-        self.no_progress = no_progress
 
 
 class GuestFault(VMCrashed):
@@ -257,7 +255,8 @@ class VMSlot:
     def _usable(self, preload: Preload | None, host: VMHost | None = None) -> Preload | None:
         """`preload` if its snapshot exists or can be made; else None (a plain VM), said once."""
         settings = self.vm_settings(host)
-        if preload is None or not settings.snapshot or settings.backend != "qemu" or self.scratch_image:
+        if preload is None or not settings.snapshot or not capabilities(settings.backend).snapshots \
+                or self.scratch_image:
             return None
         try:
             ensure_snapshot(self.image(), settings, self.accel(), preload)
@@ -478,7 +477,6 @@ class TestSession:
             base = CommandTimeout(exc.command, (watch.build_limit if watch.extended else watch.limit)
                                   if watch is not None else exc.timeout, stdout=exc.stdout,
                                   stderr=exc.cmd_stderr, vm=exc.vm, console_tail=exc.console_tail)
-            base.abort_reason = ""
             exc = base
         elif limit is not None:
             exc.timeout = limit
@@ -518,7 +516,6 @@ class TestSession:
                        else f"hang: {exc.abort_reason}")
         self.hang = GuestHang(exc, list(findings), dumps[-200_000:],
                               no_progress=watch.reason if outcome == "hang" and watch is not None else "")
-        self.hang.abort_reason = exc.abort_reason
         return self.hang
 
     def check_kernel(self, *, ending: bool = False) -> None:

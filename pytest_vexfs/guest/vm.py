@@ -29,9 +29,9 @@ from typing import Any
 import filelock
 
 from pytest_vexfs.guest.accel import AccelChoice
-from pytest_vexfs.backends import get_backend
-from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec, read_tail
-from pytest_vexfs.backends.qemu import QemuMachine, qemu_version
+from pytest_vexfs.backends import capabilities, create_machine
+from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec, SnapshotBoot, read_tail
+from pytest_vexfs.backends.qemu import qemu_version
 from pytest_vexfs.diskspace import disk_full_is_clear
 from pytest_vexfs.privacy import make_private, private_dir, private_file
 from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMBootPanic, VMCrashed, VMError
@@ -149,7 +149,8 @@ class GuestVM:
         self._on_finding = on_finding
 
     # -- boot ------------------------------------------------------------------------------------
-    def _spec(self, name: str, run_dir: Path, base_disk: Path, console: Path, key: KeyPair) -> MachineSpec:
+    def _spec(self, name: str, run_dir: Path, base_disk: Path, console: Path, key: KeyPair,
+              snapshot: SnapshotBoot) -> MachineSpec:
         s = self.settings
         cmdline = " ".join(filter(None, (kernel_cmdline(s), f"vexfs.key={key.cmdline_token}",
                                          f"vexfs.host={name}")))
@@ -159,26 +160,20 @@ class GuestVM:
                            machine_type=s.machine, host_key=self.image.host_key,
                            authorized_key=key.public_line, key_file=key.private_path,
                            console_log_path=console, image_digest=self.image.digest, libvirt=s.libvirt,
-                           hosts=s.hosts,
-                           scratch_image=s.scratch_image, scratch_log=s.scratch_log)
+                           hosts=s.hosts, scratch_image=s.scratch_image, scratch_log=s.scratch_log,
+                           snapshot=snapshot, detached=self.detached, on_start=self._record)
 
     def _record(self, machine: Machine) -> None:
-        """Write the reaper's record of this VM: a local QEMU process, or a libvirt domain (any host)."""
+        """Write the reaper's record of this VM (a local QEMU process, a libvirt domain on any host); machines
+        the harness does not own (existing hosts) have none."""
         owner: dict[str, Any] = {
             "name": machine.spec.name, "run_id": self.run_id, "owner_pid": self.owner_pid,
             "owner_start": process_start_time(self.owner_pid), "run_dir": str(machine.spec.run_dir),
             "detached": self.detached, "key_file": str(self.keypair.private_path),
             "host_key": self.image.host_key, "console_log": str(machine.spec.console_log)}
-        if machine.backend == "libvirt":
-            write_record(self.settings.cache_dir, VMRecord(**owner, backend="libvirt",
-                                                           uri=getattr(machine, "uri", None),
-                                                           pool=getattr(machine, "pool_name", None)))
-            return
-        pid = machine.local_pid()
-        if pid is None:
-            return  # machines the harness did not start (static, terraform) are not ours to reap
-        write_record(self.settings.cache_dir, VMRecord(**owner, qemu_pid=pid, qemu_start=process_start_time(pid),
-                                                       ssh_port=machine.endpoint().port))
+        fields = machine.reaper_fields()
+        if fields is not None:
+            write_record(self.settings.cache_dir, VMRecord(**owner, backend=machine.backend, **fields))
 
     def boot(self) -> GuestVM:
         """Bring the VM to READY (snapshot restore if possible, else cold boot); raise VMBootError."""
@@ -190,36 +185,31 @@ class GuestVM:
         console = self.settings.artifacts_dir / "consoles" / f"{self.name}.log"
         private_file(private_dir(console.parent) / console.name)  # consoles show keys being used
         try:
-            qemu = self.settings.backend == "qemu"
+            can = capabilities(self.settings.backend)
             snap = self._restore_from or (ensure_snapshot(self.image, self.settings, self.accel, self.preload)
-                                          if self.settings.snapshot and qemu else None)
+                                          if self.settings.snapshot and can.snapshots else None)
             base = snap.disk if snap else self.image.disk
-            spec = self._spec(self.name, run_dir, base, console, self.keypair)
-            qemu_machine: QemuMachine | None = None
-            if qemu:
-                shared = self._ram_file is not None  # making a snapshot: the RAM file becomes its memory
-                ram = self._ram_file if shared else (snap.ram if snap else None)
-                self.machine = qemu_machine = QemuMachine(spec, incoming=snap.state if snap else None,
-                                                          ram_file=ram, ram_shared=shared,
-                                                          on_start=self._record, die_with_parent=not self.detached)
-            else:
-                self.machine = get_backend(self.settings.backend)(spec)
-                self._record(self.machine)  # before it creates anything: a killed run is reaped later
-            self._start_console(Path(self.machine.console_path()))
+            shared = self._ram_file is not None  # making a snapshot: the RAM file becomes its memory
+            boot = SnapshotBoot(state=snap.state if snap else None,
+                                ram_file=self._ram_file if shared else (snap.ram if snap else None), ram_shared=shared)
+            spec = self._spec(self.name, run_dir, base, console, self.keypair, boot)
+            self.machine = machine = create_machine(self.settings.backend, spec)
+            self._start_console(Path(machine.console_path()))
             self._boot_start, self._boot_deadline = start, start + self.settings.boot_timeout
             deadline = self._boot_deadline
-            self.machine.start()
+            machine.start()
             self._phase("qemu_start", start)
-            if qemu_machine is not None:
-                self.boot_mode = "snapshot" if snap else "cold"
-                if snap:  # snapshots are a qemu-backend feature
-                    mark = time.monotonic()
-                    qemu_machine.wait_running(deadline)
-                    self._phase("restore", mark)
-                self._connect_agent(qemu_machine, deadline)
+            self.boot_mode = "snapshot" if snap else "cold"
+            snapshots = machine.snapshots
+            if snap is not None and snapshots is not None:
+                mark = time.monotonic()
+                snapshots.wait_restored(deadline)
+                self._phase("restore", mark)
+            channel = machine.agent_channel()
+            if channel is not None:
+                self._connect_agent(machine, channel, deadline)
             else:
-                self.boot_mode = "cold"
-                self._connect(deadline, sshd_listening=self.machine.sshd_ready)
+                self._connect(deadline, sshd_listening=machine.sshd_ready)
                 self._configure_guest()
             self._record(self.machine)  # now with the port QEMU really got
         except BaseException as exc:
@@ -240,10 +230,10 @@ class GuestVM:
     def _phase(self, name: str, since: float) -> None:
         self.phases[name] = round(time.monotonic() - since, 3)
 
-    def _connect_agent(self, machine: QemuMachine, deadline: float) -> None:
+    def _connect_agent(self, machine: Machine, channel: Path, deadline: float) -> None:
         """Ready = the agent answers and has applied time, host name, sysctls and the run's key."""
         mark = time.monotonic()
-        agent = AgentConnection(machine.control_path, name=self.name, console_tail=self.console_tail)
+        agent = AgentConnection(channel, name=self.name, console_tail=self.console_tail)
         try:
             agent.connect(timeout=remaining(deadline, 1.0), ping=False)  # setup answers
             agent.setup(epoch=time.time(), host=self.name, sysctls=self._sysctls(),
@@ -408,9 +398,8 @@ class GuestVM:
         return self.console.poll() if self.console else []
 
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = self.machine.describe() if self.machine else {"backend": "qemu", "vm_id": self.name}
-        if self.settings.backend == "qemu":
-            info["qemu_version"] = qemu_version()
+        info: dict[str, Any] = (self.machine.describe() if self.machine
+                                else {"backend": self.settings.backend, "vm_id": self.name})
         info.update({"kernel_release": self.image.kernel_release, "image_digest": self.image.digest,
                      "accel_reason": self.accel.reason, "boot_mode": self.boot_mode,
                      "boot_seconds": self.boot_seconds, "boot_phases": dict(self.phases),
@@ -581,13 +570,11 @@ def _save(vm: GuestVM, out: Path) -> None:
     file is already there): restores are small and keyless."""
     vm.run("sync; echo 3 > /proc/sys/vm/drop_caches; rm -f /root/.ssh/authorized_keys; sync",
            timeout=60, check=True)
-    assert isinstance(vm.machine, QemuMachine)
+    snapshots = vm.machine.snapshots if vm.machine is not None else None
+    if snapshots is None:
+        raise VMError(f"the {vm.settings.backend} backend cannot save a snapshot", vm=vm.name)
     vm.disconnect()  # the agent waits for the next host: the restored guest's first connection
-    vm.machine.save_state(out / "state.bin")
-    assert vm.machine.proc is not None
-    vm.machine.qmp("quit")
-    vm.machine.proc.wait(10)
-    shutil.move(str(vm.machine.root_overlay), out / "disk.qcow2")
+    snapshots.save(out / "state.bin", out / "disk.qcow2")
 
 
 def _make_derived(image: Image, settings: VMSettings, accel: AccelChoice, base: Snapshot, preload: Preload,

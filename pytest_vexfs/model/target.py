@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pytest_vexfs.backends import capabilities
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.guest.runstate import process_file
 from pytest_vexfs.guest.session import TestSession, VMSlot
@@ -50,7 +51,7 @@ class ModelRig:
         # a power cut is a fair question only to a module that promises crash consistency (a non-journalled
         # filesystem such as minix needs its fsck after a crash, by design)
         self.power_cuts = (power_cuts and profile.has("persistence") and profile.has("crash_consistent")
-                           and slot.settings.backend == "qemu"
+                           and capabilities(slot.settings.backend).power_cut
                            and profile.raw.get("device") != "none")
         self.binary = build_executor(slot.image(), slot.cache_dir)
         self.fs: MountedFilesystem | None = None
@@ -79,7 +80,7 @@ class ModelRig:
         old = self.session.vm
         self.slot.save_coverage()  # with --vexfs-coverage: the counters so far, while the channel is open
         old.disconnect()  # closed first: a channel to a dead guest cannot be closed politely
-        if kill and old.machine is not None and hasattr(old.machine, "power_off"):
+        if kill and old.machine is not None:
             old.machine.power_off()
         self.slot.release(discard=True, save_coverage=False)
         self.session.vm = self.slot.acquire()

@@ -17,6 +17,7 @@ from collections.abc import Generator
 import pytest
 
 from pytest_vexfs import settings as cfg
+from pytest_vexfs.backends import capabilities, header_lines
 from pytest_vexfs.errors import CommandTimeout, ConfigError, SSHError, VMError
 from pytest_vexfs.module.profile import find_profile, load_seed_config
 from pytest_vexfs.domains import DOMAINS
@@ -118,7 +119,7 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
         raise pytest.UsageError(f"pytest-vexfs: {err}") from err
     if settings.hosts:
         _probe_hosts(config, settings)
-    if settings.backend in ("qemu", "libvirt"):  # cheap, and only ever touches VMs of dead runs
+    if capabilities(settings.backend).reaped:  # cheap, and only ever touches VMs of dead runs
         from pytest_vexfs.guest.runstate import reap
 
         cache = settings.cache_path
@@ -137,7 +138,7 @@ def pytest_testnodedown(node: Any, error: object | None) -> None:
     if error is None:
         return
     settings = node.config.stash.get(SETTINGS_KEY, None)
-    if settings is None or settings.backend != "qemu":
+    if settings is None or not capabilities(settings.backend).dies_with_owner:
         return
     from pytest_vexfs.guest.runstate import reap
 
@@ -203,9 +204,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"vexfs: backend {settings.backend}, kernel {kernel}, image {digest}, accel {accel}",
              f"vexfs: environment {env}, VM {settings.memory} MiB x {settings.cpus} CPU, "
              f"snapshot restore {'on' if settings.snapshot else 'off'}, cache {cache}"]
-    if settings.backend == "libvirt":
-        lines.append(f"vexfs: libvirt {settings.libvirt_uri}, storage pool "
-                     f"{settings.libvirt_pool or 'none (disks in the run directory)'}")
+    lines += [f"vexfs: {line}" for line in header_lines(settings.backend, settings.values)]
     placement = config.stash.get(PLACEMENT_KEY, None)
     if placement is not None:
         down = placement.down()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vexfs.backends import capabilities
 from pytest_vexfs.disk_images.crash_check import CrashBudget
 from pytest_vexfs.disk_images.crash_states import CrashStateFinding
 
@@ -20,7 +21,7 @@ def needs_crash_states(profile, settings):
                     "legitimately need fsck")
     if profile.raw.get("device") == "none" or not profile.mkfs:
         pytest.skip(f"{profile.name!r} has no block device to record")
-    if settings.backend != "qemu":
+    if not capabilities(settings.backend).host_scratch_file:
         pytest.skip("crash states need the qemu backend (QEMU records the scratch disk's writes)")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vexfs.backends import capabilities
 from pytest_vexfs.disk_images.checks import ImageReplayFinding
 from pytest_vexfs.disk_images.mutants import EXERCISE_OPS, CorruptImageFinding
 
@@ -18,7 +19,7 @@ MEMORY_FAULTS = ("slab_corruption", "kasan", "kfence", "oops", "gpf", "bug", "in
 def needs_a_device(profile, settings):
     if profile.raw.get("device") == "none" or not profile.mkfs:
         pytest.skip(f"{profile.name!r} is not a device-backed filesystem: there is no image to corrupt")
-    if settings.backend != "qemu":
+    if not capabilities(settings.backend).host_scratch_file:
         pytest.skip("image mutation needs the qemu backend (the host writes the scratch disk)")
 
 
