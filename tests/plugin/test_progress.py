@@ -6,6 +6,7 @@ guest in tests/plugin/test_hang_or_timeout.py and tests/safety/test_fault_detect
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pytest_vexfs.faults import kinds
@@ -175,9 +176,10 @@ class _Agent:
         return _Reply(self.replies.pop(0))
 
 
-def _until(watch: CommandWatch, seconds: float = 3.0) -> str | None:
+def _until(watch: CommandWatch, seconds: float = 3.0, settled: Callable[[], bool] = lambda: False) -> str | None:
+    """Poll `watch` until it gives a reason, `settled()` holds, or `seconds` pass."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not settled():
         reason = watch()
         if reason:
             return reason
@@ -190,7 +192,8 @@ def test_a_build_past_the_hang_timeout_gets_the_build_limit_then_times_out() -> 
     replies = [{"t": 1.0 + i, "busy": 0, "agent": 0, "sectors": 0, "inflight": 0, "hz": 100, "oot": [],
                 "tasks": [task("R", cpu=100 + 90 * i, comm="cc1", pid=210, cmdline=cc1)]} for i in range(8)]
     watch = CommandWatch(_Agent(replies), "make", 0.0, build_limit=60.0)  # type: ignore[arg-type]
-    assert _until(watch) is None and watch.extended and not watch.outcome  # building: the build limit now
+    # building: the build limit now (decided at the second probe, a second in), and no verdict
+    assert _until(watch, settled=lambda: watch.extended) is None and watch.extended and not watch.outcome
     watch.start -= 61.0  # past the build limit too
     reason = _until(watch)
     assert watch.outcome == "timeout" and reason is not None and "cc1 at 90% CPU, compiling core/file.c" in reason
