@@ -87,6 +87,12 @@ def test_a_group_resolves_only_its_own_settings(tmp_path: Path) -> None:
                                       "allowed: qemu, libvirt, terraform, static"),
     (({"kernel": "5.10"}, {}, {}), "unknown kernel '5.10' (from command line option --vexfs-kernel, key 'kernel'); "
                                    "allowed: 6.12, 6.1, 6.12-debug or the path of a kernel image"),
+    (({}, {}, {"VEXFS_KERNEL": "/nonexistent/bzImage"}),
+     "kernel file /nonexistent/bzImage does not exist (from environment variable VEXFS_KERNEL, key 'kernel'); "
+     "allowed: 6.12, 6.1, 6.12-debug or the path of a kernel image (vmlinux/bzImage)\n"
+     "  what to do: build your kernel first, or pick 6.12 or 6.1"),
+    (({"accel": "hvf"}, {}, {}), "bad value 'hvf' for accel (from command line option --vexfs-accel, key 'accel'); "
+                                 "allowed: auto, kvm, tcg"),
 ])
 def test_a_bad_value_names_the_value_its_source_and_what_is_allowed(tmp_path: Path, given: tuple[Any, ...],
                                                                       message: str) -> None:
