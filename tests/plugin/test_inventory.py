@@ -90,6 +90,27 @@ def test_broken_inventory_is_one_paragraph(tmp_path: Path, name: str, text: str,
     assert hint == f"`ansible-inventory -i {inventory} --list` shows ansible's full report"
 
 
+#: "tester" encrypted with ansible-vault (password "secret"): `--list` keeps a vaulted value encrypted
+VAULTED_USER = """ansible_user: !vault |
+  $ANSIBLE_VAULT;1.1;AES256
+  33303264313939383364643532623336643035323930336137633062323938326437313938613435
+  6132633133353362643839623263643965343166663865300a346530333362636463383562613334
+  63326239383239366661396235353765373662303333383536613662316232643934623566333436
+  3930653735666565610a616561313237316638643965366233326162336637373136306131346136
+  3936
+"""
+
+
+def test_a_vaulted_connection_variable_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "hosts.ini").write_text("[lab]\nvm-a ansible_host=10.0.0.5\n")
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "lab.yml").write_text(VAULTED_USER)
+    with pytest.raises(InventoryError, match=r"host 'vm-a' has vault-encrypted ansible_user: `ansible-inventory "
+                                             r"--list` leaves vaulted values encrypted") as info:
+        load_inventory(tmp_path / "hosts.ini")
+    assert "keep connection variables in plain text" in str(info.value)
+
+
 def test_missing_inventory_is_named(tmp_path: Path) -> None:
     with pytest.raises(InventoryError, match="cannot read inventory .*missing.yml: no such file"):
         load_inventory(tmp_path / "missing.yml")
