@@ -39,13 +39,17 @@ WEIGHTS = (("create", 12), ("write", 14), ("mkdir", 7), ("truncate", 9), ("renam
 ENDINGS = ("none", "none", "fsync", "none", "none", "sync", "none", "fdatasync", "none")
 #: operations that are not plain executor lines
 ENVIRONMENT_OPS = ("remount", "reload", "drop_caches", "power_cut")
+#: the signatures of what a remount, reload, cache drop or power cut shows lost or changed name this, not
+#: the operation: the same loss through either way is one finding
+PERSISTED = "persisted state"
 
 
 class Discrepancy(ModuleFinding, AssertionError):
     """The filesystem answered an operation differently from the model.
 
-    `signature` names the operation and what went wrong ("model: remount: tree missing"), with no path,
-    size or seed: a later sequence whose first discrepancy has the same signature is the same finding."""
+    `signature` names the operation and what went wrong ("model: rename: wrong rename answer", or "model:
+    persisted state: missing" for what a remount or a power cut shows lost), with no path, size or seed: a
+    later sequence whose first discrepancy has the same signature is the same finding."""
 
     def __init__(self, message: str, ops: Sequence[tuple[Any, ...]], index: int, signature: str = "") -> None:
         super().__init__(message)
@@ -310,6 +314,10 @@ class Explorer:
         being shrunk), in which case the sequence stops here as a passing example."""
         op = self.ops[number - 1] if number else ("setup",)
         signature = f"model: {op[0]}: {what}"
+        if op[0] in ENVIRONMENT_OPS and what.startswith(("tree ", "durable ")):
+            # what the filesystem kept, seen after a remount or a power cut alike: one finding, not one per way
+            # of bringing the filesystem back
+            signature = f"model: {PERSISTED}: {what.split(' ', 1)[1]}"
         if signature in self.shrink.known or (self.shrink.signature and signature != self.shrink.signature):
             self.failed = True
             self.known_hit = signature

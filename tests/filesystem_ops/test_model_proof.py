@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from pytest_vexfs.model.explore import Discrepancy
+from pytest_vexfs.model.explore import ENVIRONMENT_OPS, Discrepancy
 from pytest_vexfs.model.run import Budget, write_reproducer
 
 MODES = ["zero_past_64k", "stale_truncate", "subdir_lost", "rename_undone", "fsync_lost"]
@@ -150,18 +150,18 @@ def proof_budget(vexfs_model):
     line = next((x for x in text.splitlines() if "distinct findings in" in x), "")
     print(f"{line}\n(the whole pytest run, VM included: {minutes:.1f} min)")
     for signature in ("model: unsupported symlink (EPERM)", "model: undeclared limit max_file_size (EFBIG)",
-                      "model: remount: tree missing"):  # in the order found: the probe's first, then either
+                      "model: persisted state: missing"):  # in the order found: the probe's first, then either
         result.stdout.fnmatch_lines([f"*SUBFAILED*{signature}*"])
-    # the long mode may also meet the lost subdirectory through a power cut (another signature, measured at
-    # 10.7 min by benchmarks/model.py --planted): every run stops at the three
-    assert ("3 distinct findings in" if not long else "distinct findings in") in line, text[-5000:]
+    # the lost subdirectory is one finding whether a remount or a power cut shows it
+    assert "3 distinct findings in" in line, text[-5000:]
     assert "(1) the module does not support symlink: EPERM" in line
     assert "the module refuses files beyond 49,152 bytes (EFBIG): declare `limits: max_file_size: 49152`" in line
-    loss = re.search(r"filesystem model discrepancy at operation \d+ of \d+ \(remount\).*?, (\d+) operations", line)
+    loss = re.search(rf"filesystem model discrepancy at operation \d+ of \d+ \((?:{'|'.join(ENVIRONMENT_OPS)})\)"
+                     r".*?, (\d+) operations", line)
     assert loss and int(loss.group(1)) <= 6, line
     cases = {c.get("name"): [e.tag for e in c] for c in ElementTree.parse(pytester.path / "out.xml").iter("testcase")}
     findings = {name: tags for name, tags in cases.items() if name.startswith("test_model_exploration[")}
-    assert (len(findings) == 3 or long) and all(tags.count("failure") == 1 for tags in findings.values()), cases
+    assert len(findings) == 3 and all(tags.count("failure") == 1 for tags in findings.values()), cases
     page = (pytester.path / "out.html").read_text()
     rows = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))["tests"]
     failed_rows = [k for k, v in rows.items() if k.startswith("test_model.py::test_model_exploration[")

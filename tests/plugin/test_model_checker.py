@@ -185,3 +185,18 @@ def test_reproducer_file_carries_the_sequence_and_the_load_parameters(tmp_path: 
     assert values == {"PARAMS": {"silent": "subdir_lost"}, "OPS": ops}
     assert "# what went wrong: d/a lost" in path.read_text()
     assert "vexfs_model.replay(OPS, params=PARAMS)" in path.read_text()
+
+
+@pytest.mark.parametrize("ending", [[("remount",)], [("sync",), ("power_cut",)]], ids=["remount", "power-cut"])
+def test_a_loss_has_one_signature_whether_a_remount_or_a_power_cut_shows_it(host_fsexec: Path, tmp_path: Path,
+                                                                           ending: list[tuple[str]]) -> None:
+    """refmod's lost subdirectory entries (imitated on the host) are one finding, not one per way of bringing
+    the filesystem back."""
+    sim = SimulatedModule(host_fsexec, tmp_path / "root", mode="subdir_lost")
+    explorer = Explorer(sim.target(), Capabilities(power_cut=True), batch_size=100)
+    with pytest.raises(Discrepancy) as found:
+        for op in [("mkdir", "d", 0o755), ("create", "d/a", 0o644), *ending]:
+            explorer.apply(op)
+        explorer.finish()
+    assert found.value.signature == "model: persisted state: missing", found.value
+    assert found.value.ops[-1] == ending[-1]
