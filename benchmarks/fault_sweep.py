@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_vexfs import settings as cfg  # noqa: E402
-from pytest_vexfs.faults.injection import DEBUGFS, FAULT_POINTS, KMEMLEAK_MIN_AGE, FaultInjector  # noqa: E402
+from pytest_vexfs.faults.injection import FAULT_POINTS, FaultInjector  # noqa: E402
+from pytest_vexfs.faults.kmemleak import DEBUGFS, KMEMLEAK_MIN_AGE, VERBOSE  # noqa: E402
 from pytest_vexfs.faults.kernel_log import Finding  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
@@ -47,7 +48,7 @@ def old_point(session: TestSession, command: str, point: int, setup: str) -> flo
     session.run(f"{armed} {point}")
     session.run(counters)
     wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - started))
-    session.run(f"sleep {wait:.1f}; echo 1 > /sys/module/kmemleak/parameters/verbose; "
+    session.run(f"sleep {wait:.1f}; {VERBOSE}; "
                 f"echo scan > {DEBUGFS}/kmemleak", timeout=HANG_TIMEOUT)
     time.sleep(0.3)  # the replaced protocol let the console follower catch up
     return time.monotonic() - started

@@ -34,13 +34,11 @@ from pytest_vexfs.coverage.errpaths import ErrorPaths
 from pytest_vexfs.coverage.gcov import Hits
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.faults.kernel_log import KMEMLEAK, Finding, find_faults
+from pytest_vexfs.faults.kmemleak import DEBUGFS, KMEMLEAK_FILE, KMEMLEAK_MIN_AGE, VERBOSE
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.polling import deadline_in, poll
 
-DEBUGFS = "/sys/kernel/debug"
 FAULT_POINTS = ("failslab", "fail_page_alloc")
-KMEMLEAK_FILE = f"{DEBUGFS}/kmemleak"
-KMEMLEAK_MIN_AGE = 5.5  # kmemleak reports an object only once it is 5 s old
 TIMES = 1_000_000  # each forced failure counts "times" down: how a run tells it injected one
 #: what the per-point script prints before its machine-read summary line
 RESULT_TAG = "vexfs-fault-point"
@@ -355,7 +353,7 @@ class FaultInjector:
         self._sh(f"[ -e {KMEMLEAK_FILE} ] || exit 0; echo scan > {KMEMLEAK_FILE}", timeout)
         wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - self._last_armed))
         result = self._sh(f"[ -e {KMEMLEAK_FILE} ] || exit 0; sleep {wait:.1f}; "
-                          f"echo 1 > /sys/module/kmemleak/parameters/verbose; echo scan > {KMEMLEAK_FILE}; "
+                          f"{VERBOSE}; echo scan > {KMEMLEAK_FILE}; "
                           f"cat {KMEMLEAK_FILE}; echo clear > {KMEMLEAK_FILE}", timeout)
         leaks = [self._locate(f) for f in find_faults(result.stdout) if f.kind == KMEMLEAK]
         runs = {run.pid: run for report in pending for run in report.runs if run.pid}

@@ -21,6 +21,7 @@ from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed,
 from pytest_vexfs.guest.image import Image, get_image, kernel_debug_objects
 from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, marker_token, pid_marker_command
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, KMEMLEAK_MIN_AGE, VERBOSE
 from pytest_vexfs.faults.symbols import Symbolizer, frame_function
 from pytest_vexfs.faults.verdict import Verdict, finding_kind
 from pytest_vexfs.command import CommandResult
@@ -45,17 +46,13 @@ CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev
 #: worker's last test. A leak reported after the test that made it ended is blamed on that test by the allocating task's
 #: pid (pid marker after each begin marker, faults.kernel_log.LeakOwners) and fails the test during which
 #: it was found, naming the test that made it.
-KMEMLEAK = "/sys/kernel/debug/kmemleak"
-KMEMLEAK_MIN_AGE = 5.5
 KMEMLEAK_SCAN_EVERY = 120.0
-_DEBUGFS = f"[ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; [ -e {KMEMLEAK} ]"
-SCAN_KMEMLEAK = (f"if {_DEBUGFS}; then sleep {{wait:.1f}}; echo 1 > /sys/module/kmemleak/parameters/verbose; "
-                 f"echo scan > {KMEMLEAK}; fi")
+SCAN_KMEMLEAK = f"if {HAS_KMEMLEAK}; then sleep {{wait:.1f}}; {VERBOSE}; echo scan > {KMEMLEAK_FILE}; fi"
 #: with kmemleak, also where the modules' functions are (a module unloaded later has its frames printed as
 #: bare addresses in a leak report: Symbolizer.remember_module_symbols resolves them)
-MODULE_SYMBOLS = f"if [ -e {KMEMLEAK} ]; then grep -E '^[0-9a-f]+ [tT] .*\\[' /proc/kallsyms; fi"
+MODULE_SYMBOLS = f"if [ -e {KMEMLEAK_FILE} ]; then grep -E '^[0-9a-f]+ [tT] .*\\[' /proc/kallsyms; fi"
 #: before a VM's first test: what the boot itself left unreferenced is not the tests' doing
-PRIME_KMEMLEAK = f"if {_DEBUGFS}; then echo scan > {KMEMLEAK}; echo clear > {KMEMLEAK}; fi; true"
+PRIME_KMEMLEAK = f"if {HAS_KMEMLEAK}; then echo scan > {KMEMLEAK_FILE}; echo clear > {KMEMLEAK_FILE}; fi; true"
 
 
 #: per thread: whether a guest command of a TestSession is running in it (its abort callback may run more)

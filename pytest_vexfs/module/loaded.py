@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pytest_vexfs.errors import (ModuleError, ModuleLoadError,
                      ModuleUnloadError)
 from pytest_vexfs.faults.kernel_log import unload_marker
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, VERBOSE
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.guest.vm import Preload
 
@@ -22,10 +23,9 @@ from pytest_vexfs.module.profile import SEED_DEFAULTS, ModuleProfile, Runner
 from pytest_vexfs.module.build import BuiltModule
 
 GUEST_DIR = "/root/vexfs-module"
-KMEMLEAK = "/sys/kernel/debug/kmemleak"
 #: two kmemleak scans, their reports on the console (kmemleak reports an object only in the scan after the
 #: one that first sees it unreferenced)
-SCAN_TWICE = f"echo 1 > /sys/module/kmemleak/parameters/verbose; echo scan > {KMEMLEAK}; echo scan > {KMEMLEAK}"
+SCAN_TWICE = f"{VERBOSE}; echo scan > {KMEMLEAK_FILE}; echo scan > {KMEMLEAK_FILE}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,15 +183,13 @@ class LoadedModule:
     def has_kmemleak(self) -> bool:
         """Whether the guest kernel has kmemleak (asked once)."""
         if self._has_kmemleak is None:
-            self._has_kmemleak = self.guest.run("mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
-                                                f"test -e {KMEMLEAK}").ok
+            self._has_kmemleak = self.guest.run(HAS_KMEMLEAK).ok
         return self._has_kmemleak
 
     def kmemleak_scan(self) -> str:
         """Reports of a kmemleak scan (the kernel's scan is run twice, as its documentation advises)."""
-        self.guest.run("echo scan > /sys/kernel/debug/kmemleak; echo scan > /sys/kernel/debug/kmemleak",
-                       timeout=120)
-        return self.guest.run("cat /sys/kernel/debug/kmemleak", timeout=60).stdout
+        self.guest.run(f"echo scan > {KMEMLEAK_FILE}; echo scan > {KMEMLEAK_FILE}", timeout=120)
+        return self.guest.run(f"cat {KMEMLEAK_FILE}", timeout=60).stdout
 
     def leak_check(self, work: Callable[[], None] | None = None, cycles: int = 3, **params: Any) -> LeakReport:
         """Load (with the profile's parameters overridden by `params`) → work → unload `cycles` times;
@@ -199,7 +197,7 @@ class LoadedModule:
         if self.is_loaded():
             self.unload(scan_leaks=False)
         if self.has_kmemleak():
-            self.guest.run("echo clear > /sys/kernel/debug/kmemleak", timeout=60)
+            self.guest.run(f"echo clear > {KMEMLEAK_FILE}", timeout=60)
         before = self.memory_sample()
         for _ in range(cycles):
             self.load(**params)
