@@ -27,6 +27,7 @@ from pytest_vexfs.faults.verdict import Verdict
 from pytest_vexfs.plugin.keys import (DOMAINS_KEY, PLACEMENT_KEY, PROFILE_KEY, REAPED_KEY, SETTINGS_KEY, SLOT_KEY,
                                       TEST_SESSION_KEY, WORKER_RUN_ID, domain_of, module_profile, run_id)
 from pytest_vexfs.plugin.options import add_options, resolve_settings
+from pytest_vexfs.reporting.results import ENVIRONMENT_KEYS
 
 CONSOLE_SECTION = "vexfs console"
 
@@ -295,8 +296,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     vm = session.vm
     info = vm.describe()
-    for name in ("kernel_release", "image_digest", "backend", "accelerator", "qemu_version", "vm_id",
-                 "vm_host", "console_log"):
+    for name in (*ENVIRONMENT_KEYS, "vm_id", "vm_host", "console_log"):
         _record(item, report, name, info.get(name, ""))
     if session.booted and vm.boot_seconds is not None:
         _record(item, report, "metric:vm_boot_seconds", round(vm.boot_seconds, 3))

@@ -18,7 +18,7 @@ from typing import Any
 from pytest_vexfs.errors import VexfsError
 
 from pytest_vexfs.reporting.redact import redact_url
-from pytest_vexfs.reporting.results import FAILING, RunInfo, TestResult
+from pytest_vexfs.reporting.results import ENVIRONMENT_KEYS, FAILING, RunInfo, TestResult
 
 SCHEMA_VERSION = 2
 
@@ -114,8 +114,7 @@ class CauseRow:
 
 
 #: Run columns that ``compare`` may select environments by.
-RUN_SELECTORS = ("env_name", "code_version", "host", "kernel_release", "image_digest", "backend",
-                 "accelerator", "qemu_version")
+RUN_SELECTORS = ("env_name", "code_version", "host", *ENVIRONMENT_KEYS)
 
 
 class ResultsStoreError(VexfsError):
@@ -290,11 +289,10 @@ class ResultsStore:
         """Record the end of ``run``: its status (complete/incomplete), exit status and environment."""
         env = run.environment
         self._execute("finish run", [(
-            ("UPDATE runs SET finished_at = ?, status = ?, exitstatus = ?, code_version = ?, kernel_release = ?, "
-            "image_digest = ?, backend = ?, accelerator = ?, qemu_version = ? WHERE run_id = ?"),
-            (run.finished_at, run.status, run.exitstatus, run.code_version, env.get("kernel_release"),
-             env.get("image_digest"),
-             env.get("backend"), env.get("accelerator"), env.get("qemu_version"), run.run_id))])
+            ("UPDATE runs SET finished_at = ?, status = ?, exitstatus = ?, code_version = ?, "
+             + ", ".join(f"{key} = ?" for key in ENVIRONMENT_KEYS) + " WHERE run_id = ?"),
+            (run.finished_at, run.status, run.exitstatus, run.code_version,
+             *(env.get(key) for key in ENVIRONMENT_KEYS), run.run_id))])
 
     # -- reading ------------------------------------------------------------------------------
     def history(self, since: float, domain: str | None = None,

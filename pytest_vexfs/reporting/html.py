@@ -15,19 +15,10 @@ from typing import Any
 
 from pytest_vexfs.reporting.findings import CauseGroup, headline
 from pytest_vexfs.reporting.redact import Redactor
-from pytest_vexfs.reporting.results import OUTCOMES, TestResult, call_trace_excerpt, summarise
+from pytest_vexfs.reporting.results import ENVIRONMENT_TITLES, OUTCOMES, TestResult, call_trace_excerpt, summarise
 
 #: Largest console log attached to the report; longer logs keep their tail.
 MAX_CONSOLE_BYTES = 4 * 1024 * 1024
-
-#: How the environment properties are titled in the report's Environment table.
-ENVIRONMENT_TITLES = {
-    "kernel_release": "VexFS kernel",
-    "image_digest": "VexFS image",
-    "backend": "VexFS backend",
-    "accelerator": "VexFS accelerator",
-    "qemu_version": "VexFS QEMU version",
-}
 
 _STYLE = """<style>
 table.vexfs-domains {border-collapse: collapse; margin: 8px 0 16px 0;}

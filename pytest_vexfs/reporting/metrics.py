@@ -19,7 +19,8 @@ from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.faults import kinds as fault_kinds
 
 from pytest_vexfs.reporting.redact import Redactor, redact_url
-from pytest_vexfs.reporting.results import FAILING, OUTCOMES, RUN_INCOMPLETE, RunInfo, TestResult, write_atomically
+from pytest_vexfs.reporting.results import (ENVIRONMENT_KEYS, FAILING, OUTCOMES, RUN_INCOMPLETE, RunInfo, TestResult,
+                                          write_atomically)
 
 JOB = "vexfs"
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -57,11 +58,9 @@ def build_registry(run: RunInfo, results: Sequence[TestResult],
     env = {k: redact(v) for k, v in run.environment.items()}
 
     info = Gauge("vexfs_run_info", "The last run: its id, code version and environment (value 1)",
-                 ["run_id", "code_version", "env", "kernel_release", "image_digest", "backend", "accelerator",
-                  "qemu_version"], registry=registry)
-    info.labels(run.run_id, redact(run.code_version), redact(run.env_name), env.get("kernel_release", ""),
-                env.get("image_digest", ""), env.get("backend", ""), env.get("accelerator", ""),
-                env.get("qemu_version", "")).set(1)
+                 ["run_id", "code_version", "env", *ENVIRONMENT_KEYS], registry=registry)
+    info.labels(run.run_id, redact(run.code_version), redact(run.env_name),
+                *(env.get(key, "") for key in ENVIRONMENT_KEYS)).set(1)
     Gauge("vexfs_run_timestamp_seconds", "When the last run started (Unix time)",
           registry=registry).set(run.started_at)
     if run.finished_at is not None:

@@ -30,8 +30,17 @@ SCHEMA = "pytest-vexfs/results/1"
 #: The six test domains; a user may add more, a test without one is ``none``.
 NO_DOMAIN = "none"
 
-#: The environment properties that describe where a test ran, in display order.
-ENVIRONMENT_KEYS = ("kernel_release", "image_digest", "backend", "accelerator", "qemu_version")
+#: The one list of environment properties that describe where a test ran, in display order, with their
+#: titles in the HTML report's Environment table: the plugin records them per test, the history keeps them
+#: as run columns (compare selects by them), the metrics label the run with them.
+ENVIRONMENT_TITLES = {
+    "kernel_release": "VexFS kernel",
+    "image_digest": "VexFS image",
+    "backend": "VexFS backend",
+    "accelerator": "VexFS accelerator",
+    "qemu_version": "VexFS QEMU version",
+}
+ENVIRONMENT_KEYS = tuple(ENVIRONMENT_TITLES)
 
 CONSOLE_SECTION = "vexfs console"
 METRIC_PREFIX = "metric:"
