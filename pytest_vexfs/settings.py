@@ -108,14 +108,15 @@ class Setting:
     group: str = "core"     # "reporting": registered by the reporting plugin (usable on its own)
     metavar: str | None = None
     flag: bool = False      # a boolean whose CLI option takes no value (given: true)
+    variable_only: bool = False  # read from its variable alone (no option, ini key or file key): see environment_value
 
     @property
     def cli(self) -> str:
-        return "--vexfs-" + self.name.replace("_", "-")
+        return "" if self.variable_only else "--vexfs-" + self.name.replace("_", "-")
 
     @property
     def ini(self) -> str:
-        return "vexfs_" + self.name
+        return "" if self.variable_only else "vexfs_" + self.name
 
     @property
     def env_var(self) -> str:
@@ -124,10 +125,11 @@ class Setting:
 
 def setting(convert: Callable[[Any], Any], default: Any, help: str, env_file_key: str = "", *,
             choices: tuple[str, ...] = (), allowed: str = "", group: str = "core", metavar: str | None = None,
-            flag: bool = False) -> Any:
+            flag: bool = False, variable_only: bool = False) -> Any:
     """A field of SettingValues and its row of the table (see Setting for the arguments)."""
     row = {"convert": convert, "default": default, "help": help, "env_file_key": env_file_key,
-           "choices": choices, "allowed": allowed, "group": group, "metavar": metavar, "flag": flag}
+           "choices": choices, "allowed": allowed, "group": group, "metavar": metavar, "flag": flag,
+           "variable_only": variable_only}
     return dataclasses.field(default=default, metadata={"setting": row})
 
 
@@ -163,6 +165,10 @@ class SettingValues:
                                      "timeouts.hung_task", allowed="integer > 0")
     cache_dir: str = setting(_text, "", "image/snapshot cache (default $XDG_CACHE_HOME/pytest-vexfs)",
                              "cache_dir")
+    qemu: str = setting(_text, "qemu-system-x86_64", "the QEMU program (a name on PATH or a path)",
+                        variable_only=True)
+    debian_mirror: str = setting(_text, "http://deb.debian.org/debian", "Debian mirror the guest image is "
+                                 "built from (part of the image's digest)", variable_only=True)
     source: str = setting(_text, "", "module source directory (Kbuild/Makefile); default: the bundled "
                           "reference module", "module.source")
     profile: str = setting(_text, "", "module profile YAML (fs type, mkfs, params, capabilities)",
@@ -258,6 +264,10 @@ class SettingValues:
     pushgateway: str = setting(_text, "", "push Prometheus metrics of the run to this Pushgateway "
                                "(http[s]://[user:password@]host:port)", "reporting.pushgateway", group="reporting",
                                metavar="URL")
+    code_version: str = setting(_text, "", "code version the run is recorded under (default: git describe of "
+                                "the rootdir, else unknown)", group="reporting", metavar="VERSION")
+    env: str = setting(_text, "", "environment file to load: environments/NAME.yml (dev, test, ci, staging, or "
+                       "your own)", group="env", metavar="NAME")
     # alerts: the file holds an `alerts` section, which replaces the environment file's own (checked by
     # pytest_vexfs.reporting.alerts; a relative path is taken from where the value came from, as above)
     alerts: str = setting(_text, "", "YAML file with an 'alerts' section (enabled, webhook_url, rules) that "
@@ -450,6 +460,29 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(environ.get(SETTINGS_BY_NAME["cache_dir"].env_var) or _xdg_cache_dir(environ))
 
 
+def environment_value(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The setting `name` as its variable alone sets it, else its default, checked as resolve() checks it:
+    for what is read outside a run's resolution (the QEMU program, the image's mirror, vexfs-report)."""
+    s = SETTINGS_BY_NAME[name]
+    raw = (os.environ if environ is None else environ).get(s.env_var) or s.default
+    try:
+        return s.convert(raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"bad value {raw!r} for {s.name} ({exc})", source=f"environment variable {s.env_var}",
+                          key=s.name, allowed=s.allowed or ", ".join(s.choices)) from None
+
+
+#: Variables of other programs the package reads where their conventions apply (never its own knobs:
+#: those are rows of the table above); tests/plugin/test_one_fact.py allows named reads of only these
+#: outside this module.
+FOREIGN_VARIABLES = {
+    "XDG_CACHE_HOME": "the cache directory's default parent (here)",
+    "USER": "the SSH user of a host whose ssh_config names none (backends/hostssh.py)",
+    "SSH_AUTH_SOCK": "whether an SSH agent may be asked for keys (backends/hostssh.py)",
+    "LIBVIRT_DEFAULT_URI": "libvirt's own default URI when no libvirt_uri is given (backends/libvirt.py)",
+}
+
+
 def find_env_file(name: str, rootdir: Path) -> Path:
     """environments/<name>.yml under the project root, else the copy bundled with the plugin."""
     if not name.replace("-", "").replace("_", "").isalnum():
@@ -576,7 +609,8 @@ def markdown_table() -> str:
             else f"{s.default:g}" if isinstance(s.default, float) else str(s.default)
         allowed = s.allowed or ", ".join(s.choices)
         meaning = s.help.replace("|", "\\|") + (f" ({allowed})" if allowed and allowed not in s.help else "")
-        rows.append(f"| `{s.cli}` | `{s.env_var}` | `{s.ini}` | {f'`{s.env_file_key}`' if s.env_file_key else ''} "
+        cli, ini = (f"`{s.cli}`", f"`{s.ini}`") if not s.variable_only else ("", "")
+        rows.append(f"| {cli} | `{s.env_var}` | {ini} | {f'`{s.env_file_key}`' if s.env_file_key else ''} "
                     f"| {f'`{default}`' if default else ''} | {meaning} |")
     return "\n".join(rows) + "\n"
 

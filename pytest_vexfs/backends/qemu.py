@@ -27,10 +27,11 @@ from pytest_vexfs.errors import HostToolMissing, VMBootError, VMError
 from pytest_vexfs.polling import deadline_in, poll
 from pytest_vexfs.backends.qmp import QMPClient, QMPError
 from pytest_vexfs.processes import process_start_time, socket_dir
+from pytest_vexfs.settings import environment_value
 from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint, read_tail
 
-QEMU_BINARY = os.environ.get("VEXFS_QEMU", "qemu-system-x86_64")
+QEMU_BINARY: str = environment_value("qemu")  # $VEXFS_QEMU
 _PR_SET_PDEATHSIG = 1
 _TELNET_BREAK = b"\xff\xf3"
 

@@ -19,7 +19,6 @@ Options (keyword arguments, else ``spec.hosts``, a :class:`~pytest_vexfs.backend
 from __future__ import annotations
 
 import base64
-import os
 import shlex
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 import paramiko
 
+from pytest_vexfs.settings import environment_value
 from pytest_vexfs.errors import ConfigError, SSHError
 from pytest_vexfs.backends.inventory import HostUnreachable, InventoryHost, load_inventory, select_host, wait_for_ssh
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
@@ -75,7 +75,7 @@ class StaticMachine(Machine):
         self.console_stream = bool(console_stream if console_stream is not None else opts.console_stream)
         self._host_name = host if host is not None else (opts.host or None)
         # the domain run_domain_tests.yml runs (VEXFS_DOMAIN) picks among the hosts serving it
-        self._domain = domain if domain is not None else opts.domain or os.environ.get("VEXFS_DOMAIN") or None
+        self._domain = domain if domain is not None else opts.domain or environment_value("domain") or None
         self._index = int(index if index is not None else opts.index)
         self._inventory = inventory if inventory is not None else (opts.inventory or None)
         self.host = self._resolve_host()

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 import filelock
 
 from pytest_vexfs.kernels import DEBUG_FLAVOURS, DEFAULT_KERNEL, KERNELS, KernelFlavour
-from pytest_vexfs.settings import default_cache_dir
+from pytest_vexfs.settings import default_cache_dir, environment_value
 from pytest_vexfs.privacy import OWNER_DIR, make_private, private_dir
 from pytest_vexfs.diskspace import disk_full_is_clear, free_bytes, require_free
 from pytest_vexfs.errors import ConfigError, DiskFullError, HostToolMissing, ImageBuildError
@@ -42,7 +42,7 @@ from pytest_vexfs.errors import ConfigError, DiskFullError, HostToolMissing, Ima
 GUEST_DIR = Path(__file__).parent / "files"
 RECIPE_VERSION = 4
 MIN_FREE_BYTES = 3 * 1024**3
-DEBIAN_MIRROR = os.environ.get("VEXFS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DEBIAN_MIRROR: str = environment_value("debian_mirror")  # $VEXFS_DEBIAN_MIRROR
 
 BASE_PACKAGES = (
     "openssh-server", "kmod", "iproute2", "procps", "util-linux", "e2fsprogs", "python3", "make",

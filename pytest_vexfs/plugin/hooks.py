@@ -36,10 +36,7 @@ CONSOLE_SECTION = "vexfs console"
 # -- options -------------------------------------------------------------------------------------
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    group = parser.getgroup("vexfs", "pytest-vexfs: kernel module tests in disposable VMs")
-    group.addoption("--vexfs-env", dest="vexfs_env", default=None, metavar="NAME",
-                    help="load environments/NAME.yml (dev, test, ci, staging); env VEXFS_ENV, ini vexfs_env")
-    parser.addini("vexfs_env", "default environment file name (dev, test, ci, staging)", default="")
+    add_options(parser, "env")
     add_options(parser, "core")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])

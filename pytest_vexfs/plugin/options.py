@@ -15,7 +15,7 @@ def add_options(parser: pytest.Parser, group: str) -> None:
     """Register the command-line option and ini key of every setting of `group`."""
     options = parser.getgroup("vexfs", "pytest-vexfs: kernel module tests in disposable VMs")
     for s in cfg.SETTINGS:
-        if s.group != group:
+        if s.group != group or s.variable_only:
             continue
         default = f"; default {s.default!r}" if s.default not in ("", None) else ""
         value = {"action": "store_const", "const": "true"} if s.flag else {"metavar": s.metavar}
@@ -34,16 +34,19 @@ def _core_loaded(config: pytest.Config) -> bool:
 
 
 def env_name(config: pytest.Config) -> str | None:
-    """The environment named by --vexfs-env, VEXFS_ENV or the ini key vexfs_env."""
-    name = config.getoption("vexfs_env", None) or os.environ.get("VEXFS_ENV")
-    if not name and _core_loaded(config):
-        name = config.getini("vexfs_env")
-    return str(name) if name else None
+    """The environment named by --vexfs-env, VEXFS_ENV or the ini key vexfs_env (the setting env)."""
+    cli = {"env": config.getoption("vexfs_env", None)}
+    ini = {"env": config.getini("vexfs_env") or None} if _core_loaded(config) else {}
+    try:
+        name: str = cfg.resolve(cli, ini, os.environ, config.rootpath, group="env").env
+    except ConfigError as err:
+        raise pytest.UsageError(f"pytest-vexfs: {err}") from None
+    return name or None
 
 
 def resolve_settings(config: pytest.Config, group: str | None = None) -> cfg.ResolvedSettings:
     """The settings of `group` (all when None) in effect; a bad value is a pytest.UsageError."""
-    names = [s.name for s in cfg.SETTINGS if group is None or s.group == group]
+    names = [s.name for s in cfg.SETTINGS if (group is None or s.group == group) and not s.variable_only]
     cli = {name: config.getoption(f"vexfs_{name}", None) for name in names}
     ini = {name: config.getini(f"vexfs_{name}") or None for name in names}
     name = env_name(config)

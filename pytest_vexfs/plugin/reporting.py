@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import os
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -241,11 +240,10 @@ def pytest_configure(config: pytest.Config) -> None:
     redactor.add_environment()
     redactor.add_url(settings.results_db)
     redactor.add_url(settings.pushgateway)
-    explicit = os.environ.get("VEXFS_CODE_VERSION")
-    code_version = explicit or git_code_version(config.rootpath) or "unknown"
+    code_version = settings.code_version or git_code_version(config.rootpath) or "unknown"
     run = RunInfo(run_id=run_id(config), started_at=time.time(), code_version=code_version,
                   env_name=redactor.redact(_env_name(config)))
-    recorder = RunRecorder(settings, run, redactor, explicit_code_version=bool(explicit))
+    recorder = RunRecorder(settings, run, redactor, explicit_code_version=bool(settings.code_version))
     config.stash[RECORDER_KEY] = recorder
     config.pluginmanager.register(ReportingPlugin(config, recorder), PLUGIN_NAME)
 

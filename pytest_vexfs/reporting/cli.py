@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import VexfsError
 
 from pytest_vexfs.reporting.findings_page import render_text as render_findings
@@ -28,7 +28,6 @@ from pytest_vexfs.reporting.junit import merge
 from pytest_vexfs.reporting.redact import Redactor
 from pytest_vexfs.reporting.trend import analyse, compare, plot, render_html, render_text, write_output
 
-DEFAULT_DB = ".vexfs/results.db"
 
 
 def _threshold(text: str) -> float:
@@ -52,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_merge.add_argument("-o", "--output", type=Path, required=True, metavar="XML")
 
     def db_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", default=os.environ.get("VEXFS_RESULTS_DB") or DEFAULT_DB, metavar="URL",
+        p.add_argument("--db", default=cfg.environment_value("results_db"), metavar="URL",
                        help="results history (SQLite path, sqlite:///PATH or postgresql://...); "
                             "default $VEXFS_RESULTS_DB or .vexfs/results.db")
 

@@ -21,8 +21,9 @@ from pytest_vexfs.reporting.history import database_kind
 from pytest_vexfs.reporting.redact import redact_url
 
 OFF_VALUES = ("off", "none", "no", "false", "0")
-#: the reporting rows of the settings table
-REPORTING = tuple(s for s in cfg.SETTINGS if s.group == "reporting")
+CODE_VERSION = cfg.SETTINGS_BY_NAME["code_version"]
+#: the reporting rows of the settings table that name an output (checked here)
+REPORTING = tuple(s for s in cfg.SETTINGS if s.group == "reporting" and s is not CODE_VERSION)
 RESULTS_DB, RESULTS_JSON, METRICS, PUSHGATEWAY = (cfg.SETTINGS_BY_NAME[name] for name in
                                                   ("results_db", "results_json", "metrics", "pushgateway"))
 
@@ -36,6 +37,7 @@ class ReportingSettings:
     metrics: Path | None
     pushgateway: str | None
     sources: Mapping[str, str] = field(default_factory=dict)
+    code_version: str = ""  # "" = not given: git describe of the rootdir
 
     def json_path(self, run_id: str) -> Path | None:
         """Where the JSON document of ``run_id`` goes."""
@@ -143,4 +145,4 @@ def resolve(resolved: cfg.ResolvedSettings, invocation_dir: Path, rootdir: Path)
         results_json=checked[RESULTS_JSON.name],  # type: ignore[arg-type]
         metrics=metrics if isinstance(metrics, Path) else None,
         pushgateway=checked[PUSHGATEWAY.name],  # type: ignore[arg-type]
-        sources=sources)
+        sources=sources, code_version=str(resolved.values[CODE_VERSION.name]).strip())
