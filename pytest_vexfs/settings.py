@@ -28,6 +28,9 @@ from pytest_vexfs.severity import SEVERITIES
 from pytest_vexfs.typed import Scalar, load_mapping, validate
 
 PACKAGE_ENV_DIR = Path(__file__).parent / "environments"
+#: what --vexfs-backend accepts: the names of backends.BACKENDS, the registry (which sits above the settings,
+#: so it cannot be imported here; tests/plugin/test_one_fact.py keeps the two equal, in the same order)
+BACKEND_NAMES = ("qemu", "libvirt", "terraform", "static")
 ENV_NAMES = ("dev", "test", "ci", "staging")
 
 
@@ -139,7 +142,7 @@ class SettingValues:
     (SETTINGS is read from these fields; the CLI option, ini key and variable follow from the name)."""
 
     backend: str = setting(_text, "qemu", "VM backend", "backend",
-                           choices=("qemu", "libvirt", "terraform", "static"))
+                           choices=BACKEND_NAMES)
     kernel: str = setting(_text, DEFAULT_KERNEL, "guest kernel: " + kernel_descriptions(), "vm.kernel",
                           allowed=", ".join(kernel_names()))
     kernel_build: str = setting(_text, "", "build tree of a kernel given by path (for module builds)",
