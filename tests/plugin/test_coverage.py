@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vexfs.coverage.gcov import Counters, CoverageUnavailable, Hits, link_notes, merge_into, read_hits
+from pytest_vexfs.coverage.gcov import (GCOV_ROOT, Counters, CoverageUnavailable, Hits, link_notes, merge_into,
+                                        read_hits)
 from pytest_vexfs.coverage.report import main as who_main
 from pytest_vexfs.coverage.report import who_covers, write_report
 from pytest_vexfs.module.profile import DEFAULT_SOURCE
@@ -132,6 +133,43 @@ def test_report_counts_lines_and_branches_of_all_workers(run_dir: tuple[Path, Pa
     # what the snapshots cost, summed over the workers' records (the part of a run's time coverage adds)
     assert (summary.snapshots, summary.snapshot_guest_seconds, summary.snapshot_host_seconds) == (2, 1.0, 0.5)
     assert "counters read 2 times in 2 s (1 s in guests)" in summary.line()
+
+
+class LocalGuest:
+    """The guest's shell, run on the host with gcov's debugfs directory moved to `root` (the command is the
+    one a guest gets; only its paths differ)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.commands: list[str] = []
+
+    def run(self, command: str, *, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        self.commands.append(command)
+        return subprocess.run(["bash", "-c", command.replace(GCOV_ROOT, str(self.root))], capture_output=True,
+                              text=True, timeout=timeout, check=True)
+
+
+def test_a_snapshot_copies_the_counters_out_and_resets_them_in_one_command(tmp_path: Path) -> None:
+    if shutil.which("gcov") is None or shutil.which("gcov-tool") is None:
+        pytest.skip("needs gcc's gcov and gcov-tool")
+    build = _build(tmp_path)
+    root = tmp_path / "debugfs-gcov"
+    _snapshot(build, ["x", "y", "z"], root / str(build).lstrip("/"))   # where the kernel puts the counters
+    (root / "reset").write_text("")
+    guest = LocalGuest(root)
+    counters = Counters(tmp_path / "run", str(build), "gw0")
+    hits = counters.snapshot(guest, "tests/fs/test_a.py::test_a", "filesystem_ops")
+    assert len(guest.commands) == 1 and (root / "reset").read_text() == "1\n"
+    assert USED_LINE in hits.lines["prog.c"] and NEVER_LINE not in hits.lines["prog.c"]
+    assert (USED_LINE, 0) in hits.branches["prog.c"] and "used" in hits.functions
+    assert (counters.merged / "prog.gcda").read_bytes() == next(root.rglob("prog.gcda")).read_bytes()
+    record = json.loads(counters.hits_file.read_text())
+    assert record["label"] == "tests/fs/test_a.py::test_a" and record["guest_seconds"] >= 0
+    # a module that wrote no counters yet (not loaded): nothing read, nothing reset
+    (root / "reset").write_text("")
+    next(root.rglob("prog.gcda")).unlink()
+    assert counters.snapshot(guest, "tests/fs/test_b.py::test_b").line_count() == 0
+    assert (root / "reset").read_text() == "" and counters.snapshots == 1
 
 
 @pytest.mark.slow
