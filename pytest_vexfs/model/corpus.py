@@ -264,17 +264,21 @@ class Guidance:
                   seed: int, database: Any = None, batch_size: int = 200,
                   on_finish: Callable[[Explorer], None] | None = None, shrink_limit: int | None = None,
                   known: set[str] | None = None, deadline: float | None = None) -> None:
-        """explore_round's stand-in (same arguments, same exceptions)."""
+        """explore_round's stand-in (same arguments, same exceptions). Within a `deadline` the new sequences
+        stop at their share of the time left, and mutated seeds at the deadline (both modes get the same
+        budget)."""
         start = time.monotonic()
+        generated_until = deadline if deadline is None else start + (deadline - start) * (1 - self.share)
         try:
             explore_round(make_target, caps, examples=examples, steps=steps, seed=seed, database=database,
                           batch_size=batch_size, on_finish=lambda e: self._observe(e, False, on_finish),
-                          shrink_limit=shrink_limit, known=known, deadline=deadline)
+                          shrink_limit=shrink_limit, known=known, deadline=generated_until)
         finally:
             self.summary.generated_seconds += time.monotonic() - start
             self._sync()
         rng = random.Random(seed)
-        while self.corpus.seeds and not self._mutations_had_their_share():
+        while (self.corpus.seeds and not self._mutations_had_their_share()
+               and (deadline is None or time.monotonic() < deadline)):
             start = time.monotonic()
             try:
                 ops = mutate(self.corpus, rng, caps, steps)

@@ -146,3 +146,16 @@ def test_guided_rounds_split_the_budget_and_mutated_seeds_raise_no_false_alarm(t
     assert summary.mutated_seconds >= summary.generated_seconds
     assert summary.seeds > 1 and len(Corpus.load(corpus_file).seeds) == summary.seeds
     assert summary.describe().startswith(f"guided by coverage: {summary.generated} new sequences (")
+
+    # with a time budget: guided exploration keeps to it (as unguided does: the same budget for both), new
+    # sequences until their share of the time left, mutated seeds until the deadline
+    import time
+
+    guidance = Guidance(snapshot)
+    began = time.monotonic()
+    explore(make_target, Capabilities(persistence=False, permissions=False), examples=100_000, steps=15,
+            seed=5, probe=False, run_round=guidance.run_round, time_budget=3.0)
+    spent = time.monotonic() - began
+    summary = guidance.summary
+    assert spent < 3.0 + 1.5, f"a 3 s budget took {spent:.1f} s"
+    assert summary.mutated > 0 and summary.generated_seconds >= 1.0 and summary.mutated_seconds >= 0.5
