@@ -12,7 +12,6 @@ snapshot. Nothing here imports pytest.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import os
@@ -25,23 +24,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from pytest_vexfs.errors import HostToolMissing, VexfsError
+from pytest_vexfs.errors import HostToolMissing, VexfsError, VMError
 
 GCOV_ROOT = "/sys/kernel/debug/gcov"
 NO_GCOV = "vexfs-no-gcov"
 #: the kernel this needs, named in every error about it
 GCOV_KERNEL = "--vexfs-kernel 6.12-debug"
-#: copies the module's counters out and resets them, in one guest command (each command is a round trip to
-#: a slow guest: one per file cost 1.5-2.7 s a snapshot on the debug kernel under load): for every counter
-#: file a line with its name (relative to its build dir; object names have no spaces) and its bytes in
-#: base64, then the reset;
-#: NO_GCOV when the kernel has no gcov (debugfs is mounted first when it is not); nothing when the module
-#: wrote no counters (not loaded yet). gcov's debugfs files report size 0, so they are read to the end.
-COPY_OUT = (f"[ -d {GCOV_ROOT} ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
-            f"[ -d {GCOV_ROOT} ] || {{ echo {NO_GCOV}; exit 0; }}; cd {GCOV_ROOT}{{build_dir}} 2>/dev/null || exit 0; "
-            "shopt -s nullglob globstar; set -- **/*.gcda; [ $# -gt 0 ] || exit 0; "
-            "for f; do echo \"$f $(base64 -w0 < \"$f\")\"; done; "
-            f"echo 1 > {GCOV_ROOT}/reset")
+#: lists the module's counter files (relative to its build dir) with shell builtins only; NO_GCOV when the
+#: kernel has no gcov (debugfs is mounted first when it is not)
+LIST = (f"[ -d {GCOV_ROOT} ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+        f"[ -d {GCOV_ROOT} ] || {{ echo {NO_GCOV}; exit 0; }}; cd {GCOV_ROOT}{{build_dir}} 2>/dev/null || exit 0; "
+        "shopt -s nullglob globstar; for f in **/*.gcda; do echo \"$f\"; done")
+RESET = f"echo 1 > {GCOV_ROOT}/reset"
 
 
 class CoverageUnavailable(VexfsError):
@@ -67,9 +61,11 @@ class CoverageToolError(VexfsError):
 
 
 class Guest(Protocol):
-    """What a snapshot needs of a VM: run a command (its result has ``stdout``)."""
+    """What a snapshot needs of a VM: run a command, copy a file out."""
 
     def run(self, command: str, *, timeout: float | None = ...) -> Any: ...
+
+    def get(self, remote: str, local: Path | str) -> None: ...
 
 
 @dataclasses.dataclass
@@ -227,24 +223,17 @@ class Counters:
         (run_dir / "build_dir").write_text(self.build_dir)
         self.compile_dir_file = run_dir / "compile_dir"
         self.snapshots = 0
+        self.names: list[str] = []  # the counter files found in the guest (see _copy_out)
 
     def snapshot(self, vm: Guest, label: str, domain: str = "") -> Hits:
-        """Copy the module's counters out of `vm` and reset them there (one command); record what they
-        reached under `label` and add them to the merged counters. Raises CoverageUnavailable on a kernel
-        without gcov."""
+        """Copy the module's counters out of `vm` and reset them there; record what they reached under
+        `label` and add them to the merged counters. Raises CoverageUnavailable on a kernel without gcov."""
         start = time.monotonic()
-        listing = vm.run(COPY_OUT.replace("{build_dir}", shlex.quote(self.build_dir)), timeout=120).stdout
-        files = dict(line.strip().partition(" ")[::2] for line in listing.splitlines() if line.strip())
-        if NO_GCOV in files:
-            raise CoverageUnavailable(self.kernel or "in use")
-        files = {name: data for name, data in files.items() if data}  # a file that could not be read: none
-        if not files:
-            return Hits()
         with tempfile.TemporaryDirectory(prefix="snapshot-", dir=self.dir) as tmp:
             work = Path(tmp)
-            for name, data in files.items():
-                (work / name).parent.mkdir(parents=True, exist_ok=True)
-                (work / name).write_bytes(base64.b64decode(data))
+            if not self._copy_out(vm, work):
+                return Hits()
+            vm.run(RESET, timeout=60)
             in_guest = time.monotonic() - start
             self.snapshots += 1
             link_notes(work, self.build_dir)
@@ -258,6 +247,30 @@ class Counters:
         with self.hits_file.open("a") as out:
             out.write(json.dumps({"label": label, "domain": domain, **cost, **hits.to_json()}) + "\n")
         return hits
+
+    def _copy_out(self, vm: Guest, work: Path) -> list[str]:
+        """Copy the counter files into `work`; their names, none when the module wrote none (not loaded).
+        The names found once are copied straight away next time: each guest command forks in a guest
+        where a fork is slow (the debug kernel under TCG), a copy does not; listing again only when a copy
+        fails (a fresh VM without debugfs mounted, the module not loaded)."""
+        if self.names:
+            try:
+                for name in self.names:
+                    (work / name).parent.mkdir(parents=True, exist_ok=True)
+                    vm.get(f"{GCOV_ROOT}{self.build_dir}/{name}", work / name)
+                return self.names
+            except (VMError, OSError):
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir()
+        listing = vm.run(LIST.replace("{build_dir}", shlex.quote(self.build_dir)), timeout=120).stdout
+        names = [n for n in listing.splitlines() if n.strip()]
+        if NO_GCOV in names:
+            raise CoverageUnavailable(self.kernel or "in use")
+        for name in names:
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            vm.get(f"{GCOV_ROOT}{self.build_dir}/{name}", work / name)
+        self.names = names
+        return names
 
 
 def read_hit_records(run_dir: Path) -> Iterable[dict[str, Any]]:
