@@ -78,6 +78,7 @@ class MachineSpec:
     scratch_disk_mb: int = 512        # second disk (/dev/vdb) for the filesystem under test
     accel: str = "tcg"                # "kvm" or "tcg"
     machine_type: str = "q35"         # "q35" or "microvm"
+    icount: bool = False              # TCG: the guest clock counts instructions (backends/hardware.py)
     host_key: str | None = None
     authorized_key: str | None = None
     key_file: Path | None = None

@@ -47,7 +47,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 import filelock
 import libvirt
@@ -58,6 +58,7 @@ from pytest_vexfs.privacy import private_dir
 from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.processes import process_alive
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint
+from pytest_vexfs.backends.hardware import hardware_of
 from pytest_vexfs.backends.hostssh import HostSSH, LocalForward
 
 METADATA_NS = "https://github.com/vexfs/pytest-vexfs/libvirt/1"
@@ -122,6 +123,8 @@ def _silence_libvirt(_ctx: object, _err: object) -> None:
 
 
 libvirt.registerErrorHandler(_silence_libvirt, None)
+ElementTree.register_namespace("qemu", QEMU_NS)
+ElementTree.register_namespace("vexfs", METADATA_NS)
 
 
 #: A connection to a remote host sends a keepalive after this many idle seconds and closes itself after
@@ -463,84 +466,84 @@ class LibvirtMachine(Machine):
     # -- rendering -------------------------------------------------------------------------------
     def domain_xml(self, root_disk: str, scratch_disk: str, *, disk_type: str = "file", kernel: str = "",
                    initrd: str = "") -> str:
-        """The domain XML of this machine (`disk_type` "file" takes paths, "volume" takes pool/name;
-        `kernel`/`initrd` are paths on the host, by default the spec's)."""
+        """The domain XML of this machine's hardware (backends/hardware.py) with this host's ends of it
+        (`disk_type` "file" takes paths, "volume" takes pool/name; `kernel`/`initrd` are paths on the host,
+        by default the spec's). What libvirt has no element for goes to ``<qemu:commandline>``."""
         spec = self.spec
-        microvm = self.machine_type == "microvm"
         for required in ("kernel", "initrd"):
             if getattr(spec, required) is None:
                 raise ConfigError(f"the libvirt backend boots a kernel directly: spec.{required} is unset",
                                   key=required)
-
-        def disk(source: str, dev: str) -> str:
-            if disk_type == "volume":
-                src = f"<source pool={quoteattr(self.pool_name or '')} volume={quoteattr(source)}/>"
-            else:
-                src = f"<source file={quoteattr(source)}/>"
-            addr = "<address type='virtio-mmio'/>" if microvm else ""
-            return (f"<disk type='{disk_type}' device='disk'><driver name='qemu' type='qcow2' cache='unsafe'/>"
-                    f"{src}<target dev='{dev}' bus='virtio'/>{addr}</disk>")
-
-        if self.console_mode == "file":
-            serial = (f"<serial type='file'><source path={quoteattr(str(spec.console_log))} append='on'/>"
-                      "<target port='0'/></serial>")
-        else:
-            serial = "<serial type='pty'><target port='0'/></serial>"
-        nic = ("virtio-net-device,netdev=vexfsnet" if microvm
-               else "virtio-net-pci,netdev=vexfsnet,bus=pcie.0,addr=0x10")
-        hostfwd = f"user,id=vexfsnet,hostfwd=tcp:{self.ssh_bind}:{self.ssh_port}-:22"
-        # TCG: guest time counts executed instructions; without it a starved guest's clock raced ahead of its
-        # disk here and block requests timed out (I/O errors on vda, RCU stalls) under a load of 15
-        icount = "" if spec.accel == "kvm" else "<qemu:arg value='-icount'/><qemu:arg value='shift=auto'/>"
-        if spec.accel == "kvm":
-            cpu = "<cpu mode='host-passthrough'/>"
-        elif microvm:  # qemu64 without a PIT (libvirt cannot set microvm's pit=on) stalls TSC calibration
-            cpu = ""
-        else:  # as the qemu backend: a plain model plus rdrand, which TCG emulates
-            cpu = ("<cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model>"
-                   "<feature policy='require' name='rdrand'/></cpu>")
-        # The qemu backend's control channel (virtio-serial port "vexfs.ctl"), on local URIs only.
-        channel = (f"<channel type='unix'><source mode='bind' path={quoteattr(str(self.control_path))}/>"
-                   "<target type='virtio' name='vexfs.ctl'/></channel>" if self.local else "")
-        seclabel = (f"<seclabel type='static' model='dac' relabel='no'><label>{escape(self.dac_label)}"
-                    "</label></seclabel>" if self.dac_label else "")
+        hw = hardware_of(spec)
+        mmio = hw.virtio_transport == "mmio"
+        sub = ElementTree.SubElement
+        domain = ElementTree.Element("domain", type="kvm" if hw.accel == "kvm" else "qemu")
+        sub(domain, "name").text = spec.name
         owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                             "run_id": run_id_of(spec.name), "disks": [str(p) for p in self._disks],
                             "volumes": self._volumes, "pool": self.pool_name})
-        return f"""<domain type='{"kvm" if spec.accel == "kvm" else "qemu"}' xmlns:qemu='{QEMU_NS}'>
-  <name>{escape(spec.name)}</name>
-  <metadata><vexfs:machine xmlns:vexfs='{METADATA_NS}'>{escape(owner)}</vexfs:machine></metadata>
-  <memory unit='MiB'>{int(spec.memory_mb)}</memory>
-  <vcpu>{int(spec.cpus)}</vcpu>
-  <os>
-    <type arch='x86_64' machine='{escape(self.machine_type)}'>hvm</type>
-    <kernel>{escape(kernel or str(spec.kernel))}</kernel>
-    <initrd>{escape(initrd or str(spec.initrd))}</initrd>
-    <cmdline>{escape(self._cmdline)}</cmdline>
-  </os>
-  <features><acpi/></features>
-  {cpu}
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  {seclabel}
-  <devices>
-    {disk(root_disk, "vda")}
-    {disk(scratch_disk, "vdb")}
-    {serial}
-    {channel}
-    {"<controller type='usb' model='none'/>" if microvm else ""}
-    {"<controller type='virtio-serial' index='0'><address type='virtio-mmio'/></controller>"
-     if microvm and channel else ""}
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    {icount}
-    <qemu:arg value='-netdev'/><qemu:arg value={quoteattr(hostfwd)}/>
-    <qemu:arg value='-device'/><qemu:arg value={quoteattr(nic)}/>
-  </qemu:commandline>
-</domain>
-"""
+        sub(sub(domain, "metadata"), f"{{{METADATA_NS}}}machine").text = owner
+        sub(domain, "memory", unit="MiB").text = str(hw.memory_mb)
+        sub(domain, "vcpu").text = str(hw.cpus)
+        boot = sub(domain, "os")
+        sub(boot, "type", arch="x86_64", machine=hw.machine_type).text = "hvm"
+        sub(boot, "kernel").text = kernel or str(spec.kernel)
+        sub(boot, "initrd").text = initrd or str(spec.initrd)
+        sub(boot, "cmdline").text = self._cmdline
+        features = sub(domain, "features")
+        sub(features, "acpi")
+        if hw.accel == "tcg" and hw.tb_size_mb:
+            sub(sub(features, "tcg"), "tb-cache", unit="MiB").text = str(hw.tb_size_mb)
+        if hw.cpu_model == "host":
+            sub(domain, "cpu", mode="host-passthrough")
+        else:
+            cpu = sub(domain, "cpu", mode="custom", match="exact")
+            sub(cpu, "model", fallback="allow").text = hw.cpu_model
+            for feature in hw.cpu_features:
+                sub(cpu, "feature", policy="require", name=feature)
+        for event in ("on_poweroff", "on_reboot", "on_crash"):
+            sub(domain, event).text = "destroy"
+        if self.dac_label:
+            sub(sub(domain, "seclabel", type="static", model="dac", relabel="no"), "label").text = self.dac_label
+        devices = sub(domain, "devices")
+        for disk, source in zip(hw.disks, (root_disk, scratch_disk)):
+            element = sub(devices, "disk", type=disk_type, device="disk")
+            sub(element, "driver", name="qemu", type=disk.format, cache=disk.cache)
+            if disk_type == "volume":
+                sub(element, "source", pool=self.pool_name or "", volume=source)
+            else:
+                sub(element, "source", file=source)
+            sub(element, "target", dev=disk.guest_name, bus="virtio")
+            if mmio:
+                sub(element, "address", type="virtio-mmio")
+        if self.console_mode == "file":
+            serial = sub(devices, "serial", type="file")
+            sub(serial, "source", path=str(spec.console_log), append="on")
+        else:
+            serial = sub(devices, "serial", type="pty")
+        sub(serial, "target", port="0")
+        if self.local:  # the guest agent's port, as the qemu backend has it (on local URIs only)
+            channel = sub(devices, "channel", type="unix")
+            sub(channel, "source", mode="bind", path=str(self.control_path))
+            sub(channel, "target", type="virtio", name=hw.agent_port)
+        if mmio:
+            sub(devices, "controller", type="usb", model="none")
+            if self.local:
+                sub(sub(devices, "controller", type="virtio-serial", index="0"), "address", type="virtio-mmio")
+        sub(devices, "memballoon", model="none")
+        # libvirt has no user-mode NIC with port forwarding, nor icount or microvm's machine options
+        args = []
+        if hw.machine_options:
+            args += ["-machine", ",".join(hw.machine_options)]
+        if hw.icount:
+            args += ["-icount", hw.icount]
+        nic = f"{hw.nic}-device,netdev=vexfsnet" if mmio else f"{hw.nic}-pci,netdev=vexfsnet,bus=pcie.0,addr=0x10"
+        args += ["-netdev", f"user,id=vexfsnet,hostfwd=tcp:{self.ssh_bind}:{self.ssh_port}-:22", "-device", nic]
+        commandline = sub(domain, f"{{{QEMU_NS}}}commandline")
+        for arg in args:
+            sub(commandline, f"{{{QEMU_NS}}}arg", value=arg)
+        ElementTree.indent(domain)
+        return ElementTree.tostring(domain, encoding="unicode") + "\n"
 
     # -- disks -----------------------------------------------------------------------------------
     def _make_local_disks(self) -> tuple[str, str]:

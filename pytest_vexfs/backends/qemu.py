@@ -30,6 +30,7 @@ from pytest_vexfs.processes import process_start_time, socket_dir
 from pytest_vexfs.settings import environment_value
 from pytest_vexfs.backends.host import create_vm_disks, free_port
 from pytest_vexfs.backends.base import Machine, MachineSpec, SSHEndpoint, read_tail
+from pytest_vexfs.backends.hardware import Disk, hardware_of, qemu_args
 
 QEMU_BINARY: str = environment_value("qemu")  # $VEXFS_QEMU
 _PR_SET_PDEATHSIG = 1
@@ -99,35 +100,30 @@ class QemuMachine(Machine):
 
     # -- command line ----------------------------------------------------------------------------
     def command_line(self) -> list[str]:
+        """QEMU's argv: the hardware (backends/hardware.py), then the devices' host ends."""
         spec = self.spec
-        micro = spec.machine_type == "microvm"
+        hw = hardware_of(spec)
+        micro = hw.virtio_transport == "mmio"
         dev = "device" if micro else "pci"
-        if spec.accel == "kvm":
-            accel, cpu = ["-accel", "kvm"], ["-cpu", "host"]
-        else:
-            # not -icount: it keeps a starved guest from seeing host stalls as lockups, but made
-            # commands and boots several times slower here (fast_cmd 14 -> 124 ms, ready 0.5 -> 1.2 s)
-            accel, cpu = ["-accel", "tcg,tb-size=64"], ["-cpu", "qemu64,+rdrand"]
-        machine = "microvm,pit=on,rtc=on" if micro else "q35"
         port = self.port or 0
         argv = [
-            QEMU_BINARY, "-name", f"{spec.name},debug-threads=off", "-M", machine, *accel, *cpu,
-            "-m", str(spec.memory_mb), *self._ram_args(), "-smp", str(spec.cpus),
+            QEMU_BINARY, "-name", f"{spec.name},debug-threads=off", *qemu_args(hw), *self._ram_args(),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(spec.kernel), "-append", spec.cmdline,
         ]
         if spec.initrd:
             argv += ["-initrd", str(spec.initrd)]
+        root, scratch = hw.disks
         argv += [
-            "-drive", f"id=root,file={self.root_overlay},format=qcow2,if=none,cache=unsafe",
+            "-drive", f"id=root,file={self.root_overlay},format={root.format},if=none,cache={root.cache}",
             "-device", f"virtio-blk-{dev},drive=root",
-            "-drive", self._scratch_drive(),
+            "-drive", self._scratch_drive(scratch),
             "-device", f"virtio-blk-{dev},drive=scratch",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-device", f"virtio-net-{dev},netdev=net0" + ("" if micro else ",addr=0x5"),
+            "-device", f"{hw.nic}-{dev},netdev=net0" + ("" if micro else ",addr=0x5"),
             "-device", f"virtio-serial-{dev}",
             "-chardev", f"socket,id=ctl,path={self.control_path},server=on,wait=off",
-            "-device", "virtserialport,chardev=ctl,name=vexfs.ctl",
+            "-device", f"virtserialport,chardev=ctl,name={hw.agent_port}",
             "-chardev", f"socket,id=con,path={self.serial_path},server=on,wait=off,telnet=on,"
                         f"logfile={spec.console_log},logappend=on",
             "-serial", "chardev:con",
@@ -137,7 +133,7 @@ class QemuMachine(Machine):
             argv += ["-incoming", "defer" if self.ram_file else f"exec:cat {shlex.quote(str(self.incoming))}"]
         return argv
 
-    def _scratch_drive(self) -> str:
+    def _scratch_drive(self, disk: Disk) -> str:
         spec = self.spec
         if spec.scratch_image is not None and spec.scratch_log is not None:
             # every write and flush the guest sends, in order, in dm-log-writes format (4 KiB log sectors:
@@ -148,8 +144,7 @@ class QemuMachine(Machine):
                     f"log.driver=file,log.filename={spec.scratch_log},log.cache.no-flush=on,log-sector-size=4096")
         # a kept scratch image is raw: no format metadata cached in QEMU, so what the guest wrote
         # is in the file even when QEMU is killed (a power cut loses only what the guest kept)
-        return (f"id=scratch,file={self.scratch_disk},format={'raw' if spec.scratch_image else 'qcow2'},"
-                "if=none,cache=unsafe")
+        return f"id=scratch,file={self.scratch_disk},format={disk.format},if=none,cache={disk.cache}"
 
     def _ram_args(self) -> list[str]:
         if self.ram_file is None:

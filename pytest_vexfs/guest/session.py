@@ -176,7 +176,7 @@ class VMSlot:
         """How this worker's next VM is made; on `host` of the hosts list when one is given."""
         s = self.settings
         return VMSettings(cache_dir=self.cache_dir, artifacts_dir=self.artifacts_dir, memory_mb=s.memory,
-                          cpus=s.cpus, scratch_disk_mb=self.scratch_disk_mb, machine=s.machine,
+                          cpus=s.cpus, scratch_disk_mb=self.scratch_disk_mb, machine=s.machine, icount=s.icount,
                           boot_timeout=s.boot_timeout * self._boot_factor(), snapshot=s.snapshot,
                           hung_task_timeout=s.hung_task_timeout, checked_boot=s.checked_boot,
                           ignore_patterns=self.ignore_patterns, backend=host.backend if host else s.backend,

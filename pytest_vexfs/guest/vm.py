@@ -84,6 +84,7 @@ class VMSettings:
     cpus: int = 1
     scratch_disk_mb: int = 512
     machine: str = "q35"
+    icount: bool = False
     boot_timeout: float = 180.0
     snapshot: bool = True
     hung_task_timeout: int = 3
@@ -157,7 +158,7 @@ class GuestVM:
         return MachineSpec(name=name, run_dir=run_dir, kernel=self.image.vmlinux, initrd=self.image.initrd,
                            base_disk=base_disk, cmdline=cmdline, memory_mb=s.memory_mb, cpus=s.cpus,
                            scratch_disk_mb=s.scratch_disk_mb, accel=self.accel.name,
-                           machine_type=s.machine, host_key=self.image.host_key,
+                           machine_type=s.machine, icount=s.icount, host_key=self.image.host_key,
                            authorized_key=key.public_line, key_file=key.private_path,
                            console_log_path=console, image_digest=self.image.digest, libvirt=s.libvirt,
                            hosts=s.hosts, scratch_image=s.scratch_image, scratch_log=s.scratch_log,
@@ -475,6 +476,7 @@ def snapshot_key(image: Image, settings: VMSettings, accel: AccelChoice) -> str:
     blob = json.dumps({
         "v": SNAPSHOT_VERSION, "image": image.digest, "initrd": image.initrd.name,
         "memory": settings.memory_mb, "cpus": settings.cpus, "machine": settings.machine,
+        **({"icount": True} if settings.icount else {}),  # (absent when off: the snapshots made before stay valid)
         "accel": accel.name, "qemu": qemu_version(), "cmdline": kernel_cmdline(settings),
         "scratch": settings.scratch_disk_mb,
     }, sort_keys=True)

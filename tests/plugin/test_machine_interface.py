@@ -5,8 +5,11 @@ No VM is booted here: the machines are made and their command lines rendered, ne
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import shlex
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -114,3 +117,96 @@ def test_the_harness_asks_capabilities_never_backend_names_or_types() -> None:
                 if pattern.search(line):
                     found.append(f"{path.relative_to(PACKAGE)}:{number}: {what}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+# -- one hardware description, two renderings -----------------------------------------------------
+
+def _spec(tmp_path: Path, **changes: object) -> MachineSpec:
+    spec = MachineSpec(name="vexfs-t-gw0-1", run_dir=tmp_path / "run", kernel=tmp_path / "vmlinux",
+                       initrd=tmp_path / "initrd", base_disk=tmp_path / "root.qcow2", cmdline="console=ttyS0",
+                       memory_mb=768, cpus=2)
+    return dataclasses.replace(spec, **changes)
+
+
+def _qemu_facts(argv: list[str]) -> dict[str, object]:
+    """The hardware a QEMU command line asks for (options given twice are merged, as QEMU does)."""
+    def values(option: str) -> list[str]:
+        return [argv[i + 1] for i, arg in enumerate(argv) if arg == option]
+
+    machine = ",".join(m for m in values("-M") + values("-machine") if not m.startswith("memory-backend="))
+    cpu_model, *features = values("-cpu")[0].split(",")
+    drives = [dict(kv.split("=", 1) for kv in d.split(",") if "=" in kv) for d in values("-drive")]
+    return {"machine": machine, "accel": values("-accel")[0],
+            "cpu": (cpu_model, tuple(f.lstrip("+") for f in features)),
+            "memory": values("-m")[0], "cpus": values("-smp")[0], "icount": values("-icount"),
+            "disks": [(d["id"], d["format"], d["cache"]) for d in drives]}
+
+
+def _libvirt_facts(xml: str) -> dict[str, object]:
+    """The hardware a libvirt domain asks for, in the same terms."""
+    qemu_ns = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+    domain = ElementTree.fromstring(xml)
+    extra = [a.get("value", "") for a in domain.iter(f"{qemu_ns}arg")]
+    machine_options = [extra[i + 1] for i, a in enumerate(extra) if a == "-machine"]
+    tb = domain.find("features/tcg/tb-cache")
+    accel = "kvm" if domain.get("type") == "kvm" else "tcg" + (f",tb-size={tb.text}" if tb is not None else "")
+    cpu = domain.find("cpu")
+    assert cpu is not None
+    if cpu.get("mode") == "host-passthrough":
+        cpu_facts: tuple[str, tuple[str, ...]] = ("host", ())
+    else:
+        cpu_facts = (domain.findtext("cpu/model") or "",
+                     tuple(f.get("name", "") for f in cpu.findall("feature") if f.get("policy") == "require"))
+    os_type = domain.find("os/type")
+    assert os_type is not None and domain.find("memory").get("unit") == "MiB"  # type: ignore[union-attr]
+    disks = [(d.find("target").get("dev"), d.find("driver").get("type"), d.find("driver").get("cache"))  # type: ignore[union-attr]
+             for d in domain.findall("devices/disk")]
+    return {"machine": ",".join([os_type.get("machine", ""), *machine_options]), "accel": accel, "cpu": cpu_facts,
+            "memory": domain.findtext("memory"), "cpus": domain.findtext("vcpu"),
+            "icount": [extra[i + 1] for i, a in enumerate(extra) if a == "-icount"],
+            "disks": [({"vda": "root", "vdb": "scratch"}[dev or ""], fmt, cache) for dev, fmt, cache in disks]}
+
+
+@pytest.mark.parametrize("machine_type", ["q35", "microvm"])
+@pytest.mark.parametrize("accel,icount", [("tcg", False), ("tcg", True), ("kvm", False)])
+def test_qemu_and_libvirt_render_the_same_hardware(tmp_path: Path, machine_type: str, accel: str,
+                                                   icount: bool) -> None:
+    libvirt_backend = pytest.importorskip("pytest_vexfs.backends.libvirt")
+    spec = _spec(tmp_path, machine_type=machine_type, accel=accel, icount=icount)
+    qemu = _qemu_facts(create_machine("qemu", spec).command_line())
+    xml = libvirt_backend.LibvirtMachine(spec).domain_xml(str(tmp_path / "root.qcow2"), str(tmp_path / "s.qcow2"))
+    assert _libvirt_facts(xml) == qemu
+    # and what they agree on is the description's, not a default both happen to share
+    assert qemu["memory"] == "768" and qemu["cpus"] == "2"
+    assert qemu["machine"] == ("microvm,pit=on,rtc=on" if machine_type == "microvm" else "q35")
+    assert qemu["accel"] == ("kvm" if accel == "kvm" else "tcg,tb-size=64")
+    assert qemu["icount"] == (["shift=auto"] if icount and accel == "tcg" else [])
+    assert qemu["cpu"] == (("host", ()) if accel == "kvm" else ("qemu64", ("rdrand",)))
+
+
+def test_libvirt_turns_the_domain_into_the_qemu_backend_s_command_line(tmp_path: Path) -> None:
+    """With a libvirtd to ask, its own translation of the domain (virsh domxml-to-native) runs QEMU with the
+    qemu backend's machine, accelerator, CPU, memory and CPU count."""
+    libvirt_backend = pytest.importorskip("pytest_vexfs.backends.libvirt")
+    try:
+        conn = libvirt_backend.open_connection("qemu:///system", 5)
+    except libvirt_backend.LibvirtUnreachable as exc:
+        pytest.skip(f"no libvirtd: {exc.message}")
+    spec = _spec(tmp_path, icount=True)
+    try:
+        xml = libvirt_backend.LibvirtMachine(spec).domain_xml(str(tmp_path / "r.qcow2"), str(tmp_path / "s.qcow2"))
+        native = shlex.split(conn.domainXMLToNative("qemu-argv", xml, 0))
+    finally:
+        conn.close()
+    qemu = create_machine("qemu", spec).command_line()
+
+    def first(argv: list[str], option: str) -> str:
+        return argv[argv.index(option) + 1]
+
+    machine = first(native, "-machine").split(",")[0]  # libvirt names the versioned type the alias stands for
+    assert first(qemu, "-M") == "q35" and (machine == "q35" or machine.startswith("pc-q35-"))
+    assert first(native, "-accel") == first(qemu, "-accel") == "tcg,tb-size=64"
+    assert first(native, "-cpu") == "qemu64,rdrand=on" and first(qemu, "-cpu") == "qemu64,+rdrand"
+    assert first(native, "-m").split(",")[0].removeprefix("size=").removesuffix("M") == first(qemu, "-m") == "768"
+    assert first(native, "-smp").split(",")[0] == first(qemu, "-smp") == "2"
+    assert first(native, "-icount") == first(qemu, "-icount") == "shift=auto"
