@@ -81,7 +81,7 @@ def plain_boot(image, settings, accel, key, name, kernel: Path, machine: str):
     run_dir = settings.cache_dir / "run" / name
     cmdline = f"{BASE_CMDLINE} vexfs.key={key.cmdline_token} vexfs.host={name}"
     spec = MachineSpec(name=name, run_dir=run_dir, kernel=kernel, initrd=image.initrd, base_disk=image.disk,
-                       cmdline=cmdline, memory_mb=settings.memory_mb, accel=accel.name, machine_type=machine,
+                       cmdline=cmdline, memory=settings.memory, accel=accel.name, machine=machine,
                        host_key=image.host_key, key_file=key.private_path,
                        console_log_path=settings.artifacts_dir / f"{name}.log")
     machine_ = create_machine("qemu", spec)
@@ -114,7 +114,7 @@ def main() -> None:
     image = get_image("6.12", cache)
     accel = choose_accel("auto", image, cache)
     with tempfile.TemporaryDirectory(prefix="vexfs-bench-") as tmp:
-        settings = VMSettings(cache_dir=cache, artifacts_dir=Path(tmp), memory_mb=args.memory)
+        settings = VMSettings(cache_dir=cache, artifacts_dir=Path(tmp), memory=args.memory)
         key = generate_keypair(Path(tmp) / "key")
         ensure_snapshot(image, settings, accel)  # not timed: made once per image and machine shape
         runs: list[dict] = []

@@ -397,7 +397,7 @@ class LibvirtOptions:
     uri: str = ""                  # "" = $LIBVIRT_DEFAULT_URI, else qemu:///system
     pool: str = ""                 # storage pool for the VM disks; needed for a remote URI
     connect_timeout: float = 10.0  # seconds to open the URI
-    console: str = ""              # "file" or "stream"; "" = file locally, stream remotely
+    console: str = "auto"          # "file", "stream", or "auto": file locally, stream remotely
     dac_label: str = ""            # <seclabel model='dac'> label; "" = +0:+0 locally as root, else libvirt's
     ssh_port: int = 0              # host port forwarded to the guest's SSH; 0 = pick one
     ssh_address: str = ""          # where SSH reaches that port; "" = the URI's host or 127.0.0.1
@@ -443,7 +443,7 @@ class ResolvedSettings(SettingValues):
         v = self.values
         return LibvirtOptions(uri=v["libvirt_uri"], pool=v["libvirt_pool"],
                               connect_timeout=v["libvirt_connect_timeout"],
-                              console="" if v["libvirt_console"] == "auto" else v["libvirt_console"],
+                              console=v["libvirt_console"],
                               dac_label=v["libvirt_dac_label"], ssh_port=v["libvirt_ssh_port"],
                               ssh_address=v["libvirt_ssh_address"], ssh_bind=v["libvirt_ssh_bind"])
 

@@ -73,11 +73,11 @@ class MachineSpec:
     initrd: Path | None = None
     base_disk: Path | None = None     # qcow2 backing file of the root disk
     cmdline: str = ""                 # kernel command line
-    memory_mb: int = 1024
+    memory: int = 1024
     cpus: int = 1
-    scratch_disk_mb: int = 512        # second disk (/dev/vdb) for the filesystem under test
+    scratch_disk: int = 512           # MiB of the second disk (/dev/vdb), for the filesystem under test
     accel: str = "tcg"                # "kvm" or "tcg"
-    machine_type: str = "q35"         # "q35" or "microvm"
+    machine: str = "q35"              # machine type: "q35" or "microvm"
     icount: bool = False              # TCG: the guest clock counts instructions (backends/hardware.py)
     host_key: str | None = None
     authorized_key: str | None = None

@@ -37,14 +37,14 @@ class Disk:
 class Hardware:
     """What the guest sees, whatever runs it."""
 
-    machine_type: str                  # "q35" or "microvm"
+    machine: str                       # machine type: "q35" or "microvm"
     machine_options: tuple[str, ...]   # e.g. microvm's legacy timers (pit=on, rtc=on)
     accel: str                         # "kvm" or "tcg"
     tb_size_mb: int                    # TCG translation cache (0 = QEMU's default; not used by KVM)
     icount: str                        # TCG's -icount (e.g. "shift=auto"); "" = off
     cpu_model: str                     # "host" (KVM) or a named model
     cpu_features: tuple[str, ...]      # required on top of the model (e.g. rdrand, which TCG emulates)
-    memory_mb: int
+    memory: int
     cpus: int
     disks: tuple[Disk, ...]
     serial: str = "ttyS0"              # the console the kernel writes to (the first serial port)
@@ -54,16 +54,16 @@ class Hardware:
     @property
     def virtio_transport(self) -> str:
         """How virtio devices attach: "mmio" on microvm, else "pci"."""
-        return "mmio" if self.machine_type == "microvm" else "pci"
+        return "mmio" if self.machine == "microvm" else "pci"
 
 
 def hardware_of(spec: MachineSpec) -> Hardware:
     """The hardware of `spec`'s machine."""
     kvm = spec.accel == "kvm"
-    microvm = spec.machine_type == "microvm"
+    microvm = spec.machine == "microvm"
     scratch_format = "raw" if spec.scratch_image is not None else "qcow2"
     return Hardware(
-        machine_type=spec.machine_type,
+        machine=spec.machine,
         # microvm's kernel calibrates the TSC against the PIT: without it a TCG guest stalls there
         machine_options=("pit=on", "rtc=on") if microvm else (),
         accel=spec.accel,
@@ -74,7 +74,7 @@ def hardware_of(spec: MachineSpec) -> Hardware:
         icount="shift=auto" if spec.icount and not kvm else "",
         cpu_model="host" if kvm else "qemu64",
         cpu_features=() if kvm else ("rdrand",),
-        memory_mb=spec.memory_mb,
+        memory=spec.memory,
         cpus=spec.cpus,
         disks=(Disk("root", "qcow2", "unsafe"), Disk("scratch", scratch_format, "unsafe")),
     )
@@ -84,8 +84,8 @@ def qemu_args(hw: Hardware) -> list[str]:
     """The QEMU arguments of the machine, accelerator, CPU, memory and CPU count (devices are placed by the
     qemu backend, which knows their host ends)."""
     accel = [hw.accel] + ([f"tb-size={hw.tb_size_mb}"] if hw.tb_size_mb else [])
-    argv = ["-M", ",".join((hw.machine_type, *hw.machine_options)), "-accel", ",".join(accel),
+    argv = ["-M", ",".join((hw.machine, *hw.machine_options)), "-accel", ",".join(accel),
             "-cpu", ",".join((hw.cpu_model, *(f"+{f}" for f in hw.cpu_features)))]
     if hw.icount:
         argv += ["-icount", hw.icount]
-    return argv + ["-m", str(hw.memory_mb), "-smp", str(hw.cpus)]
+    return argv + ["-m", str(hw.memory), "-smp", str(hw.cpus)]

@@ -426,7 +426,8 @@ class LibvirtMachine(Machine):
                               "VM disks", key="libvirt_pool",
                               hint="pass --vexfs-libvirt-pool=NAME (or VEXFS_LIBVIRT_POOL, ini vexfs_libvirt_pool, "
                                    "environment file libvirt.pool); `virsh -c URI pool-list` shows the pools")
-        self.console_mode = console or opts.console or ("file" if self.local else "stream")
+        mode = console or opts.console
+        self.console_mode = ("file" if self.local else "stream") if mode == "auto" else mode
         if self.console_mode not in ("file", "stream"):
             raise ConfigError(f"unknown libvirt console mode {self.console_mode!r}", key="libvirt_console",
                               allowed="file, stream")
@@ -441,7 +442,6 @@ class LibvirtMachine(Machine):
         self.ssh_bind = (ssh_bind or opts.ssh_bind
                          or ("0.0.0.0" if explicit_address and not self.local else "127.0.0.1"))
         self.ssh_port = int(ssh_port or opts.ssh_port or (free_port() if self.local else 0))
-        self.machine_type = spec.machine_type
         self.upload = UploadReport()
         self._conn: libvirt.virConnect | None = None
         self._dom: libvirt.virDomain | None = None
@@ -483,10 +483,10 @@ class LibvirtMachine(Machine):
                             "run_id": run_id_of(spec.name), "disks": [str(p) for p in self._disks],
                             "volumes": self._volumes, "pool": self.pool_name})
         sub(sub(domain, "metadata"), f"{{{METADATA_NS}}}machine").text = owner
-        sub(domain, "memory", unit="MiB").text = str(hw.memory_mb)
+        sub(domain, "memory", unit="MiB").text = str(hw.memory)
         sub(domain, "vcpu").text = str(hw.cpus)
         boot = sub(domain, "os")
-        sub(boot, "type", arch="x86_64", machine=hw.machine_type).text = "hvm"
+        sub(boot, "type", arch="x86_64", machine=hw.machine).text = "hvm"
         sub(boot, "kernel").text = kernel or str(spec.kernel)
         sub(boot, "initrd").text = initrd or str(spec.initrd)
         sub(boot, "cmdline").text = self._cmdline
@@ -552,7 +552,7 @@ class LibvirtMachine(Machine):
         scratch = spec.run_dir / "scratch.qcow2"
         self._disks = [root, scratch]
         assert spec.base_disk is not None
-        create_vm_disks(spec.name, spec.base_disk, root, scratch, spec.scratch_disk_mb)
+        create_vm_disks(spec.name, spec.base_disk, root, scratch, spec.scratch_disk)
         return str(root), str(scratch)
 
     def _make_pool_volumes(self, conn: libvirt.virConnect) -> tuple[tuple[str, str], dict[str, str]]:
@@ -565,8 +565,8 @@ class LibvirtMachine(Machine):
         lock_id = hashlib.sha256(f"{self.uri}|{self.pool_name}|{key}".encode()).hexdigest()[:16]
         image, self.upload = ensure_image_volumes(conn, pool, files, key, self.uri,
                                                   spec.run_dir.parent / f"upload-{lock_id}.lock")
-        check_pool_space(pool, int(spec.scratch_disk_mb) * 2**20 + VM_ROOT_HEADROOM,
-                         f"a VM ({int(spec.scratch_disk_mb)} MiB scratch disk and its root disk's changes)",
+        check_pool_space(pool, int(spec.scratch_disk) * 2**20 + VM_ROOT_HEADROOM,
+                         f"a VM ({int(spec.scratch_disk)} MiB scratch disk and its root disk's changes)",
                          self.uri)
         base_size = qcow2_virtual_size(spec.base_disk)
         names = (f"{spec.name}-root.qcow2", f"{spec.name}-scratch.qcow2")
@@ -575,7 +575,7 @@ class LibvirtMachine(Machine):
                     f"<backingStore><path>{escape(image['root.qcow2'])}</path><format type='qcow2'/>"
                     "</backingStore></volume>")
         scratch_xml = (f"<volume><name>{escape(names[1])}</name>"
-                       f"<capacity unit='MiB'>{int(spec.scratch_disk_mb)}</capacity>"
+                       f"<capacity unit='MiB'>{int(spec.scratch_disk)}</capacity>"
                        "<target><format type='qcow2'/></target></volume>")
         for name, xml in zip(names, (root_xml, scratch_xml)):
             self._volumes.append(name)  # recorded first: a half-made volume is removed with the rest
@@ -716,9 +716,9 @@ class LibvirtMachine(Machine):
         code = _LINUX_KEYCODES.get(key.lower())
         if code is None:
             raise ValueError(f"unsupported SysRq key {key!r}")
-        if self.machine_type == "microvm":
+        if self.spec.machine == "microvm":
             raise LibvirtDomainError("microvm has no keyboard to send SysRq through", vm=self.spec.name,
-                                     hint="use machine_type q35 with the libvirt backend for SysRq")
+                                     hint="use --vexfs-machine q35 with the libvirt backend for SysRq")
         try:
             self._dom.sendKey(libvirt.VIR_KEYCODE_SET_LINUX, 100, [_KEY_LEFTALT, _KEY_SYSRQ, code], 3, 0)
         except libvirt.libvirtError as exc:
@@ -727,7 +727,7 @@ class LibvirtMachine(Machine):
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the guest to power off (SysRq o), wait up to `timeout`, then destroy and clean up."""
-        if self.is_running() and self.machine_type != "microvm":
+        if self.is_running() and self.spec.machine != "microvm":
             with contextlib.suppress(LibvirtDomainError):
                 self.sysrq("o")
             for _ in poll(deadline_in(timeout), 0.1):
@@ -787,7 +787,7 @@ class LibvirtMachine(Machine):
         """Facts for reports."""
         facts: dict[str, Any] = {
             "backend": self.backend, "vm_id": self.spec.name, "uri": self.uri, "vm_host": self.host,
-            "libvirt_domain": self.spec.name, "machine": self.machine_type, "accel": self.spec.accel,
+            "libvirt_domain": self.spec.name, "machine": self.spec.machine, "accel": self.spec.accel,
             "ssh_port": self.ssh_port, "console_mode": self.console_mode,
             "domain_xml": str(self.spec.run_dir / "domain.xml"), "cmdline": self._cmdline,
             "console_log": str(self.spec.console_log)}

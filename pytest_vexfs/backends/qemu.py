@@ -76,7 +76,7 @@ class QemuMachine(Machine):
         return self.spec.run_dir / "root.qcow2"
 
     @property
-    def scratch_disk(self) -> Path:
+    def scratch_file(self) -> Path:
         return self.spec.scratch_image or self.spec.run_dir / "scratch.qcow2"
 
     @property
@@ -144,13 +144,13 @@ class QemuMachine(Machine):
                     f"log.driver=file,log.filename={spec.scratch_log},log.cache.no-flush=on,log-sector-size=4096")
         # a kept scratch image is raw: no format metadata cached in QEMU, so what the guest wrote
         # is in the file even when QEMU is killed (a power cut loses only what the guest kept)
-        return f"id=scratch,file={self.scratch_disk},format={disk.format},if=none,cache={disk.cache}"
+        return f"id=scratch,file={self.scratch_file},format={disk.format},if=none,cache={disk.cache}"
 
     def _ram_args(self) -> list[str]:
         if self.ram_file is None:
             return []
         share = "on" if self.ram_shared else "off"
-        return ["-object", f"memory-backend-file,id=vexfs.ram,size={self.spec.memory_mb}M,"
+        return ["-object", f"memory-backend-file,id=vexfs.ram,size={self.spec.memory}M,"
                            f"mem-path={self.ram_file},share={share}",
                 "-machine", "memory-backend=vexfs.ram"]
 
@@ -161,11 +161,11 @@ class QemuMachine(Machine):
         self.sock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if spec.base_disk is None:
             raise VMError("MachineSpec.base_disk is required for the qemu backend", vm=spec.name)
-        create_vm_disks(spec.name, spec.base_disk, self.root_overlay, self.scratch_disk, spec.scratch_disk_mb,
+        create_vm_disks(spec.name, spec.base_disk, self.root_overlay, self.scratch_file, spec.scratch_disk,
                         scratch=spec.scratch_image is None)
         if spec.scratch_image is not None and not spec.scratch_image.exists():
             with open(spec.scratch_image, "wb") as fh:
-                fh.truncate(spec.scratch_disk_mb * 1024 * 1024)
+                fh.truncate(spec.scratch_disk * 1024 * 1024)
 
     def start(self) -> None:
         """Launch QEMU; returns once its QMP socket answers (the guest is booting or restoring)."""
@@ -338,7 +338,7 @@ class QemuMachine(Machine):
             "backend": self.backend,
             "vm_id": self.spec.name,
             "accelerator": self.spec.accel,
-            "machine": self.spec.machine_type,
+            "machine": self.spec.machine,
             "ssh_port": self.port,
             "pid": self.proc.pid if self.proc else None,
             "command_line": " ".join(shlex.quote(a) for a in self.command_line()),

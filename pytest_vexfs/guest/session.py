@@ -175,8 +175,8 @@ class VMSlot:
     def vm_settings(self, host: VMHost | None = None) -> VMSettings:
         """How this worker's next VM is made; on `host` of the hosts list when one is given."""
         s = self.settings
-        return VMSettings(cache_dir=self.cache_dir, artifacts_dir=self.artifacts_dir, memory_mb=s.memory,
-                          cpus=s.cpus, scratch_disk_mb=self.scratch_disk_mb, machine=s.machine, icount=s.icount,
+        return VMSettings(cache_dir=self.cache_dir, artifacts_dir=self.artifacts_dir, memory=s.memory,
+                          cpus=s.cpus, scratch_disk=self.scratch_disk, machine=s.machine, icount=s.icount,
                           boot_timeout=s.boot_timeout * self._boot_factor(), snapshot=s.snapshot,
                           hung_task_timeout=s.hung_task_timeout, checked_boot=s.checked_boot,
                           ignore_patterns=self.ignore_patterns, backend=host.backend if host else s.backend,
@@ -185,7 +185,7 @@ class VMSlot:
                           scratch_log=self.scratch_log)
 
     @property
-    def scratch_disk_mb(self) -> int:
+    def scratch_disk(self) -> int:
         """The scratch disk's size: the setting, or the module's min_device_bytes (in MiB) when larger."""
         return max(int(self.settings.scratch_disk), -(-self.min_scratch_bytes // 2**20))
 

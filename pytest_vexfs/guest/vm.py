@@ -80,9 +80,9 @@ class VMSettings:
 
     cache_dir: Path
     artifacts_dir: Path
-    memory_mb: int = 1024
+    memory: int = 1024
     cpus: int = 1
-    scratch_disk_mb: int = 512
+    scratch_disk: int = 512
     machine: str = "q35"
     icount: bool = False
     boot_timeout: float = 180.0
@@ -156,9 +156,9 @@ class GuestVM:
         cmdline = " ".join(filter(None, (kernel_cmdline(s), f"vexfs.key={key.cmdline_token}",
                                          f"vexfs.host={name}")))
         return MachineSpec(name=name, run_dir=run_dir, kernel=self.image.vmlinux, initrd=self.image.initrd,
-                           base_disk=base_disk, cmdline=cmdline, memory_mb=s.memory_mb, cpus=s.cpus,
-                           scratch_disk_mb=s.scratch_disk_mb, accel=self.accel.name,
-                           machine_type=s.machine, icount=s.icount, host_key=self.image.host_key,
+                           base_disk=base_disk, cmdline=cmdline, memory=s.memory, cpus=s.cpus,
+                           scratch_disk=s.scratch_disk, accel=self.accel.name,
+                           machine=s.machine, icount=s.icount, host_key=self.image.host_key,
                            authorized_key=key.public_line, key_file=key.private_path,
                            console_log_path=console, image_digest=self.image.digest, libvirt=s.libvirt,
                            hosts=s.hosts, scratch_image=s.scratch_image, scratch_log=s.scratch_log,
@@ -221,7 +221,7 @@ class GuestVM:
                 panic = find_boot_panic(read_tail(console, 4 * 1024 * 1024))
                 if panic is not None:  # the panic line, not the timeout it caused, is the error
                     raise VMBootPanic(f"the guest kernel panicked while booting: {panic.line}", vm=self.name,
-                                      console_tail=panic.context, hint=panic.hint(self.settings.memory_mb)
+                                      console_tail=panic.context, hint=panic.hint(self.settings.memory)
                                       ) from None
             raise
         self.boot_seconds = time.monotonic() - start
@@ -475,10 +475,10 @@ def kernel_cmdline(settings: VMSettings) -> str:
 def snapshot_key(image: Image, settings: VMSettings, accel: AccelChoice) -> str:
     blob = json.dumps({
         "v": SNAPSHOT_VERSION, "image": image.digest, "initrd": image.initrd.name,
-        "memory": settings.memory_mb, "cpus": settings.cpus, "machine": settings.machine,
+        "memory": settings.memory, "cpus": settings.cpus, "machine": settings.machine,
         **({"icount": True} if settings.icount else {}),  # (absent when off: the snapshots made before stay valid)
         "accel": accel.name, "qemu": qemu_version(), "cmdline": kernel_cmdline(settings),
-        "scratch": settings.scratch_disk_mb,
+        "scratch": settings.scratch_disk,
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -504,7 +504,7 @@ def ensure_snapshot(image: Image, settings: VMSettings, accel: AccelChoice,
         prune_snapshots(root)
         make_private(root)  # every snapshot in it, also those an older version saved 0644
     key = snapshot_key(image, settings, accel)
-    needed = (settings.memory_mb + SNAPSHOT_OVERHEAD_MB) * 1024**2  # the RAM file, state and disk
+    needed = (settings.memory + SNAPSHOT_OVERHEAD_MB) * 1024**2  # the RAM file, state and disk
     base = _ensure(root, key, lambda out: _make_snapshot(image, settings, accel, out), needed)
     if preload is None:
         return base

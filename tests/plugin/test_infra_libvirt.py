@@ -52,9 +52,9 @@ def keypair(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return key
 
 
-def _spec(name: str, run_dir: Path, image, key: Path, machine_type: str = "q35") -> MachineSpec:
+def _spec(name: str, run_dir: Path, image, key: Path, machine: str = "q35") -> MachineSpec:
     return MachineSpec(name=name, run_dir=run_dir, kernel=image.vmlinux, initrd=image.initrd,
-                       base_disk=image.disk, memory_mb=512, machine_type=machine_type, host_key=image.host_key,
+                       base_disk=image.disk, memory=512, machine=machine, host_key=image.host_key,
                        authorized_key=key.with_suffix(".pub").read_text(), key_file=key)
 
 
@@ -230,7 +230,7 @@ def test_ansible_playbooks_against_the_guest(guest: LibvirtMachine, image, tmp_p
 def test_microvm_boots_and_cleans_up(tmp_path: Path, image, keypair: Path, guest: LibvirtMachine) -> None:
     guest.kill()  # one VM at a time on this machine: the q35 guest is done
     name = f"vexfs-t{int(time.time())}-micro-0"
-    machine = LibvirtMachine(_spec(name, tmp_path, image, keypair, machine_type="microvm"),
+    machine = LibvirtMachine(_spec(name, tmp_path, image, keypair, machine="microvm"),
                              console="stream")
     try:
         machine.start()

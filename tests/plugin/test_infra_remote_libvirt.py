@@ -165,7 +165,7 @@ def test_fault_on_the_remote_host_is_attributed_and_its_vm_replaced(pytester: py
 
 def _spec(tmp_path: Path, image, name: str | None = None) -> MachineSpec:
     return MachineSpec(name=name or f"vexfs-t{uuid.uuid4().hex[:6]}-remote-1", run_dir=tmp_path / "run",
-                       kernel=image.vmlinux, initrd=image.initrd, base_disk=image.disk, memory_mb=512,
+                       kernel=image.vmlinux, initrd=image.initrd, base_disk=image.disk, memory=512,
                        host_key=image.host_key, image_digest=image.digest, console_log_path=tmp_path / "console.log")
 
 

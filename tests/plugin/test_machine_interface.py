@@ -61,7 +61,7 @@ def test_unknown_backend_is_a_config_error() -> None:
 def test_qemu_machine_is_made_by_the_registry_with_its_snapshot_boot(tmp_path: Path) -> None:
     state, ram = tmp_path / "state.bin", tmp_path / "ram.bin"
     spec = MachineSpec(name="vexfs-t-0", run_dir=tmp_path / "run", kernel=tmp_path / "vmlinux",
-                       base_disk=tmp_path / "root.qcow2", memory_mb=768,
+                       base_disk=tmp_path / "root.qcow2", memory=768,
                        snapshot=SnapshotBoot(state=state, ram_file=ram))
     machine = create_machine("qemu", spec)
     assert machine.snapshots is not None and machine.agent_channel() is not None
@@ -124,7 +124,7 @@ def test_the_harness_asks_capabilities_never_backend_names_or_types() -> None:
 def _spec(tmp_path: Path, **changes: object) -> MachineSpec:
     spec = MachineSpec(name="vexfs-t-gw0-1", run_dir=tmp_path / "run", kernel=tmp_path / "vmlinux",
                        initrd=tmp_path / "initrd", base_disk=tmp_path / "root.qcow2", cmdline="console=ttyS0",
-                       memory_mb=768, cpus=2)
+                       memory=768, cpus=2)
     return dataclasses.replace(spec, **changes)
 
 
@@ -167,18 +167,18 @@ def _libvirt_facts(xml: str) -> dict[str, object]:
             "disks": [({"vda": "root", "vdb": "scratch"}[dev or ""], fmt, cache) for dev, fmt, cache in disks]}
 
 
-@pytest.mark.parametrize("machine_type", ["q35", "microvm"])
+@pytest.mark.parametrize("machine", ["q35", "microvm"])
 @pytest.mark.parametrize("accel,icount", [("tcg", False), ("tcg", True), ("kvm", False)])
-def test_qemu_and_libvirt_render_the_same_hardware(tmp_path: Path, machine_type: str, accel: str,
+def test_qemu_and_libvirt_render_the_same_hardware(tmp_path: Path, machine: str, accel: str,
                                                    icount: bool) -> None:
     libvirt_backend = pytest.importorskip("pytest_vexfs.backends.libvirt")
-    spec = _spec(tmp_path, machine_type=machine_type, accel=accel, icount=icount)
+    spec = _spec(tmp_path, machine=machine, accel=accel, icount=icount)
     qemu = _qemu_facts(create_machine("qemu", spec).command_line())
     xml = libvirt_backend.LibvirtMachine(spec).domain_xml(str(tmp_path / "root.qcow2"), str(tmp_path / "s.qcow2"))
     assert _libvirt_facts(xml) == qemu
     # and what they agree on is the description's, not a default both happen to share
     assert qemu["memory"] == "768" and qemu["cpus"] == "2"
-    assert qemu["machine"] == ("microvm,pit=on,rtc=on" if machine_type == "microvm" else "q35")
+    assert qemu["machine"] == ("microvm,pit=on,rtc=on" if machine == "microvm" else "q35")
     assert qemu["accel"] == ("kvm" if accel == "kvm" else "tcg,tb-size=64")
     assert qemu["icount"] == (["shift=auto"] if icount and accel == "tcg" else [])
     assert qemu["cpu"] == (("host", ()) if accel == "kvm" else ("qemu64", ("rdrand",)))
@@ -210,3 +210,21 @@ def test_libvirt_turns_the_domain_into_the_qemu_backend_s_command_line(tmp_path:
     assert first(native, "-m").split(",")[0].removeprefix("size=").removesuffix("M") == first(qemu, "-m") == "768"
     assert first(native, "-smp").split(",")[0] == first(qemu, "-smp") == "2"
     assert first(native, "-icount") == first(qemu, "-icount") == "shift=auto"
+
+
+# -- one name per fact, from the settings table to the backend --------------------------------------
+
+def test_vm_settings_reach_the_machine_under_their_settings_names() -> None:
+    from pytest_vexfs.backends.base import LibvirtOptions
+    from pytest_vexfs.guest.vm import VMSettings
+    from pytest_vexfs.settings import SettingValues
+
+    passed_on = {"memory", "cpus", "scratch_disk", "machine", "icount"}
+    for holder in (SettingValues, VMSettings, MachineSpec):
+        names = {f.name for f in dataclasses.fields(holder)}
+        assert passed_on <= names, f"{holder.__name__} lacks {sorted(passed_on - names)}"
+    defaults = SettingValues()
+    for name in passed_on - {"scratch_disk"}:  # (the slot may enlarge the scratch disk for the module)
+        assert getattr(VMSettings(cache_dir=Path(), artifacts_dir=Path()), name) == getattr(defaults, name)
+        assert getattr(MachineSpec(name="x", run_dir=Path()), name) == getattr(defaults, name)
+    assert LibvirtOptions().console == defaults.libvirt_console == "auto"
