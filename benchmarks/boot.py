@@ -84,10 +84,8 @@ def plain_boot(image, settings, accel, key, name, kernel: Path, machine: str):
                        cmdline=cmdline, memory=settings.memory, accel=accel.name, machine=machine,
                        host_key=image.host_key, key_file=key.private_path,
                        console_log_path=settings.artifacts_dir / f"{name}.log")
-    machine_ = create_machine("qemu", spec)
     start = time.monotonic()
-    try:
-        machine_.start()
+    with create_machine("qemu", spec) as machine_:
         while not ssh_banner_ready("127.0.0.1", machine_.endpoint().port, 5.0):
             if not machine_.is_running() or time.monotonic() - start > 300:
                 raise RuntimeError(f"plain boot failed after {time.monotonic() - start:.0f}s: "
@@ -97,8 +95,6 @@ def plain_boot(image, settings, accel, key, name, kernel: Path, machine: str):
         with SSHConnection(machine_.endpoint()) as ssh:
             ssh.run("true", check=True)
         return time.monotonic() - start
-    finally:
-        machine_.kill()
 
 
 def main() -> None:

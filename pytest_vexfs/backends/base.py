@@ -143,6 +143,21 @@ class Machine(Protocol):
     def describe(self) -> dict[str, Any]:
         """Facts for reports: backend, accel, command line, ids."""
 
+    def __enter__(self) -> Machine:
+        """`with machine:` starts it (what a failed start made is removed) and stops it on the way out."""
+        try:
+            self.start()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.kill()
+
     @property
     def snapshots(self) -> MachineSnapshots | None:
         """Save and restore of the running guest, where the backend can (``Capabilities.snapshots``)."""

@@ -228,3 +228,37 @@ def test_vm_settings_reach_the_machine_under_their_settings_names() -> None:
         assert getattr(VMSettings(cache_dir=Path(), artifacts_dir=Path()), name) == getattr(defaults, name)
         assert getattr(MachineSpec(name="x", run_dir=Path()), name) == getattr(defaults, name)
     assert LibvirtOptions().console == defaults.libvirt_console == "auto"
+
+
+class _Recording(Machine):
+    """A machine that only records what the harness asked of it (the lifecycle logic of the interface
+    itself is under test, not a backend)."""
+
+    backend = "recording"
+
+    def __init__(self, fail_start: bool = False) -> None:
+        self.calls: list[str] = []
+        self.fail_start = fail_start
+
+    def start(self) -> None:
+        self.calls.append("start")
+        if self.fail_start:
+            raise OSError("no room")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.calls.append("stop")
+
+    def kill(self) -> None:
+        self.calls.append("kill")
+
+
+def test_a_machine_is_a_context_manager_that_cleans_up_whatever_happens() -> None:
+    machine = _Recording()
+    with pytest.raises(RuntimeError), machine as entered:
+        assert entered is machine and machine.calls == ["start"]
+        raise RuntimeError("the test failed")
+    assert machine.calls == ["start", "stop", "kill"]
+    failing = _Recording(fail_start=True)
+    with pytest.raises(OSError, match="no room"), failing:
+        pass
+    assert failing.calls == ["start", "kill"]  # what the failed start made is removed
