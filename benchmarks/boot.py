@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_vexfs.guest.accel import choose_accel  # noqa: E402
 from pytest_vexfs.backends.base import MachineSpec  # noqa: E402
 from pytest_vexfs.backends import create_machine  # noqa: E402
-from pytest_vexfs.guest.image import get_image  # noqa: E402
+from pytest_vexfs.images.image import get_image  # noqa: E402
 from pytest_vexfs.settings import default_cache_dir  # noqa: E402
 from pytest_vexfs.guest.ssh import SSHConnection, generate_keypair, ssh_banner_ready  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402

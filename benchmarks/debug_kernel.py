@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_vexfs.guest.debug_kernel import get_debug_kernel  # noqa: E402
+from pytest_vexfs.images.debug_kernel import get_debug_kernel  # noqa: E402
 from pytest_vexfs.kernels import DEBUG_FLAVOURS  # noqa: E402
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import VexfsError, run_command_line
-from pytest_vexfs.guest.image import forget_image, get_image
+from pytest_vexfs.images.image import forget_image, get_image
 from pytest_vexfs.guest.runstate import VMRecord, kill_vm_process, list_records, reap, remove_record
 
 
@@ -52,7 +52,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel_build(args: argparse.Namespace) -> int:
-    from pytest_vexfs.guest.debug_kernel import get_debug_kernel
+    from pytest_vexfs.images.debug_kernel import get_debug_kernel
     from pytest_vexfs.kernels import DEBUG_FLAVOURS
 
     name = args.kernel or next(iter(DEBUG_FLAVOURS))

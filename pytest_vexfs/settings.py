@@ -255,7 +255,7 @@ class SettingValues:
                              "only): built with gcov, counters read after each test, HTML and Cobertura report "
                              "under .vexfs/coverage/<run-id>/ (the option takes no value)", "coverage",
                              allowed="true/false", flag=True)
-    # reporting: the values are checked by pytest_vexfs.reporting.settings (paths relative to where they
+    # reporting: the values are checked by pytest_vexfs.reporting.outputs (paths relative to where they
     # came from: the invocation directory for the command line and variables, else the rootdir)
     results_db: str = setting(_text, ".vexfs/results.db", "results history: a SQLite file path or "
                               "sqlite:///PATH (default .vexfs/results.db under rootdir), "

@@ -29,8 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings",),                  # the settings table, the environment file, the backends' options
     ("coverage",),                  # gcov counters, error paths, the gcovr report
     ("faults",),                    # the fault engine: kernel-log parser, kinds, verdicts, injection
-    ("backends",),                  # machines behind one interface
-    ("guest",),                     # images, running guests, per-test sessions
+    ("images", "backends"),         # what a guest boots (image, debug kernel); machines behind one interface
+    ("guest",),                     # running guests, per-test sessions
     ("module",),                    # the module under test in a guest
     ("model", "disk_images", "compat"),
     ("reporting",),

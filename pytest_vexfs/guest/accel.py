@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from pytest_vexfs.backends.qemu import QEMU_BINARY, qemu_version
-from pytest_vexfs.guest.image import Image
+from pytest_vexfs.images.image import Image
 
 PROBE_MARKER = "VEXFS-ACCEL-PROBE-OK"
 PROBE_TIMEOUT = 12.0

@@ -1,4 +1,4 @@
-"""The host side of the guest agent (guest/files/vexfs-agent): commands in milliseconds over virtio-serial.
+"""The host side of the guest agent (images/files/vexfs-agent): commands in milliseconds over virtio-serial.
 
 One `AgentConnection` per VM holds the unix socket of QEMU's `vexfs.ctl` chardev. A reader thread
 demultiplexes the agent's replies, so several threads may run commands at once. The contract is

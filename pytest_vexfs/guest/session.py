@@ -18,7 +18,7 @@ from pytest_vexfs.backends import capabilities
 from pytest_vexfs.backends.placement import Placement, VMHost, parse_hosts
 from pytest_vexfs.coverage.gcov import Counters, Hits
 from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed, VMError
-from pytest_vexfs.guest.image import Image, get_image, kernel_debug_objects
+from pytest_vexfs.images.image import Image, get_image, kernel_debug_objects
 from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, marker_token, pid_marker_command
 from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, KMEMLEAK_MIN_AGE, VERBOSE
@@ -191,7 +191,7 @@ class VMSlot:
 
     def _boot_factor(self) -> float:
         """A debug kernel (KASAN, lockdep, kmemleak) boots several times slower under TCG."""
-        from pytest_vexfs.guest.debug_kernel import DEBUG_BOOT_FACTOR
+        from pytest_vexfs.images.debug_kernel import DEBUG_BOOT_FACTOR
         from pytest_vexfs.kernels import DEBUG_FLAVOURS
 
         return DEBUG_BOOT_FACTOR if self.settings.kernel in DEBUG_FLAVOURS else 1.0

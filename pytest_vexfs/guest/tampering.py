@@ -1,6 +1,6 @@
 """What a test did to the guest harness itself: killed its agent, powered the guest off, rebooted it.
 
-The guest's init and agent (``guest/files/vexfs-init``, ``vexfs-agent``) run under names no module or test
+The guest's init and agent (``images/files/vexfs-init``, ``vexfs-agent``) run under names no module or test
 name matches and out of the OOM killer's reach, and ignore the catchable signals a test sends them; what
 they cannot survive they report on the console as ``harness: ...`` lines (a SIGKILL of the agent, with its
 sender from the kernel's signal tracepoint). The kernel says when the machine is switched off or

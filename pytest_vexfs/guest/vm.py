@@ -38,7 +38,7 @@ from pytest_vexfs.errors import CommandTimeout, SSHError, VMBootError, VMBootPan
 from pytest_vexfs.polling import deadline_in, poll, remaining
 from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
-from pytest_vexfs.guest.image import Image
+from pytest_vexfs.images.image import Image
 from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
 from pytest_vexfs.guest.runstate import VMRecord, remove_record, write_record
 from pytest_vexfs.command import CommandResult

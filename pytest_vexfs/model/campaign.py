@@ -16,7 +16,7 @@ from typing import Any
 
 from pytest_vexfs.model.explore import (DIR_MODE, FILE_MODE, Capabilities, Discrepancy, Explorer, LimitReached,
                                         Target, encode_op, explore_round, minimize)
-from pytest_vexfs.model.findings import REFUSALS, Finding, UndeclaredLimit, UnsupportedOperation
+from pytest_vexfs.model.exploration_findings import REFUSALS, Finding, UndeclaredLimit, UnsupportedOperation
 from pytest_vexfs.module.profile import OPERATION_CLASSES
 
 #: rounds after the first one without a time budget: one more per finding, at most this many

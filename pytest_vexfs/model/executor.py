@@ -20,7 +20,7 @@ from pathlib import Path
 import filelock
 
 from pytest_vexfs.errors import ModuleBuildError, VexfsError
-from pytest_vexfs.guest.image import Image
+from pytest_vexfs.images.image import Image
 from pytest_vexfs.module.profile import Runner
 
 SOURCE = Path(__file__).parent / "files" / "fsexec.c"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_vexfs.model.campaign import explore
 from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer, explore_round
-from pytest_vexfs.model.findings import Finding, findings_line
+from pytest_vexfs.model.exploration_findings import Finding, findings_line
 from pytest_vexfs.module.recorded import recorded_source
 from pytest_vexfs.model.target import ModelRig
 

@@ -23,7 +23,7 @@ import filelock
 from pytest_vexfs.diskspace import disk_full_is_clear
 from pytest_vexfs.module.undefined import undefined_symbols_hint
 from pytest_vexfs.errors import (ConfigError, ModuleBuildError, ModuleError)
-from pytest_vexfs.guest.image import Image
+from pytest_vexfs.images.image import Image
 
 from pytest_vexfs.module.profile import ModuleProfile
 

@@ -62,6 +62,6 @@ def undefined_symbols_hint(output: str, kernel: str) -> str:
     more = f" and {len(symbols) - 12} more" if len(symbols) > 12 else ""
     return (f"kernel {kernel} does not export {len(symbols)} symbol(s) the module links: "
             f"{', '.join(named)}{more}. Build against a kernel configured with those options: for the debug "
-            f"flavour add them to pytest_vexfs/guest/kernel/debug.config (rebuilt on next use), for a kernel "
+            f"flavour add them to pytest_vexfs/images/kernel/debug.config (rebuilt on next use), for a kernel "
             f"you built pass --vexfs-kernel PATH with its build tree; a symbol with no option named may be "
             f"GPL-only (check the module's MODULE_LICENSE) or not exported by any configuration")

@@ -7,7 +7,7 @@ markers, hang timeouts and the core plugin's fault verdicts apply to them exactl
 * Shell scripts (rules in :mod:`pytest_vexfs.compat.shell`): ``test_*.sh`` in domain directories and every
   ``*.sh`` under the ini key ``vexfs_shell_dirs``; exit status 0 passes, 77 skips (reason: the last
   output line), anything else fails with the script's stdout and stderr.
-* Domain classes (:mod:`pytest_vexfs.compat.domains`): ``DomainBase`` subclasses defined in a collected test
+* Domain classes (:mod:`pytest_vexfs.compat.domain_classes`): ``DomainBase`` subclasses defined in a collected test
   module; each ``test_*`` method is an item; setup_domain/validate_domain_constraints run once per class
   (again only if the VM was replaced), teardown_domain after the class's last test.
 * A further domain can come from the ini key ``vexfs_domains`` or from the hook ``pytest_vexfs_domains``.
@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from pytest_vexfs.compat.domains import (OLD_DOMAINS_DIR, DomainBase, DomainError, TestResult, call_maybe_async,
+from pytest_vexfs.compat.domain_classes import (OLD_DOMAINS_DIR, DomainBase, DomainError, TestResult, call_maybe_async,
                                          constraint_problem, defines_domain_class, in_domain_tree,
                                          missing_package_advice)
 from pytest_vexfs.compat.oldapi import ResultCollectorAdapter, VMManagerAdapter, is_old_style_domain, status_name
@@ -43,7 +43,7 @@ from pytest_vexfs.compat.shell import (CWD_CHOICES, SKIP_STATUS, STDIN_GUARD, Sc
                                        args_from_ini, is_shell_test, missing_host_path, read_header, stdin_reads,
                                        strip_ansi)
 from pytest_vexfs.errors import CommandTimeout, VMError
-from pytest_vexfs.guest.image import GUEST_USER
+from pytest_vexfs.images.image import GUEST_USER
 from pytest_vexfs.plugin.keys import DOMAINS_KEY, NEXT_ITEM_KEY, domain_of
 
 SHELL_DIRS_INI = "vexfs_shell_dirs"

@@ -40,16 +40,16 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     add_options(parser, "core")
     parser.addini("vexfs_domains", "extra test domains (directory name = marker name), one per line",
                   type="linelist", default=[])
-    from pytest_vexfs.plugin import (alerts, collect, coverage, disk_fixtures, domain_summary, fixtures,
-                                     fs_fixtures, model_fixtures, reporting, reproducers)
+    from pytest_vexfs.plugin import (alert_hooks, collect, coverage_hooks, disk_fixtures, domain_summary, fixtures,
+                                     fs_fixtures, model_fixtures, reporting_hooks, reproducers)
 
     # alerts after collect: both configure trylast (trylast ones run in registration order), and alerts
     # checks its rules against the domains collect adds
-    for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting), ("vexfs-fs", fs_fixtures),
-                         ("vexfs-collect", collect), ("vexfs-alerts", alerts), ("vexfs-model", model_fixtures),
-                         ("vexfs-disk", disk_fixtures),
+    for name, module in (("vexfs-fixtures", fixtures), ("vexfs-reporting", reporting_hooks),
+                         ("vexfs-fs", fs_fixtures), ("vexfs-collect", collect), ("vexfs-alerts", alert_hooks),
+                         ("vexfs-model", model_fixtures), ("vexfs-disk", disk_fixtures),
                          ("vexfs-domain-summary", domain_summary), ("vexfs-reproducers", reproducers),
-                         ("vexfs-coverage", coverage)):
+                         ("vexfs-coverage", coverage_hooks)):
         if not pluginmanager.is_registered(module):
             pluginmanager.register(module, name)
 
@@ -191,7 +191,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
-    from pytest_vexfs.guest.image import image_digest
+    from pytest_vexfs.images.image import image_digest
     from pytest_vexfs.kernels import KERNELS
 
     kernel = settings.kernel
@@ -216,7 +216,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def _cached_accel(settings: cfg.ResolvedSettings, cache: Path) -> str:
     """The accelerator if it can be told without booting; collection never boots a VM."""
-    from pytest_vexfs.guest.image import Image, image_digest
+    from pytest_vexfs.images.image import Image, image_digest
     from pytest_vexfs.kernels import KERNELS
 
     if settings.accel == "tcg":

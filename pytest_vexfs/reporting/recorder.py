@@ -25,7 +25,7 @@ from pytest_vexfs.reporting.results import (
     TestResult,
     write_run_document,
 )
-from pytest_vexfs.reporting.settings import ReportingSettings
+from pytest_vexfs.reporting.outputs import ReportingSettings
 
 
 @dataclass

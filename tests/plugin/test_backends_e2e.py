@@ -19,7 +19,7 @@ import pytest
 from junitparser import JUnitXml
 
 from pytest_vexfs.guest.accel import choose_accel
-from pytest_vexfs.guest.image import get_image
+from pytest_vexfs.images.image import get_image
 from pytest_vexfs.settings import default_cache_dir
 from pytest_vexfs.reporting.junit import case_properties
 from pytest_vexfs.guest.ssh import generate_keypair

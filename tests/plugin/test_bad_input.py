@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vexfs.errors import DiskFullError
-from pytest_vexfs.guest.image import get_image
+from pytest_vexfs.images.image import get_image
 from pytest_vexfs.guest.runstate import list_records
 
 ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg")

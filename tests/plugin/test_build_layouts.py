@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pytest_vexfs.errors import ModuleBuildError
-from pytest_vexfs.guest.image import Image, get_image
+from pytest_vexfs.images.image import Image, get_image
 from pytest_vexfs.module.build import BuiltModule, build_module
 from pytest_vexfs.module.profile import ModuleProfile
 

@@ -11,7 +11,7 @@ import pytest
 
 import pytest_vexfs
 from pytest_vexfs.cli import build_parser as vexfs_vm_parser
-from pytest_vexfs.guest.image import forget_image, image_digest, resolve_flavour
+from pytest_vexfs.images.image import forget_image, image_digest, resolve_flavour
 from pytest_vexfs.reporting.cli import build_parser as vexfs_report_parser
 
 PACKAGE = Path(pytest_vexfs.__file__).parent

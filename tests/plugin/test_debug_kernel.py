@@ -14,7 +14,7 @@ from junitparser import JUnitXml
 
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.kernels import DEBUG_FLAVOURS
-from pytest_vexfs.guest.debug_kernel import (CONFIG_FRAGMENT, KernelBuildError, _load,
+from pytest_vexfs.images.debug_kernel import (CONFIG_FRAGMENT, KernelBuildError, _load,
                                              missing_options, source_version, wanted_options)
 from pytest_vexfs.module.profile import DEFAULT_SOURCE
 from pytest_vexfs.reporting.junit import case_properties
@@ -228,7 +228,7 @@ def test_missing_build_tools_are_named_all_at_once(monkeypatch: pytest.MonkeyPat
     import shutil
 
     from pytest_vexfs.errors import HostToolMissing
-    from pytest_vexfs.guest.debug_kernel import get_debug_kernel
+    from pytest_vexfs.images.debug_kernel import get_debug_kernel
 
     real_which = shutil.which
     monkeypatch.setattr(shutil, "which", lambda tool: None if tool in ("flex", "bison") else real_which(tool))
@@ -274,8 +274,8 @@ def _exports(symvers: Path, providers: set[str] | None = None) -> set[str]:
 def test_the_debug_kernel_exports_what_filesystem_modules_link(vexfs_settings) -> None:
     """Every symbol of the families above that Debian's kernel exports, the debug build exports too (a real
     filesystem module failed at modpost on __blockdev_direct_IO before)."""
-    from pytest_vexfs.guest.debug_kernel import get_debug_kernel
-    from pytest_vexfs.guest.image import get_image
+    from pytest_vexfs.images.debug_kernel import get_debug_kernel
+    from pytest_vexfs.images.image import get_image
 
     cache = vexfs_settings.cache_path
     debian = next((get_image("6.12", cache).rootfs / "usr/src").glob("linux-headers-*-amd64")) / "Module.symvers"

@@ -15,7 +15,7 @@ from pytest_vexfs.reporting.junit import case_properties
 ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg", "--junitxml=junit.xml", "-rfEs")
 
 NETWORKING = """
-    from pytest_vexfs.compat.domains import DomainBase, TestResult, TestStatus
+    from pytest_vexfs.compat.domain_classes import DomainBase, TestResult, TestStatus
 
     LOG = "/tmp/networking-domain.log"
 
@@ -58,7 +58,7 @@ NETWORKING = """
 """
 
 FAULTS = """
-    from pytest_vexfs.compat.domains import DomainBase, TestResult, TestStatus
+    from pytest_vexfs.compat.domain_classes import DomainBase, TestResult, TestStatus
 
 
     class FaultDomain(DomainBase):
@@ -77,7 +77,7 @@ FAULTS = """
 """
 
 COMPRESSION = """
-    from pytest_vexfs.compat.domains import DomainBase
+    from pytest_vexfs.compat.domain_classes import DomainBase
 
 
     class CompressionDomain(DomainBase):

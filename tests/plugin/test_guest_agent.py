@@ -12,7 +12,7 @@ import pytest
 
 from pytest_vexfs.errors import CommandTimeout, SSHError
 from pytest_vexfs.guest.accel import choose_accel
-from pytest_vexfs.guest.image import get_image
+from pytest_vexfs.images.image import get_image
 from pytest_vexfs.settings import default_cache_dir
 from pytest_vexfs.guest.ssh import SSHConnection, generate_keypair
 from pytest_vexfs.guest.runstate import new_run_id

@@ -61,3 +61,38 @@ def test_a_cycle_and_an_arrow_up_are_found(tmp_path: Path) -> None:
 def test_readme_layout_gives_the_layers_of_the_script() -> None:
     line = _script().render({}).splitlines()[0]
     assert f"`{line}`" in (ROOT / "README.md").read_text(), f"README's Layout section should say: `{line}`"
+
+
+#: file names that repeat because the files have the same role (README, Layout)
+SAME_ROLE = {"cli.py": "a console command's entry point"}
+PACKAGE = ROOT / "pytest_vexfs"
+
+
+def _layout_table() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Layout"):]
+    return section[:section.index("Imports run one way")]
+
+
+def test_a_file_name_repeats_only_for_the_same_role() -> None:
+    seen: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name != "__init__.py":
+            seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    repeated = {name: paths for name, paths in seen.items() if len(paths) > 1 and name not in SAME_ROLE}
+    assert not repeated, f"file names used twice (rename one, or add the shared role to the rule): {repeated}"
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    wiring = [p.name for p in (PACKAGE / "plugin").glob("*.py") if p.stem in folders]
+    assert not wiring, f"plugin modules named like a folder (name them <folder>_hooks.py): {wiring}"
+
+
+def test_readme_layout_names_every_folder_and_top_level_module() -> None:
+    table = _layout_table()
+    folders = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    modules = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    missing = [f"pytest_vexfs/{f}/" for f in folders if f"`pytest_vexfs/{f}/`" not in table]
+    missing += [m for m in modules if f"`{m}`" not in table and f"`pytest_vexfs/{m}`" not in table]
+    assert not missing, f"README's Layout table does not name: {missing}"
+    named = {word.strip("`") for word in table.split() if word.startswith("`pytest_vexfs/")}
+    gone = [n for n in named if not (ROOT / n.rstrip("`,")).exists()]
+    assert not gone, f"README's Layout table names what is not there: {gone}"

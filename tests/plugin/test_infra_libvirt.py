@@ -41,7 +41,7 @@ def _libvirtd_or_skip() -> None:
 @pytest.fixture(scope="module")
 def image():
     _libvirtd_or_skip()  # before get_image(), which may have to build the image first
-    from pytest_vexfs.guest.image import get_image
+    from pytest_vexfs.images.image import get_image
     return get_image()
 
 

@@ -81,7 +81,7 @@ def remote_pool() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def image():
     _connect_or_skip().close()
-    from pytest_vexfs.guest.image import get_image
+    from pytest_vexfs.images.image import get_image
     return get_image()
 
 

@@ -17,7 +17,7 @@ import pytest
 from pytest_vexfs.model.executor import SOURCE
 from pytest_vexfs.model.campaign import explore
 from pytest_vexfs.model.explore import Capabilities, Discrepancy, Explorer, Target, random_operation
-from pytest_vexfs.model.findings import UndeclaredLimit, UnsupportedOperation
+from pytest_vexfs.model.exploration_findings import UndeclaredLimit, UnsupportedOperation
 from pytest_vexfs.model.simulate import SimulatedModule
 
 

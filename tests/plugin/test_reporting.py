@@ -22,7 +22,7 @@ import pytest
 DATA = Path(__file__).parent / "data" / "reporting"
 #: Load the reporting plugin on its own, so these tests do not depend on the core plugin's state
 #: (it registers the same module itself when it is loaded).
-PLUGIN_ARGS = ("-p", "no:vexfs", "-p", "pytest_vexfs.plugin.reporting", "-p", "no:cacheprovider")
+PLUGIN_ARGS = ("-p", "no:vexfs", "-p", "pytest_vexfs.plugin.reporting_hooks", "-p", "no:cacheprovider")
 VEXFS_VARIABLES = ("VEXFS_RESULTS_DB", "VEXFS_RESULTS_JSON", "VEXFS_METRICS", "VEXFS_PUSHGATEWAY",
                    "VEXFS_CODE_VERSION", "VEXFS_ENV")
 SIM_VARIABLES = ("SIM_LOAD_SLEEP", "SIM_OOPS", "SIM_BREAK", "SIM_FLAKY_FAIL", "SIM_WRITE_MBPS", "SIM_CTRL_C")

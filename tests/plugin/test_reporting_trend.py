@@ -26,7 +26,7 @@ except ImportError:  # plotting is optional (pytest-vexfs[plot])
     HAVE_MATPLOTLIB = False
 
 DATA = Path(__file__).parent / "data" / "reporting"
-PLUGIN_ARGS = ("-p", "no:vexfs", "-p", "pytest_vexfs.plugin.reporting", "-p", "no:cacheprovider")
+PLUGIN_ARGS = ("-p", "no:vexfs", "-p", "pytest_vexfs.plugin.reporting_hooks", "-p", "no:cacheprovider")
 CLEARED = ("VEXFS_RESULTS_DB", "VEXFS_RESULTS_JSON", "VEXFS_METRICS", "VEXFS_PUSHGATEWAY", "VEXFS_CODE_VERSION",
            "VEXFS_ENV", "SIM_LOAD_SLEEP", "SIM_OOPS", "SIM_BREAK", "SIM_FLAKY_FAIL", "SIM_WRITE_MBPS",
            "SIM_CTRL_C")

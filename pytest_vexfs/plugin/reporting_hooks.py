@@ -34,7 +34,7 @@ from pytest_vexfs.module.identity import ModuleIdentity
 from pytest_vexfs.plugin.keys import module_identity, module_profile, run_id
 from pytest_vexfs.reporting.results import (CONSOLE_SECTION, FAILING, PHASES, RunInfo, git_code_version,
                                            result_from_phases)
-from pytest_vexfs.reporting.settings import ReportingSettings, resolve
+from pytest_vexfs.reporting.outputs import ReportingSettings, resolve
 from pytest_vexfs.plugin.options import add_options, env_name, resolve_settings
 
 RECORDER_KEY = pytest.StashKey[RunRecorder]()

@@ -20,14 +20,14 @@ import pytest
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.plugin.keys import DOMAINS_KEY, SETTINGS_KEY
 from pytest_vexfs.plugin.options import add_options, resolve_settings
-from pytest_vexfs.plugin.reporting import RECORDER_KEY
+from pytest_vexfs.plugin.reporting_hooks import RECORDER_KEY
 from pytest_vexfs.reporting.alerts import (AlertsConfig, Delivery, RunContext, RunFacts, deliver, evaluate,
                                            known_findings, load_alerts, load_alerts_file, previous_outcomes,
                                            remember_webhook, webhook_display)
 from pytest_vexfs.reporting.history import open_store
 from pytest_vexfs.reporting.recorder import RunRecorder
 from pytest_vexfs.reporting.results import FAILING, NO_DOMAIN, write_atomically
-from pytest_vexfs.reporting.settings import OFF_VALUES
+from pytest_vexfs.reporting.outputs import OFF_VALUES
 
 PLUGIN_NAME = "vexfs-alerts-run"
 

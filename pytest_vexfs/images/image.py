@@ -206,7 +206,7 @@ def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
 
     `kernel` is a flavour name (6.12, 6.1), a debug flavour (6.12-debug: built from the Debian source
     package on first use, see guest/debug_kernel.py) or the path of a kernel the user built."""
-    from pytest_vexfs.guest.debug_kernel import get_debug_kernel
+    from pytest_vexfs.images.debug_kernel import get_debug_kernel
 
     if kernel in DEBUG_FLAVOURS:
         debug = DEBUG_FLAVOURS[kernel]

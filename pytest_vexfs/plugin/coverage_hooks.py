@@ -46,7 +46,7 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, Any, Any]:
         except VexfsError as err:
             summary = err
         config.stash[SUMMARY_KEY] = summary
-        from pytest_vexfs.plugin.reporting import RECORDER_KEY
+        from pytest_vexfs.plugin.reporting_hooks import RECORDER_KEY
 
         recorder = config.stash.get(RECORDER_KEY, None)
         if recorder is not None:
