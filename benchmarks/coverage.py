@@ -28,7 +28,7 @@ from pytest_vexfs import settings as cfg  # noqa: E402
 from pytest_vexfs.model.corpus import Guidance  # noqa: E402
 from pytest_vexfs.coverage.gcov import Counters, Hits, code_lines, link_notes  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
-from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
+from pytest_vexfs.harness.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.model.campaign import explore as campaign  # noqa: E402
 from pytest_vexfs.model.explore import ExplorationStopped, Explorer  # noqa: E402
 from pytest_vexfs.model.target import ModelRig  # noqa: E402

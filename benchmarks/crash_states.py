@@ -27,7 +27,7 @@ from pytest_vexfs.disk_images.crash_check import CrashBudget, CrashSummary, ace_
 from pytest_vexfs.disk_images.crash_states import CrashStateFinding  # noqa: E402
 from pytest_vexfs.disk_images.disk_rig import DiskRig  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
-from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
+from pytest_vexfs.harness.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.model.run import parse_params  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402
 from pytest_vexfs.module.profile import DEFAULT_SOURCE, ModuleProfile  # noqa: E402

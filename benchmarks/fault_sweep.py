@@ -29,7 +29,7 @@ from pytest_vexfs.faults.injection import FAULT_POINTS, FaultInjector  # noqa: E
 from pytest_vexfs.faults.kmemleak import DEBUGFS, KMEMLEAK_MIN_AGE, VERBOSE  # noqa: E402
 from pytest_vexfs.faults.kernel_log import Finding  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
-from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
+from pytest_vexfs.harness.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402
 from pytest_vexfs.module.fs import MountedFilesystem  # noqa: E402
 from pytest_vexfs.module.loaded import LoadedModule  # noqa: E402

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_vexfs import settings as cfg  # noqa: E402
 from pytest_vexfs.errors import ModuleLoadError, VexfsError  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
-from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
+from pytest_vexfs.harness.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402
 from pytest_vexfs.module.loaded import LoadedModule  # noqa: E402
 from pytest_vexfs.module.profile import find_profile  # noqa: E402

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_vexfs import settings as cfg  # noqa: E402
-from pytest_vexfs.guest.session import TestSession, VMSlot  # noqa: E402
+from pytest_vexfs.harness.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.model.campaign import explore, probe_operations  # noqa: E402
 from pytest_vexfs.model.explore import Discrepancy, ExplorationStopped, Explorer, random_operation  # noqa: E402

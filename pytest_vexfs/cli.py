@@ -75,7 +75,7 @@ def cmd_accel(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from pytest_vexfs.guest.session import VMSlot
+    from pytest_vexfs.harness.session import VMSlot
     from pytest_vexfs.guest.ssh import generate_keypair
     from pytest_vexfs.guest.runstate import new_run_id
     from pytest_vexfs.guest.vm import GuestVM

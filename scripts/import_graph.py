@@ -30,8 +30,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("coverage",),                  # gcov counters, error paths, the gcovr report
     ("faults",),                    # the fault engine: kernel-log parser, kinds, verdicts, injection
     ("images", "backends"),         # what a guest boots (image, debug kernel); machines behind one interface
-    ("guest",),                     # running guests, per-test sessions
+    ("guest",),                     # running guests
     ("module",),                    # the module under test in a guest
+    ("harness",),                   # per-worker slots and per-test sessions over running guests
     ("model", "disk_images", "compat"),
     ("reporting",),
     ("plugin", "cli"),              # the pytest wiring and the vexfs-vm command

@@ -118,7 +118,7 @@ def _local_up(env: str, vms: list[PlannedVM]) -> Path:
     """Boot the environment's hosts as detached VMs on this machine; returns the inventory written."""
     from pytest_vexfs import settings as cfg
     from pytest_vexfs.guest.runstate import new_run_id
-    from pytest_vexfs.guest.session import VMSlot
+    from pytest_vexfs.harness.session import VMSlot
     from pytest_vexfs.guest.ssh import generate_keypair
     from pytest_vexfs.guest.vm import GuestVM
 

@@ -14,7 +14,7 @@ A domain class subclasses :class:`DomainBase` and has async (or plain) methods::
             result = await self.run("ip link show lo")
             return TestResult(TestStatus.PASSED if result.ok else TestStatus.FAILED, result.stderr)
 
-``self.vm`` is the running test's :class:`~pytest_vexfs.guest.session.TestSession` (``run()`` with hang
+``self.vm`` is the running test's :class:`~pytest_vexfs.harness.session.TestSession` (``run()`` with hang
 handling and fault attribution), ``self.config`` the domain directory's seed config (config.json/yml).
 The pytest side (collection, items, verdicts) is in :mod:`pytest_vexfs.plugin.collect`; nothing here imports
 pytest.

@@ -32,7 +32,7 @@ from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.faults.kernel_log import Finding
 from pytest_vexfs.guest.runstate import process_file
 from pytest_vexfs.polling import deadline_in, poll
-from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.harness.session import TestSession, VMSlot
 from pytest_vexfs.model.executor import GUEST_PATH, build_executor, encode
 from pytest_vexfs.model.target import fsck_command
 from pytest_vexfs.module.build import BuiltModule

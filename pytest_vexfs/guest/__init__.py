@@ -1,2 +1,3 @@
-"""The guest: its image built from Debian packages, the accelerator probe, the VM lifecycle, SSH, and the
-per-worker slot and per-test session over them."""
+"""Running guests: the accelerator probe, the VM lifecycle (booting, restoring a snapshot, broken or
+stopped), SSH and the guest agent, and the records the reaper reads. What they boot is built in
+pytest_vexfs.images; the per-test harness over them is pytest_vexfs.harness."""

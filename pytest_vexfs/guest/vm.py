@@ -67,7 +67,7 @@ RCU_STALL_TIMEOUT = 10
 #: structures; the bigger ones carry network and page-sized buffers, where poisoning costs most) and the
 #: module's own caches (vexfs*), so that a use-after-free write, an out-of-bounds write or a double free of
 #: the module is reported; KFENCE samples an allocation of any size every 100 ms (it also sees reads).
-#: After each test the harness has the kernel validate those caches (guest.session.CHECK_SLABS).
+#: After each test the harness has the kernel validate those caches (harness.session.CHECK_SLABS).
 #: Cost: benchmarks/checked_boot.py.
 SLUB_DEBUG_CACHES = ("kmalloc-8", "kmalloc-16", "kmalloc-32", "kmalloc-64", "kmalloc-96", "kmalloc-128",
                      "kmalloc-192", "kmalloc-256", "vexfs*")
@@ -132,8 +132,8 @@ class GuestVM:
         self.broken_reason = ""
         self.boot_seconds: float | None = None
         self.boot_mode = ""
-        self.checks_primed = False  # kmemleak cleared of what the boot left (guest.session.PRIME_KMEMLEAK)
-        self.leak_scanned_at = 0.0  # time.monotonic() of the last kmemleak scan (guest.session)
+        self.checks_primed = False  # kmemleak cleared of what the boot left (harness.session.PRIME_KMEMLEAK)
+        self.leak_scanned_at = 0.0  # time.monotonic() of the last kmemleak scan (harness.session)
         self.machine: Machine | None = None
         self.agent: AgentConnection | None = None  # the fast command path (qemu backend)
         self._ssh: SSHConnection | None = None

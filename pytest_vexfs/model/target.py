@@ -18,7 +18,7 @@ from typing import Any
 from pytest_vexfs.backends import capabilities
 from pytest_vexfs.errors import VexfsError
 from pytest_vexfs.guest.runstate import process_file
-from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.harness.session import TestSession, VMSlot
 from pytest_vexfs.model.executor import GuestExecutor, build_executor
 from pytest_vexfs.model.explore import Capabilities, Target
 from pytest_vexfs.module.build import BuiltModule

@@ -38,7 +38,7 @@ from pytest_vexfs.compat.domain_classes import (OLD_DOMAINS_DIR, DomainBase, Dom
                                          constraint_problem, defines_domain_class, in_domain_tree,
                                          missing_package_advice)
 from pytest_vexfs.compat.oldapi import ResultCollectorAdapter, VMManagerAdapter, is_old_style_domain, status_name
-from pytest_vexfs.guest.session import TestSession
+from pytest_vexfs.harness.session import TestSession
 from pytest_vexfs.compat.shell import (CWD_CHOICES, SKIP_STATUS, STDIN_GUARD, ScriptHeader, ScriptHeaderError,
                                        args_from_ini, is_shell_test, missing_host_path, read_header, stdin_reads,
                                        strip_ansi)

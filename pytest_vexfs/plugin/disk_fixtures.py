@@ -12,7 +12,7 @@ from pytest_vexfs.disk_images.checks import DiskChecks
 from pytest_vexfs.disk_images.crash_check import CrashBudget
 from pytest_vexfs.disk_images.disk_rig import DiskRig
 from pytest_vexfs.errors import VexfsError
-from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.harness.session import TestSession, VMSlot
 from pytest_vexfs.model.run import parse_params
 from pytest_vexfs.module.build import BuiltModule
 from pytest_vexfs.module.profile import ModuleProfile

@@ -15,7 +15,7 @@ from pytest_vexfs.coverage.gcov import Counters, CoverageUnavailable, Hits
 from pytest_vexfs.errors import ConfigError, VexfsError
 from pytest_vexfs.faults.injection import FaultInjector
 from pytest_vexfs.faults.kernel_log import Finding
-from pytest_vexfs.guest.session import TestSession, VMSlot, locate
+from pytest_vexfs.harness.session import TestSession, VMSlot, locate
 from pytest_vexfs.module.build import BuiltModule, build_module
 from pytest_vexfs.module.loaded import LoadedModule
 from pytest_vexfs.module.profile import ModuleProfile, load_seed_config

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_vexfs.module.fs import FilesystemError, MountedFilesystem
-from pytest_vexfs.guest.session import TestSession
+from pytest_vexfs.harness.session import TestSession
 from pytest_vexfs.module.loaded import LoadedModule
 from pytest_vexfs.module.profile import ModuleProfile
 from pytest_vexfs.module.vectors import (ClientNotFound, VectorABIError, VectorClient, client_class,

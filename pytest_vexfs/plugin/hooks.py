@@ -150,7 +150,7 @@ def pytest_testnodedown(node: Any, error: object | None) -> None:
 
 def _probe_hosts(config: pytest.Config, settings: cfg.ResolvedSettings) -> None:
     """Check the hosts list: a host that is down is skipped with a warning, all down stops the run."""
-    from pytest_vexfs.guest.session import placement_of
+    from pytest_vexfs.harness.session import placement_of
     from pytest_vexfs.backends.placement import probe_hosts
 
     cache = settings.cache_path

@@ -7,7 +7,7 @@ import pytest
 from pytest_vexfs import settings as cfg
 from pytest_vexfs.backends.placement import Placement
 from pytest_vexfs.guest.runstate import new_run_id
-from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.harness.session import TestSession, VMSlot
 from pytest_vexfs.module.identity import ModuleIdentity
 from pytest_vexfs.module.identity import module_identity as identity_of
 from pytest_vexfs.module.profile import ModuleProfile, find_profile

@@ -8,7 +8,7 @@ from collections.abc import Generator
 import pytest
 
 from pytest_vexfs.errors import VexfsError
-from pytest_vexfs.guest.session import TestSession, VMSlot
+from pytest_vexfs.harness.session import TestSession, VMSlot
 from pytest_vexfs.model.run import Budget, ModelRun, parse_params
 from pytest_vexfs.model.target import ModelRig
 from pytest_vexfs.module.build import BuiltModule

@@ -89,7 +89,7 @@ def test_hang_is_dumped_killed_and_the_run_goes_on(pytester: pytest.Pytester) ->
     result.assert_outcomes(passed=1, failed=1)
     # the kernel said what happened: its report names the fault, not "hang"
     result.stdout.fnmatch_lines(["*task hung in vexfsref_fault_hung_task*"])
-    # abandoned at once: by khungtaskd's report, or by the stack sampler that saw it first (guest/watch.py)
+    # abandoned at once: by khungtaskd's report, or by the stack sampler that saw it first (harness/watch.py)
     assert re.search(r"'echo hung_task > /proc/vexfsref_fault' was abandoned: (the kernel reported task hung in "
                      r"vexfsref_fault_hung_task|\S+ blocked in vexfsref_fault_hung_task \[vexfsref\] with the same "
                      r"kernel stack, no CPU time and no I/O)", result.stdout.str()), result.stdout.str()[-3000:]

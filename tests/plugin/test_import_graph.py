@@ -54,7 +54,9 @@ def test_a_cycle_and_an_arrow_up_are_found(tmp_path: Path) -> None:
                           ("settings", "reporting")}
     problems = graph.problems(edges, root)
     assert any(p.startswith("cycle between backends, guest") for p in problems), problems
-    assert "arrow up: settings (layer 1) -> reporting (layer 8) in pytest_vexfs/settings.py" in problems
+    up = (f"arrow up: settings (layer {graph.layer_of('settings')}) -> reporting (layer {graph.layer_of('reporting')}) "
+          "in pytest_vexfs/settings.py")
+    assert up in problems, problems
     assert any(p.startswith("mystery: in no layer") for p in problems), problems
 
 

@@ -18,7 +18,7 @@ from pytest_vexfs.compat.shell import main as migrate_main
 from pytest_vexfs.compat.shell import (ScriptHeaderError, args_from_ini, missing_host_path, parse_header, stdin_reads,
                                        strip_ansi, suggest_domain)
 from pytest_vexfs.faults.kernel_log import begin_marker
-from pytest_vexfs.guest.tampering import killed_by_test
+from pytest_vexfs.harness.tampering import killed_by_test
 from pytest_vexfs.reporting.junit import case_properties
 
 ARGS = ("-p", "no:cacheprovider", "--vexfs-accel", "tcg", "--junitxml=junit.xml", "-rfEs")

@@ -17,7 +17,7 @@ from pytest_vexfs.backends import BACKENDS, capabilities, create_machine, get_ba
 from pytest_vexfs.backends.base import HostOptions, Machine, MachineSpec, SnapshotBoot
 from pytest_vexfs.errors import CommandTimeout, ConfigError
 from pytest_vexfs.faults.verdict import Verdict
-from pytest_vexfs.guest.session import GuestHang
+from pytest_vexfs.harness.session import GuestHang
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pytest_vexfs"
 

@@ -13,7 +13,7 @@ from pytest_vexfs.faults import kinds
 from pytest_vexfs.faults.progress import (Probe, building, cpu_backtraces, describe_progress, soft_lockup,
                                           spinning_task, stuck_task)
 from pytest_vexfs.faults.verdict import Verdict
-from pytest_vexfs.guest.watch import CommandWatch
+from pytest_vexfs.harness.watch import CommandWatch
 from pytest_vexfs.reporting.alerts import HANG_FAULT_KINDS
 
 STACK = ("[<0>] __mutex_lock.constprop.0+0x3a0/0x8a0\n"
@@ -134,7 +134,7 @@ def test_what_a_command_past_its_limit_was_still_doing() -> None:
 
 
 def test_a_timeout_is_its_own_kind_says_what_ran_and_how_to_raise_the_limit() -> None:
-    from pytest_vexfs.guest.session import GuestHang
+    from pytest_vexfs.harness.session import GuestHang
     from pytest_vexfs.errors import CommandTimeout
 
     slow = GuestHang(CommandTimeout("make", 120.0), [], "", progress="cc1 at 97% CPU, compiling core/file.c")

@@ -27,10 +27,10 @@ from pytest_vexfs.faults.verdict import Verdict, finding_kind
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.guest.ssh import KeyPair, generate_keypair
 from pytest_vexfs.guest.runstate import process_file
-from pytest_vexfs.guest.tampering import killed_by_test
+from pytest_vexfs.harness.tampering import killed_by_test
 from pytest_vexfs.backends.base import read_tail
 from pytest_vexfs.guest.vm import GuestVM, Preload, VMSettings, ensure_snapshot
-from pytest_vexfs.guest.watch import BUILD_TIMEOUT, CommandWatch
+from pytest_vexfs.harness.watch import BUILD_TIMEOUT, CommandWatch
 
 HANG_DUMP_SETTLE = 3.0
 #: After each test, the kernel checks itself, so corruption is blamed on the test that caused it: SLUB
@@ -202,12 +202,12 @@ class VMSlot:
         return int(digits) if digits else 0
 
     def pace(self, vm: GuestVM) -> float:
-        """How many times slower this kernel flavour runs tests than its stock kernel (guest/pace.py): 1 for
+        """How many times slower this kernel flavour runs tests than its stock kernel (harness/pace.py): 1 for
         a stock kernel. A kernel's own ratio is measured in `vm` the first time, once per kernel build (a stock
         kernel's too: it is what the other flavours built on its image are compared with)."""
         if self._pace is not None:
             return self._pace
-        from pytest_vexfs.guest import pace
+        from pytest_vexfs.harness import pace
         from pytest_vexfs.kernels import DEBUG_FLAVOURS, DEFAULT_KERNEL, KERNELS
 
         kernel, image = self.settings.kernel, self.image()
