@@ -205,7 +205,7 @@ def get_image(kernel: str = DEFAULT_KERNEL, cache_dir: Path | None = None, *,
     """Return the cached image for `kernel`, building it first if needed (serialised by a file lock).
 
     `kernel` is a flavour name (6.12, 6.1), a debug flavour (6.12-debug: built from the Debian source
-    package on first use, see guest/debug_kernel.py) or the path of a kernel the user built."""
+    package on first use, see images/debug_kernel.py) or the path of a kernel the user built."""
     from pytest_vexfs.images.debug_kernel import get_debug_kernel
 
     if kernel in DEBUG_FLAVOURS:
