@@ -4,6 +4,7 @@ guards the table of fault kinds). Source scans, no VM."""
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from pytest_vexfs.severity import SEVERITIES
 PACKAGE = Path(cfg.__file__).parent
 
 
-def _trees() -> Iterator[tuple[str, ast.AST]]:
-    for path in sorted(PACKAGE.rglob("*.py")):
-        yield str(path.relative_to(PACKAGE.parent)), ast.parse(path.read_text(), str(path))
+@functools.cache
+def _trees() -> tuple[tuple[str, ast.AST], ...]:
+    """Every module of the package, parsed once for all these tests."""
+    return tuple((str(path.relative_to(PACKAGE.parent)), ast.parse(path.read_text(), str(path)))
+                 for path in sorted(PACKAGE.rglob("*.py")))
 
 
 def _is_os_environ(node: ast.AST) -> bool:
