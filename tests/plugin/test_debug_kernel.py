@@ -182,17 +182,14 @@ def test_the_error_path_sweep_and_the_unload_scan_find_their_leaks(pytester: pyt
     # the second allocation was failed (the planted error path ran): deterministic
     assert re.search(rf"injected at \S+vexfsref_vec\.c:{second} \(vexfsref_vec_reserve\)",
                      summary + "\n".join(sweep.values())) or f"vexfsref_vec.c:{second}" in output, summary
-    # kmemleak misses the leaked array now and then (seen twice in four runs of this test: once found a test
-    # later, once never, a stale reference we did not find): where it is found, it is the sweep's point's,
-    # or a later scan's blamed on the sweep, at the allocation's file:line
-    leaks = [props for props in cases.values() if props.get("fault_title") == "memory leak in vexfsref_vec_reserve"]
-    for props in leaks:
-        assert props.get("fault_location", "").endswith(f"vexfsref_vec.c:{first} (vexfsref_vec_reserve)"), output
-        assert props is sweep or props.get("fault_made_by") == "test_paths.py::test_sweep", props
-    if sweep.get("fault_title"):
-        assert re.search(rf"first that broke: point \d+: injected at \S+vexfsref_vec\.c:{second} "
-                         r"\(vexfsref_vec_reserve\), exit 1, kernel: memory leak in vexfsref_vec_reserve at "
-                         rf"\S+vexfsref_vec\.c:{first} \(vexfsref_vec_reserve\)", summary), summary
+    # the leaked array is the sweep's finding, at the allocation's file:line (kmemleak missed it in 3 of 7
+    # runs while KFENCE was on: the debug flavour now boots with it off, see kernels.DEBUG_FLAVOURS)
+    assert sweep.get("fault_title") == "memory leak in vexfsref_vec_reserve", (sweep, output)
+    assert sweep.get("fault_location", "").endswith(f"vexfsref_vec.c:{first} (vexfsref_vec_reserve)"), sweep
+    assert "fault_made_by" not in sweep, sweep
+    assert re.search(rf"first that broke: point \d+: injected at \S+vexfsref_vec\.c:{second} "
+                     r"\(vexfsref_vec_reserve\), exit 1, kernel: memory leak in vexfsref_vec_reserve at "
+                     rf"\S+vexfsref_vec\.c:{first} \(vexfsref_vec_reserve\)", summary), summary
     assert "fault_kind" not in cases["test_plant_exit_leak"], output
     # the module's frames are gone with it: kmemleak prints bare addresses there (no function in the title),
     # resolved through the addresses the module's functions had while it was loaded
@@ -315,3 +312,15 @@ def test_a_filesystem_using_legacy_direct_io_builds_and_mounts_on_the_debug_kern
              for suite in JUnitXml.fromfile(str(pytester.path / "junit.xml")) for case in suite}
     result.assert_outcomes(passed=1)
     assert "fault_kind" not in cases["test_direct_and_buffered_io"], cases
+
+
+def test_the_debug_flavour_boots_without_kfence(tmp_path: Path) -> None:
+    """kmemleak cannot see KFENCE's objects (it scans KFENCE's metadata, which points at each of them): the
+    debug flavour turns KFENCE off after the checked-boot parameters that turn it on, so its setting wins."""
+    from pytest_vexfs.guest.vm import VMSettings, kernel_cmdline
+    from pytest_vexfs.kernels import kernel_cmdline_extra
+
+    debug = kernel_cmdline(VMSettings(tmp_path, tmp_path, cmdline_extra=kernel_cmdline_extra("6.12-debug")))
+    values = re.findall(r"kfence\.sample_interval=(\d+)", debug)
+    assert values and values[-1] == "0", debug
+    assert kernel_cmdline_extra("6.12") == "" and kernel_cmdline_extra("/boot/vmlinuz") == ""
