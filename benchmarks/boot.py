@@ -9,7 +9,9 @@ compressed vmlinuz, cold boot of the same image, SSH); where virtme-ng's `vng` i
 ready_s (restore -> first command possible, median), boot_to_ssh_s (-> SSH connected, made right after
 ready), phases_s (median seconds per restore phase), fast_cmd_ms and ssh_cmd_ms (median round trip of
 `true` through the agent and over the kept SSH connection), naive_boot_to_ssh_s,
-cold_vmlinux_boot_to_ssh_s, vng_exec_true_s (or why there is none), speedups.
+cold_vmlinux_boot_to_ssh_s, vng_exec_true_s (or why there is none), speedups, and the host's load
+average (1 min) at the start, at the end and during each round (this 2-core host is shared: a figure
+means little without it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -46,14 +49,19 @@ def _rtt_ms(run, n: int = 20) -> float:
     return statistics.median(rtts)
 
 
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def harness_boot(image, settings, accel, key, name) -> dict:
     vm = GuestVM(name, image, settings, accel, keypair=key, run_id="bench")
     try:
+        load = _load()
         vm.boot()
         ready = vm.boot_seconds
         vm.ssh  # noqa: B018 - connect now: boot_to_ssh
         return {"ready": ready, "ssh": vm.ssh_seconds, "phases": dict(vm.phases),
-                "fast_ms": _rtt_ms(vm.run), "ssh_ms": _rtt_ms(vm.ssh.run)}
+                "fast_ms": _rtt_ms(vm.run), "ssh_ms": _rtt_ms(vm.ssh.run), "load": load}
     finally:
         vm.destroy()
 
@@ -109,6 +117,7 @@ def main() -> None:
     cache = default_cache_dir()
     image = get_image("6.12", cache)
     accel = choose_accel("auto", image, cache)
+    load_at_start = _load()
     with tempfile.TemporaryDirectory(prefix="vexfs-bench-") as tmp:
         settings = VMSettings(cache_dir=cache, artifacts_dir=Path(tmp), memory=args.memory)
         key = generate_keypair(Path(tmp) / "key")
@@ -128,8 +137,10 @@ def main() -> None:
                 if r == 0:
                     cold.append(plain_boot(image, settings, accel, key, f"vexfs-cold-{new_run_id()}",
                                            image.vmlinux, "q35"))
-            print(f"round {r + 1}: ready {runs[-1]['ready']:.2f}s, ssh {runs[-1]['ssh']:.2f}s, "
-                  f"naive {naive[-1] if naive else float('nan'):.2f}s", file=sys.stderr)
+            last = runs[-1]
+            print(f"round {r + 1}: load {last['load']}, ready {last['ready']:.2f}s, ssh {last['ssh']:.2f}s, "
+                  f"fast cmd {last['fast_ms']:.1f} ms, naive {naive[-1] if naive else float('nan'):.2f}s",
+                  file=sys.stderr)
         pool.shutdown()
         vng_s, vng_how = vng_boot(image) if args.vng else (None, "skipped (--no-vng)")
     ready = [r["ready"] for r in runs]
@@ -139,6 +150,9 @@ def main() -> None:
     result = {
         "vms": args.vms,
         "repeat": args.repeat,
+        "load_at_start": load_at_start,
+        "load_per_round": [r["load"] for r in runs],
+        "load_at_end": _load(),
         "accel": accel.name,
         "accel_reason": accel.reason,
         "ready_s": round(statistics.median(ready), 3),
