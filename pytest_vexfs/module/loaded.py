@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pytest_vexfs.errors import (ModuleError, ModuleLoadError,
                      ModuleUnloadError)
 from pytest_vexfs.faults.kernel_log import unload_marker
-from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, VERBOSE
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, KMEMLEAK_MIN_AGE, VERBOSE
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.guest.vm import Preload
 
@@ -23,9 +23,10 @@ from pytest_vexfs.module.profile import SEED_DEFAULTS, ModuleProfile, Runner
 from pytest_vexfs.module.build import BuiltModule
 
 GUEST_DIR = "/root/vexfs-module"
-#: two kmemleak scans, their reports on the console (kmemleak reports an object only in the scan after the
-#: one that first sees it unreferenced)
-SCAN_TWICE = f"{VERBOSE}; echo scan > {KMEMLEAK_FILE}; echo scan > {KMEMLEAK_FILE}"
+#: one kmemleak scan, its reports on the console. kmemleak reports an object only in a scan after the one
+#: that first saw it unreferenced (it keeps the checksum of unreferenced objects only, and an object whose
+#: checksum changed is spared once), and only once it is KMEMLEAK_MIN_AGE old.
+SCAN_ONCE = f"{VERBOSE}; echo scan > {KMEMLEAK_FILE}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,8 @@ class LoadedModule:
         self.last_load_seconds: float | None = None
         self.last_unload_seconds: float | None = None
         self._has_kmemleak: bool | None = None
+        #: when this object's first kmemleak scan began: everything other tests made was made before it
+        self._scanned_from: float | None = None
 
     @property
     def name(self) -> str:
@@ -135,18 +138,25 @@ class LoadedModule:
         past its time limit, or as soon as it has sat in the module's exit code with the same kernel
         stack for EXIT_STUCK_SECONDS (the hung-task detector misses an exit that sleeps in a loop).
 
-        On a kernel with kmemleak (and ``scan_leaks``), kmemleak scans twice before the unload (what
-        earlier tests leaked is reported now, and blamed on them) and twice right after it: what only the
-        module's own data referenced is orphaned now, and kmemleak reports an orphan only in the scan
-        after the one that first sees it unreferenced. A leak that shows once the module is gone is then
-        reported (on the console) while the test that unloaded it runs, and blamed on it (the unload
-        marker written to the kernel log, see faults.kernel_log.LeakOwners)."""
+        On a kernel with kmemleak (and ``scan_leaks``), three scans (a scan costs seconds, tens on a
+        loaded host): one before the rmmod, one after it, then the unload marker (see
+        faults.kernel_log.LeakOwners: a leak reported after it is the unloading test's), and one more.
+        What earlier tests leaked was unreferenced before the rmmod: the first scan notes it (or an
+        earlier scan of this object did), the second reports it, before the marker, so it stays theirs.
+        What only the module's own data referenced is orphaned by the rmmod: it was never unreferenced
+        before, so the second scan merely notes it and the third reports it, after the marker, on the
+        test that unloaded."""
         limit = timeout or max(30.0, float(self.seed["max_unload_time"]) * 3)
-        if scan_leaks and self.has_kmemleak():
-            # what earlier tests leaked is reported now, before the unload, and blamed on them (by the
-            # allocating task's pid): after the unload, a leak is blamed on the test that unloaded
-            self.guest.run(SCAN_TWICE, timeout=300)
+        scan = scan_leaks and self.has_kmemleak()
+        if scan and self._scanned_from is None:  # an earlier unload of this test's module noted it all
+            self._scanned_from = time.monotonic()
+            self.guest.run(SCAN_ONCE, timeout=300)
         result = self.guest.run(f"rmmod {self.name}", timeout=limit, abort=ExitWatch(self.guest, self.name))
+        if result.ok and scan:
+            # what earlier tests left must be KMEMLEAK_MIN_AGE old by now: it was made before the first scan
+            assert self._scanned_from is not None
+            wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - self._scanned_from))
+            self.guest.run(f"sleep {wait:.1f}; {SCAN_ONCE}", timeout=300)
         if result.ok:  # a command of its own: a stuck rmmod is named by its own command line
             self.guest.run(f"echo {shlex.quote('<5>' + unload_marker(self.name))} > /dev/kmsg", timeout=30)
         if not result.ok:
@@ -160,8 +170,8 @@ class LoadedModule:
                                         hint="unmount its filesystems and close its files before unloading")
             raise ModuleUnloadError(f"rmmod {self.name} failed: {detail}")
         self.last_unload_seconds = result.duration
-        if scan_leaks and self.has_kmemleak():
-            self.guest.run(SCAN_TWICE, timeout=300)
+        if scan:
+            self.guest.run(SCAN_ONCE, timeout=300)
         return result.duration
 
     def reload(self, **params: Any) -> tuple[float, float]:
@@ -211,6 +221,11 @@ class LoadedModule:
 
 #: seconds rmmod may sit in the module's exit code with an unchanged kernel stack before it is a hang
 EXIT_STUCK_SECONDS = 2.0
+#: the module's state, then rmmod's kernel stack: shell builtins only (no process started: a pgrep and a
+#: cat took seconds per sample on a loaded host under the debug kernel)
+EXIT_PROBE = ("read -r s 2>/dev/null < /sys/module/{module}/initstate; echo \"$s\"; "
+              "for d in /proc/[0-9]*; do read -r c 2>/dev/null < $d/comm && [ \"$c\" = rmmod ] && "
+              "IFS= read -r -d '' k 2>/dev/null < $d/stack; printf %s \"$k\"; k=; done")
 
 
 class ExitWatch:
@@ -233,8 +248,7 @@ class ExitWatch:
         if now < self._next:
             return None
         self._next = now + 0.5
-        probe = self.guest.run(f"cat /sys/module/{self.module}/initstate 2>/dev/null; "
-                               "for p in $(pgrep -x rmmod); do cat /proc/$p/stack; done", timeout=10)
+        probe = self.guest.run(EXIT_PROBE.format(module=self.module), timeout=10)
         state, _, stack = probe.stdout.partition("\n")
         if state.strip() != "going" or f"[{self.module}]" not in stack:
             self._stack = ""
