@@ -1,0 +1,83 @@
+"""The kmemleak scans around a module unload, in order (no VM: a runner that records the commands).
+
+Why this order keeps each leak with the test that made it is in LoadedModule.unload's docstring; the
+debug-kernel self-tests (test_debug_kernel.py) and benchmarks/debug_overhead.py prove it in a guest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pytest_vexfs.faults.kernel_log import unload_marker
+from pytest_vexfs.guest.session import KMEMLEAK_MIN_AGE
+from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.module.build import BuiltModule
+from pytest_vexfs.module.loaded import SCAN_ONCE, LoadedModule
+from pytest_vexfs.module.profile import find_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Recorder:
+    """A guest where every command succeeds; what was run, in order."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def run(self, command: str, *, timeout: float | None = 60.0, check: bool = False,
+            input: str | bytes | None = None, user: str | None = None,
+            abort: Callable[[], str | None] | None = None) -> CommandResult:
+        self.commands.append(command)
+        return CommandResult(command, 0, "", "", 0.0)
+
+
+def _module(guest: Recorder) -> LoadedModule:
+    profile = find_profile("", "", ROOT)
+    built = BuiltModule(path=ROOT, ko=ROOT / f"{profile.name}.ko", tools=(), kernel_release="6.12-debug",
+                        digest="0", log="")
+    return LoadedModule(guest, built, profile)
+
+
+def _steps(commands: list[str], name: str) -> list[str]:
+    """Each command as one word: scan, wait+scan, rmmod, marker (the first, has_kmemleak's probe, dropped)."""
+    words = []
+    for command in commands[1:]:
+        if command == SCAN_ONCE:
+            words.append("scan")
+        elif command.startswith("sleep ") and command.endswith(SCAN_ONCE):
+            # no time passed since the first scan here: the whole minimum age is waited for
+            assert float(command.split()[1].rstrip(";")) >= KMEMLEAK_MIN_AGE - 0.1, command
+            words.append("wait+scan")
+        elif command == f"rmmod {name}":
+            words.append("rmmod")
+        elif unload_marker(name) in command:
+            words.append("marker")
+        else:
+            words.append(command)
+    return words
+
+
+def test_earlier_leaks_are_reported_before_the_unload_marker_and_orphans_after_it() -> None:
+    guest = Recorder()
+    module = _module(guest)
+    module.unload()
+    # scan 1 notes what earlier tests left unreferenced, scan 2 reports it (before the marker: theirs),
+    # scan 3 reports what the rmmod orphaned (first seen unreferenced by scan 2: the unloading test's)
+    assert _steps(guest.commands, module.name) == ["scan", "rmmod", "wait+scan", "marker", "scan"]
+
+
+def test_a_second_unload_in_the_same_test_needs_no_scan_before_it() -> None:
+    guest = Recorder()
+    module = _module(guest)
+    module.unload()
+    del guest.commands[:]
+    guest.commands.append("(has_kmemleak is asked once)")
+    module.unload()
+    assert _steps(guest.commands, module.name) == ["rmmod", "wait+scan", "marker", "scan"]
+
+
+def test_without_leak_scans_only_the_rmmod_and_its_marker() -> None:
+    guest = Recorder()
+    module = _module(guest)
+    module.unload(scan_leaks=False)
+    assert _steps(["(no probe)", *guest.commands], module.name) == ["rmmod", "marker"]
