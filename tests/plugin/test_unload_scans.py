@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_vexfs.faults.kernel_log import unload_marker
-from pytest_vexfs.guest.session import KMEMLEAK_MIN_AGE
-from pytest_vexfs.guest.ssh import CommandResult
+from pytest_vexfs.faults.kmemleak import KMEMLEAK_MIN_AGE
+from pytest_vexfs.command import CommandResult
 from pytest_vexfs.module.build import BuiltModule
 from pytest_vexfs.module.loaded import SCAN_ONCE, LoadedModule
 from pytest_vexfs.module.profile import find_profile
