@@ -155,9 +155,9 @@ class SettingValues:
                                 "vm.scratch_disk_mb", allowed="integer > 0")
     machine: str = setting(_text, "q35", "QEMU machine type (microvm: its kernel's TSC calibration fails "
                            "intermittently under TCG on a loaded host)", "vm.machine", choices=("q35", "microvm"))
-    icount: bool = setting(_boolean, False, "TCG counts instructions for the guest clock (-icount shift=auto): a "
-                           "starved guest sees no host stalls, but commands run several times slower",
-                           "vm.icount", allowed="true/false")
+    icount: str = setting(_text, "auto", "TCG counts instructions for the guest clock (-icount shift=auto): a "
+                          "starved guest sees no host stalls, but commands run several times slower; auto = the "
+                          "backend's own choice (libvirt on, qemu off)", "vm.icount", choices=("auto", "on", "off"))
     snapshot: bool = setting(_boolean, True, "restore VMs from a cached snapshot of a booted guest",
                              "vm.snapshot", allowed="true/false")
     checked_boot: bool = setting(_boolean, True, "boot with the kernel's own memory checkers on (SLUB debug "

@@ -29,6 +29,8 @@ class Backend:
     reaper: str = ""
     #: the report header's line about the backend's settings ("" = none)
     header: Callable[[Mapping[str, Any]], str] | None = None
+    #: TCG guests count instructions for their clock (-icount) when the setting icount is "auto"
+    icount: bool = False
 
 
 def _libvirt_header(values: Mapping[str, Any]) -> str:
@@ -40,8 +42,11 @@ BACKENDS: dict[str, Backend] = {
     "qemu": Backend("pytest_vexfs.backends.qemu:QemuMachine", Capabilities(
         snapshots=True, power_cut=True, host_scratch_file=True, guest_agent=True, reaped=True,
         dies_with_owner=True)),
+    # libvirt keeps -icount: without it a starved guest's clock raced ahead of its disk (block requests timed
+    # out, I/O errors on vda, RCU stalls under a load of 15) and microvm's TSC calibration failed under load;
+    # qemu leaves it off: it made commands and boots several times slower (fast_cmd 14 -> 124 ms)
     "libvirt": Backend("pytest_vexfs.backends.libvirt:LibvirtMachine", Capabilities(reaped=True),
-                       reaper="pytest_vexfs.backends.libvirt:reap_dead_run", header=_libvirt_header),
+                       reaper="pytest_vexfs.backends.libvirt:reap_dead_run", header=_libvirt_header, icount=True),
     "terraform": Backend("pytest_vexfs.backends.terraform:TerraformMachine", Capabilities()),
     "static": Backend("pytest_vexfs.backends.static:StaticMachine", Capabilities()),
 }
@@ -57,6 +62,11 @@ def _entry(name: str) -> Backend:
 def capabilities(name: str) -> Capabilities:
     """What the backend `name` can do (without importing it)."""
     return _entry(name).capabilities
+
+
+def uses_icount(name: str, setting: str) -> bool:
+    """Whether VMs of the backend `name` count instructions under TCG, for the setting icount (auto/on/off)."""
+    return setting == "on" or (setting == "auto" and _entry(name).icount)
 
 
 def header_lines(name: str, values: Mapping[str, Any]) -> list[str]:
@@ -100,4 +110,4 @@ def create_machine(name: str, spec: MachineSpec) -> Machine:
 
 __all__ = ["BACKENDS", "Backend", "Capabilities", "HostOptions", "LibvirtOptions", "Machine", "MachineSnapshots",
            "MachineSpec", "SSHEndpoint", "SnapshotBoot", "capabilities", "create_machine", "get_backend",
-           "header_lines", "reap_where_it_runs"]
+           "header_lines", "reap_where_it_runs", "uses_icount"]

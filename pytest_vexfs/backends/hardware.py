@@ -4,7 +4,8 @@
 :class:`Hardware`: machine type, accelerator and its flags (icount, the translation cache), CPU model and
 features, memory, CPUs, disks, serial console and the guest agent's port. The qemu backend renders it as
 QEMU arguments (:func:`qemu_args`), the libvirt backend as domain XML; neither decides any of it itself, so
-the two cannot drift apart (``tests/plugin/test_machine_interface.py`` renders both and compares them).
+the two cannot drift apart (``tests/plugin/test_machine_interface.py`` renders both and compares them). What
+a backend cannot render is named in it (``libvirt.LIBVIRT_OMITS``: microvm's machine options).
 Where things are on the host (disk files, sockets, ports) stays with the backend.
 """
 
@@ -68,9 +69,7 @@ def hardware_of(spec: MachineSpec) -> Hardware:
         machine_options=("pit=on", "rtc=on") if microvm else (),
         accel=spec.accel,
         tb_size_mb=0 if kvm else TCG_TB_SIZE_MB,
-        # not -icount by default: it keeps a starved guest from seeing host stalls as lockups (and its disk
-        # from timing out under a load of 15), but made commands and boots several times slower here
-        # (fast_cmd 14 -> 124 ms, ready 0.5 -> 1.2 s); the setting `icount` turns it on
+        # the setting icount, through backends.uses_icount (each backend's own default for "auto")
         icount="shift=auto" if spec.icount and not kvm else "",
         cpu_model="host" if kvm else "qemu64",
         cpu_features=() if kvm else ("rdrand",),

@@ -29,7 +29,7 @@ from typing import Any
 import filelock
 
 from pytest_vexfs.guest.accel import AccelChoice
-from pytest_vexfs.backends import capabilities, create_machine
+from pytest_vexfs.backends import capabilities, create_machine, uses_icount
 from pytest_vexfs.backends.base import HostOptions, LibvirtOptions, Machine, MachineSpec, SnapshotBoot, read_tail
 from pytest_vexfs.backends.qemu import qemu_version
 from pytest_vexfs.diskspace import disk_full_is_clear
@@ -84,7 +84,7 @@ class VMSettings:
     cpus: int = 1
     scratch_disk: int = 512
     machine: str = "q35"
-    icount: bool = False
+    icount: str = "auto"
     boot_timeout: float = 180.0
     snapshot: bool = True
     hung_task_timeout: int = 3
@@ -158,7 +158,7 @@ class GuestVM:
         return MachineSpec(name=name, run_dir=run_dir, kernel=self.image.vmlinux, initrd=self.image.initrd,
                            base_disk=base_disk, cmdline=cmdline, memory=s.memory, cpus=s.cpus,
                            scratch_disk=s.scratch_disk, accel=self.accel.name,
-                           machine=s.machine, icount=s.icount, host_key=self.image.host_key,
+                           machine=s.machine, icount=uses_icount(s.backend, s.icount), host_key=self.image.host_key,
                            authorized_key=key.public_line, key_file=key.private_path,
                            console_log_path=console, image_digest=self.image.digest, libvirt=s.libvirt,
                            hosts=s.hosts, scratch_image=s.scratch_image, scratch_log=s.scratch_log,
@@ -476,7 +476,8 @@ def snapshot_key(image: Image, settings: VMSettings, accel: AccelChoice) -> str:
     blob = json.dumps({
         "v": SNAPSHOT_VERSION, "image": image.digest, "initrd": image.initrd.name,
         "memory": settings.memory, "cpus": settings.cpus, "machine": settings.machine,
-        **({"icount": True} if settings.icount else {}),  # (absent when off: the snapshots made before stay valid)
+        # (absent when off: the snapshots made before stay valid)
+        **({"icount": True} if uses_icount(settings.backend, settings.icount) else {}),
         "accel": accel.name, "qemu": qemu_version(), "cmdline": kernel_cmdline(settings),
         "scratch": settings.scratch_disk,
     }, sort_keys=True)
