@@ -18,7 +18,10 @@ load average at start/end of each figure):
   control 167, FPU 78, vx_peek_names ...), so 1.2x is out of reach (ceiling 938/814 = 1.15x); the 124
   missed inside are planted-bug branches, allocation/IO error paths and corrupt-image checks.
 - minix, 60 s each: unguided 813 / 286 (3 sequences), guided 791 / 279 (2 new + 1 mutated): 0.97x, the
-  22 lines only unguided reached are a module reload's init/exit; ceiling 1079/813 = 1.33x.
+  22 lines only unguided reached are a module reload's init/exit; ceiling 1079/813 = 1.33x. 300 s each:
+  unguided 941 / 351 (15 sequences, load 3.4/2.6), guided 881 / 320 (11 new + 15 mutated, load 2.6/1.2):
+  0.94x; guided's 11 new sequences are unguided's first 11 (same seed), its 15 mutated ones reached nothing
+  new, unguided's last 4 reached rmdir, minix_empty_dir and truncate's find_shared (60 lines).
 - suites with coverage (test_namespace.py): refmod 807/1450 lines, 314/878 branches; minix 905/1329,
   353/745 (68 of 83 functions); counters read in 0.5-1.3 s a test.
 - cost, refmod test_namespace.py, both warm: plain 609.9 s (load 5.9/8.3, a soft lockup replaced the VM),
