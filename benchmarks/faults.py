@@ -77,6 +77,8 @@ def clean_runs(rounds: int, load: int, paths: list[str]) -> dict:
     from pytest_vexfs.reporting.junit import case_properties
 
     stress = None
+    # a SIGTERM (kill, timeout) unwinds too, so the load started here is stopped by the finally below
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if load:
         if shutil.which("stress-ng") is None:
             sys.exit("stress-ng is not installed (apt-get install -y stress-ng)")

@@ -89,7 +89,9 @@ class VMSettings:
     snapshot: bool = True
     hung_task_timeout: int = 3
     checked_boot: bool = True
-    cmdline_extra: str = ""
+    #: the checked boot's parameters of a kernel that has its own (kernels.kernel_checked_cmdline);
+    #: None: CHECKED_CMDLINE
+    checked_cmdline: str | None = None
     ignore_patterns: tuple[str, ...] = ()
     backend: str = "qemu"
     libvirt: LibvirtOptions = LibvirtOptions()   # options of the libvirt backend
@@ -134,6 +136,9 @@ class GuestVM:
         self.boot_mode = ""
         self.checks_primed = False  # kmemleak cleared of what the boot left (harness.session.PRIME_KMEMLEAK)
         self.leak_scanned_at = 0.0  # time.monotonic() of the last kmemleak scan (harness.session)
+        self.has_kmemleak = False  # learnt when the checks are primed
+        #: the modules and their addresses when their symbols were last read (harness.session.MODULE_SYMBOLS)
+        self.module_list = ""
         self.machine: Machine | None = None
         self.agent: AgentConnection | None = None  # the fast command path (qemu backend)
         self._ssh: SSHConnection | None = None
@@ -466,10 +471,21 @@ class Snapshot:
         return self.path / "ram.bin"
 
 
+def checked_parameters(settings: VMSettings) -> str:
+    """The checked boot's part of the kernel command line ("" with checked_boot off)."""
+    if not settings.checked_boot:
+        return ""
+    return CHECKED_CMDLINE if settings.checked_cmdline is None else settings.checked_cmdline
+
+
+def validates_slabs(settings: VMSettings) -> bool:
+    """Whether the harness has the kernel validate its slabs after each test: where SLUB debugging is on."""
+    return "slub_debug=" in checked_parameters(settings)
+
+
 def kernel_cmdline(settings: VMSettings) -> str:
     """The guest kernel's command line without the per-VM parts (key, name)."""
-    checked = CHECKED_CMDLINE if settings.checked_boot else ""
-    return " ".join(filter(None, (BASE_CMDLINE, checked, settings.cmdline_extra)))
+    return " ".join(filter(None, (BASE_CMDLINE, checked_parameters(settings))))
 
 
 def snapshot_key(image: Image, settings: VMSettings, accel: AccelChoice) -> str:

@@ -19,7 +19,7 @@ from pytest_vexfs.backends.placement import Placement, VMHost, parse_hosts
 from pytest_vexfs.coverage.gcov import Counters, Hits
 from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed, VMError
 from pytest_vexfs.images.image import Image, get_image, kernel_debug_objects
-from pytest_vexfs.kernels import kernel_cmdline_extra
+from pytest_vexfs.kernels import kernel_checked_cmdline
 from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, marker_token, pid_marker_command
 from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, KMEMLEAK_MIN_AGE, VERBOSE
@@ -30,13 +30,14 @@ from pytest_vexfs.guest.ssh import KeyPair, generate_keypair
 from pytest_vexfs.guest.runstate import process_file
 from pytest_vexfs.harness.tampering import killed_by_test
 from pytest_vexfs.backends.base import read_tail
-from pytest_vexfs.guest.vm import GuestVM, Preload, VMSettings, ensure_snapshot
+from pytest_vexfs.guest.vm import GuestVM, Preload, VMSettings, ensure_snapshot, validates_slabs
 from pytest_vexfs.harness.watch import BUILD_TIMEOUT, CommandWatch
 
 HANG_DUMP_SETTLE = 3.0
 #: After each test, the kernel checks itself, so corruption is blamed on the test that caused it: SLUB
 #: validates every cache it debugs (a write to a freed object, a redzone overwritten; caches it does not
-#: debug refuse with EINVAL).
+#: debug refuse with EINVAL). Only where the checked boot turns SLUB debugging on (guest.vm.validates_slabs):
+#: a KASAN kernel reports those writes at the access.
 CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev/null; true"
 #: kmemleak (debug kernel): scan, and print what it finds to the console (verbose). It reports an object
 #: only once it is KMEMLEAK_MIN_AGE seconds old, and never in the first scan that sees its contents (their
@@ -50,10 +51,15 @@ CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev
 KMEMLEAK_SCAN_EVERY = 120.0
 SCAN_KMEMLEAK = f"if {HAS_KMEMLEAK}; then sleep {{wait:.1f}}; {VERBOSE}; echo scan > {KMEMLEAK_FILE}; fi"
 #: with kmemleak, also where the modules' functions are (a module unloaded later has its frames printed as
-#: bare addresses in a leak report: Symbolizer.remember_module_symbols resolves them)
-MODULE_SYMBOLS = f"if [ -e {KMEMLEAK_FILE} ]; then grep -E '^[0-9a-f]+ [tT] .*\\[' /proc/kallsyms; fi"
-#: before a VM's first test: what the boot itself left unreferenced is not the tests' doing
-PRIME_KMEMLEAK = f"if {HAS_KMEMLEAK}; then echo scan > {KMEMLEAK_FILE}; echo clear > {KMEMLEAK_FILE}; fi; true"
+#: bare addresses in a leak report: Symbolizer.remember_module_symbols resolves them). Reading kallsyms
+#: takes ~1-2.5 s on the debug kernel, so it is read only when the modules or their addresses changed
+#: since the VM's last read ({known}: that list, as MODULE_LIST prints it; shell builtins only).
+MODULE_LIST = 'm=; while read -r n _ _ _ _ a _; do m+="$n@$a "; done < /proc/modules; echo "modules: $m"'
+MODULE_SYMBOLS = MODULE_LIST + "; [ \"modules: $m\" = {known} ] || grep -E '^[0-9a-f]+ [tT] .*\\[' /proc/kallsyms"
+#: before a VM's first test: what the boot itself left unreferenced is not the tests' doing (prints
+#: "kmemleak" where the kernel has it)
+PRIME_KMEMLEAK = (f"if {HAS_KMEMLEAK}; then echo scan > {KMEMLEAK_FILE}; echo clear > {KMEMLEAK_FILE}; "
+                  "echo kmemleak; fi; true")
 
 
 #: per thread: whether a guest command of a TestSession is running in it (its abort callback may run more)
@@ -183,7 +189,7 @@ class VMSlot:
                           ignore_patterns=self.ignore_patterns, backend=host.backend if host else s.backend,
                           libvirt=host.libvirt_options(s.libvirt_options()) if host else s.libvirt_options(),
                           hosts=s.host_options(self.worker_index), scratch_image=self.scratch_image,
-                          scratch_log=self.scratch_log, cmdline_extra=kernel_cmdline_extra(s.kernel))
+                          scratch_log=self.scratch_log, checked_cmdline=kernel_checked_cmdline(s.kernel))
 
     @property
     def scratch_disk(self) -> int:
@@ -376,7 +382,7 @@ class TestSession:
 
     def begin(self) -> None:
         if not self.vm.checks_primed:
-            self.vm.run(PRIME_KMEMLEAK, timeout=120)
+            self.vm.has_kmemleak = "kmemleak" in self.vm.run(PRIME_KMEMLEAK, timeout=120).stdout
             self.vm.checks_primed = True
             self.vm.leak_scanned_at = time.monotonic()
         self.began = time.monotonic()
@@ -518,27 +524,40 @@ class TestSession:
 
     def check_kernel(self, *, ending: bool = False) -> None:
         """Have the guest kernel look for damage the test left while it is still blamed (called after the
-        test body and again, ``ending``, before its end marker): slab validation each time; a kmemleak
-        scan when one is due (see KMEMLEAK_SCAN_EVERY), or in full at the end of a test that asks for it."""
-        if not self.vm.settings.checked_boot or self.hang is not None or not self.vm.is_alive():
+        test body and again, ``ending``, before its end marker): slab validation each time where SLUB
+        debugging is on; with kmemleak, a scan when one is due (see KMEMLEAK_SCAN_EVERY), or in full at the
+        end of a test that asks for it, and the modules' symbols when they changed. Nothing to do: no
+        command."""
+        vm = self.vm
+        if not vm.settings.checked_boot or self.hang is not None or not vm.is_alive():
             return
-        scan = ""
+        parts = [CHECK_SLABS] if validates_slabs(vm.settings) else []
+        scan = False
         now = time.monotonic()
-        if self.full_leak_scan:
-            since = self.began if self._scanned_at is None else self._scanned_at
-            wait = max(0.0, KMEMLEAK_MIN_AGE - (now - since))
-            self._scanned_at = now + wait
-            scan = SCAN_KMEMLEAK.format(wait=wait) + "; "
-        elif ending and now - self.vm.leak_scanned_at >= KMEMLEAK_SCAN_EVERY:
-            scan = SCAN_KMEMLEAK.format(wait=0) + "; "
+        if vm.has_kmemleak:
+            if self.full_leak_scan:
+                since = self.began if self._scanned_at is None else self._scanned_at
+                wait = max(0.0, KMEMLEAK_MIN_AGE - (now - since))
+                self._scanned_at = now + wait
+                scan = True
+                parts.append(SCAN_KMEMLEAK.format(wait=wait))
+            elif ending and now - vm.leak_scanned_at >= KMEMLEAK_SCAN_EVERY:
+                scan = True
+                parts.append(SCAN_KMEMLEAK.format(wait=0))
+            parts.append(MODULE_SYMBOLS.format(known=shlex.quote(vm.module_list)))
+        if not parts:
+            return
         try:
-            result = self.vm.run(CHECK_SLABS + "; " + scan + MODULE_SYMBOLS + "; true", timeout=120)
+            result = vm.run("; ".join(parts) + "; true", timeout=120)
         except VexfsError:
             return  # the VM died or hangs: the verdict says so
         if scan:  # counted from its end: a scan itself takes seconds (tens on a loaded host)
-            self.vm.leak_scanned_at = time.monotonic()
-        if self.symbols is not None and result.stdout:
-            self.symbols.remember_module_symbols(result.stdout)
+            vm.leak_scanned_at = time.monotonic()
+        listed, _, kallsyms = result.stdout.partition("\n")
+        if listed.startswith("modules: "):
+            if kallsyms and self.symbols is not None:
+                self.symbols.remember_module_symbols(kallsyms)
+            vm.module_list = listed
 
     def _collect(self) -> list[Finding]:
         """Read the console up to now; note a VM death; every finding of this test so far."""

@@ -44,8 +44,13 @@ class LoadedModule:
     """The module in one guest: install, insmod/rmmod with timing checks, state, leak measurement."""
 
     def __init__(self, guest: Runner, built: BuiltModule, profile: ModuleProfile,
-                 seed: Mapping[str, Any] | None = None, put: Callable[[Path, str], None] | None = None) -> None:
+                 seed: Mapping[str, Any] | None = None, put: Callable[[Path, str], None] | None = None,
+                 checks: Runner | None = None) -> None:
         self.guest = guest
+        #: runs the kmemleak scans: the VM itself, outside the test's command watch, where the guest is a test
+        #: session (a scan holds the CPU in the kernel for seconds by design; the watch would take it for a
+        #: lockup suspect and have the CPUs' backtraces printed over the serial line, slowing it further)
+        self.checks = checks or guest
         self.built = built
         self.profile = profile
         self.seed = dict(SEED_DEFAULTS, **(seed or {}))
@@ -150,13 +155,13 @@ class LoadedModule:
         scan = scan_leaks and self.has_kmemleak()
         if scan and self._scanned_from is None:  # an earlier unload of this test's module noted it all
             self._scanned_from = time.monotonic()
-            self.guest.run(SCAN_ONCE, timeout=300)
+            self.checks.run(SCAN_ONCE, timeout=300)
         result = self.guest.run(f"rmmod {self.name}", timeout=limit, abort=ExitWatch(self.guest, self.name))
         if result.ok and scan:
             # what earlier tests left must be KMEMLEAK_MIN_AGE old by now: it was made before the first scan
             assert self._scanned_from is not None
             wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - self._scanned_from))
-            self.guest.run(f"sleep {wait:.1f}; {SCAN_ONCE}", timeout=300)
+            self.checks.run(f"sleep {wait:.1f}; {SCAN_ONCE}", timeout=300)
         if result.ok:  # a command of its own: a stuck rmmod is named by its own command line
             self.guest.run(f"echo {shlex.quote('<5>' + unload_marker(self.name))} > /dev/kmsg", timeout=30)
         if not result.ok:
@@ -171,7 +176,7 @@ class LoadedModule:
             raise ModuleUnloadError(f"rmmod {self.name} failed: {detail}")
         self.last_unload_seconds = result.duration
         if scan:
-            self.guest.run(SCAN_ONCE, timeout=300)
+            self.checks.run(SCAN_ONCE, timeout=300)
         return result.duration
 
     def reload(self, **params: Any) -> tuple[float, float]:
@@ -198,7 +203,7 @@ class LoadedModule:
 
     def kmemleak_scan(self) -> str:
         """Reports of a kmemleak scan (the kernel's scan is run twice, as its documentation advises)."""
-        self.guest.run(f"echo scan > {KMEMLEAK_FILE}; echo scan > {KMEMLEAK_FILE}", timeout=120)
+        self.checks.run(f"echo scan > {KMEMLEAK_FILE}; echo scan > {KMEMLEAK_FILE}", timeout=120)
         return self.guest.run(f"cat {KMEMLEAK_FILE}", timeout=60).stdout
 
     def leak_check(self, work: Callable[[], None] | None = None, cycles: int = 3, **params: Any) -> LeakReport:

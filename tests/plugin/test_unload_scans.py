@@ -81,3 +81,27 @@ def test_without_leak_scans_only_the_rmmod_and_its_marker() -> None:
     module = _module(guest)
     module.unload(scan_leaks=False)
     assert _steps(["(no probe)", *guest.commands], module.name) == ["rmmod", "marker"]
+
+
+def test_the_scans_go_to_the_checks_runner_in_the_same_order() -> None:
+    """With a test session as the guest, the scans run on the VM itself (outside the command watch): the
+    rmmod and the marker stay on the session, and together the order is unchanged."""
+    name = find_profile("", "", ROOT).name
+    both: list[str] = []
+
+    class Tagged(Recorder):
+        def __init__(self, tag: str) -> None:
+            super().__init__()
+            self.tag = tag
+
+        def run(self, command: str, **kwargs: object) -> CommandResult:  # type: ignore[override]
+            both.append(f"{self.tag}:{command}")
+            return super().run(command)
+
+    session, vm = Tagged("session"), Tagged("vm")
+    module = _module(session)
+    module.checks = vm
+    module.unload()
+    assert vm.commands and all("kmemleak" in c for c in vm.commands), vm.commands
+    assert not any(c == SCAN_ONCE or c.endswith(SCAN_ONCE) for c in session.commands), session.commands
+    assert _steps([c.split(":", 1)[1] for c in both], name) == ["scan", "rmmod", "wait+scan", "marker", "scan"]

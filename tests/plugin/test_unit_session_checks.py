@@ -1,0 +1,75 @@
+"""The kernel checks after a test (TestSession.check_kernel), without a VM: a guest that answers like one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from pytest_vexfs.command import CommandResult
+from pytest_vexfs.faults.symbols import Symbolizer
+from pytest_vexfs.guest.vm import VMSettings
+from pytest_vexfs.harness.session import CHECK_SLABS, TestSession
+from pytest_vexfs.kernels import kernel_checked_cmdline
+
+
+KALLSYMS = "ffffffffc0001000 t vx_fill_super\t[vexfsref]\n"
+
+
+class FakeVM:
+    """Alive, primed, with kmemleak; /proc/modules lists `modules`; records the commands."""
+
+    agent = None
+    console = None
+    checks_primed = True
+    leak_scanned_at = 1e12  # no periodic scan due
+
+    def __init__(self, settings: VMSettings, kmemleak: bool = True) -> None:
+        self.settings, self.has_kmemleak = settings, kmemleak
+        self.module_list = ""
+        self.modules = "vexfsref@0xffffffffc0000000 "
+        self.commands: list[str] = []
+
+    def is_alive(self) -> bool:
+        return True
+
+    def run(self, command: str, **kwargs: object) -> CommandResult:
+        self.commands.append(command)
+        listed = f"modules: {self.modules}"
+        out = listed + "\n"
+        if f"= '{listed}' ]" not in command:  # the guest reads kallsyms when the list is not the known one
+            out += KALLSYMS
+        return CommandResult(command, 0, out, "", 0.0)
+
+
+def _session(vm: FakeVM) -> TestSession:
+    session = TestSession(vm, "t.py::test_x", 60.0)  # type: ignore[arg-type]
+    session.symbols = Symbolizer()
+    session.symbols.add_module("vexfsref", Path("/nonexistent/vexfsref.ko"))
+    return session
+
+
+def test_module_symbols_are_read_again_only_when_the_modules_changed(tmp_path: Path) -> None:
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")))
+    session = _session(vm)
+    session.check_kernel()
+    assert vm.module_list == "modules: vexfsref@0xffffffffc0000000 "
+    assert session.symbols is not None
+    assert session.symbols._bare(0xffffffffc0001010) == ("vexfsref", "vx_fill_super", 0x10)
+    session.check_kernel(ending=True)  # unchanged: the known list goes with the command, no kallsyms read
+    assert f"'{vm.module_list}'" in vm.commands[-1]
+    vm.modules = "vexfsref@0xffffffffc0100000 "  # reloaded elsewhere
+    session.check_kernel(ending=True)
+    assert vm.module_list == "modules: vexfsref@0xffffffffc0100000 "
+    assert not any(CHECK_SLABS in c for c in vm.commands), "the debug flavour validates no slabs"
+
+
+def test_a_stock_kernel_validates_slabs_and_reads_no_symbols(tmp_path: Path) -> None:
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12")), kmemleak=False)
+    _session(vm).check_kernel()
+    assert vm.commands and vm.commands[0].startswith(CHECK_SLABS) and "kallsyms" not in vm.commands[0]
+
+
+def test_nothing_to_check_runs_no_command(tmp_path: Path) -> None:
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")), kmemleak=False)
+    _session(vm).check_kernel(ending=True)
+    assert vm.commands == []
