@@ -136,7 +136,7 @@ class GuestVM:
         self.boot_mode = ""
         self.checks_primed = False  # kmemleak cleared of what the boot left (harness.session.PRIME_KMEMLEAK)
         self.leak_scanned_at = 0.0  # time.monotonic() of the last kmemleak scan (harness.session)
-        self.has_kmemleak = False  # learnt when the checks are primed
+        self.has_kmemleak: bool | None = None  # learnt when the checks are primed (or first needed)
         #: the modules and their addresses when their symbols were last read (harness.session.MODULE_SYMBOLS)
         self.module_list = ""
         self.machine: Machine | None = None

@@ -23,7 +23,7 @@ class FakeVM:
     checks_primed = True
     leak_scanned_at = 1e12  # no periodic scan due
 
-    def __init__(self, settings: VMSettings, kmemleak: bool = True) -> None:
+    def __init__(self, settings: VMSettings, kmemleak: bool | None = True) -> None:
         self.settings, self.has_kmemleak = settings, kmemleak
         self.module_list = ""
         self.modules = "vexfsref@0xffffffffc0000000 "
@@ -73,3 +73,15 @@ def test_nothing_to_check_runs_no_command(tmp_path: Path) -> None:
     vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")), kmemleak=False)
     _session(vm).check_kernel(ending=True)
     assert vm.commands == []
+
+
+def test_a_session_never_begun_asks_the_guest_for_kmemleak_once(tmp_path: Path) -> None:
+    from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK
+
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")))
+    vm.has_kmemleak = None
+    session = _session(vm)
+    session.check_kernel()
+    session.check_kernel(ending=True)
+    assert [c for c in vm.commands if c == HAS_KMEMLEAK] == [HAS_KMEMLEAK] and vm.has_kmemleak is True
+    assert vm.module_list.startswith("modules: ")
