@@ -40,6 +40,7 @@ from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.images.image import Image
 from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK
 from pytest_vexfs.guest.runstate import VMRecord, remove_record, write_record
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.processes import process_alive, process_start_time
@@ -136,7 +137,9 @@ class GuestVM:
         self.boot_mode = ""
         self.checks_primed = False  # kmemleak cleared of what the boot left (harness.session.PRIME_KMEMLEAK)
         self.leak_scanned_at = 0.0  # time.monotonic() of the last kmemleak scan (harness.session)
-        self.has_kmemleak: bool | None = None  # learnt when the checks are primed (or first needed)
+        #: whether the kernel has kmemleak: learnt when the checks are primed (harness.session.PRIME_KMEMLEAK),
+        #: else asked the first time kmemleak() is
+        self.has_kmemleak: bool | None = None
         #: the modules and their addresses when their symbols were last read (harness.session.MODULE_SYMBOLS)
         self.module_list = ""
         self.machine: Machine | None = None
@@ -385,6 +388,12 @@ class GuestVM:
             if not self.machine.is_running():
                 return False
         return self.machine.is_running()
+
+    def kmemleak(self) -> bool:
+        """Whether the guest kernel has kmemleak (asked once, unless priming the checks told already)."""
+        if self.has_kmemleak is None:
+            self.has_kmemleak = self.run(HAS_KMEMLEAK, timeout=60).ok
+        return self.has_kmemleak
 
     def is_alive(self) -> bool:
         return self.machine is not None and self.machine.is_running() and self.state is not VMState.BROKEN

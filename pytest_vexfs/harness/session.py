@@ -532,14 +532,13 @@ class TestSession:
         if not vm.settings.checked_boot or self.hang is not None or not vm.is_alive():
             return
         parts = [CHECK_SLABS] if validates_slabs(vm.settings) else []
-        if vm.has_kmemleak is None:  # a session that was never begun (a benchmark's)
-            try:
-                vm.has_kmemleak = vm.run(HAS_KMEMLEAK, timeout=60).ok
-            except VexfsError:
-                return
+        try:
+            kmemleak = vm.kmemleak()  # asked here only in a session never begun (a benchmark's)
+        except VexfsError:
+            return  # the VM died or hangs: the verdict says so
         scan = False
         now = time.monotonic()
-        if vm.has_kmemleak:
+        if kmemleak:
             if self.full_leak_scan:
                 since = self.began if self._scanned_at is None else self._scanned_at
                 wait = max(0.0, KMEMLEAK_MIN_AGE - (now - since))

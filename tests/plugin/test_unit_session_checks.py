@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.faults.symbols import Symbolizer
-from pytest_vexfs.guest.vm import VMSettings
+from pytest_vexfs.guest.vm import GuestVM, VMSettings
 from pytest_vexfs.harness.session import CHECK_SLABS, TestSession
 from pytest_vexfs.kernels import kernel_checked_cmdline
 
@@ -28,6 +28,8 @@ class FakeVM:
         self.module_list = ""
         self.modules = "vexfsref@0xffffffffc0000000 "
         self.commands: list[str] = []
+
+    kmemleak = GuestVM.kmemleak  # the real one: asks the guest once when priming did not tell
 
     def is_alive(self) -> bool:
         return True
