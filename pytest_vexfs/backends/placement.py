@@ -182,8 +182,9 @@ def parse_hosts(value: str, *, default_pool: str = "", source: str = "setting ho
     return _unique(hosts)
 
 
-def probe_hosts(hosts: list[VMHost], timeout: float = 10.0) -> dict[str, str]:
-    """Check every libvirt host at once (connection and pool); returns {name: why it is down}."""
+def probe_hosts(hosts: list[VMHost], timeout: float) -> dict[str, str]:
+    """Check every libvirt host at once (connection and pool), each given `timeout` seconds to open (the
+    libvirt_connect_timeout setting); returns {name: why it is down}."""
     down: dict[str, str] = {}
 
     def probe(host: VMHost) -> None:

@@ -159,7 +159,7 @@ def _probe_hosts(config: pytest.Config, settings: cfg.ResolvedSettings) -> None:
     except ConfigError as err:
         raise pytest.UsageError(f"pytest-vexfs: {err}") from err
     assert placement is not None
-    down = probe_hosts(placement.hosts)
+    down = probe_hosts(placement.hosts, settings.values["libvirt_connect_timeout"])
     for name, reason in down.items():
         placement.mark_down(name, reason)
         config.issue_config_time_warning(

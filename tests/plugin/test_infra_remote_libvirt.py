@@ -261,8 +261,10 @@ def test_workers_spread_over_the_remote_host_and_local_qemu_and_a_down_host_is_s
     """)
     down = "qemu+ssh://root@127.0.0.1:1/system"  # nothing listens there: the host is "down"
     hosts = f"{URI}*1,local*1,{down}*2"
+    # every host is probed with the connect timeout: on CI's loaded two cores opening the loopback URI once
+    # took over the default 10 s, and the reachable host was skipped as down
     result = pytester.runpytest_subprocess(*ARGS[:-4], "--vexfs-hosts", hosts, "--vexfs-libvirt-pool", remote_pool,
-                                           "-p", "xdist", "-n", "2")
+                                           "--vexfs-libvirt-connect-timeout", "60", "-p", "xdist", "-n", "2")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines([
         f"vexfs: hosts 127.0.0.1 ({URI}, pool {remote_pool}, 1 VM), local (qemu on this machine, 1 VM), "
