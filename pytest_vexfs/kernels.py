@@ -51,10 +51,13 @@ DEBUG_FLAVOURS: dict[str, DebugFlavour] = {
     # more. KFENCE off (its Kconfig default samples): KASAN checks every access KFENCE samples, and kmemleak
     # never reports a KFENCE object (it scans KFENCE's metadata, which holds every live object's address):
     # with KFENCE on, about one leaked object in ten went unreported (the error-path sweep's planted leak in
-    # 3 of 7 runs)
+    # 3 of 7 runs). Allocations zeroed (init_on_alloc=1, Debian's kernels' default, off in this build): a new
+    # object or page otherwise holds what its memory held before, a dead task's stack among it, and kmemleak
+    # takes a stale pointer there for a reference, so a leak goes unreported until that memory is overwritten
+    # (a planted leak once surfaced a test after its own)
     "6.12-debug": DebugFlavour("6.12-debug", "6.12", "linux-source-6.12",
                                "built from linux-source-6.12 with KASAN, kmemleak, lockdep, UBSAN, fault injection",
-                               checked_cmdline="kfence.sample_interval=0"),
+                               checked_cmdline="kfence.sample_interval=0 init_on_alloc=1"),
 }
 
 

@@ -82,7 +82,7 @@ def test_error_paths_of_mount_write_and_vector_insert_fail_cleanly(
         # a real sweep: failures were injected, and some made the operation fail with an errno
         assert any(run.injected for run in report.runs), report.summary()
         request.node.user_properties.append((f"metric:fault_points_{name.replace('-', '_')}",
-                                             sum(run.injected for run in report.runs)))
+                                             report.points_tried))
 
 
 def source_line(path: Path, function: str, pattern: str) -> int:
@@ -128,10 +128,12 @@ def test_the_planted_error_path_leak_is_found_at_its_failure_point(
 @pytest.mark.requires("fault_injection")
 @pytest.mark.expect_fault("warning")
 def test_a_warning_during_a_sweep_ends_it_at_that_point(vexfs_fault_injection, vexfs_vm, vexfs_profile):
-    # the command WARNs whatever is injected: the first point must show it, not the end of the sweep
+    # the command WARNs whatever is injected: the sweep's first run (unarmed) shows it, and ends the sweep
     report = vexfs_fault_injection.sweep(
         "warn", f"dd of={vexfs_profile.fault_control} if=/tmp/warn-word", setup="echo warn > /tmp/warn-word")
     assert len(report.runs) == 1 and report.first_broken is report.runs[0], report.summary()
+    assert report.runs[0].point == 0 and not report.completed, report.summary()
+    assert "first that broke: the unarmed run: exit " in report.summary(), report.summary()
     (finding,) = report.runs[0].findings
     assert finding.kind == "warning" and finding.function == "vexfsref_fault_warn", report.summary()
     assert "vexfsref_fault.c:" in finding.location, finding.location
