@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from pytest_vexfs import settings as cfg
 from pytest_vexfs.errors import VexfsError, run_command_line
 from pytest_vexfs.images.image import forget_image, get_image
-from pytest_vexfs.guest.runstate import VMRecord, kill_vm_process, list_records, reap, remove_record
+from pytest_vexfs.guest.runstate import VMRecord, list_records, reap, remove_record, stop_and_remove
 
 
 def _settings(args: argparse.Namespace) -> cfg.ResolvedSettings:
@@ -108,11 +107,14 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     record = _find(_cache(settings), args.name)
     if not record.qemu_alive:
         raise VexfsError(f"VM {args.name} is not running", hint=f"vexfs-vm down {args.name}; vexfs-vm up")
-    known = Path(tempfile.mkdtemp(prefix="vexfs-known-")) / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{record.ssh_port} {record.host_key}\n")
-    argv = ["ssh", "-q", "-i", str(record.key_file), "-p", str(record.ssh_port), "-o",
-            f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
-            "root@127.0.0.1", *args.command]
+    if not record.host_key:
+        raise VexfsError(f"VM {args.name} has no recorded host key", hint=f"vexfs-vm down {args.name}; vexfs-vm up")
+    # the VM's host key, and only it, is trusted: handed to ssh by a command (ssh replaces this process,
+    # so a known_hosts file written here could never be removed)
+    argv = ["ssh", "-q", "-i", str(record.key_file), "-p", str(record.ssh_port),
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", f"KnownHostsCommand=/bin/echo [127.0.0.1]:{record.ssh_port} {record.host_key}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "root@127.0.0.1", *args.command]
     os.execvp("ssh", argv)
     return 1  # not reached
 
@@ -140,8 +142,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     for record in records:
         if args.all and not record.detached and record.owner_alive:
             continue  # a live test run's VM: not ours to stop
-        kill_vm_process(record)
-        shutil.rmtree(record.run_dir, ignore_errors=True)
+        stop_and_remove(record)
         if record.key_file and record.detached:
             shutil.rmtree(Path(record.key_file).parent, ignore_errors=True)
         remove_record(cache, record.name)

@@ -43,7 +43,8 @@ VM_TIER_FIXTURES = frozenset({"vexfs_slot", "vexfs_vm", "vexfs_built_module", "p
 NOT_UNIT_MODULES = frozenset({"test_phase_verdicts.py", "test_model_proof.py", "test_model_control.py",
                               "test_old_framework_commands.py", "test_infra_ansible.py",
                               "test_infra_terraform.py", "test_code_quality.py", "test_model_checker.py",
-                              "test_crash_states.py", "test_corrupt_images.py", "test_build_layouts.py"})
+                              "test_crash_states.py", "test_corrupt_images.py", "test_build_layouts.py",
+                              "test_vm_cli.py"})
 
 #: outputs of the plugin that the unit tier switches off: its results say nothing about a kernel module, and
 #: `pytest -m unit` leaves the checkout as it found it (no .vexfs/results.db, no run document)

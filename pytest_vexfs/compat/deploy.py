@@ -172,7 +172,7 @@ def destroy(env: str, dry_run: bool) -> int:
     """Stop every VM of the environment (local ones; Terraform's with terraform destroy) and remove the
     inventory and keys written for it."""
     from pytest_vexfs.settings import default_cache_dir
-    from pytest_vexfs.guest.runstate import kill_vm_process, list_records, remove_record
+    from pytest_vexfs.guest.runstate import list_records, remove_record, stop_and_remove
 
     cache = default_cache_dir()
     prefix = f"vexfs-{env}-"
@@ -181,8 +181,7 @@ def destroy(env: str, dry_run: bool) -> int:
     for record in records:
         print(f"  {'would stop' if dry_run else 'stopping'} {record.name}")
         if not dry_run:
-            kill_vm_process(record)
-            shutil.rmtree(record.run_dir, ignore_errors=True)
+            stop_and_remove(record)  # its QEMU, run directory and socket directory
             remove_record(cache, record.name)
     if tf_state.exists():
         print(f"  {'would run' if dry_run else 'running'} terraform destroy for {env}")

@@ -117,6 +117,13 @@ def kill_vm_process(record: VMRecord, timeout: float = 3.0) -> bool:
     return True
 
 
+def stop_and_remove(record: VMRecord) -> None:
+    """Kill the VM's QEMU (if it is still the one recorded) and remove its run and socket directories."""
+    kill_vm_process(record)
+    shutil.rmtree(record.run_dir, ignore_errors=True)
+    shutil.rmtree(socket_dir(record.run_dir), ignore_errors=True)
+
+
 def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord]:
     """Kill and clean up VMs whose owner process is gone (or all ours, with include_live_owners)."""
     reaped = []
@@ -125,9 +132,7 @@ def reap(cache_dir: Path, *, include_live_owners: bool = False) -> list[VMRecord
             continue
         if not reap_where_it_runs(record.backend, record.name, record.uri, record.pool):
             continue  # its host does not answer now: keep the record for the next run
-        kill_vm_process(record)
-        shutil.rmtree(record.run_dir, ignore_errors=True)
-        shutil.rmtree(socket_dir(record.run_dir), ignore_errors=True)
+        stop_and_remove(record)
         remove_record(cache_dir, record.name)
         reaped.append(record)
     _reap_process_files(cache_dir)

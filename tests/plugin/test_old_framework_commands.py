@@ -27,6 +27,7 @@ import pytest
 
 from pytest_vexfs.settings import default_cache_dir
 from pytest_vexfs.guest.runstate import list_records
+from pytest_vexfs.processes import socket_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE = ROOT / "ansible"
@@ -61,9 +62,12 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert f"environment {ENV}: 6 host(s) through VMs on this machine" in dry.stdout
     assert not inventory.exists() and _deployed_vms() == []  # a dry run changes nothing
 
+    sockets: list[Path] = []
     try:
         up = _deploy("--mode", "terraform-only", tmp_path=tmp)
         assert up.returncode == 0, up.stdout + up.stderr
+        sockets = [socket_dir(r.run_dir) for r in list_records(default_cache_dir()) if r.run_id == f"deploy-{ENV}"]
+        assert sockets and all(path.is_dir() for path in sockets)
         # no provider can be downloaded (or no terraform at all): the local path
         assert f"environment {ENV}: 6 host(s) through VMs on this machine" in up.stdout
         assert len(_deployed_vms()) == 6 and inventory.is_file()
@@ -75,6 +79,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             (ANSIBLE / "results").rmdir()  # only if no other environment's results are there
     assert _deployed_vms() == [] and not (ANSIBLE / "inventory").exists()
+    assert not [path for path in sockets if path.exists()]  # the VMs' socket directories in /tmp went too
 
 
 FS_TEST = "def test_guest_root_fs(vexfs_vm):\n    assert vexfs_vm.run('stat -f /', check=True).ok\n"
