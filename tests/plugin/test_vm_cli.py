@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from pytest_vexfs.guest.runstate import list_records, write_record
+from pytest_vexfs.processes import socket_dir
 from pytest_vexfs.settings import default_cache_dir
 
 
@@ -22,7 +23,7 @@ def _vexfs_vm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 def test_up_ssh_down_checks_the_host_key_and_leaves_nothing(tmp_path: Path) -> None:
     name = f"clitest-{uuid.uuid4().hex[:8]}"
     temp = Path(tempfile.gettempdir())
-    before = set(temp.glob("vexfs-*"))
+    known_before = set(temp.glob("vexfs-known-*"))  # (other workers' VMs come and go in /tmp meanwhile)
     cache = default_cache_dir()
     up = _vexfs_vm("up", "--accel", "tcg", "--name", name, timeout=900)
     try:
@@ -33,6 +34,8 @@ def test_up_ssh_down_checks_the_host_key_and_leaves_nothing(tmp_path: Path) -> N
         assert release.startswith("6.12."), shell.stdout
         # another host key in the VM's record: ssh refuses the VM (exit 255), it is not asked to trust it
         (record,) = [r for r in list_records(cache) if r.name == name]
+        sockets = socket_dir(record.run_dir)
+        assert sockets.is_dir()
         key = tmp_path / "other"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         other = " ".join(key.with_suffix(".pub").read_text().split()[:2])
@@ -45,4 +48,5 @@ def test_up_ssh_down_checks_the_host_key_and_leaves_nothing(tmp_path: Path) -> N
         down = _vexfs_vm("down", name, timeout=120)
     assert down.returncode == 0, down.stderr
     assert not [r for r in list_records(cache) if r.name == name]
-    assert set(temp.glob("vexfs-*")) - before == set()  # no known_hosts, key or run directory left in /tmp
+    assert not sockets.exists() and not Path(record.run_dir).exists()
+    assert set(temp.glob("vexfs-known-*")) == known_before  # no known_hosts file left in /tmp
