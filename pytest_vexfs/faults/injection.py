@@ -21,8 +21,8 @@ depot, a new slab page), with the module on the stack: failing one of those is t
 dump), but it is a point too, and whether it happens varies (a stack or a slab seen for the first time),
 so the numbering can shift between runs. A sweep therefore runs the operation once unarmed first (what
 happens only the first time happens there), and runs a point again when its failure was silent (SILENT_RETRIES):
-otherwise a site of the module can slip between two points and a sweep end without failing it (measured:
-the planted error-path leak's allocation went untried in about one sweep in three, under load).
+otherwise a site of the module can slip between two points and a sweep end without failing it (the planted
+error-path allocation went untried in CI's run and in one of two sweeps here, before this).
 """
 
 from __future__ import annotations
@@ -103,10 +103,10 @@ class InjectionRun:
         return ""
 
     def describe(self) -> str:
-        what = "injected" if self.injected else "nothing injected"
         if self.point == 0:
             return f"the unarmed run: {self.error or f'exit {self.exit_status}'}" + (
                 f", kernel: {self.findings[0].title}" if self.findings else "")
+        what = "injected" if self.injected else "nothing injected"
         if self.injected and self.injection_site:
             what += f" at {self.injection_site}"
         result = self.error or f"exit {self.exit_status}"
