@@ -353,9 +353,11 @@ class FaultInjector:
         self.reports.append(report)
         started = time.monotonic()
         warm_up = self._one_point(command, 0, setup, cleanup, timeout)  # fail-nth 0: nothing armed
+        last_point = max_points
         if warm_up.findings or warm_up.error:  # the operation breaks the kernel with nothing injected
             report.runs.append(warm_up)
-        for point in range(1, max_points + 1 if not report.runs else 1):
+            last_point = 0
+        for point in range(1, last_point + 1):
             for attempt in range(1, 2 + SILENT_RETRIES):
                 run = self._one_point(command, point, setup, cleanup, timeout, attempt)
                 report.runs.append(run)

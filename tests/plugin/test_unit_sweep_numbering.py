@@ -8,6 +8,7 @@ import re
 
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.faults.injection import RESULT_TAG, TIMES, FaultInjector
+from pytest_vexfs.faults.kernel_log import Finding
 
 IDS = "vexfsref_vec.c:46 (vexfsref_vec_reserve)"
 DATA = "vexfsref_vec.c:47 (vexfsref_vec_reserve)"
@@ -80,3 +81,24 @@ def test_a_silent_site_is_tried_twice_and_passed() -> None:
         (1, True), (2, True), (2, True), (3, True), (4, True), (4, True), (5, False)]
     assert [run.injection_site for run in report.runs if run.injected_at] == [IDS, DATA]
     assert report.completed and report.first_broken is None, report.summary()
+
+
+def test_an_operation_that_breaks_the_kernel_unarmed_ends_the_sweep_at_its_unarmed_run() -> None:
+    """A WARN with nothing injected: the unarmed first run is the report's only run, the one that broke, and
+    the sweep is not complete (no failure point was tried)."""
+    guest = ShiftingGuest({})
+    warning = Finding("warning", "WARNING in vexfsref_fault_warn", "vexfsref_fault_warn", "vexfsref", "", "",
+                      None, None)
+    seen: list[Finding] = []
+
+    def findings() -> list[Finding]:
+        if guest.runs and not seen:
+            seen.append(warning)
+        return list(seen)
+
+    injector = FaultInjector(guest.run, findings, "vexfsref", console_tail=lambda: guest.console)
+    report = injector.sweep("warn", "dd of=/sys/fs/vexfsref/fault", leak_scan=False)
+    assert guest.points == [0]
+    assert [run.point for run in report.runs] == [0] and report.first_broken is report.runs[0]
+    assert not report.completed and report.points_tried == 0
+    assert "first that broke: the unarmed run: exit 0, kernel: WARNING in vexfsref_fault_warn" in report.summary()
