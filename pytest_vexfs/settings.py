@@ -23,7 +23,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valid
                       ValidatorFunctionWrapHandler, create_model, field_validator)
 
 from pytest_vexfs.errors import ConfigError
-from pytest_vexfs.kernels import DEFAULT_KERNEL, kernel_descriptions, kernel_names
+from pytest_vexfs.kernels import DEFAULT_KERNEL, kernel_default_memory, kernel_descriptions, kernel_names
 from pytest_vexfs.severity import SEVERITIES
 from pytest_vexfs.typed import Scalar, load_mapping, validate
 
@@ -149,7 +149,8 @@ class SettingValues:
                                 "vm.kernel_build")
     accel: str = setting(_text, "auto", "accelerator; auto probes KVM by booting and falls back to TCG",
                          "vm.accel", choices=("auto", "kvm", "tcg"))
-    memory: int = setting(_positive_int, 1024, "VM memory in MiB", "vm.memory_mb", allowed="integer > 0")
+    memory: int = setting(_positive_int, 1024, "VM memory in MiB (a debug kernel has a smaller default "
+                                                 "of its own: pytest_vexfs/kernels.py)", "vm.memory_mb", allowed="integer > 0")
     cpus: int = setting(_positive_int, 1, "VM CPUs", "vm.cpus", allowed="integer > 0")
     scratch_disk: int = setting(_positive_int, 512, "size in MiB of the VM's scratch disk /dev/vdb",
                                 "vm.scratch_disk_mb", allowed="integer > 0")
@@ -564,6 +565,9 @@ def resolve(cli: Mapping[str, Any], ini: Mapping[str, Any], environ: Mapping[str
         values[s.name], sources[s.name], levels[s.name] = value, source, level
     if "kernel" in values:
         _check_kernel(values["kernel"], sources["kernel"])
+        memory = kernel_default_memory(values["kernel"])
+        if memory is not None and levels.get("memory") == "default":
+            values["memory"], sources["memory"] = memory, f"default of kernel {values['kernel']}"
     return ResolvedSettings(**values, values=values, sources=sources, env_name=env_name or "", env_file=env_file,
                             env_data=env_data, levels=levels, environment=environment)
 

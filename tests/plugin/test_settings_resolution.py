@@ -118,3 +118,20 @@ def test_environment_files_of_the_project_come_before_the_plugins_own(tmp_path: 
         find_env_file("nowhere", tmp_path)
     with pytest.raises(ConfigError, match="invalid environment name '../x'"):
         find_env_file("../x", tmp_path)
+
+
+@pytest.mark.parametrize(("given", "memory", "source"), [
+    ({}, 512, "default of kernel 6.12-debug"),
+    ({"cli": {"memory": "1024"}}, 1024, "command line option --vexfs-memory"),
+    ({"ini": {"memory": "768"}}, 768, "ini key vexfs_memory"),
+])
+def test_the_debug_kernel_has_its_own_memory_default_below_every_level(tmp_path: Path, given: dict[str, Any],
+                                                                       memory: int, source: str) -> None:
+    """The debug flavour boots with 512 MiB unless a level sets the memory (kernels.py: its scans walk
+    fewer objects); the packaged kernels keep the setting's default."""
+    args: dict[str, Any] = {"cli": {}, "ini": {}, "environ": {}, "rootdir": tmp_path, **given}
+    args["cli"] = {**args["cli"], "kernel": "6.12-debug"}
+    resolved = resolve(**args, group="core")
+    assert (resolved.memory, resolved.values["memory"]) == (memory, memory)
+    assert resolved.sources["memory"].startswith(source), resolved.sources["memory"]
+    assert resolve({"kernel": "6.12"}, {}, {}, tmp_path, group="core").memory == 1024
