@@ -50,6 +50,17 @@ def make_private(path: Path) -> None:
         pass
 
 
+def close_to_others(path: Path) -> None:
+    """Take group and others' permissions off `path` and everything under it, the owner's kept as they are
+    (a build tree whose scripts and tools must stay executable; symlinks untouched)."""
+    for parent, dirs, files in os.walk(path):
+        for name in [".", *dirs, *files]:
+            entry = os.path.join(parent, name)
+            mode = os.lstat(entry).st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                os.chmod(entry, stat.S_IMODE(mode) & ~0o077)
+
+
 def is_private(path: Path) -> bool:
     """True when neither group nor others may read, write or enter `path`."""
     return stat.S_IMODE(path.lstat().st_mode) & 0o077 == 0

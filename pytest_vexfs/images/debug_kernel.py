@@ -35,6 +35,7 @@ import filelock
 
 from pytest_vexfs.errors import DiskFullError, HostToolMissing, ImageBuildError
 from pytest_vexfs.kernels import DebugFlavour
+from pytest_vexfs.privacy import close_to_others
 
 CONFIG_FRAGMENT = Path(__file__).parent / "kernel" / "debug.config"
 RECIPE_VERSION = 1
@@ -177,6 +178,7 @@ class _Builder:
                     "source_package": self.flavour.source_package, "source_version": self.version,
                     "compiler": _host_compiler(), "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "build_seconds": round(time.monotonic() - t0, 1)}
+        close_to_others(self.out)  # Debian's sources unpack readable by all; nothing in the cache is
         tmp = self.out / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2))
         os.replace(tmp, self.out / "manifest.json")  # the build is complete only from here on
