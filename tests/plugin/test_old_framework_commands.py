@@ -112,3 +112,4 @@ def test_playbook_runs_old_domain_names_and_collects_the_results(environment: Pa
     # every test of the copied suite ran, the command-timeout test and those after it too
     assert cases.count("<testcase") >= 14 and 'name="test_command_timeout_raises_typed_error"' in cases
     assert 'name="test_quiet_parameters_silence_the_module"' in cases
+    assert not Path("/tmp/vexfs-results").exists()  # the runner's copy went once fetched (the runner is this host)
