@@ -150,7 +150,8 @@ class SettingValues:
     accel: str = setting(_text, "auto", "accelerator; auto probes KVM by booting and falls back to TCG",
                          "vm.accel", choices=("auto", "kvm", "tcg"))
     memory: int = setting(_positive_int, 1024, "VM memory in MiB (a debug kernel has a smaller default "
-                                                 "of its own: pytest_vexfs/kernels.py)", "vm.memory_mb", allowed="integer > 0")
+                                                 "of its own: pytest_vexfs/kernels.py)", "vm.memory_mb",
+                          allowed="integer > 0")
     cpus: int = setting(_positive_int, 1, "VM CPUs", "vm.cpus", allowed="integer > 0")
     scratch_disk: int = setting(_positive_int, 512, "size in MiB of the VM's scratch disk /dev/vdb",
                                 "vm.scratch_disk_mb", allowed="integer > 0")

@@ -40,7 +40,7 @@ from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.images.image import Image
 from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
-from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, ScanLedger
 from pytest_vexfs.guest.runstate import VMRecord, remove_record, write_record
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.processes import process_alive, process_start_time
@@ -136,7 +136,7 @@ class GuestVM:
         self.boot_seconds: float | None = None
         self.boot_mode = ""
         self.checks_primed = False  # kmemleak cleared of what the boot left (harness.session.PRIME_KMEMLEAK)
-        self.leak_scanned_at = 0.0  # time.monotonic() of the last kmemleak scan (harness.session)
+        self.leaks = ScanLedger()  # what this VM's kmemleak scans covered (harness.session, module.loaded)
         #: whether the kernel has kmemleak: learnt when the checks are primed (harness.session.PRIME_KMEMLEAK),
         #: else asked the first time kmemleak() is
         self.has_kmemleak: bool | None = None

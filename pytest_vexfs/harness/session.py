@@ -43,11 +43,11 @@ CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev
 #: only once it is KMEMLEAK_MIN_AGE seconds old, and never in the first scan that sees its contents (their
 #: checksum changed since the previous scan). A scan of every object costs seconds under KASAN and TCG, so
 #: tests are not scanned one by one: a scan comes at a test's end once KMEMLEAK_SCAN_EVERY seconds passed
-#: since the end of the VM's last one, and at every module unload (module.loaded); a full check (two scans,
-#: the second at least KMEMLEAK_MIN_AGE after the test began) ends a test that expects a leak and the
-#: worker's last test. A leak reported after the test that made it ended is blamed on that test by the allocating task's
-#: pid (pid marker after each begin marker, faults.kernel_log.LeakOwners) and fails the test during which
-#: it was found, naming the test that made it.
+#: since the end of the VM's last one, and at module unloads (module.loaded, faults.kmemleak.ScanLedger); a
+#: full check (two scans, the second at least KMEMLEAK_MIN_AGE after the test began) ends a test that expects
+#: a leak and the worker's last test. A leak reported after the test that made it ended is blamed on that test
+#: by the allocating task's pid (pid marker after each begin marker, faults.kernel_log.LeakOwners) and fails
+#: the test during which it was found, naming the test that made it.
 KMEMLEAK_SCAN_EVERY = 120.0
 SCAN_KMEMLEAK = f"if {HAS_KMEMLEAK}; then sleep {{wait:.1f}}; {VERBOSE}; echo scan > {KMEMLEAK_FILE}; fi"
 #: with kmemleak, also where the modules' functions are (a module unloaded later has its frames printed as
@@ -384,7 +384,8 @@ class TestSession:
         if not self.vm.checks_primed:
             self.vm.has_kmemleak = "kmemleak" in self.vm.run(PRIME_KMEMLEAK, timeout=120).stdout
             self.vm.checks_primed = True
-            self.vm.leak_scanned_at = time.monotonic()
+            self.vm.leaks.scanned()
+        self.vm.leaks.test_began()
         self.began = time.monotonic()
         self.vm.run(f"echo {shlex.quote('<5>' + begin_marker(self.nodeid))} > /dev/kmsg; {pid_marker_command()}",
                     timeout=30)
@@ -529,6 +530,8 @@ class TestSession:
         end of a test that asks for it, and the modules' symbols when they changed. Nothing to do: no
         command."""
         vm = self.vm
+        if ending:
+            vm.leaks.test_ending()
         if not vm.settings.checked_boot or self.hang is not None or not vm.is_alive():
             return
         parts = [CHECK_SLABS] if validates_slabs(vm.settings) else []
@@ -545,7 +548,7 @@ class TestSession:
                 self._scanned_at = now + wait
                 scan = True
                 parts.append(SCAN_KMEMLEAK.format(wait=wait))
-            elif ending and now - vm.leak_scanned_at >= KMEMLEAK_SCAN_EVERY:
+            elif ending and now - vm.leaks.scanned_at >= KMEMLEAK_SCAN_EVERY:
                 scan = True
                 parts.append(SCAN_KMEMLEAK.format(wait=0))
             parts.append(MODULE_SYMBOLS.format(known=shlex.quote(vm.module_list)))
@@ -556,7 +559,7 @@ class TestSession:
         except VexfsError:
             return  # the VM died or hangs: the verdict says so
         if scan:  # counted from its end: a scan itself takes seconds (tens on a loaded host)
-            vm.leak_scanned_at = time.monotonic()
+            vm.leaks.scanned()
         listed, _, kallsyms = result.stdout.partition("\n")
         if listed.startswith("modules: "):
             if kallsyms and self.symbols is not None:

@@ -104,7 +104,8 @@ class ModelRig:
 
     def _load_module(self, put: Any, *, tools: bool) -> None:
         assert self.built is not None
-        self.module = LoadedModule(self.session, self.built, self.profile, put=put, checks=self.session.vm)
+        self.module = LoadedModule(self.session, self.built, self.profile, put=put, checks=self.session.vm,
+                                    ledger=self.session.vm.leaks)
         # after a power cut (`tools` False) the VM is new: the module and its tools (the next sequence
         # formats with mkfs) are copied in again
         if not tools or not self.module.is_installed():

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pytest_vexfs.errors import (ModuleError, ModuleLoadError,
                      ModuleUnloadError)
 from pytest_vexfs.faults.kernel_log import unload_marker
-from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, KMEMLEAK_MIN_AGE, VERBOSE
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, KMEMLEAK_MIN_AGE, VERBOSE, ScanLedger
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.guest.vm import Preload
 
@@ -45,12 +45,15 @@ class LoadedModule:
 
     def __init__(self, guest: Runner, built: BuiltModule, profile: ModuleProfile,
                  seed: Mapping[str, Any] | None = None, put: Callable[[Path, str], None] | None = None,
-                 checks: Runner | None = None) -> None:
+                 checks: Runner | None = None, ledger: ScanLedger | None = None) -> None:
         self.guest = guest
         #: runs the kmemleak scans: the VM itself, outside the test's command watch, where the guest is a test
         #: session (a scan holds the CPU in the kernel for seconds by design; the watch would take it for a
         #: lockup suspect and have the CPUs' backtraces printed over the serial line, slowing it further)
         self.checks = checks or guest
+        #: what the VM's kmemleak scans covered (its unload may skip the scan before the rmmod); without it,
+        #: every unload scans first
+        self.ledger = ledger
         self.built = built
         self.profile = profile
         self.seed = dict(SEED_DEFAULTS, **(seed or {}))
@@ -147,24 +150,31 @@ class LoadedModule:
         host): one before the rmmod and one after it, then the unload marker (see
         faults.kernel_log.LeakOwners: a leak reported after it is the unloading test's). What earlier tests
         leaked was unreferenced before the rmmod: the first scan notes it (or an earlier scan of this object
-        did), the second reports it, before the marker, so it stays theirs. What only the module's own data
-        referenced is orphaned by the rmmod: it was never unreferenced before, so the second scan merely
-        notes it, and the next scan reports it, after the marker, on the test that unloaded: the next
-        unload's first scan, a scan due at a test's end, or the full check that ends a worker's last test
+        did), the second reports it, before the marker, so it stays theirs. The first scan is skipped where
+        the VM's ledger says every test that ended since its last scan unloaded a module (what those made
+        is blamed on them wherever it is reported: faults.kmemleak.ScanLedger). What only the module's own
+        data referenced is orphaned by the rmmod: it was never unreferenced before, so the second scan
+        merely notes it, and the next scan reports it, after the marker, on the test that unloaded: the
+        next unload's, a scan due at a test's end, or the full check that ends a worker's last test
         (harness.session). A test that expects the orphan has its own full check at its end."""
         limit = timeout or max(30.0, float(self.seed["max_unload_time"]) * 3)
         scan = scan_leaks and self.has_kmemleak()
         if scan and self._scanned_from is None:  # an earlier unload of this test's module noted it all
-            self._scanned_from = time.monotonic()
-            self.checks.run(SCAN_ONCE, timeout=300)
+            if self.ledger is not None and not self.ledger.unloadless_test:
+                self._scanned_from = self.ledger.scanned_at  # that scan noted it: no need for another
+            else:
+                self._scanned_from = time.monotonic()
+                self._scan(SCAN_ONCE)
         result = self.guest.run(f"rmmod {self.name}", timeout=limit, abort=ExitWatch(self.guest, self.name))
         if result.ok and scan:
             # what earlier tests left must be KMEMLEAK_MIN_AGE old by now: it was made before the first scan
             assert self._scanned_from is not None
             wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - self._scanned_from))
-            self.checks.run(f"sleep {wait:.1f}; {SCAN_ONCE}", timeout=300)
+            self._scan(f"sleep {wait:.1f}; {SCAN_ONCE}")
         if result.ok:  # a command of its own: a stuck rmmod is named by its own command line
             self.guest.run(f"echo {shlex.quote('<5>' + unload_marker(self.name))} > /dev/kmsg", timeout=30)
+            if self.ledger is not None:
+                self.ledger.unloaded()
         if not result.ok:
             detail = result.stderr.strip()
             if "in use" in detail or "busy" in detail.lower():
@@ -194,6 +204,12 @@ class LoadedModule:
         kernel = sum(info.get(k, 0) for k in ("SUnreclaim", "VmallocUsed", "Percpu"))
         return MemorySample(kernel, info.get("SUnreclaim", 0), info)
 
+    def _scan(self, command: str, timeout: float = 300) -> None:
+        """Run a kmemleak scan `command` on the checks runner and tell the ledger."""
+        self.checks.run(command, timeout=timeout)
+        if self.ledger is not None:
+            self.ledger.scanned()
+
     def has_kmemleak(self) -> bool:
         """Whether the guest kernel has kmemleak (asked once)."""
         if self._has_kmemleak is None:
@@ -202,7 +218,7 @@ class LoadedModule:
 
     def kmemleak_scan(self) -> str:
         """Reports of a kmemleak scan (the kernel's scan is run twice, as its documentation advises)."""
-        self.checks.run(f"echo scan > {KMEMLEAK_FILE}; echo scan > {KMEMLEAK_FILE}", timeout=120)
+        self._scan(f"echo scan > {KMEMLEAK_FILE}; echo scan > {KMEMLEAK_FILE}", timeout=120)
         return self.guest.run(f"cat {KMEMLEAK_FILE}", timeout=60).stdout
 
     def leak_check(self, work: Callable[[], None] | None = None, cycles: int = 3, **params: Any) -> LeakReport:
@@ -211,7 +227,7 @@ class LoadedModule:
         if self.is_loaded():
             self.unload(scan_leaks=False)
         if self.has_kmemleak():  # what an earlier unload orphaned is reported now, and cleared with the rest
-            self.checks.run(f"{SCAN_ONCE}; echo clear > {KMEMLEAK_FILE}", timeout=300)
+            self._scan(f"{SCAN_ONCE}; echo clear > {KMEMLEAK_FILE}")
         before = self.memory_sample()
         for _ in range(cycles):
             self.load(**params)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 from pytest_vexfs.command import CommandResult
+from pytest_vexfs.faults.kmemleak import ScanLedger
 from pytest_vexfs.faults.symbols import Symbolizer
 from pytest_vexfs.guest.vm import GuestVM, VMSettings
 from pytest_vexfs.harness.session import CHECK_SLABS, TestSession
@@ -21,10 +22,11 @@ class FakeVM:
     agent = None
     console = None
     checks_primed = True
-    leak_scanned_at = 1e12  # no periodic scan due
 
     def __init__(self, settings: VMSettings, kmemleak: bool | None = True) -> None:
         self.settings, self.has_kmemleak = settings, kmemleak
+        self.leaks = ScanLedger()
+        self.leaks.scanned_at = 1e12  # no periodic scan due
         self.module_list = ""
         self.modules = "vexfsref@0xffffffffc0000000 "
         self.commands: list[str] = []

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_vexfs.faults.kernel_log import unload_marker
-from pytest_vexfs.faults.kmemleak import KMEMLEAK_MIN_AGE
+from pytest_vexfs.faults.kmemleak import KMEMLEAK_MIN_AGE, ScanLedger
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.module.build import BuiltModule
 from pytest_vexfs.module.loaded import SCAN_ONCE, LoadedModule
@@ -106,3 +106,26 @@ def test_the_scans_go_to_the_checks_runner_in_the_same_order() -> None:
     assert vm.commands and all("kmemleak" in c for c in vm.commands), vm.commands
     assert not any(c == SCAN_ONCE or c.endswith(SCAN_ONCE) for c in session.commands), session.commands
     assert _steps([c.split(":", 1)[1] for c in both], name) == ["scan", "rmmod", "wait+scan", "marker"]
+
+
+def test_no_scan_before_the_rmmod_when_every_test_since_the_last_scan_unloaded() -> None:
+    """The VM's ledger: after a scan, a test that unloaded keeps the next test's unload from scanning first
+    (what it made is blamed on it wherever reported); a test that unloaded nothing brings the scan back."""
+    guest = Recorder()
+    ledger = ScanLedger()
+    ledger.scanned()  # the VM's checks were primed (a scan) before its first test
+
+    def unloading_test() -> list[str]:
+        ledger.test_began()
+        module = LoadedModule(guest, _module(guest).built, _module(guest).profile, ledger=ledger)
+        del guest.commands[:]  # the first command left is this module's has_kmemleak probe
+        module.unload()  # the last scan just ended: the scan after the rmmod waits the minimum age from it
+        ledger.test_ending()
+        return _steps(guest.commands, module.name)
+
+    assert unloading_test() == ["rmmod", "wait+scan", "marker"]
+    assert unloading_test() == ["rmmod", "wait+scan", "marker"]
+    ledger.test_began()  # a test that unloads nothing
+    ledger.test_ending()
+    assert unloading_test() == ["scan", "rmmod", "wait+scan", "marker"]
+    assert unloading_test() == ["rmmod", "wait+scan", "marker"]
