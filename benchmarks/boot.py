@@ -1,6 +1,6 @@
 """Boot benchmark: how the harness brings up a VM versus the plain way, measured in one run.
 
-    python benchmarks/boot.py [--vms N] [--repeat R] [--no-vng]
+    python benchmarks/boot.py [--vms N] [--repeat R] [--no-vng] [--kernels 6.12,6.12-debug]
 
 Boots N VMs at once (default 1), R times, the harness's way (restore of a cached booted snapshot whose
 RAM is mapped copy-on-write, commands through the guest agent), and once per round the naive way (q35,
@@ -11,7 +11,10 @@ ready), phases_s (median seconds per restore phase), fast_cmd_ms and ssh_cmd_ms 
 `true` through the agent and over the kept SSH connection), naive_boot_to_ssh_s,
 cold_vmlinux_boot_to_ssh_s, vng_exec_true_s (or why there is none), speedups, and the host's load
 average (1 min) at the start, at the end and during each round (this 2-core host is shared: a figure
-means little without it).
+means little without it). With more than one kernel (`--kernels`), each round also restores one VM of each
+further kernel, right after the first kernel's, and `kernels` gives each one's ready_s, boot_to_ssh_s and
+fast_cmd_ms (its own memory default: a debug kernel's is smaller) and its ready_s as a ratio of the first's:
+the debug flavour's warm start against the stock one's.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from pytest_vexfs.settings import default_cache_dir  # noqa: E402
 from pytest_vexfs.guest.ssh import SSHConnection, generate_keypair, ssh_banner_ready  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.guest.vm import BASE_CMDLINE, GuestVM, VMSettings, ensure_snapshot  # noqa: E402
+from pytest_vexfs.kernels import DEFAULT_KERNEL, kernel_checked_cmdline, kernel_default_memory  # noqa: E402
+from pytest_vexfs.settings import SETTINGS_BY_NAME  # noqa: E402
 
 
 def _rtt_ms(run, n: int = 20) -> float:
@@ -109,19 +114,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vms", type=int, default=1, help="VMs booted at once")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--memory", type=int, default=1024)
+    parser.add_argument("--memory", type=int, default=None,
+                        help="MiB (default: the kernel's default, the memory setting's otherwise)")
+    parser.add_argument("--kernels", default=DEFAULT_KERNEL,
+                        help="comma-separated kernel names: the first is timed in full, the others' warm start "
+                             "beside it in each round")
     parser.add_argument("--no-vng", dest="vng", action="store_false", help="skip the virtme-ng figure")
     parser.add_argument("--no-naive", dest="naive", action="store_false", help="skip the plain cold boots")
     args = parser.parse_args()
 
     cache = default_cache_dir()
-    image = get_image("6.12", cache)
+    kernels = args.kernels.split(",")
+    image = get_image(kernels[0], cache)
     accel = choose_accel("auto", image, cache)
     load_at_start = _load()
     with tempfile.TemporaryDirectory(prefix="vexfs-bench-") as tmp:
-        settings = VMSettings(cache_dir=cache, artifacts_dir=Path(tmp), memory=args.memory)
+        def vm_settings(kernel: str) -> VMSettings:
+            memory = args.memory or kernel_default_memory(kernel) or int(SETTINGS_BY_NAME["memory"].default)
+            return VMSettings(cache_dir=cache, artifacts_dir=Path(tmp), memory=memory,
+                              checked_cmdline=kernel_checked_cmdline(kernel))
+
+        settings = vm_settings(kernels[0])
         key = generate_keypair(Path(tmp) / "key")
-        ensure_snapshot(image, settings, accel)  # not timed: made once per image and machine shape
+        others = {kernel: (get_image(kernel, cache), vm_settings(kernel)) for kernel in kernels[1:]}
+        for other_image, other_settings in [(image, settings), *others.values()]:
+            ensure_snapshot(other_image, other_settings, accel)  # not timed: made once per image and machine shape
+        beside: dict[str, list[dict]] = {kernel: [] for kernel in others}
         runs: list[dict] = []
         naive, cold = [], []
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.vms)
@@ -131,6 +149,9 @@ def main() -> None:
             futures = [pool.submit(harness_boot, image, settings, accel, key, f"vexfs-bench-{new_run_id()}")
                        for _ in range(args.vms)]
             runs += [f.result() for f in futures]
+            for kernel, (other_image, other_settings) in others.items():
+                beside[kernel].append(pool.submit(harness_boot, other_image, other_settings, accel, key,
+                                                  f"vexfs-bench-{new_run_id()}").result())
             if args.naive:
                 naive.append(plain_boot(image, settings, accel, key, f"vexfs-naive-{new_run_id()}",
                                         image.vmlinuz, "q35"))
@@ -169,6 +190,14 @@ def main() -> None:
         "speedup_ready_vs_naive": round(statistics.median(naive) / statistics.median(ready), 1) if naive else None,
         "speedup_cmd": round(statistics.median(r["ssh_ms"] for r in runs)
                              / statistics.median(r["fast_ms"] for r in runs), 1),
+        "kernels": {kernels[0]: {"memory_mb": settings.memory, "ready_s": round(statistics.median(ready), 3)},
+                    **{kernel: {"memory_mb": others[kernel][1].memory,
+                                "ready_s": round(statistics.median(r["ready"] for r in rounds), 3),
+                                "boot_to_ssh_s": round(statistics.median(r["ssh"] for r in rounds), 2),
+                                "fast_cmd_ms": round(statistics.median(r["fast_ms"] for r in rounds), 1),
+                                "ready_ratio": round(statistics.median(r["ready"] for r in rounds)
+                                                     / statistics.median(ready), 2)}
+                       for kernel, rounds in beside.items()}},
     }
     print(json.dumps(result))
 
