@@ -175,9 +175,10 @@ class LeakOwners:
         self._unloads.append(token or "")
 
     def owner(self, pid: int) -> tuple[str, bool] | None:
-        """(test token, orphaned by an unload) for an object allocated by ``pid``; None when no test's
-        processes had that pid (a kernel thread, the boot). Pids restart after a wrap: the latest run of
-        increasing first pids is searched first."""
+        """(test token, orphaned by an unload) for an object allocated by ``pid``. A pid from before the
+        first test (the boot, the module's load in a restored snapshot, a kernel thread) is the first
+        unloading test's, if a module was unloaded since; None otherwise, and for a pid older than a wrap.
+        Pids restart after a wrap: the latest run of increasing first pids is searched first."""
         for index in range(len(self._starts) - 1, -1, -1):
             first, token, unloads_before = self._starts[index]
             if first <= pid:
@@ -187,6 +188,8 @@ class LeakOwners:
                 return token, False
             if index > 0 and self._starts[index - 1][0] > first:
                 return None  # pids wrapped here: an older pid is ambiguous
+        if self._unloads and self._unloads[0]:
+            return self._unloads[0], True
         return None
 
 

@@ -17,27 +17,47 @@ HAS_KMEMLEAK = f"[ -e {KMEMLEAK_FILE} ] || mount -t debugfs none {DEBUGFS} 2>/de
 
 
 class ScanLedger:
-    """What one VM's kmemleak scans have covered, for a module unload to skip the scan before its rmmod.
+    """What one VM's kmemleak scans have covered, for a module unload to scan only when it must.
 
     A leak reported late is blamed on the test whose task allocated it, or, when a module was unloaded
     after that test began, on the first test that unloaded one (faults.kernel_log.LeakOwners: what the
-    module's own data referenced is orphaned by the rmmod). So what a test that unloaded nothing leaked
-    must be reported before the next unload's marker: the unload scans before its rmmod to note it.
-    Whatever a test that did unload made is blamed on that test wherever it is reported, so when every
-    test that ended since the VM's last scan unloaded a module, there is nothing to note, and no scan."""
+    module's own data referenced is orphaned by the rmmod). Whatever a test that unloaded a module made is
+    therefore blamed on that test wherever it is reported; only what a test without an unload leaked must
+    be reported before the next unload's marker. kmemleak reports an object at the second scan that finds
+    it unreferenced, once it is KMEMLEAK_MIN_AGE old: so once two scans began after the last such test
+    ended, the second at least KMEMLEAK_MIN_AGE after, its leaks are all reported (``settled``) and an
+    unload needs no scan at all; one scan begun after it noted them, and one more reports them."""
 
     def __init__(self) -> None:
         #: time.monotonic() at the end of the VM's last scan (0: none yet)
         self.scanned_at = 0.0
-        #: a test that unloaded no module ended since that scan (or nothing is known yet)
-        self.unloadless_test = True
+        #: time.monotonic() when the last test that unloaded nothing ended; what ran before the ledger was
+        #: made is unknown, and counts as such a test
+        self.unloadless_ended_at = time.monotonic()
+        #: scans begun since then
+        self.scans_since = 0
+        #: what tests without an unload leaked is all reported
+        self.settled = False
         #: the running test unloaded a module
         self.test_unloaded = False
 
-    def scanned(self) -> None:
-        """A scan just ended: whatever was unreferenced before it began is noted."""
+    def scanned(self, began: float) -> None:
+        """A scan that began at `began` (time.monotonic()) just ended."""
         self.scanned_at = time.monotonic()
-        self.unloadless_test = False
+        if began >= self.unloadless_ended_at:
+            self.scans_since += 1
+            if self.scans_since >= 2 and began >= self.unloadless_ended_at + KMEMLEAK_MIN_AGE:
+                self.settled = True
+
+    def scans_needed(self) -> int:
+        """How many scans an unload must run before its marker (the last one after report_wait())."""
+        if self.settled:
+            return 0
+        return 1 if self.scans_since else 2
+
+    def report_wait(self) -> float:
+        """Seconds to wait before the scan that reports what the last test without an unload leaked."""
+        return max(0.0, self.unloadless_ended_at + KMEMLEAK_MIN_AGE - time.monotonic())
 
     def test_began(self) -> None:
         self.test_unloaded = False
@@ -45,7 +65,9 @@ class ScanLedger:
     def test_ending(self) -> None:
         """The running test has done everything it will (called before a scan that ends it)."""
         if not self.test_unloaded:
-            self.unloadless_test = True
+            self.unloadless_ended_at = time.monotonic()
+            self.scans_since = 0
+            self.settled = False
 
     def unloaded(self) -> None:
         """A module was unloaded and its unload marker written."""

@@ -382,9 +382,10 @@ class TestSession:
 
     def begin(self) -> None:
         if not self.vm.checks_primed:
+            began = time.monotonic()
             self.vm.has_kmemleak = "kmemleak" in self.vm.run(PRIME_KMEMLEAK, timeout=120).stdout
             self.vm.checks_primed = True
-            self.vm.leaks.scanned()
+            self.vm.leaks.scanned(began)
         self.vm.leaks.test_began()
         self.began = time.monotonic()
         self.vm.run(f"echo {shlex.quote('<5>' + begin_marker(self.nodeid))} > /dev/kmsg; {pid_marker_command()}",
@@ -540,12 +541,12 @@ class TestSession:
         except VexfsError:
             return  # the VM died or hangs: the verdict says so
         scan = False
-        now = time.monotonic()
+        now = began = time.monotonic()
         if kmemleak:
             if self.full_leak_scan:
                 since = self.began if self._scanned_at is None else self._scanned_at
                 wait = max(0.0, KMEMLEAK_MIN_AGE - (now - since))
-                self._scanned_at = now + wait
+                self._scanned_at = began = now + wait
                 scan = True
                 parts.append(SCAN_KMEMLEAK.format(wait=wait))
             elif ending and now - vm.leaks.scanned_at >= KMEMLEAK_SCAN_EVERY:
@@ -558,8 +559,8 @@ class TestSession:
             result = vm.run("; ".join(parts) + "; true", timeout=120)
         except VexfsError:
             return  # the VM died or hangs: the verdict says so
-        if scan:  # counted from its end: a scan itself takes seconds (tens on a loaded host)
-            vm.leaks.scanned()
+        if scan:  # the next is due counted from its end: a scan itself takes seconds (tens on a loaded host)
+            vm.leaks.scanned(began)
         listed, _, kallsyms = result.stdout.partition("\n")
         if listed.startswith("modules: "):
             if kallsyms and self.symbols is not None:

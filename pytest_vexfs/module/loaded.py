@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pytest_vexfs.errors import (ModuleError, ModuleLoadError,
                      ModuleUnloadError)
 from pytest_vexfs.faults.kernel_log import unload_marker
-from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, KMEMLEAK_MIN_AGE, VERBOSE, ScanLedger
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, VERBOSE, ScanLedger
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.guest.vm import Preload
 
@@ -51,9 +51,9 @@ class LoadedModule:
         #: session (a scan holds the CPU in the kernel for seconds by design; the watch would take it for a
         #: lockup suspect and have the CPUs' backtraces printed over the serial line, slowing it further)
         self.checks = checks or guest
-        #: what the VM's kmemleak scans covered (its unload may skip the scan before the rmmod); without it,
-        #: every unload scans first
-        self.ledger = ledger
+        #: what the VM's kmemleak scans covered (what an unload must scan); without the VM's, one of this
+        #: object's own that knows nothing of earlier tests
+        self.ledger = ledger if ledger is not None else ScanLedger()
         self.built = built
         self.profile = profile
         self.seed = dict(SEED_DEFAULTS, **(seed or {}))
@@ -61,8 +61,6 @@ class LoadedModule:
         self.last_load_seconds: float | None = None
         self.last_unload_seconds: float | None = None
         self._has_kmemleak: bool | None = None
-        #: when this object's first kmemleak scan began: everything other tests made was made before it
-        self._scanned_from: float | None = None
 
     @property
     def name(self) -> str:
@@ -146,35 +144,25 @@ class LoadedModule:
         past its time limit, or as soon as it has sat in the module's exit code with the same kernel
         stack for EXIT_STUCK_SECONDS (the hung-task detector misses an exit that sleeps in a loop).
 
-        On a kernel with kmemleak (and ``scan_leaks``), two scans (a scan costs seconds, tens on a loaded
-        host): one before the rmmod and one after it, then the unload marker (see
-        faults.kernel_log.LeakOwners: a leak reported after it is the unloading test's). What earlier tests
-        leaked was unreferenced before the rmmod: the first scan notes it (or an earlier scan of this object
-        did), the second reports it, before the marker, so it stays theirs. The first scan is skipped where
-        the VM's ledger says every test that ended since its last scan unloaded a module (what those made
-        is blamed on them wherever it is reported: faults.kmemleak.ScanLedger). What only the module's own
-        data referenced is orphaned by the rmmod: it was never unreferenced before, so the second scan
-        merely notes it, and the next scan reports it, after the marker, on the test that unloaded: the
-        next unload's, a scan due at a test's end, or the full check that ends a worker's last test
-        (harness.session). A test that expects the orphan has its own full check at its end."""
+        On a kernel with kmemleak (and ``scan_leaks``), the scans the VM's ledger asks for before the
+        unload marker (faults.kmemleak.ScanLedger; see faults.kernel_log.LeakOwners: a leak reported after
+        the marker is the unloading test's): what a test without an unload leaked must be reported before
+        it, so it stays that test's. Unreported yet: two scans, one before the rmmod that notes it and one
+        after that reports it; noted already: the one after; all reported (every test since two scans
+        unloaded a module, whose leaks are blamed on it wherever they are reported): none. What only the
+        module's own data referenced is orphaned by the rmmod: the next two scans report it, after the
+        marker, on the test that unloaded: scans due at a test's end (harness.session), the next unload's,
+        or the full check that ends a worker's last test, or a test that expects a leak."""
         limit = timeout or max(30.0, float(self.seed["max_unload_time"]) * 3)
-        scan = scan_leaks and self.has_kmemleak()
-        if scan and self._scanned_from is None:  # an earlier unload of this test's module noted it all
-            if self.ledger is not None and not self.ledger.unloadless_test:
-                self._scanned_from = self.ledger.scanned_at  # that scan noted it: no need for another
-            else:
-                self._scanned_from = time.monotonic()
-                self._scan(SCAN_ONCE)
+        scans = self.ledger.scans_needed() if scan_leaks and self.has_kmemleak() else 0
+        if scans == 2:
+            self._scan()
         result = self.guest.run(f"rmmod {self.name}", timeout=limit, abort=ExitWatch(self.guest, self.name))
-        if result.ok and scan:
-            # what earlier tests left must be KMEMLEAK_MIN_AGE old by now: it was made before the first scan
-            assert self._scanned_from is not None
-            wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - self._scanned_from))
-            self._scan(f"sleep {wait:.1f}; {SCAN_ONCE}")
+        if result.ok and scans:
+            self._scan(wait=self.ledger.report_wait())
         if result.ok:  # a command of its own: a stuck rmmod is named by its own command line
             self.guest.run(f"echo {shlex.quote('<5>' + unload_marker(self.name))} > /dev/kmsg", timeout=30)
-            if self.ledger is not None:
-                self.ledger.unloaded()
+            self.ledger.unloaded()
         if not result.ok:
             detail = result.stderr.strip()
             if "in use" in detail or "busy" in detail.lower():
@@ -204,11 +192,11 @@ class LoadedModule:
         kernel = sum(info.get(k, 0) for k in ("SUnreclaim", "VmallocUsed", "Percpu"))
         return MemorySample(kernel, info.get("SUnreclaim", 0), info)
 
-    def _scan(self, command: str, timeout: float = 300) -> None:
-        """Run a kmemleak scan `command` on the checks runner and tell the ledger."""
-        self.checks.run(command, timeout=timeout)
-        if self.ledger is not None:
-            self.ledger.scanned()
+    def _scan(self, command: str = SCAN_ONCE, *, wait: float = 0.0, timeout: float = 300) -> None:
+        """Run the kmemleak scan `command` on the checks runner, after `wait` seconds, and tell the ledger."""
+        began = time.monotonic() + wait
+        self.checks.run(f"sleep {wait:.1f}; {command}" if wait else command, timeout=timeout)
+        self.ledger.scanned(began)
 
     def has_kmemleak(self) -> bool:
         """Whether the guest kernel has kmemleak (asked once)."""

@@ -640,6 +640,8 @@ def test_leak_owners_blame_the_test_whose_pids_made_the_object() -> None:
     owners.module_unloaded("t2")  # t2 unloaded the module: what t1 or t2 allocated was orphaned by t2
     owners.test_began("t3", 300)
     assert owners.owner(150) == ("t2", True) and owners.owner(350) == ("t3", False)
+    # what was allocated before the first test (the module's load in a restored snapshot) too
+    assert owners.owner(99) == ("t2", True)
     owners.test_began("t4", 50)  # pids wrapped
     assert owners.owner(60) == ("t4", False)
     assert owners.owner(40) is None  # older than the wrap: ambiguous, not guessed
