@@ -8,6 +8,7 @@ markers around it, and its report carries the fault the kernel reported during i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -308,6 +309,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         _record(item, report, "fault_title", phase.title)
         _record(item, report, "fault_location", phase.location)
         _record(item, report, "fault_made_by", phase.made_by)
+        if len(phase.findings) > 1:  # the properties above name the first: every one, the first among them
+            _record(item, report, "fault_findings", json.dumps(
+                [{"kind": f.kind, "title": f.title, "location": f.location, "made_by": f.made_by or ""}
+                 for f in phase.findings]))
         report.sections.append((CONSOLE_SECTION, phase.excerpt() or vm.console_tail()))
     vm_error = call.excinfo is not None and isinstance(call.excinfo.value, _VM_ERRORS)
     if expected and report.when == "call":
