@@ -66,6 +66,11 @@ PRIME_KMEMLEAK = (f"if {HAS_KMEMLEAK}; then echo scan > {KMEMLEAK_FILE}; echo cl
 _watching = threading.local()
 
 
+
+def vm_name_prefix(run_id: str, worker: str) -> str:
+    """What the names of the VMs `worker` (gw0, main) boots in run `run_id` begin with (then 1, 2, ...)."""
+    return f"vexfs-{run_id}-{worker}-"
+
 class GuestHang(CommandTimeout):
     """A guest command outlived its hang timeout, or the kernel (or its stacks) showed it stuck (hung
     task, lockup); the VM was dumped (SysRq t/w) and marked broken. With ``progress`` it was still
@@ -277,7 +282,7 @@ class VMSlot:
             assert self._keypair is not None
             host = self.placement.acquire(self.worker) if self.placement is not None else None
             self.count += 1
-            name = f"vexfs-{self.run_id}-{self.worker}-{self.count}"
+            name = f"{vm_name_prefix(self.run_id, self.worker)}{self.count}"
             vm = GuestVM(name, self.image(), self.vm_settings(host), self.accel(), keypair=self._keypair,
                          run_id=self.run_id, preload=self._usable(preload, host), host_name=host.name if host else "")
             if host is not None:

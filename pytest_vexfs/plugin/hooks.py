@@ -129,6 +129,10 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
 
 
 
+#: seconds a dead xdist worker's process may take to finish exiting before its VMs are reaped
+WORKER_EXIT_WAIT = 10.0
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object | None) -> None:
     """An xdist worker died (pytest-xdist replaces it): reap what it left at once, before its
@@ -139,13 +143,24 @@ def pytest_testnodedown(node: Any, error: object | None) -> None:
     settings = node.config.stash.get(SETTINGS_KEY, None)
     if settings is None or not capabilities(settings.backend).dies_with_owner:
         return
-    from pytest_vexfs.guest.runstate import reap
+    from pytest_vexfs.guest.runstate import list_records, reap
+    from pytest_vexfs.harness.session import vm_name_prefix
+    from pytest_vexfs.polling import deadline_in, poll
 
     cache = settings.cache_path
-    reaped = reap(cache) if cache.exists() else []
+    if not cache.exists():
+        return
+    worker = getattr(getattr(node, "gateway", None), "id", "?")
+    # xdist sees the worker's channel close while the killed process is still exiting (its sockets close
+    # before it becomes a zombie): its VMs' records still name a live owner for a moment, and the reaper
+    # skips those. Wait for it (its records say which), at most WORKER_EXIT_WAIT.
+    prefix = vm_name_prefix(run_id(node.config), worker)
+    for _ in poll(deadline_in(WORKER_EXIT_WAIT), 0.1):
+        if not any(r.owner_alive for r in list_records(cache) if r.name.startswith(prefix)):
+            break
+    reaped = reap(cache)
     reporter = node.config.pluginmanager.get_plugin("terminalreporter")
     if reaped and reporter is not None:
-        worker = getattr(getattr(node, "gateway", None), "id", "?")
         reporter.write_line(f"vexfs: worker {worker} died; reaped what it left: {', '.join(r.name for r in reaped)}")
 
 
