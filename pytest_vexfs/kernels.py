@@ -58,7 +58,7 @@ DEBUG_FLAVOURS: dict[str, DebugFlavour] = {
     # object or page otherwise holds what its memory held before, a dead task's stack among it, and kmemleak
     # takes a stale pointer there for a reference, so a leak goes unreported until that memory is overwritten
     # (a planted leak once surfaced a test after its own). 512 MiB by default: a kmemleak scan took 10.2-10.6 s
-    # there against 13.8-14.3 s in 1024 MiB (36.6k tracked objects against 54.6k), three of them per unload
+    # there against 13.8-14.3 s in 1024 MiB (36.6k tracked objects against 54.6k), under load
     "6.12-debug": DebugFlavour("6.12-debug", "6.12", "linux-source-6.12",
                                "built from linux-source-6.12 with KASAN, kmemleak, lockdep, UBSAN, fault injection",
                                checked_cmdline="kfence.sample_interval=0 init_on_alloc=1", memory_mb=512),

@@ -52,13 +52,17 @@ def make_private(path: Path) -> None:
 
 def close_to_others(path: Path) -> None:
     """Take group and others' permissions off `path` and everything under it, the owner's kept as they are
-    (a build tree whose scripts and tools must stay executable; symlinks untouched)."""
+    (a build tree whose scripts and tools must stay executable; symlinks untouched). `path` itself comes
+    last: once is_private(path), the whole tree is closed."""
+    def close(entry: str) -> None:
+        mode = os.lstat(entry).st_mode
+        if not stat.S_ISLNK(mode) and mode & 0o077:
+            os.chmod(entry, stat.S_IMODE(mode) & ~0o077)
+
     for parent, dirs, files in os.walk(path):
-        for name in [".", *dirs, *files]:
-            entry = os.path.join(parent, name)
-            mode = os.lstat(entry).st_mode
-            if not stat.S_ISLNK(mode) and mode & 0o077:
-                os.chmod(entry, stat.S_IMODE(mode) & ~0o077)
+        for name in [*dirs, *files]:
+            close(os.path.join(parent, name))
+    close(str(path))
 
 
 def is_private(path: Path) -> bool:

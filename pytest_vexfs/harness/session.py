@@ -66,10 +66,10 @@ PRIME_KMEMLEAK = (f"if {HAS_KMEMLEAK}; then echo scan > {KMEMLEAK_FILE}; echo cl
 _watching = threading.local()
 
 
-
 def vm_name_prefix(run_id: str, worker: str) -> str:
     """What the names of the VMs `worker` (gw0, main) boots in run `run_id` begin with (then 1, 2, ...)."""
     return f"vexfs-{run_id}-{worker}-"
+
 
 class GuestHang(CommandTimeout):
     """A guest command outlived its hang timeout, or the kernel (or its stacks) showed it stuck (hung

@@ -35,7 +35,7 @@ import filelock
 
 from pytest_vexfs.errors import DiskFullError, HostToolMissing, ImageBuildError
 from pytest_vexfs.kernels import DebugFlavour
-from pytest_vexfs.privacy import close_to_others
+from pytest_vexfs.privacy import close_to_others, is_private
 
 CONFIG_FRAGMENT = Path(__file__).parent / "kernel" / "debug.config"
 RECIPE_VERSION = 1
@@ -152,6 +152,8 @@ def _load(out: Path) -> DebugKernel | None:
     manifest = out / "manifest.json"
     if not manifest.exists():
         return None
+    if not is_private(out):  # built before builds were closed to others (see _Builder.build)
+        close_to_others(out)
     data = json.loads(manifest.read_text())
     return DebugKernel(out, data["release"], data["digest"])
 

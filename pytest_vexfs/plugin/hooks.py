@@ -128,7 +128,6 @@ def _controller_checks(config: pytest.Config, settings: cfg.ResolvedSettings) ->
                 config.stash[REAPED_KEY] = [r.name for r in reaped]
 
 
-
 #: seconds a dead xdist worker's process may take to finish exiting before its VMs are reaped
 WORKER_EXIT_WAIT = 10.0
 

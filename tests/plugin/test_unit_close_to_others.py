@@ -3,8 +3,11 @@ stay executable; a symlink is left alone. The debug kernel's build tree is close
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
+
+import pytest
 
 from pytest_vexfs.privacy import close_to_others
 
@@ -28,3 +31,22 @@ def test_group_and_others_lose_everything_and_the_owner_keeps_execute(tmp_path: 
     close_to_others(tree)
     assert (_mode(tree), _mode(tree / "scripts"), _mode(tool), _mode(source)) == (0o700, 0o700, 0o700, 0o600)
     assert _mode(target) == 0o644  # what a symlink in the tree points at is not the tree's
+
+
+def test_a_closed_top_means_a_closed_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The top directory is closed last: a walk cut short leaves it open, and the next use walks again."""
+    tree = tmp_path / "build"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_text("")
+    for path in (tree, tree / "sub", tree / "sub" / "f"):
+        path.chmod(0o755)
+    seen = []
+    real_chmod = os.chmod
+
+    def chmod(path: str, mode: int) -> None:
+        seen.append(Path(path))
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    close_to_others(tree)
+    assert seen[-1] == tree and set(seen) == {tree, tree / "sub", tree / "sub" / "f"}
