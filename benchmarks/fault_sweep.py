@@ -32,7 +32,6 @@ from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.harness.session import TestSession, VMSlot  # noqa: E402
 from pytest_vexfs.module.build import build_module  # noqa: E402
 from pytest_vexfs.module.fs import MountedFilesystem  # noqa: E402
-from pytest_vexfs.module.loaded import LoadedModule  # noqa: E402
 from pytest_vexfs.module.profile import find_profile  # noqa: E402
 
 HANG_TIMEOUT = 300.0
@@ -68,7 +67,7 @@ def main() -> None:
         try:
             vm = slot.acquire()
             session = TestSession(vm, "benchmarks/fault_sweep.py", HANG_TIMEOUT)
-            module = LoadedModule(session, built, profile, put=vm.put)
+            module = session.module(built, profile)
             module.install()
             module.load()
             session.begin()

@@ -161,8 +161,7 @@ def main() -> None:
         slot.symbols.add_module(built.ko.stem, built.ko, built.build_dir, profile.source)
         try:
             vm = slot.acquire()
-            first = LoadedModule(TestSession(vm, "benchmarks/faults.py::setup", HANG_TIMEOUT), built, profile,
-                                 put=vm.put)
+            first = TestSession(vm, "benchmarks/faults.py::setup", HANG_TIMEOUT).module(built, profile)
             first.install()
             first.load()
             slot.preload = first.preload()
@@ -171,7 +170,7 @@ def main() -> None:
                 vm = slot.acquire(slot.preload)
                 session = TestSession(vm, f"benchmarks/faults.py::{word}", HANG_TIMEOUT)
                 session.symbols = slot.symbols
-                module = LoadedModule(session, built, profile, put=vm.put)
+                module = session.module(built, profile)
                 if not module.is_loaded():
                     module.install()
                     module.load()

@@ -123,8 +123,7 @@ class DiskRig:
         self._faults_seen = 0
         put = self.session.vm.put
         if self.built is not None:
-            self.module = LoadedModule(self.session, self.built, self.profile, put=put, checks=self.session.vm,
-                                        ledger=self.session.vm.leaks)
+            self.module = self.session.module(self.built, self.profile)
             self.module.install()
             self.module.load(**self.load_params)
         put(self.binary, GUEST_PATH)

@@ -32,6 +32,9 @@ from pytest_vexfs.harness.tampering import killed_by_test
 from pytest_vexfs.backends.base import read_tail
 from pytest_vexfs.guest.vm import GuestVM, Preload, VMSettings, ensure_snapshot, validates_slabs
 from pytest_vexfs.harness.watch import BUILD_TIMEOUT, CommandWatch
+from pytest_vexfs.module.build import BuiltModule
+from pytest_vexfs.module.loaded import LoadedModule
+from pytest_vexfs.module.profile import ModuleProfile
 
 HANG_DUMP_SETTLE = 3.0
 #: After each test, the kernel checks itself, so corruption is blamed on the test that caused it: SLUB
@@ -451,6 +454,14 @@ class TestSession:
                             console=Path(vm.machine.console_path()) if vm.machine is not None else None,
                             modules=lambda: {m for m in (symbols.objects if symbols else {}) if m != "vmlinux"},
                             user=user)
+
+    def module(self, built: BuiltModule, profile: ModuleProfile,
+               seed: dict[str, object] | None = None) -> LoadedModule:
+        """The module in this session's VM: its commands through the session (under the watch), files
+        copied in by the VM, kmemleak scans run by the VM itself on the VM's ledger, and whether the kernel
+        has kmemleak asked of the VM (priming its checks told it) rather than of the guest once per test."""
+        return LoadedModule(self, built, profile, seed, put=self.put, checks=self.vm, ledger=self.vm.leaks,
+                            kmemleak=self.vm.kmemleak)
 
     def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
         """Copy a host file into the guest."""

@@ -92,7 +92,7 @@ class ModelRig:
         if self.built is None:  # a filesystem of the guest kernel itself (ext4 as a control): no module
             self.module = None
         else:
-            self._load_module(put, tools=format)
+            self._load_module(tools=format)
         self.fs = MountedFilesystem(self.session, self.profile, ko_path=self.module.guest_ko if self.module else "",
                                     mountpoint=self.mountpoint, format=format)
         if format:
@@ -102,10 +102,9 @@ class ModelRig:
         self.executor = GuestExecutor(self.session, self.mountpoint, put, self.binary)
         self.executor.install()
 
-    def _load_module(self, put: Any, *, tools: bool) -> None:
+    def _load_module(self, *, tools: bool) -> None:
         assert self.built is not None
-        self.module = LoadedModule(self.session, self.built, self.profile, put=put, checks=self.session.vm,
-                                    ledger=self.session.vm.leaks)
+        self.module = self.session.module(self.built, self.profile)
         # after a power cut (`tools` False) the VM is new: the module and its tools (the next sequence
         # formats with mkfs) are copied in again
         if not tools or not self.module.is_installed():

@@ -45,7 +45,8 @@ class LoadedModule:
 
     def __init__(self, guest: Runner, built: BuiltModule, profile: ModuleProfile,
                  seed: Mapping[str, Any] | None = None, put: Callable[[Path, str], None] | None = None,
-                 checks: Runner | None = None, ledger: ScanLedger | None = None) -> None:
+                 checks: Runner | None = None, ledger: ScanLedger | None = None,
+                 kmemleak: Callable[[], bool] | None = None) -> None:
         self.guest = guest
         #: runs the kmemleak scans: the VM itself, outside the test's command watch, where the guest is a test
         #: session (a scan holds the CPU in the kernel for seconds by design; the watch would take it for a
@@ -61,6 +62,9 @@ class LoadedModule:
         self.last_load_seconds: float | None = None
         self.last_unload_seconds: float | None = None
         self._has_kmemleak: bool | None = None
+        #: whether the kernel has kmemleak, from what knows it already (the VM: priming its checks told
+        #: it); without it the guest is asked once
+        self._kmemleak_known = kmemleak
 
     @property
     def name(self) -> str:
@@ -201,7 +205,8 @@ class LoadedModule:
     def has_kmemleak(self) -> bool:
         """Whether the guest kernel has kmemleak (asked once)."""
         if self._has_kmemleak is None:
-            self._has_kmemleak = self.guest.run(HAS_KMEMLEAK).ok
+            self._has_kmemleak = (self._kmemleak_known() if self._kmemleak_known
+                                  else self.guest.run(HAS_KMEMLEAK).ok)
         return self._has_kmemleak
 
     def kmemleak_scan(self) -> str:

@@ -164,8 +164,7 @@ def vexfs_seed(request: pytest.FixtureRequest) -> dict[str, Any]:
 def vexfs_module(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_built_module: BuiltModule,
                  vexfs_profile: ModuleProfile, vexfs_seed: dict[str, Any], vexfs_slot: VMSlot) -> LoadedModule:
     """The module under test, installed and loaded in this test's VM."""
-    module = LoadedModule(vexfs_vm, vexfs_built_module, vexfs_profile, vexfs_seed, put=vexfs_vm.put,
-                          checks=vexfs_vm.vm, ledger=vexfs_vm.vm.leaks)
+    module = vexfs_vm.module(vexfs_built_module, vexfs_profile, vexfs_seed)
     with _as_test_failure():
         if not module.is_installed():
             module.install()

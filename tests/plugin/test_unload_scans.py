@@ -12,6 +12,7 @@ from pathlib import Path
 from pytest_vexfs.faults.kernel_log import unload_marker
 from pytest_vexfs.faults.kmemleak import KMEMLEAK_MIN_AGE, ScanLedger
 from pytest_vexfs.command import CommandResult
+from pytest_vexfs.harness.session import TestSession
 from pytest_vexfs.module.build import BuiltModule
 from pytest_vexfs.module.loaded import SCAN_ONCE, LoadedModule
 from pytest_vexfs.module.profile import find_profile
@@ -132,3 +133,43 @@ def test_the_vms_ledger_asks_for_the_scans_a_test_without_an_unload_needs() -> N
     ledger.test_ending()
     assert not ledger.settled and unloading_test() == ["scan", "rmmod", "wait+scan", "marker"]
     assert unloading_test() == ["rmmod", "marker"]
+
+
+def test_a_session_module_asks_the_vm_whether_the_kernel_has_kmemleak() -> None:
+    """TestSession.module (called here on a stand-in session): the VM knows whether its kernel has
+    kmemleak (priming its checks told it), so the module sends no probe of its own (a guest command,
+    ~200 ms on the debug kernel, per test); the scans go to the VM and its ledger, the rmmod and its
+    marker to the session."""
+
+    class VM(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.leaks = ScanLedger()
+            self.asked = 0
+
+        def kmemleak(self) -> bool:
+            self.asked += 1
+            return True
+
+        def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
+            self.commands.append(f"put {remote}")
+
+    class Session(Recorder):
+        def __init__(self, vm: VM) -> None:
+            super().__init__()
+            self.vm = vm
+
+        def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
+            self.vm.put(local, remote, mode)
+
+    vm = VM()
+    session = Session(vm)
+    template = _module(Recorder())
+    module = TestSession.module(session, template.built, template.profile)  # type: ignore[arg-type]
+    module.unload()
+    module.unload()
+    assert vm.asked == 1
+    assert not any("kmemleak" in c for c in session.commands), session.commands
+    assert _steps(["(no probe)", *session.commands], module.name) == ["rmmod", "marker", "rmmod", "marker"]
+    assert vm.commands and all("kmemleak" in c for c in vm.commands), vm.commands
+    assert module.ledger is vm.leaks and vm.leaks.scans_needed() == 0
