@@ -387,6 +387,8 @@ class TestSession:
         self._ended = False
         self.began = time.monotonic()
         self._scanned_at: float | None = None  # when this test's last kmemleak scan began
+        self._commands = 0  # guest commands run through this session (run, put, get)
+        self._commands_at_check = -1  # how many had run at the last check_kernel
 
     def begin(self) -> None:
         if not self.vm.checks_primed:
@@ -396,20 +398,25 @@ class TestSession:
             self.vm.leaks.scanned(began)
         self.vm.leaks.test_began()
         self.began = time.monotonic()
-        self.vm.run(f"echo {shlex.quote('<5>' + begin_marker(self.nodeid))} > /dev/kmsg; {pid_marker_command()}",
-                    timeout=30)
+        self.vm.run(f"{self._mark_command(begin_marker(self.nodeid))}; {pid_marker_command()}", timeout=30)
 
     def end(self) -> None:
         if self.vm.is_alive():
-            self.check_kernel(ending=True)  # while the test is still blamed: before its end marker
-            try:
-                self._mark(end_marker(self.nodeid))
-            except Exception:  # noqa: BLE001 - the VM may have just died; the verdict says so
-                pass
+            # the last checks while the test is still blamed, and its end marker after them, in one command
+            marked = self.check_kernel(ending=True, then=self._mark_command(end_marker(self.nodeid)))
+            if not marked:
+                try:
+                    self._mark(end_marker(self.nodeid))
+                except Exception:  # noqa: BLE001 - the VM may have just died; the verdict says so
+                    pass
         self._ended = True
 
+    @staticmethod
+    def _mark_command(line: str) -> str:
+        return f"echo {shlex.quote('<5>' + line)} > /dev/kmsg"
+
     def _mark(self, line: str) -> None:
-        self.vm.run(f"echo {shlex.quote('<5>' + line)} > /dev/kmsg", timeout=30)
+        self.vm.run(self._mark_command(line), timeout=30)
 
     def run(self, command: str, *, timeout: float | None = None, check: bool = False,
             input: str | bytes | None = None, user: str | None = None,
@@ -420,6 +427,7 @@ class TestSession:
         ``timeout`` if it was still working, else a hang and the VM is dumped (GuestHang); and when `abort`
         gives a reason."""
         limit = (timeout or self.hang_timeout) * self.pace
+        self._commands += 1
         # a command run from another one's abort callback (a probe of the stuck-rmmod watch) is not watched:
         # the outer command's watch is (its probes and CPU backtraces would double up)
         nested = getattr(_watching, "active", False)
@@ -465,10 +473,12 @@ class TestSession:
 
     def put(self, local: Path | str, remote: str, mode: int | None = None) -> None:
         """Copy a host file into the guest."""
+        self._commands += 1
         self.vm.put(local, remote, mode)
 
     def get(self, remote: str, local: Path | str) -> None:
         """Copy a guest file to the host."""
+        self._commands += 1
         self.vm.get(remote, local)
 
     def _fatal_report(self) -> str | None:
@@ -540,22 +550,25 @@ class TestSession:
                               no_progress=watch.reason if outcome == "hang" and watch is not None else "")
         return self.hang
 
-    def check_kernel(self, *, ending: bool = False) -> None:
+    def check_kernel(self, *, ending: bool = False, then: str = "") -> bool:
         """Have the guest kernel look for damage the test left while it is still blamed (called after the
         test body and again, ``ending``, before its end marker): slab validation each time where SLUB
         debugging is on; with kmemleak, a scan when one is due (see KMEMLEAK_SCAN_EVERY), or in full at the
-        end of a test that asks for it, and the modules' symbols when they changed. Nothing to do: no
-        command."""
+        end of a test that asks for it, and the modules' symbols when they may have changed (not at the end
+        when no command ran since the check after the test body). `then` runs after the checks in the same
+        command (the end marker); whether it ran. Nothing to do: no command."""
         vm = self.vm
         if ending:
             vm.leaks.test_ending()
+        ran_since = self._commands != self._commands_at_check
+        self._commands_at_check = self._commands
         if not vm.settings.checked_boot or self.hang is not None or not vm.is_alive():
-            return
+            return False
         parts = [CHECK_SLABS] if validates_slabs(vm.settings) else []
         try:
             kmemleak = vm.kmemleak()  # asked here only in a session never begun (a benchmark's)
         except VexfsError:
-            return  # the VM died or hangs: the verdict says so
+            return False  # the VM died or hangs: the verdict says so
         scan = False
         now = began = time.monotonic()
         if kmemleak:
@@ -568,13 +581,14 @@ class TestSession:
             elif ending and now - vm.leaks.scanned_at >= KMEMLEAK_SCAN_EVERY:
                 scan = True
                 parts.append(SCAN_KMEMLEAK.format(wait=0))
-            parts.append(MODULE_SYMBOLS.format(known=shlex.quote(vm.module_list)))
+            if ran_since or not ending or scan:
+                parts.append(MODULE_SYMBOLS.format(known=shlex.quote(vm.module_list)))
         if not parts:
-            return
+            return False
         try:
-            result = vm.run("; ".join(parts) + "; true", timeout=120)
+            result = vm.run("; ".join([*parts, "true", *filter(None, [then])]), timeout=120)
         except VexfsError:
-            return  # the VM died or hangs: the verdict says so
+            return False  # the VM died or hangs: the verdict says so
         if scan:  # the next is due counted from its end: a scan itself takes seconds (tens on a loaded host)
             vm.leaks.scanned(began)
         listed, _, kallsyms = result.stdout.partition("\n")
@@ -582,6 +596,7 @@ class TestSession:
             if kallsyms and self.symbols is not None:
                 self.symbols.remember_module_symbols(kallsyms)
             vm.module_list = listed
+        return bool(then)
 
     def _collect(self) -> list[Finding]:
         """Read the console up to now; note a VM death; every finding of this test so far."""

@@ -102,6 +102,12 @@ class LoadedModule:
     def is_installed(self) -> bool:
         return self.guest.run(f"test -f {self.guest_ko}").ok
 
+    def presence(self) -> tuple[bool, bool]:
+        """(installed, loaded), asked in one command (a test's setup asks both)."""
+        out = self.guest.run(f"test -f {self.guest_ko}; echo $?; test -d /sys/module/{self.name}; echo $?").stdout
+        installed, loaded = (out.split() + ["1", "1"])[:2]
+        return installed == "0", loaded == "0"
+
     # state
     def is_loaded(self) -> bool:
         return self.guest.run(f"test -d /sys/module/{self.name}").ok

@@ -166,9 +166,10 @@ def vexfs_module(request: pytest.FixtureRequest, vexfs_vm: TestSession, vexfs_bu
     """The module under test, installed and loaded in this test's VM."""
     module = vexfs_vm.module(vexfs_built_module, vexfs_profile, vexfs_seed)
     with _as_test_failure():
-        if not module.is_installed():
+        installed, loaded = module.presence()
+        if not installed:
             module.install()
-        if not module.is_loaded():
+        if not loaded:
             seconds = module.load()
             request.node.user_properties.append(("metric:module_load_seconds", round(seconds, 3)))
             vexfs_slot.preload = vexfs_slot.preload or module.preload()  # these steps worked: reuse them
