@@ -20,7 +20,8 @@ from typing import Any
 
 from pytest_vexfs.errors import ModuleFinding
 from pytest_vexfs.model.executor import encode
-from pytest_vexfs.model.reference import Model, parse_tree, sorted_deepest_first, tree_differences
+from pytest_vexfs.model.reference import (Model, mode_masked, parse_tree, sorted_deepest_first, tree_differences,
+                                          without_modes)
 
 #: names the generator uses: few, so operations collide (EEXIST, ENOTEMPTY, renames over targets)
 NAMES = ("a", "b", "c")
@@ -228,6 +229,8 @@ class Explorer:
                  shrink: ShrinkBudget | None = None) -> None:
         self.target = target
         self.caps = caps
+        #: the filesystem keeps a mode per file (FAT does not: its profile declares unsupported: [chmod])
+        self.keeps_modes = "chmod" not in caps.unsupported
         self.batch_size = batch_size
         self.shrink = shrink if shrink is not None else ShrinkBudget()
         self.shrink.started()
@@ -389,6 +392,10 @@ class Explorer:
                 self._found(step.number, problem, what)
                 return
 
+    def _modes(self, entries: dict[str, str]) -> dict[str, str]:
+        """`entries` as compared: without their modes where the filesystem keeps none."""
+        return entries if self.keeps_modes else without_modes(entries)
+
     def _compare(self, step: Step, answer: tuple[str, str]) -> tuple[str, str]:
         """What differs ("" if nothing) and the kind of difference, for the finding's signature."""
         status, data = answer
@@ -400,8 +407,8 @@ class Explorer:
                         "command failed")
             return "", ""
         if step.check == "tree":
-            expected = parse_tree(want_data)
-            actual = parse_tree(data) if status == "ok" else {}
+            expected = self._modes(parse_tree(want_data))
+            actual = self._modes(parse_tree(data)) if status == "ok" else {}
             diff = tree_differences(expected, actual)
             if status != "ok":
                 return f"listing the tree failed with {status}", f"tree listing {status}"
@@ -411,6 +418,8 @@ class Explorer:
                     "tree " + difference_kinds(expected, actual)[0])
         if step.check == "stat" and status == "ok" and data.startswith("d "):
             data = " ".join(data.split(" ")[:2])
+        if step.check == "stat" and status == want_status == "ok" and not self.keeps_modes:
+            data, want_data = mode_masked(data), mode_masked(want_data)
         if (status, data) == (want_status, want_data):
             return "", ""
         text = f"expected {want_status} {want_data}".rstrip() + f", got {status} {data}".rstrip()
@@ -468,8 +477,8 @@ class Explorer:
         self.target.cut_seconds += time.monotonic() - start
         answers = self.target.run_batch([encode(["tree"])])
         status, data = answers[0]
-        actual = parse_tree(data) if status == "ok" else {}
-        expected = {p: self.model.durable_entry(p, d, stable) for p, d in stable.items() if p}
+        actual = self._modes(parse_tree(data)) if status == "ok" else {}
+        expected = self._modes({p: self.model.durable_entry(p, d, stable) for p, d in stable.items() if p})
         lost = tree_differences(expected, {p: actual.get(p, "") for p in expected if p in actual},
                                 ignore_nlink=True)
         self.results[number] = f"{status} (after the cut)"

@@ -385,6 +385,20 @@ def parse_tree(data: str) -> dict[str, str]:
     return out
 
 
+def mode_masked(entry: str) -> str:
+    """A `tree`/`stat` entry (TYPE MODE ...) with its MODE as "*"; "" (absent) stays ""."""
+    fields = entry.split(" ")
+    if len(fields) > 1:
+        fields[1] = "*"
+    return " ".join(fields)
+
+
+def without_modes(entries: Mapping[str, str]) -> dict[str, str]:
+    """Entries with no MODE: a filesystem that keeps no modes per file (FAT: the mount's options decide them;
+    its profile declares unsupported: [chmod]) is compared on everything else."""
+    return {path: mode_masked(entry) for path, entry in entries.items()}
+
+
 def tree_differences(expected: Mapping[str, str], actual: Mapping[str, str],
                      ignore_nlink: bool = False) -> list[str]:
     """Human lines for every path where two trees differ (empty when equal)."""

@@ -1,5 +1,6 @@
-"""A nested tree (files several levels deep, links, modes, owners) survives unmount/remount and a module
-reload, byte for byte. Its files stay inside the profile's limits: max_file_size."""
+"""A nested tree (files several levels deep, links, modes, owners, a fifo: each where the profile does not
+declare it unsupported) survives unmount/remount and a module reload, byte for byte. Its files stay
+inside the profile's limits: max_file_size."""
 
 from pytest_vexfs.module.fs import tree_manifest
 from pytest_vexfs.module.limits import inside_declared_limits
@@ -17,15 +18,16 @@ for a in 1 2 3; do
 done
 head -c {big} /dev/urandom > lvl1-1/big.bin
 truncate -s {sparse} lvl1-2/sparse && printf end >> lvl1-2/sparse
-{links}
-chmod 600 lvl1-1/lvl2-y/note.txt; chmod 2750 lvl1-3/lvl2-y
-chown -R 1000:1000 lvl1-2/lvl2-x
-mkdir emptydir; mkfifo lvl1-3/fifo
+{optional}
+mkdir emptydir
 """
 
-#: left out for a module whose profile declares the operation unsupported (unsupported: [link, symlink])
-LINKS = {"link": "ln lvl1-1/lvl2-x/note.txt lvl1-3/hardlink",
-         "symlink": "ln -s ../lvl1-1/lvl2-x/lvl3/lvl4/data.bin lvl1-2/symlink"}
+#: left out for a module whose profile declares the operation unsupported (unsupported: [link, chmod, ...])
+OPTIONAL = {"link": "ln lvl1-1/lvl2-x/note.txt lvl1-3/hardlink",
+            "symlink": "ln -s ../lvl1-1/lvl2-x/lvl3/lvl4/data.bin lvl1-2/symlink",
+            "chmod": "chmod 600 lvl1-1/lvl2-y/note.txt; chmod 2750 lvl1-3/lvl2-y",
+            "chown": "chown -R 1000:1000 lvl1-2/lvl2-x",
+            "mknod": "mkfifo lvl1-3/fifo"}
 
 
 def test_nested_tree_survives_remount_and_reload(vexfs_fs, vexfs_vm, vexfs_module, vexfs_profile):
@@ -33,9 +35,9 @@ def test_nested_tree_survives_remount_and_reload(vexfs_fs, vexfs_vm, vexfs_modul
     sizes = " ".join(str(vexfs_profile.file_size(a * 70000 + 13)) for a in (1, 2, 3))
     sparse = vexfs_profile.file_size(200003) - 3
     with inside_declared_limits(vexfs_profile, f"files of {sizes}, {big} and {sparse + 3} bytes"):
+        optional = "\n".join(line for op, line in OPTIONAL.items() if vexfs_profile.supports(op))
         vexfs_vm.run(BUILD_TREE.format(root=vexfs_fs.mountpoint, big=big, sizes=sizes, sparse=sparse,
-                                       links="\n".join(LINKS[op] for op in LINKS if vexfs_profile.supports(op))),
-                     check=True)
+                                       optional=optional), check=True)
     before = tree_manifest(vexfs_vm, vexfs_fs.mountpoint)
     assert len(before) > 40
     deep = [p for p, attrs in before.items() if p.count("/") >= 4 and "sha256:" in attrs]

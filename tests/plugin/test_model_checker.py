@@ -200,3 +200,31 @@ def test_a_loss_has_one_signature_whether_a_remount_or_a_power_cut_shows_it(host
         explorer.finish()
     assert found.value.signature == "model: persisted state: missing", found.value
     assert found.value.ops[-1] == ending[-1]
+
+
+def test_a_filesystem_without_modes_is_compared_on_everything_else() -> None:
+    """FAT keeps no mode per file (the mount's fmask decides: a file created 0644 shows 0777). A profile
+    that declares unsupported: [chmod] has the model checker compare trees and stats without modes; the
+    rest (kind, links, size, content) still counts, and a module that keeps modes is still held to them."""
+    from pytest_vexfs.model.explore import Capabilities, Explorer, Step, Target
+
+    tree = "\x1e".join
+    want = tree(["a f 644 1 3 0:abc", "d d 755"])
+    found = tree(["a f 777 1 3 0:abc", "d d 777"])
+    step = Step(1, "tree", ("ok", want), check="tree")
+    stat = Step(2, "stat\ta", ("ok", "f 644 1 3"), check="stat")
+
+    def quiet() -> Target:
+        return Target(run_batch=lambda lines: [], mountpoint="/mnt", mount_command="", reload_command="")
+
+    fat = Explorer(quiet(), Capabilities(unsupported=frozenset({"chmod"})))
+    assert fat._compare(step, ("ok", found)) == ("", "")
+    assert fat._compare(stat, ("ok", "f 777 1 3")) == ("", "")
+    problem, what = fat._compare(step, ("ok", tree(["a f 777 1 4 0:abd", "d d 777"])))
+    assert "expected f * 1 3 0:abc, found f * 1 4 0:abd" in problem and what.startswith("tree"), problem
+    assert fat._compare(stat, ("ok", "f 777 1 4"))[0]
+
+    unix = Explorer(quiet(), Capabilities())
+    problem, what = unix._compare(step, ("ok", found))
+    assert "expected f 644 1 3 0:abc, found f 777 1 3 0:abc" in problem and what == "tree mode", (problem, what)
+    assert unix._compare(stat, ("ok", "f 777 1 3"))[0]
