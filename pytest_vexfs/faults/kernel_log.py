@@ -299,6 +299,8 @@ _FRAME = re.compile(
 )
 _RIP = re.compile(r"(?:RIP: [0-9a-f]{4}:|pc : |EIP: |NIP \[[0-9a-f]+\] )(?P<frame>[A-Za-z_].*)")
 _LOCK_AT = re.compile(r".*, at: (?P<frame>[A-Za-z_].*)")
+#: after "general protection fault, probably for non-canonical address 0xdffffc0000000000" (inline KASAN)
+_KASAN_NULL_DEREF = "KASAN: null-ptr-deref in range"
 _KASAN_ACCESS = re.compile(r"(Read|Write) (?:of size|at addr)")
 _NAME_SUFFIX = re.compile(r"(?:\.(?:cold|isra|constprop|part|llvm|lto_priv|localalias)(?:\.\d+)?)+$")
 
@@ -451,6 +453,14 @@ class _Report:
                 if frames:
                     self.tracks[track.group("track")] = frames[0]
                 return
+        if self.rule == "gpf" and text.startswith(_KASAN_NULL_DEREF):
+            # inline KASAN checks the shadow of address 0 first, and that shadow address is not canonical: a
+            # NULL dereference faults as a GPF, which KASAN then names. It is the NULL dereference it is
+            # (kind oops, as without KASAN), and still a GPF
+            self.rule = "null_deref"
+            self.kind, _, self.end = _RULES["null_deref"]
+            self.kinds = [self.kind, *self.kinds]
+            return
         if self.kind == KASAN and not self.access:
             access = _KASAN_ACCESS.match(text)
             if access:

@@ -653,3 +653,13 @@ def test_unload_and_pid_markers() -> None:
     assert unload_marker("vexfs\u00e9") == UNLOAD_PREFIX + "vexfs?"
     assert pid_marker_command() == f'echo "<5>{PID_PREFIX}${{BASHPID:-$$}}" > /dev/kmsg'
     assert to_kmsg("caf\u00e9 x", level=3) == b"<3>caf? x\n"
+
+
+def test_a_null_dereference_under_inline_kasan_is_the_null_dereference() -> None:
+    """Inline KASAN (the debug flavour) checks the shadow of address 0 before the load, and that shadow address
+    is not canonical: the kernel reports a general protection fault, then "KASAN: null-ptr-deref". It is
+    the NULL dereference (kind oops, as on the stock kernel; gpf too), blamed on the faulting function.
+    Captured from the debug kernel (refmod's null_deref)."""
+    findings = find_faults(capture("debug-kasan-inline-null-deref"))
+    assert brief(findings) == [("oops", ("oops", "gpf"), "BUG: kernel NULL pointer dereference in "
+                                "vexfsref_fault_null_deref", "vexfsref_fault_null_deref", "vexfsref")]
