@@ -586,7 +586,7 @@ class TestSession:
         if not parts:
             return False
         try:
-            result = vm.run("; ".join([*parts, "true", *filter(None, [then])]), timeout=120)
+            result = vm.run("; ".join([*parts, "true", then] if then else [*parts, "true"]), timeout=120)
         except VexfsError:
             return False  # the VM died or hangs: the verdict says so
         if scan:  # the next is due counted from its end: a scan itself takes seconds (tens on a loaded host)

@@ -99,18 +99,26 @@ class LoadedModule:
         args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in merged.items())
         return f"insmod {self.guest_ko} {args}".strip()
 
+    @property
+    def _installed_test(self) -> str:
+        return f"test -f {self.guest_ko}"
+
+    @property
+    def _loaded_test(self) -> str:
+        return f"test -d /sys/module/{self.name}"
+
     def is_installed(self) -> bool:
-        return self.guest.run(f"test -f {self.guest_ko}").ok
+        return self.guest.run(self._installed_test).ok
 
     def presence(self) -> tuple[bool, bool]:
         """(installed, loaded), asked in one command (a test's setup asks both)."""
-        out = self.guest.run(f"test -f {self.guest_ko}; echo $?; test -d /sys/module/{self.name}; echo $?").stdout
+        out = self.guest.run(f"{self._installed_test}; echo $?; {self._loaded_test}; echo $?").stdout
         installed, loaded = (out.split() + ["1", "1"])[:2]
         return installed == "0", loaded == "0"
 
     # state
     def is_loaded(self) -> bool:
-        return self.guest.run(f"test -d /sys/module/{self.name}").ok
+        return self.guest.run(self._loaded_test).ok
 
     def refcount(self) -> int:
         out = self.guest.run(f"cat /sys/module/{self.name}/refcnt", check=True).stdout.strip()

@@ -184,6 +184,12 @@ class ModuleProfile(BaseModel):
             raise ValueError(f"unknown operation class {operation!r}; allowed: {', '.join(OPERATION_CLASSES)}")
         return operation not in self.unsupported
 
+    def missing_operations(self, *operations: str) -> str:
+        """Why a test needing `operations` cannot run here ("" when the profile declares none of them
+        unsupported): the reason a domain test skips with."""
+        missing = [op for op in operations if not self.supports(op)]
+        return f"the profile declares unsupported: [{', '.join(missing)}]" if missing else ""
+
     def limit(self, key: str, default: int) -> int:
         """A declared limit (limits: in the profile), else `default`."""
         return int(self.limits.get(key, default))

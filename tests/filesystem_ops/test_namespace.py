@@ -67,9 +67,8 @@ out({
 
 
 def test_hard_links_and_symlinks(vexfs_fs, vexfs_vm, vexfs_profile):
-    for operation in ("link", "symlink"):
-        if not vexfs_profile.supports(operation):
-            pytest.skip(f"the profile declares unsupported: [{operation}]")
+    if missing := vexfs_profile.missing_operations("link", "symlink"):
+        pytest.skip(missing)
     script = """
 root = sys.argv[1]
 if sys.argv[2] == "make":

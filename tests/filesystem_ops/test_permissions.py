@@ -39,9 +39,8 @@ out(r)
 def _modes_and_owners(vexfs_profile):
     """Both tests set modes and owners per file: a filesystem that keeps neither (FAT: the mount decides)
     declares so in its profile, and they skip naming it."""
-    for operation in ("chmod", "chown"):
-        if not vexfs_profile.supports(operation):
-            pytest.skip(f"the profile declares unsupported: [{operation}]")
+    if missing := vexfs_profile.missing_operations("chmod", "chown"):
+        pytest.skip(missing)
 
 
 def test_unprivileged_user_is_confined(vexfs_fs, vexfs_vm):
