@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_vexfs import settings as cfg  # noqa: E402
 from pytest_vexfs.faults.injection import FAULT_POINTS, FaultInjector  # noqa: E402
-from pytest_vexfs.faults.kmemleak import DEBUGFS, KMEMLEAK_MIN_AGE, VERBOSE  # noqa: E402
+from pytest_vexfs.faults.kmemleak import DEBUGFS, VERBOSE  # noqa: E402
 from pytest_vexfs.faults.kernel_log import Finding  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.harness.session import TestSession, VMSlot  # noqa: E402
@@ -46,7 +46,7 @@ def old_point(session: TestSession, command: str, point: int, setup: str) -> flo
     armed = f"sh -c {shlex.quote('echo $0 > /proc/self/fail-nth && exec ' + command)}"
     session.run(f"{armed} {point}")
     session.run(counters)
-    wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - started))
+    wait = max(0.0, session.vm.leaks.min_age - (time.monotonic() - started))
     session.run(f"sleep {wait:.1f}; {VERBOSE}; "
                 f"echo scan > {DEBUGFS}/kmemleak", timeout=HANG_TIMEOUT)
     time.sleep(0.3)  # the replaced protocol let the console follower catch up
@@ -88,7 +88,8 @@ def main() -> None:
             with MountedFilesystem(session, profile, ko_path=module.guest_ko) as fs:
                 target = f"{fs / 'v'}.$VEXFS_FAULT_POINT"
                 command = f"vexctl gen {target} --count 4 --dim 8 --seed 1"
-                injector = FaultInjector(session.run, findings, module.name, console_tail=tail)
+                injector = FaultInjector(session.run, findings, module.name, console_tail=tail,
+                                         kmemleak_min_age=session.vm.leaks.min_age)
                 started = time.monotonic()
                 report = injector.sweep("vector-insert", command, setup=f": > {target}")
                 total = time.monotonic() - started

@@ -45,6 +45,14 @@ class DebugFlavour:
     #: the guest memory (MiB) where the memory setting is left at its default (settings.resolve): a kmemleak
     #: scan walks every tracked object, and a smaller guest has fewer of them
     memory_mb: int | None = None
+    #: kmemleak's minimum object age (ms) in this build: the build sets mm/kmemleak.c's MSECS_MIN_AGE (the
+    #: kernel's is 5000) to it. An object younger is never reported, so every test that unloads a module
+    #: after one that did not waits until that one is this old (faults.kmemleak.ScanLedger); None: 5000
+    kmemleak_min_age_ms: int | None = None
+
+
+#: kmemleak's own minimum object age (mm/kmemleak.c, MSECS_MIN_AGE): a kernel built elsewhere has this one
+KMEMLEAK_MIN_AGE_MS = 5000
 
 
 DEBUG_FLAVOURS: dict[str, DebugFlavour] = {
@@ -59,9 +67,13 @@ DEBUG_FLAVOURS: dict[str, DebugFlavour] = {
     # takes a stale pointer there for a reference, so a leak goes unreported until that memory is overwritten
     # (a planted leak once surfaced a test after its own). 512 MiB by default: a kmemleak scan took 10.2-10.6 s
     # there against 13.8-14.3 s in 1024 MiB (36.6k tracked objects against 54.6k), under load
+    # kmemleak's minimum object age 1 s instead of the kernel's 5 s: it only spares an object between its
+    # allocation and the store of its first reference (microseconds, a few ms under TCG), and it was the floor of
+    # the median debug test (an unload after a test that unloaded nothing waited until that test was 5 s old)
     "6.12-debug": DebugFlavour("6.12-debug", "6.12", "linux-source-6.12",
                                "built from linux-source-6.12 with KASAN, kmemleak, lockdep, UBSAN, fault injection",
-                               checked_cmdline="kfence.sample_interval=0 init_on_alloc=1", memory_mb=512),
+                               checked_cmdline="kfence.sample_interval=0 init_on_alloc=1", memory_mb=512,
+                               kmemleak_min_age_ms=1000),
 }
 
 
@@ -77,6 +89,15 @@ def kernel_default_memory(name: str) -> int | None:
     where the setting's own default holds."""
     flavour = DEBUG_FLAVOURS.get(name)
     return flavour.memory_mb if flavour else None
+
+
+def kernel_kmemleak_min_age(name: str) -> float:
+    """Seconds after which kernel `name`'s kmemleak reports an unreferenced object, with half a second of
+    margin (the guest's jiffies against the host's clock): a debug flavour's own setting, else (a packaged
+    kernel, a kernel given by path, "") the kernel's."""
+    flavour = DEBUG_FLAVOURS.get(name)
+    ms = flavour.kmemleak_min_age_ms if flavour and flavour.kmemleak_min_age_ms else KMEMLEAK_MIN_AGE_MS
+    return ms / 1000 + 0.5
 
 
 def kernel_names() -> tuple[str, ...]:

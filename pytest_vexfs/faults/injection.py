@@ -11,7 +11,7 @@ command (the count is per task, so nothing else in the guest is touched).
 One failure point costs one guest round trip: setup, the armed run, the fault counters and cleanup are
 one shell script, which also prints the armed process's pid and the kernel's dump of the failure it
 forced (where it was injected). An oops, WARN or hang shows at once (the console, read while the
-command runs) and ends the sweep. Leaks cannot: kmemleak only reports an object once it is 5 s old and
+command runs) and ends the sweep. Leaks cannot: kmemleak only reports an object past a minimum age and
 its scan is slow on a KASAN kernel, so there is no scan per point but one per sweep, at its end (or one
 for several sweeps, :meth:`FaultInjector.check_leaks`), and each leaked object is given to the failure
 point whose process allocated it (kmemleak's ``comm "...", pid N``). Nothing here depends on pytest.
@@ -225,8 +225,10 @@ class FaultInjector:
     def __init__(self, run: Runner, findings: Callable[[], list[Finding]], module: str, *,
                  locate: Callable[[Finding], Finding] = _identity,
                  annotate: Callable[[str], str] = _plain, console_tail: Callable[[], str] = str,
-                 coverage: Callable[[], Hits | None] | None = None, sources: Path | None = None) -> None:
+                 coverage: Callable[[], Hits | None] | None = None, sources: Path | None = None,
+                 kmemleak_min_age: float = KMEMLEAK_MIN_AGE) -> None:
         self._coverage = coverage
+        self._min_age = kmemleak_min_age  # the guest kernel's (faults.kmemleak.ScanLedger.min_age)
         self._sources = sources
         self._run = run
         self._findings = findings
@@ -387,7 +389,7 @@ class FaultInjector:
         # once the last armed run's objects are old enough; verbose: the second prints what it finds to
         # the console, where the test's verdict sees it; clear: a later check lists only what is new
         self._sh(f"[ -e {KMEMLEAK_FILE} ] || exit 0; echo scan > {KMEMLEAK_FILE}", timeout)
-        wait = max(0.0, KMEMLEAK_MIN_AGE - (time.monotonic() - self._last_armed))
+        wait = max(0.0, self._min_age - (time.monotonic() - self._last_armed))
         result = self._sh(f"[ -e {KMEMLEAK_FILE} ] || exit 0; sleep {wait:.1f}; "
                           f"{VERBOSE}; echo scan > {KMEMLEAK_FILE}; "
                           f"cat {KMEMLEAK_FILE}; echo clear > {KMEMLEAK_FILE}", timeout)

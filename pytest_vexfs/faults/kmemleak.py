@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import time
 
+from pytest_vexfs.kernels import kernel_kmemleak_min_age
+
 DEBUGFS = "/sys/kernel/debug"
 KMEMLEAK_FILE = f"{DEBUGFS}/kmemleak"
-#: kmemleak reports an object only once it is 5 s old
-KMEMLEAK_MIN_AGE = 5.5
+#: kmemleak reports an object only once it is this old (seconds, with a margin) on a kernel built elsewhere;
+#: the debug flavours set their own (kernels.kernel_kmemleak_min_age): a VM's is its ledger's ``min_age``
+KMEMLEAK_MIN_AGE = kernel_kmemleak_min_age("")
 #: what a scan finds is printed to the console too (where the kernel-log parser reads it)
 VERBOSE = "echo 1 > /sys/module/kmemleak/parameters/verbose"
 #: mounts debugfs if needed; succeeds when the kernel has kmemleak
@@ -24,11 +27,13 @@ class ScanLedger:
     module's own data referenced is orphaned by the rmmod). Whatever a test that unloaded a module made is
     therefore blamed on that test wherever it is reported; only what a test without an unload leaked must
     be reported before the next unload's marker. kmemleak reports an object at the second scan that finds
-    it unreferenced, once it is KMEMLEAK_MIN_AGE old: so once two scans began after the last such test
-    ended, the second at least KMEMLEAK_MIN_AGE after, its leaks are all reported (``settled``) and an
-    unload needs no scan at all; one scan begun after it noted them, and one more reports them."""
+    it unreferenced, once it is ``min_age`` old: so once two scans began after the last such test ended,
+    the second at least ``min_age`` after, its leaks are all reported (``settled``) and an unload needs
+    no scan at all; one scan begun after it noted them, and one more reports them."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_age: float = KMEMLEAK_MIN_AGE) -> None:
+        #: seconds after which the VM's kmemleak reports an unreferenced object (its kernel's, with a margin)
+        self.min_age = min_age
         #: time.monotonic() at the end of the VM's last scan (0: none yet)
         self.scanned_at = 0.0
         #: time.monotonic() when the last test that unloaded nothing ended; what ran before the ledger was
@@ -46,7 +51,7 @@ class ScanLedger:
         self.scanned_at = time.monotonic()
         if began >= self.unloadless_ended_at:
             self.scans_since += 1
-            if self.scans_since >= 2 and began >= self.unloadless_ended_at + KMEMLEAK_MIN_AGE:
+            if self.scans_since >= 2 and began >= self.unloadless_ended_at + self.min_age:
                 self.settled = True
 
     def scans_needed(self) -> int:
@@ -57,7 +62,7 @@ class ScanLedger:
 
     def report_wait(self) -> float:
         """Seconds to wait before the scan that reports what the last test without an unload leaked."""
-        return max(0.0, self.unloadless_ended_at + KMEMLEAK_MIN_AGE - time.monotonic())
+        return max(0.0, self.unloadless_ended_at + self.min_age - time.monotonic())
 
     def test_began(self) -> None:
         self.test_unloaded = False

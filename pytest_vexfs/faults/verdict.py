@@ -171,7 +171,7 @@ class Verdict:
             primary = self.primary
             pid = f" (pid {primary.made_by_pid})" if primary is not None and primary.made_by_pid else ""
             lines.append(f"the leaked object was made by {made_by}{pid}: this later test's kmemleak scan "
-                         f"found it (kmemleak reports a leak only once it is 5 s old, at its second scan)")
+                         f"found it (kmemleak reports a leak only past a minimum age, at its second scan)")
         if self.findings:
             lines.append(summarise(self.findings))
         return "\n".join(lines)

@@ -40,7 +40,7 @@ from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.images.image import Image
 from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
-from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, ScanLedger
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_MIN_AGE, ScanLedger
 from pytest_vexfs.guest.runstate import VMRecord, remove_record, write_record
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.processes import process_alive, process_start_time
@@ -93,6 +93,8 @@ class VMSettings:
     #: the checked boot's parameters of a kernel that has its own (kernels.kernel_checked_cmdline);
     #: None: CHECKED_CMDLINE
     checked_cmdline: str | None = None
+    #: seconds after which the kernel's kmemleak reports an object (kernels.kernel_kmemleak_min_age)
+    kmemleak_min_age: float = KMEMLEAK_MIN_AGE
     ignore_patterns: tuple[str, ...] = ()
     backend: str = "qemu"
     libvirt: LibvirtOptions = LibvirtOptions()   # options of the libvirt backend
@@ -136,7 +138,8 @@ class GuestVM:
         self.boot_seconds: float | None = None
         self.boot_mode = ""
         self.checks_primed = False  # kmemleak cleared of what the boot left (harness.session.PRIME_KMEMLEAK)
-        self.leaks = ScanLedger()  # what this VM's kmemleak scans covered (harness.session, module.loaded)
+        #: what this VM's kmemleak scans covered (harness.session, module.loaded)
+        self.leaks = ScanLedger(settings.kmemleak_min_age)
         #: whether the kernel has kmemleak: learnt when the checks are primed (harness.session.PRIME_KMEMLEAK),
         #: else asked the first time kmemleak() is
         self.has_kmemleak: bool | None = None

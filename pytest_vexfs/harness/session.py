@@ -19,10 +19,10 @@ from pytest_vexfs.backends.placement import Placement, VMHost, parse_hosts
 from pytest_vexfs.coverage.gcov import Counters, Hits
 from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed, VMError
 from pytest_vexfs.images.image import Image, get_image, kernel_debug_objects
-from pytest_vexfs.kernels import kernel_checked_cmdline
+from pytest_vexfs.kernels import kernel_checked_cmdline, kernel_kmemleak_min_age
 from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, marker_token, pid_marker_command
-from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, KMEMLEAK_MIN_AGE, VERBOSE
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, VERBOSE
 from pytest_vexfs.faults.symbols import Symbolizer, frame_function
 from pytest_vexfs.faults.verdict import Verdict, finding_kind
 from pytest_vexfs.command import CommandResult
@@ -42,15 +42,15 @@ HANG_DUMP_SETTLE = 3.0
 #: debug refuse with EINVAL). Only where the checked boot turns SLUB debugging on (guest.vm.validates_slabs):
 #: a KASAN kernel reports those writes at the access.
 CHECK_SLABS = "for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev/null; true"
-#: kmemleak (debug kernel): scan, and print what it finds to the console (verbose). It reports an object
-#: only once it is KMEMLEAK_MIN_AGE seconds old, and never in the first scan that sees its contents (their
-#: checksum changed since the previous scan). A scan of every object costs seconds under KASAN and TCG, so
-#: tests are not scanned one by one: a scan comes at a test's end once KMEMLEAK_SCAN_EVERY seconds passed
-#: since the end of the VM's last one, and at module unloads (module.loaded, faults.kmemleak.ScanLedger); a
-#: full check (two scans, the second at least KMEMLEAK_MIN_AGE after the test began) ends a test that expects
-#: a leak and the worker's last test. A leak reported after the test that made it ended is blamed on that test
-#: by the allocating task's pid (pid marker after each begin marker, faults.kernel_log.LeakOwners) and fails
-#: the test during which it was found, naming the test that made it.
+#: kmemleak (debug kernel): scan, and print what it finds to the console (verbose). It reports an object only once
+#: it is its kernel's minimum age old (the VM ledger's min_age), and never in the first scan that sees its contents
+#: (their checksum changed since the previous scan). A scan of every object costs seconds under KASAN and TCG, so
+#: tests are not scanned one by one: a scan comes at a test's end once KMEMLEAK_SCAN_EVERY seconds passed since the
+#: end of the VM's last one, and at module unloads (module.loaded, faults.kmemleak.ScanLedger); a full check (two
+#: scans, the second at least the minimum age after the test began) ends a test that expects a leak and the worker's
+#: last test. A leak reported after the test that made it ended is blamed on that test by the allocating task's pid
+#: (pid marker after each begin marker, faults.kernel_log.LeakOwners) and fails the test during which it was found,
+#: naming the test that made it.
 KMEMLEAK_SCAN_EVERY = 120.0
 SCAN_KMEMLEAK = f"if {HAS_KMEMLEAK}; then sleep {{wait:.1f}}; {VERBOSE}; echo scan > {KMEMLEAK_FILE}; fi"
 #: with kmemleak, also where the modules' functions are (a module unloaded later has its frames printed as
@@ -197,7 +197,8 @@ class VMSlot:
                           ignore_patterns=self.ignore_patterns, backend=host.backend if host else s.backend,
                           libvirt=host.libvirt_options(s.libvirt_options()) if host else s.libvirt_options(),
                           hosts=s.host_options(self.worker_index), scratch_image=self.scratch_image,
-                          scratch_log=self.scratch_log, checked_cmdline=kernel_checked_cmdline(s.kernel))
+                          scratch_log=self.scratch_log, checked_cmdline=kernel_checked_cmdline(s.kernel),
+                          kmemleak_min_age=kernel_kmemleak_min_age(s.kernel))
 
     @property
     def scratch_disk(self) -> int:
@@ -574,7 +575,7 @@ class TestSession:
         if kmemleak:
             if self.full_leak_scan:
                 since = self.began if self._scanned_at is None else self._scanned_at
-                wait = max(0.0, KMEMLEAK_MIN_AGE - (now - since))
+                wait = max(0.0, vm.leaks.min_age - (now - since))
                 self._scanned_at = began = now + wait
                 scan = True
                 parts.append(SCAN_KMEMLEAK.format(wait=wait))

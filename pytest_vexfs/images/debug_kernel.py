@@ -12,7 +12,8 @@ A build lives in ``<cache>/kernels/<flavour>-<digest>/``::
                     short; the next build resumes in it) and is never used
 
 The digest covers the configuration fragment (``kernel/debug.config``), the source package's version,
-the host compiler's version and this module's recipe version, so changing any of them builds anew.
+the host compiler's version, this module's recipe version and the one source edit (kmemleak's minimum
+object age, ``kernels.DebugFlavour.kmemleak_min_age_ms``), so changing any of them builds anew.
 Builds are serialised by a file lock per digest, as images are; ccache (when installed) keeps object
 files across configurations under ``<cache>/ccache``. Nothing here depends on pytest.
 """
@@ -118,7 +119,8 @@ def source_version(package: str) -> str:
 
 def kernel_digest(flavour: DebugFlavour, version: str) -> str:
     blob = json.dumps({"recipe": RECIPE_VERSION, "config": CONFIG_FRAGMENT.read_text(), "source": version,
-                       "package": flavour.source_package, "compiler": _host_compiler()}, sort_keys=True)
+                       "package": flavour.source_package, "compiler": _host_compiler(),
+                       "kmemleak_min_age_ms": flavour.kmemleak_min_age_ms}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -173,6 +175,7 @@ class _Builder:
         if not (self.tree / "Makefile").exists():
             shutil.rmtree(self.tree, ignore_errors=True)
             self._unpack()
+        self._set_kmemleak_min_age()
         self._configure()
         self._make()
         release = (self.tree / "include/config/kernel.release").read_text().strip()
@@ -229,6 +232,21 @@ class _Builder:
         (top,) = list(staging.iterdir())
         os.replace(top, self.tree)
         staging.rmdir()
+
+    def _set_kmemleak_min_age(self) -> None:
+        """mm/kmemleak.c's MSECS_MIN_AGE set to the flavour's (kernels.DebugFlavour.kmemleak_min_age_ms)."""
+        ms = self.flavour.kmemleak_min_age_ms
+        if ms is None:
+            return
+        source = self.tree / "mm" / "kmemleak.c"
+        text = source.read_text()
+        edited, count = re.subn(r"^(#define MSECS_MIN_AGE\s+)\d+", rf"\g<1>{ms}", text, flags=re.M)
+        if count != 1:
+            raise KernelBuildError("set kmemleak's minimum age", f"{source}: no '#define MSECS_MIN_AGE <ms>' line",
+                                   hint="this kernel version defines it elsewhere: update "
+                                        "images/debug_kernel.py, or set kmemleak_min_age_ms=None in kernels.py")
+        if edited != text:
+            source.write_text(edited)
 
     def _configure(self) -> None:
         env = dict(os.environ, KCONFIG_ALLCONFIG=str(CONFIG_FRAGMENT))

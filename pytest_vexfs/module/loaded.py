@@ -25,7 +25,7 @@ from pytest_vexfs.module.build import BuiltModule
 GUEST_DIR = "/root/vexfs-module"
 #: one kmemleak scan, its reports on the console. kmemleak reports an object only in a scan after the one
 #: that first saw it unreferenced (it keeps the checksum of unreferenced objects only, and an object whose
-#: checksum changed is spared once), and only once it is KMEMLEAK_MIN_AGE old.
+#: checksum changed is spared once), and only once it is its kernel's minimum age old (ScanLedger.min_age).
 SCAN_ONCE = f"{VERBOSE}; echo scan > {KMEMLEAK_FILE}"
 
 

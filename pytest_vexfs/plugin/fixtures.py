@@ -219,7 +219,8 @@ def vexfs_fault_injection(request: pytest.FixtureRequest, vexfs_vm: TestSession,
                              locate=lambda finding: locate(finding, vexfs_slot.symbols),
                              annotate=lambda text: vexfs_slot.symbols.annotate(text)[0], console_tail=console_tail,
                              coverage=(lambda: save_coverage(vexfs_slot)) if counters is not None else None,
-                             sources=Path(counters.build_dir) if counters is not None else None)
+                             sources=Path(counters.build_dir) if counters is not None else None,
+                             kmemleak_min_age=vexfs_vm.vm.leaks.min_age)
     if not injector.available():
         pytest.skip("fault injection needs a kernel with FAILSLAB and fail-nth: --vexfs-kernel 6.12-debug")
     try:

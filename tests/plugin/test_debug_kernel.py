@@ -332,3 +332,35 @@ def test_the_debug_flavour_boots_without_kfence_or_slub_debugging(tmp_path: Path
         assert CHECKED_CMDLINE in kernel_cmdline(stock) and validates_slabs(stock), name
     unchecked = VMSettings(tmp_path, tmp_path, checked_boot=False)
     assert "slub_debug" not in kernel_cmdline(unchecked) and not validates_slabs(unchecked)
+
+
+def test_the_debug_flavour_reports_leaks_after_its_own_minimum_age(tmp_path: Path) -> None:
+    """The debug build sets kmemleak's minimum object age (mm/kmemleak.c's MSECS_MIN_AGE, 5000 ms in the
+    kernel) to the flavour's, fails loudly where the source has no such line, and builds anew when it
+    changes; a VM of that kernel waits for that age (its ledger's), one of any other kernel for 5 s."""
+    import dataclasses
+
+    from pytest_vexfs.faults.kmemleak import KMEMLEAK_MIN_AGE
+    from pytest_vexfs.guest.vm import VMSettings
+    from pytest_vexfs.images.debug_kernel import _Builder, kernel_digest
+    from pytest_vexfs.kernels import kernel_kmemleak_min_age
+
+    flavour = DEBUG_FLAVOURS["6.12-debug"]
+    assert flavour.kmemleak_min_age_ms == 1000
+    source = tmp_path / "build" / "mm" / "kmemleak.c"
+    source.parent.mkdir(parents=True)
+    source.write_text("#define MAX_TRACE\t\t16\n#define MSECS_MIN_AGE\t\t5000\t/* minimum object age */\n")
+    builder = _Builder(flavour, "6.12.57-1", tmp_path, tmp_path, lambda msg: None)
+    builder._set_kmemleak_min_age()
+    builder._set_kmemleak_min_age()  # a resumed build edits an edited tree: the same result
+    assert source.read_text() == "#define MAX_TRACE\t\t16\n#define MSECS_MIN_AGE\t\t1000\t/* minimum object age */\n"
+    source.write_text("static int min_age = 5000;\n")
+    with pytest.raises(KernelBuildError, match="MSECS_MIN_AGE"):
+        builder._set_kmemleak_min_age()
+    assert kernel_digest(flavour, "1") != kernel_digest(dataclasses.replace(flavour, kmemleak_min_age_ms=2000), "1")
+
+    assert kernel_kmemleak_min_age("6.12-debug") == 1.5
+    for name in ("6.12", "/boot/vmlinuz", ""):
+        assert kernel_kmemleak_min_age(name) == KMEMLEAK_MIN_AGE == 5.5, name
+    vm_settings = VMSettings(tmp_path, tmp_path, kmemleak_min_age=kernel_kmemleak_min_age("6.12-debug"))
+    assert vm_settings.kmemleak_min_age == 1.5
