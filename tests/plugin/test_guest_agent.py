@@ -49,6 +49,23 @@ def test_commands_keep_the_ssh_contract(two_vms: tuple[GuestVM, GuestVM]) -> Non
     vm.run("cd /tmp; export VEXFS_LEAK=1; set -e; exit 0", check=True)
     assert vm.run('echo "$PWD ${VEXFS_LEAK:-unset}"; false; echo $-').stdout.split()[:2] == ["/root", "unset"]
     assert vm.run("syntax error (((").exit_status == 2
+    # a command's own exit trap runs before the reply, with its output; the agent's status pipe is not its
+    assert vm.run("trap 'echo bye; exit 4' EXIT; echo hi").stdout == "hi\nbye\n"
+    assert vm.run("trap 'echo bye; exit 4' EXIT; echo hi").exit_status == 4
+    assert vm.run("[ -e /proc/self/fd/9 ] && echo open || echo closed; exec true").stdout == "closed\n"
+
+
+def test_commands_back_to_back_reuse_one_shell_server(two_vms: tuple[GuestVM, GuestVM]) -> None:
+    """Each command gets a subshell of its own from a shell server; one sent the moment the last was answered
+    waits for that server's next subshell (a fork) instead of starting a server (bash, ~50 ms) of its own."""
+    vm, _ = two_vms
+    assert vm.agent is not None
+    servers = f"pgrep -c -x -P {vm.agent.agent_pid} bash"  # the agent's children: its shell servers
+    before = int(vm.run(servers).stdout)
+    for i in range(40):
+        result = vm.run(f"echo {i}; echo e{i} >&2; exit {i % 3}")
+        assert (result.stdout, result.stderr, result.exit_status) == (f"{i}\n", f"e{i}\n", i % 3)
+    assert int(vm.run(servers).stdout) == before
 
 
 def test_timeout_kills_the_command_and_keeps_its_output(two_vms: tuple[GuestVM, GuestVM]) -> None:
