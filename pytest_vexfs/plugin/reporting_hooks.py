@@ -421,7 +421,7 @@ class ReportingPlugin:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
-        """The test's domain and, if it failed, its reason and kernel fault title."""
+        """The test's domain, the reason it failed (with its kernel fault title) or was skipped."""
         from html import escape
 
         if not isinstance(report, pytest.TestReport):  # a collection error's row: its first line, no domain
@@ -433,7 +433,18 @@ class ReportingPlugin:
         fault = ""
         if partial.finding is not None and (report.outcome in FAILING or report.failed):
             fault = partial.finding.title
-        reason = self.reason_of(report) if report.failed else ""
+        reason = self.reason_of(report) if report.failed else skip_reason(report)
+        kind = "col-reason" if report.failed else "col-reason skip"  # a skip's reason is not red
         cells.insert(2, f'<td class="col-domain">{escape(partial.domain)}</td>')
-        cells.insert(3, f'<td class="col-reason">{escape(reason)}</td>')
+        cells.insert(3, f'<td class="{kind}">{escape(reason)}</td>')
         cells.insert(4, f'<td class="col-fault">{escape(fault)}</td>')
+
+
+def skip_reason(report: pytest.TestReport) -> str:
+    """Why a test was skipped, or expected to fail ("" for any other report): pytest's words without its
+    "Skipped: " and the place, which the row names already."""
+    if getattr(report, "wasxfail", None) is not None:
+        return f"expected to fail: {report.wasxfail}" if report.wasxfail else "expected to fail"
+    if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return ""

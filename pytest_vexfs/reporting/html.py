@@ -37,6 +37,7 @@ div.vexfs-reason {border-left: 4px solid #b00020; padding: 4px 10px; margin: 6px
 div.vexfs-reason p.vexfs-reason-line {margin: 4px 0; color: #b00020; font-weight: bold;}
 div.vexfs-reason pre {white-space: pre-wrap; color: #222; font-size: 12px; margin: 4px 0;}
 td.col-reason {color: #b00020; max-width: 40em;}
+td.col-reason.skip {color: #555;}
 </style>"""
 
 

@@ -188,6 +188,8 @@ def test_run_with_kernel_fault_writes_all_outputs(pytester: pytest.Pytester,
     assert log.startswith("[    0.000000] Linux version") and "---[ end trace" in log
     (plain,) = report.blob["tests"]["test_sim.py::test_plain"]
     assert '<td class="col-domain">none</td>' in plain["resultsTableRow"]
+    (skipped,) = report.blob["tests"]["test_sim.py::test_needs_disk"]
+    assert '<td class="col-reason skip">needs a second disk</td>' in skipped["resultsTableRow"]  # why, in the row
 
     # Prometheus textfile.
     samples = _samples(pytester.path / "metrics" / "vexfs.prom")
