@@ -597,6 +597,8 @@ class KernelLogMonitor:
         self._held: _Report | None = None
         self.current_test: str | None = None
         """The test whose begin marker was seen last (None outside tests)."""
+        self.last_ended: str | None = None
+        """The test whose end marker was seen last (everything it printed is read)."""
         self.findings: list[Finding] = []
         """Every finding returned so far, in order."""
         self.ignored: list[Finding] = []
@@ -707,6 +709,7 @@ class KernelLogMonitor:
             self.current_test = text[len(BEGIN_PREFIX):].rstrip() or None
         elif text.startswith(END_PREFIX):
             self.current_test = None
+            self.last_ended = text[len(END_PREFIX):].rstrip() or None
         elif text.startswith(PID_PREFIX):
             pid = text[len(PID_PREFIX):].strip()
             if pid.isdigit() and self.current_test is not None:
@@ -909,6 +912,16 @@ class ConsoleFollower:
             settled = self.monitor.settle()
             self._notify(settled)
             return out + settled
+
+    def ended(self, test: str) -> bool:
+        """Whether the end marker of ``test`` (a node id) was the last one read: all it printed is read."""
+        with self._lock:
+            return self.monitor.last_ended == marker_token(test)
+
+    def quiet_for(self) -> float:
+        """Seconds since the log was last seen growing."""
+        with self._lock:
+            return time.monotonic() - self._last_growth
 
     def findings(self, test: str | None = None) -> list[Finding]:
         """Findings so far; with ``test``, only those whose report began during that test."""

@@ -65,6 +65,11 @@ PRIME_KMEMLEAK = (f"if {HAS_KMEMLEAK}; then echo scan > {KMEMLEAK_FILE}; echo cl
                   "echo kmemleak; fi; true")
 
 
+#: after a phase, what the kernel may still be printing about it: the console is read once it has been quiet
+#: this long (seconds; at most this long a wait). After the test's end marker was read, nothing is waited for.
+#: What the kernel prints later, before the end marker, is the test's still, found at its next phase.
+CONSOLE_QUIET = 0.2
+
 #: per thread: whether a guest command of a TestSession is running in it (its abort callback may run more)
 _watching = threading.local()
 
@@ -622,7 +627,8 @@ class TestSession:
             if self.vm_died or self.hang is not None or not vm.is_alive():
                 console.stop()  # read everything and finish pending reports
             else:
-                time.sleep(0.2)
+                if not (self._ended and console.ended(self.nodeid)):  # else all the test printed is read
+                    time.sleep(max(0.0, CONSOLE_QUIET - console.quiet_for()))
                 console.settle()
             seen = console.findings(self.nodeid)
             self._merged.extend(seen[self._console_seen:])

@@ -448,6 +448,29 @@ def test_console_follower_polls_a_growing_file(tmp_path: Path) -> None:
     assert follower.stop() == []
 
 
+def test_console_follower_knows_when_a_test_s_window_is_read_and_how_long_it_was_quiet(tmp_path: Path) -> None:
+    """After a phase the session waits for a quiet console, unless the test's end marker is read already
+    (harness.session.CONSOLE_QUIET): the follower says both."""
+    log = tmp_path / "console.log"
+    follower = ConsoleFollower(log)
+    test = "tests/fs/test_a.py::test_one[x]"
+    log.write_text(f"[    1.000000] {begin_marker(test)}\n[    1.100000] vexfsref: mounted\n")
+    follower.poll()
+    assert not follower.ended(test) and follower.quiet_for() < 0.1  # it just grew
+    with log.open("a") as out:
+        out.write(f"[    1.200000] {end_marker(test)}\n")
+    follower.poll()
+    assert follower.ended(test) and not follower.ended("tests/fs/test_a.py::test_two")
+    with log.open("a") as out:
+        out.write(f"[    1.300000] {begin_marker('tests/fs/test_a.py::test_two')}\n")
+    follower.poll()
+    assert follower.ended(test)  # the last end marker read is still the first test's
+    threading.Event().wait(0.15)
+    follower.poll()  # nothing new
+    assert follower.quiet_for() >= 0.15
+    assert follower.stop() == []
+
+
 def test_console_follower_splits_utf8_and_restarts_on_truncation(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     follower = ConsoleFollower(log, read_size=3)
