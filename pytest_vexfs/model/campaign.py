@@ -189,8 +189,7 @@ def explore(make_target: Callable[[], Target], caps: Capabilities, *, examples: 
             on_finding(finding)
 
     if probe:
-        allowed = {"chmod": caps.permissions}
-        operations = [o for o in OPERATION_CLASSES if o not in caps.unsupported and allowed.get(o, True)]
+        operations = [o for o in OPERATION_CLASSES if o not in caps.unsupported]
         for operation, (errno_name, ops) in probe_operations(make_target, caps, operations).items():
             add(Finding(UnsupportedOperation(operation, errno_name, module, ops), time.monotonic() - start, ops[:1]))
             result.unsupported.append(operation)

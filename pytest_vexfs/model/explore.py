@@ -90,7 +90,6 @@ class Capabilities:
 
     persistence: bool = True
     reload: bool = True
-    permissions: bool = False
     power_cut: bool = False
     max_file_size: int | None = None
     max_name_len: int | None = None
@@ -587,7 +586,7 @@ def state_machine(make_target: Callable[[], Target], caps: Capabilities, batch_s
     counter = {"n": 0}
     points = edges(caps)
     cuts = caps.persistence and caps.power_cut
-    allowed = {"chmod": caps.permissions, "remount": caps.persistence,
+    allowed = {"chmod": "chmod" not in caps.unsupported, "remount": caps.persistence,
                "reload": caps.persistence and caps.reload}
     kinds = [k for k, _ in WEIGHTS if allowed.get(k, True)]
     table = [k for k, w in WEIGHTS if k in kinds for _ in range(w)]
@@ -876,7 +875,9 @@ def random_operation(model: Model, rng: random.Random, caps: Capabilities) -> tu
     paths = model.paths() or ["a"]
     candidates = sorted(set(paths) | {f"{d}/{n}" if d else n for d in model.dirs() for n in NAMES})
     names = ["create", "mkdir", "write", "write", "truncate", "read", "stat", "listdir", "unlink", "rmdir",
-             "rename", "link", "symlink", "readlink", "fsync", "sync"] + (["chmod"] if caps.permissions else [])
+             "rename", "link", "symlink", "readlink", "fsync", "sync"]
+    if "chmod" not in caps.unsupported:
+        names.append("chmod")
     name = rng.choice(names)
     if name in ("create", "mkdir"):
         return (name, rng.choice(candidates), FILE_MODE if name == "create" else DIR_MODE)

@@ -120,8 +120,6 @@ class ModelRun:
                          "explored without power cuts")
         elif not caps.power_cut:
             notes.append("power cuts off (they need the qemu backend and a block device)")
-        if not caps.permissions:
-            notes.append("no chmod: the profile does not declare the permissions capability")
         if self.rig.profile.unsupported:
             notes.append("never generated, the profile declares them unsupported: "
                          + ", ".join(self.rig.profile.unsupported))

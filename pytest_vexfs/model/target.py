@@ -134,7 +134,6 @@ class ModelRig:
     # -- what the explorer needs -----------------------------------------------------------------
     def capabilities(self) -> Capabilities:
         return Capabilities(persistence=self.profile.has("persistence"), reload=self.built is not None,
-                            permissions=self.profile.has("permissions"),
                             power_cut=self.power_cuts,
                             max_file_size=profile_limit(self.profile, "max_file_size"),
                             max_name_len=profile_limit(self.profile, "name_max"),

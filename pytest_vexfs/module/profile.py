@@ -64,7 +64,7 @@ OPERATION_CLASSES = {
     "truncate_down": "truncate to a smaller size",
     "truncate_up": "truncate to a larger size",
     "sparse_write": "write past the end of a file (leaving a hole)",
-    "chmod": "chmod (modes kept per file; without it the model checker compares no modes)",
+    "chmod": "chmod (modes kept per file; without it the model checker neither chmods nor compares modes)",
     "chown": "chown (owners kept per file)",
     "mknod": "special files (mkfifo, mknod)",
     "fsync": "fsync",

@@ -14,7 +14,7 @@ from pytest_vexfs.model.corpus import Corpus, mutate, valid
 from pytest_vexfs.coverage.gcov import Hits
 from pytest_vexfs.model.explore import Capabilities
 
-CAPS = Capabilities(persistence=True, reload=True, permissions=True, power_cut=True, max_file_size=49152)
+CAPS = Capabilities(persistence=True, reload=True, power_cut=True, max_file_size=49152)
 SEED_A = [("create", "a", 0o644), ("write", "a", 0, 100, 3), ("mkdir", "b", 0o755), ("rename", "a", "b/a"),
           ("fsync", "b/a"), ("power_cut",)]
 SEED_B = [("mkdir", "c", 0o755), ("create", "c/a", 0o644), ("truncate", "c/a", 65536), ("remount",),
@@ -51,7 +51,7 @@ def test_sequences_the_model_cannot_answer_are_invalid() -> None:
     assert not valid([("symlink", "x", "a"), ("create", "a/b", 0o644)], CAPS)
     assert not valid([("symlink", "x", "a"), ("chmod", "a", 0o600)], CAPS)
     assert not valid([("power_cut",), ("create", "a", 0o644)], CAPS)  # a power cut only at the end
-    assert not valid([("chmod", "a", 0o600)], Capabilities(permissions=False))
+    assert not valid([("chmod", "a", 0o600)], Capabilities(unsupported=frozenset({"chmod"})))
     assert not valid([("remount",)], Capabilities(persistence=False))
 
 
@@ -137,7 +137,8 @@ def test_guided_rounds_split_the_budget_and_mutated_seeds_raise_no_false_alarm(t
     corpus_file = tmp_path / "corpus.json"
     guidance = Guidance(snapshot, corpus_file)
     # no time budget: one round (new sequences, then as long again on mutated seeds)
-    result = explore(make_target, Capabilities(persistence=False, permissions=False), examples=4, steps=15,
+    no_chmod = Capabilities(persistence=False, unsupported=frozenset({"chmod"}))
+    result = explore(make_target, no_chmod, examples=4, steps=15,
                      seed=3, probe=False, run_round=guidance.run_round)
     guidance.save()
     summary = guidance.summary
@@ -153,7 +154,7 @@ def test_guided_rounds_split_the_budget_and_mutated_seeds_raise_no_false_alarm(t
 
     guidance = Guidance(snapshot)
     began = time.monotonic()
-    explore(make_target, Capabilities(persistence=False, permissions=False), examples=100_000, steps=15,
+    explore(make_target, Capabilities(persistence=False, unsupported=frozenset({"chmod"})), examples=100_000, steps=15,
             seed=5, probe=False, run_round=guidance.run_round, time_budget=3.0)
     spent = time.monotonic() - began
     summary = guidance.summary

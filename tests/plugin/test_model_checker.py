@@ -49,7 +49,7 @@ def host_target(binary: Path, root: Path, file_size_limit: int | None = None) ->
 
 
 def test_random_walk_matches_the_host_filesystem(host_fsexec: Path, tmp_path: Path) -> None:
-    caps = Capabilities(persistence=False, permissions=True)
+    caps = Capabilities(persistence=False)
     explorer = Explorer(host_target(host_fsexec, tmp_path / "root"), caps, batch_size=100)
     rng = random.Random(1)
     for _ in range(3000):
@@ -119,7 +119,8 @@ def test_unsupported_operations_are_probed_once_and_never_generated(host_fsexec:
         for k, v in explorer.counts.items():
             seen[k] = seen.get(k, 0) + v
 
-    result = explore(sim.target, Capabilities(persistence=False), examples=12, steps=15, seed=11,
+    # a seed whose sequences write past 48 KiB (with chmod generated too, seed 11's no longer did)
+    result = explore(sim.target, Capabilities(persistence=False), examples=12, steps=15, seed=12,
                      on_finish=finished)
     reasons = [f.reason for f in result.findings]
     assert reasons[:2] == ["the module does not support link: EPERM", "the module does not support symlink: EPERM"]
