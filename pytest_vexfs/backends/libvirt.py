@@ -151,9 +151,11 @@ def _event_loop() -> threading.Thread:
 
 
 #: What libvirt runs as `ssh` for a qemu+ssh:// URI (its `command` parameter): ssh that gives up on a host
-#: silent for 15 s. Plain ssh waits forever on a frozen host, and so do the transport and anything still
-#: connecting through it, after the run has ended.
-SSH_TRANSPORT = '#!/bin/sh\nexec ssh -o ServerAliveInterval=5 -o ServerAliveCountMax=3 "$@"\n'
+#: silent for 15 s, connected (keepalives) or still connecting (ConnectTimeout bounds the TCP connect and
+#: the banner exchange). Plain ssh waits forever on a frozen host, and so do the transport and anything
+#: still connecting through it (a reaper's open that timed out in its thread), after the run has ended.
+SSH_TRANSPORT = ('#!/bin/sh\n'
+                 'exec ssh -o ConnectTimeout=15 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 "$@"\n')
 
 
 def transport_uri(uri: str) -> str:
@@ -237,6 +239,10 @@ def _open_error(uri: str, message: str, seconds: float) -> LibvirtUnreachable:
     """One paragraph for a failed open: which of host, key, host key or daemon is at fault."""
     parts = urllib.parse.urlsplit(uri)
     login = f"{parts.username + '@' if parts.username else ''}{parts.hostname or 'localhost'}"
+    if parts.scheme.endswith("+ssh") and parts.hostname and "ssh:" not in message:
+        # libvirt lost the transport before ssh said why ("Cannot write data: Broken pipe" when it wrote
+        # to an ssh that had already exited): ask the network ourselves
+        message += _tcp_reason(parts.hostname, parts.port or 22)
     text = f"cannot open libvirt URI {uri!r} ({seconds:.1f}s): {message}"
     if "Permission denied" in message:
         return LibvirtUnreachable(
@@ -257,6 +263,15 @@ def _open_error(uri: str, message: str, seconds: float) -> LibvirtUnreachable:
                  "and sshd listens there")
     return LibvirtUnreachable(text, hint="is libvirtd running there? (without systemd: virtlogd -d && "
                                          "libvirtd -d)")
+
+
+def _tcp_reason(host: str, port: int, timeout: float = 3.0) -> str:
+    """Why a TCP connection to host:port fails (" (TCP connect to ...: Connection refused)"), or ""."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return ""
+    except OSError as exc:
+        return f" (TCP connect to {host}:{port}: {exc.strerror or exc})"
 
 
 def is_local_uri(uri: str) -> bool:

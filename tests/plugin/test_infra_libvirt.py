@@ -269,6 +269,55 @@ def test_transports_to_a_lost_host_are_killed_others_kept() -> None:
             lost.wait()
 
 
+def test_an_ssh_uri_to_a_closed_port_says_connection_refused(closed_port: int) -> None:
+    """However libvirt words the lost transport (ssh's own "Connection refused", or "Cannot write data:
+    Broken pipe" when libvirt wrote to an ssh that had already exited), the error names the reason."""
+    from pytest_vexfs.backends.libvirt import _open_error
+
+    uri = f"qemu+ssh://root@127.0.0.1:{closed_port}/system"
+    with pytest.raises(LibvirtUnreachable, match="Connection refused") as info:
+        open_connection(uri, 10)
+    assert "cannot be reached over SSH" in info.value.hint
+    raced = _open_error(uri, "Cannot write data: Broken pipe", 0.0)
+    assert "cannot be reached over SSH" in raced.hint and "Broken pipe" in raced.message
+    assert f"TCP connect to 127.0.0.1:{closed_port}: Connection refused" in raced.message
+
+
+def test_an_open_to_a_frozen_host_leaves_no_ssh_behind() -> None:
+    """A host that froze (its TCP stack answers, nothing else does) holds ssh in its banner exchange, where
+    keepalives do not reach: the open gives up at its deadline and its transport ends on its own
+    (ConnectTimeout), not with the machine. A reaper's open in another session left one such ssh behind."""
+    from pytest_vexfs.polling import deadline_in, poll
+
+    with socket.socket() as frozen:  # listens, never accepts: the kernel completes the handshake alone
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen()
+        port = frozen.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(LibvirtUnreachable, match="did not answer within 2s"):
+            open_connection(f"qemu+ssh://root@127.0.0.1:{port}/system", 2)
+        assert time.monotonic() - t0 < 4
+
+        def transports() -> list[int]:
+            return [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
+                    if _is_ssh_to(p, port)]
+        assert transports(), "libvirt's ssh should still be waiting for the banner"
+        for _ in poll(deadline_in(30), 0.5):
+            if not transports():
+                break
+        else:
+            pytest.fail(f"ssh transports to the frozen host outlived ConnectTimeout: {transports()}")
+        assert time.monotonic() - t0 > 10  # it was ssh's timeout that ended it, not the open
+
+
+def _is_ssh_to(cmdline: Path, port: int) -> bool:
+    try:
+        argv = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(argv) and argv[0].endswith(b"ssh") and b"-p" in argv and str(port).encode() in argv
+
+
 def test_qemu_ssh_uris_get_an_ssh_that_gives_up_on_a_silent_host() -> None:
     from pytest_vexfs.backends.libvirt import SSH_TRANSPORT, transport_uri
 
