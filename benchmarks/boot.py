@@ -41,7 +41,7 @@ from pytest_vexfs.settings import default_cache_dir  # noqa: E402
 from pytest_vexfs.guest.ssh import SSHConnection, generate_keypair, ssh_banner_ready  # noqa: E402
 from pytest_vexfs.guest.runstate import new_run_id  # noqa: E402
 from pytest_vexfs.guest.vm import BASE_CMDLINE, GuestVM, VMSettings, ensure_snapshot  # noqa: E402
-from pytest_vexfs.kernels import DEFAULT_KERNEL, kernel_checked_cmdline, kernel_default_memory  # noqa: E402
+from pytest_vexfs.kernels import DEFAULT_KERNEL, kernel_default_memory  # noqa: E402
 from pytest_vexfs.settings import SETTINGS_BY_NAME  # noqa: E402
 
 
@@ -131,8 +131,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vexfs-bench-") as tmp:
         def vm_settings(kernel: str) -> VMSettings:
             memory = args.memory or kernel_default_memory(kernel) or int(SETTINGS_BY_NAME["memory"].default)
-            return VMSettings(cache_dir=cache, artifacts_dir=Path(tmp), memory=memory,
-                              checked_cmdline=kernel_checked_cmdline(kernel))
+            return VMSettings(cache_dir=cache, artifacts_dir=Path(tmp), memory=memory, kernel=kernel)
 
         settings = vm_settings(kernels[0])
         key = generate_keypair(Path(tmp) / "key")

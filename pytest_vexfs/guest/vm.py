@@ -40,7 +40,8 @@ from pytest_vexfs.faults.boot import find_boot_panic
 from pytest_vexfs.guest.agent import AgentConnection, AgentError
 from pytest_vexfs.images.image import Image
 from pytest_vexfs.faults.kernel_log import ConsoleFollower, Finding, KernelLogMonitor
-from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_MIN_AGE, ScanLedger
+from pytest_vexfs.kernels import kernel_checked_cmdline, kernel_kmemleak_min_age
+from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, ScanLedger
 from pytest_vexfs.guest.runstate import VMRecord, remove_record, write_record
 from pytest_vexfs.command import CommandResult
 from pytest_vexfs.processes import process_alive, process_start_time
@@ -90,17 +91,27 @@ class VMSettings:
     snapshot: bool = True
     hung_task_timeout: int = 3
     checked_boot: bool = True
-    #: the checked boot's parameters of a kernel that has its own (kernels.kernel_checked_cmdline);
-    #: None: CHECKED_CMDLINE
-    checked_cmdline: str | None = None
-    #: seconds after which the kernel's kmemleak reports an object (kernels.kernel_kmemleak_min_age)
-    kmemleak_min_age: float = KMEMLEAK_MIN_AGE
+    #: the kernel setting's value (a name of kernels.py, or a path): what the VM's kernel is built with, which
+    #: the properties below derive from
+    kernel: str = ""
     ignore_patterns: tuple[str, ...] = ()
     backend: str = "qemu"
     libvirt: LibvirtOptions = LibvirtOptions()   # options of the libvirt backend
     hosts: HostOptions = HostOptions()           # options of the static and terraform backends
     scratch_image: Path | None = None  # keep the scratch disk in this raw file (power cuts, qemu only)
     scratch_log: Path | None = None  # with scratch_image: log its writes and flushes here (crash states)
+
+    @property
+    def checked_cmdline(self) -> str:
+        """The checked boot's parameters for this kernel: its flavour's own (kernels.kernel_checked_cmdline),
+        else CHECKED_CMDLINE."""
+        own = kernel_checked_cmdline(self.kernel)
+        return CHECKED_CMDLINE if own is None else own
+
+    @property
+    def kmemleak_min_age(self) -> float:
+        """Seconds after which this kernel's kmemleak reports an object (kernels.kernel_kmemleak_min_age)."""
+        return kernel_kmemleak_min_age(self.kernel)
 
 
 class VMState(enum.Enum):
@@ -487,7 +498,7 @@ def checked_parameters(settings: VMSettings) -> str:
     """The checked boot's part of the kernel command line ("" with checked_boot off)."""
     if not settings.checked_boot:
         return ""
-    return CHECKED_CMDLINE if settings.checked_cmdline is None else settings.checked_cmdline
+    return settings.checked_cmdline
 
 
 def validates_slabs(settings: VMSettings) -> bool:

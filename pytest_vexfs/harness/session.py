@@ -19,7 +19,6 @@ from pytest_vexfs.backends.placement import Placement, VMHost, parse_hosts
 from pytest_vexfs.coverage.gcov import Counters, Hits
 from pytest_vexfs.errors import CommandTimeout, HostDown, VexfsError, VMCrashed, VMError
 from pytest_vexfs.images.image import Image, get_image, kernel_debug_objects
-from pytest_vexfs.kernels import kernel_checked_cmdline, kernel_kmemleak_min_age
 from pytest_vexfs.faults import kinds as fault_kinds
 from pytest_vexfs.faults.kernel_log import Finding, begin_marker, end_marker, marker_token, pid_marker_command
 from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK, KMEMLEAK_FILE, VERBOSE
@@ -202,8 +201,7 @@ class VMSlot:
                           ignore_patterns=self.ignore_patterns, backend=host.backend if host else s.backend,
                           libvirt=host.libvirt_options(s.libvirt_options()) if host else s.libvirt_options(),
                           hosts=s.host_options(self.worker_index), scratch_image=self.scratch_image,
-                          scratch_log=self.scratch_log, checked_cmdline=kernel_checked_cmdline(s.kernel),
-                          kmemleak_min_age=kernel_kmemleak_min_age(s.kernel))
+                          scratch_log=self.scratch_log, kernel=s.kernel)
 
     @property
     def scratch_disk(self) -> int:

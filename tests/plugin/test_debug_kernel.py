@@ -321,14 +321,13 @@ def test_the_debug_flavour_boots_without_kfence_or_slub_debugging(tmp_path: Path
     (a stale pointer in new memory hides a leak); the packaged kernels keep the default set and the
     validation."""
     from pytest_vexfs.guest.vm import CHECKED_CMDLINE, VMSettings, kernel_cmdline, validates_slabs
-    from pytest_vexfs.kernels import kernel_checked_cmdline
 
-    debug = VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug"))
+    debug = VMSettings(tmp_path, tmp_path, kernel="6.12-debug")
     assert re.findall(r"kfence\.sample_interval=(\d+)", kernel_cmdline(debug)) == ["0"], kernel_cmdline(debug)
     assert "slub_debug" not in kernel_cmdline(debug) and not validates_slabs(debug)
     assert "init_on_alloc=1" in kernel_cmdline(debug).split(), kernel_cmdline(debug)
     for name in ("6.12", "/boot/vmlinuz"):
-        stock = VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline(name))
+        stock = VMSettings(tmp_path, tmp_path, kernel=name)
         assert CHECKED_CMDLINE in kernel_cmdline(stock) and validates_slabs(stock), name
     unchecked = VMSettings(tmp_path, tmp_path, checked_boot=False)
     assert "slub_debug" not in kernel_cmdline(unchecked) and not validates_slabs(unchecked)
@@ -362,5 +361,5 @@ def test_the_debug_flavour_reports_leaks_after_its_own_minimum_age(tmp_path: Pat
     assert kernel_kmemleak_min_age("6.12-debug") == 1.5
     for name in ("6.12", "/boot/vmlinuz", ""):
         assert kernel_kmemleak_min_age(name) == KMEMLEAK_MIN_AGE == 5.5, name
-    vm_settings = VMSettings(tmp_path, tmp_path, kmemleak_min_age=kernel_kmemleak_min_age("6.12-debug"))
-    assert vm_settings.kmemleak_min_age == 1.5
+    assert VMSettings(tmp_path, tmp_path, kernel="6.12-debug").kmemleak_min_age == 1.5
+    assert VMSettings(tmp_path, tmp_path, kernel="6.12").kmemleak_min_age == 5.5

@@ -11,7 +11,6 @@ from pytest_vexfs.faults.symbols import Symbolizer
 from pytest_vexfs.guest.vm import GuestVM, VMSettings
 from pytest_vexfs.faults.kernel_log import end_marker
 from pytest_vexfs.harness.session import CHECK_SLABS, TestSession
-from pytest_vexfs.kernels import kernel_checked_cmdline
 
 
 KALLSYMS = "ffffffffc0001000 t vx_fill_super\t[vexfsref]\n"
@@ -54,7 +53,7 @@ def _session(vm: FakeVM) -> TestSession:
 
 
 def test_module_symbols_are_read_again_only_when_the_modules_changed(tmp_path: Path) -> None:
-    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")))
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, kernel="6.12-debug"))
     session = _session(vm)
     session.check_kernel()
     assert vm.module_list == "modules: vexfsref@0xffffffffc0000000 "
@@ -71,13 +70,13 @@ def test_module_symbols_are_read_again_only_when_the_modules_changed(tmp_path: P
 
 
 def test_a_stock_kernel_validates_slabs_and_reads_no_symbols(tmp_path: Path) -> None:
-    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12")), kmemleak=False)
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, kernel="6.12"), kmemleak=False)
     _session(vm).check_kernel()
     assert vm.commands and vm.commands[0].startswith(CHECK_SLABS) and "kallsyms" not in vm.commands[0]
 
 
 def test_nothing_to_check_runs_no_command(tmp_path: Path) -> None:
-    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")), kmemleak=False)
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, kernel="6.12-debug"), kmemleak=False)
     _session(vm).check_kernel(ending=True)
     assert vm.commands == []
 
@@ -85,7 +84,7 @@ def test_nothing_to_check_runs_no_command(tmp_path: Path) -> None:
 def test_a_session_never_begun_asks_the_guest_for_kmemleak_once(tmp_path: Path) -> None:
     from pytest_vexfs.faults.kmemleak import HAS_KMEMLEAK
 
-    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")))
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, kernel="6.12-debug"))
     vm.has_kmemleak = None
     session = _session(vm)
     session.check_kernel()
@@ -98,7 +97,7 @@ def test_the_end_marker_follows_the_last_checks_in_the_same_command(tmp_path: Pa
     """end(): the checks while the test is still blamed, then its end marker, in one guest command (each
     costs ~200 ms on the debug kernel); the modules are listed again only if a command ran since the check
     after the test body (a fixture's teardown may unload or load one)."""
-    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")))
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, kernel="6.12-debug"))
     session = _session(vm)
     session.run("mount ...")
     session.check_kernel()  # after the test body
@@ -111,7 +110,7 @@ def test_the_end_marker_follows_the_last_checks_in_the_same_command(tmp_path: Pa
 
 
 def test_nothing_ran_after_the_body_check_so_the_end_only_marks(tmp_path: Path) -> None:
-    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")))
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, kernel="6.12-debug"))
     session = _session(vm)
     session.check_kernel()
     del vm.commands[:]
@@ -121,6 +120,6 @@ def test_nothing_ran_after_the_body_check_so_the_end_only_marks(tmp_path: Path) 
 
 
 def test_a_stock_kernel_without_checks_still_gets_its_end_marker(tmp_path: Path) -> None:
-    vm = FakeVM(VMSettings(tmp_path, tmp_path, checked_cmdline=kernel_checked_cmdline("6.12-debug")), kmemleak=False)
+    vm = FakeVM(VMSettings(tmp_path, tmp_path, kernel="6.12-debug"), kmemleak=False)
     _session(vm).end()
     assert len(vm.commands) == 1 and end_marker("t.py::test_x") in vm.commands[0]
