@@ -207,7 +207,8 @@ def explore(make_target: Callable[[], Target], caps: Capabilities, *, examples: 
                       batch_size=batch_size, on_finish=on_finish, shrink_limit=shrink_limit, known=known,
                       deadline=deadline)
         except Discrepancy as exc:
-            shrunk = minimize(make_target, caps, exc, batch_size=batch_size, limit=minimize_limit)
+            shrunk = minimize(make_target, caps, exc, batch_size=batch_size, limit=minimize_limit) \
+                if exc.repeats else exc  # a sequence that passed when run again cannot be shrunk
             known.add(shrunk.signature)
             add(Finding(shrunk, time.monotonic() - start, list(shrunk.ops)))
             found = True

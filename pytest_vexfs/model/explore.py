@@ -58,6 +58,22 @@ class Discrepancy(ModuleFinding, AssertionError):
         self.index = index
         self.signature = signature or "model: discrepancy"
         self.reason = message.split("\n", 1)[0]
+        #: False when the same sequence passed when run again (see `unreliable`): nothing to shrink
+        self.repeats = True
+
+
+#: what a discrepancy that its own sequence did not repeat says under its first line
+NOT_REPEATED = ("  not repeated: the same operations on a fresh filesystem passed when run again, so the module's "
+                "answer depended on more than them (timing, writeback, memory or the page cache): the sequence "
+                "shows the bug, a replay may not")
+
+
+def unreliable(found: Discrepancy) -> Discrepancy:
+    """`found` saying that its sequence did not fail again (same signature: the same finding)."""
+    first, _, rest = str(found).partition("\n")
+    said = Discrepancy(f"{first}\n{NOT_REPEATED}\n{rest}", found.ops, found.index, found.signature)
+    said.repeats = False
+    return said
 
 
 class BudgetSpent(BaseException):  # noqa: N818 - not an Exception: Hypothesis must not shrink it
@@ -813,12 +829,19 @@ def explore_round(make_target: Callable[[], Target], caps: Capabilities, *, exam
                       phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
     test = get_state_machine_test(machine, settings=config)
     use_seed(seed)(test)
-    from hypothesis.errors import FlakyStrategyDefinition
+    from hypothesis.errors import FlakyFailure, FlakyStrategyDefinition
 
     try:
         test()
     except BudgetSpent:
         return
+    except FlakyFailure as exc:
+        # the sequence failed, and passed when Hypothesis ran it again: still the module's finding (what it
+        # answered once is what it answered), said as one that a replay may not show
+        found = next((e for e in exc.exceptions if isinstance(e, Discrepancy)), None)
+        if found is None:
+            raise
+        raise unreliable(found) from None
     except FlakyStrategyDefinition as exc:
         # Hypothesis replays a sequence that raised BudgetSpent; built after the deadline too, the replay
         # stops drawing at another step, which Hypothesis calls flaky data generation: the budget is spent

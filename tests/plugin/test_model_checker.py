@@ -5,6 +5,7 @@ covered by tests/filesystem_ops/test_model*.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import resource
 import shutil
@@ -16,7 +17,8 @@ import pytest
 
 from pytest_vexfs.model.executor import SOURCE
 from pytest_vexfs.model.campaign import explore
-from pytest_vexfs.model.explore import Capabilities, Discrepancy, Explorer, Target, random_operation
+from pytest_vexfs.model.explore import (NOT_REPEATED, Capabilities, Discrepancy, Explorer, Target,
+                                        random_operation)
 from pytest_vexfs.model.exploration_findings import UndeclaredLimit, UnsupportedOperation
 from pytest_vexfs.model.simulate import SimulatedModule
 
@@ -129,6 +131,32 @@ def test_unsupported_operations_are_probed_once_and_never_generated(host_fsexec:
     assert result.unsupported == ["link", "symlink"] and result.learned == {"max_file_size": 49152}
     assert not {"link", "symlink"} & set(seen) and seen.get("write", 0) > 0, seen
     assert len({f.signature for f in result.findings}) == 3
+
+
+def test_a_discrepancy_its_sequence_does_not_repeat_is_still_a_finding(host_fsexec: Path, tmp_path: Path) -> None:
+    """A module that answers wrong once (fs/bfs lost a file's name once in a sequence that then passed when
+    Hypothesis ran it again): the finding is reported with the sequence as it failed, its first line the
+    discrepancy and the next saying it did not repeat, not as Hypothesis's FlakyFailure."""
+    real = host_target(host_fsexec, tmp_path / "root")
+    renames = {"ok": 0}
+
+    def once(lines: list[str]) -> list[tuple[str, str]]:  # the 10th rename that succeeds says ENOENT
+        answers = real.run_batch(lines)
+        for i, line in enumerate(lines):
+            if line.startswith("rename\t") and answers[i][0] == "ok":
+                renames["ok"] += 1
+                if renames["ok"] == 10:
+                    answers[i] = ("ENOENT", "")
+        return answers
+
+    target = dataclasses.replace(real, run_batch=once)
+    result = explore(lambda: target, Capabilities(persistence=False), examples=20, steps=20, seed=3)
+    (finding,) = result.findings
+    lines = str(finding.error).splitlines()
+    assert finding.reason == lines[0] and "(rename " in lines[0] and "got ENOENT" in lines[0], lines[:3]
+    assert lines[1] == NOT_REPEATED
+    assert finding.signature == "model: rename: ENOENT instead of ok", finding.signature
+    assert renames["ok"] > 10  # Hypothesis ran it again, and more renames
 
 
 def test_writes_past_a_declared_limit_expect_efbig(host_fsexec: Path, tmp_path: Path) -> None:
