@@ -7,7 +7,7 @@ from pytest_vexfs.module.fs import run_guest_python
 from pytest_vexfs.module.limits import LIMIT_OF_ERRNO, refusal
 
 FILL = """
-root, per_file, per_dir, cap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+root, per_file, per_dir, cap, dirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 r = {"files": 0}
 written = 0
 while "write_error" not in r:
@@ -33,20 +33,22 @@ while "write_error" not in r:
     os.close(fd)
 r["written"] = written
 r["size"] = sum(os.path.getsize(f"{root}/big{i}") for i in range(r["files"]))
+# then new entries until they are refused: directories, or empty files on a flat filesystem
+make = os.mkdir if dirs == "1" else lambda path: os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
 made = 0
 for i in range(20000):
-    parent = f"{root}/p{i // per_dir}" if per_dir else root
-    if per_dir and i % per_dir == 0:
+    parent = f"{root}/p{i // per_dir}" if per_dir and dirs == "1" else root
+    if parent != root and i % per_dir == 0:
         e = err(os.mkdir, parent)
         if e != "ok":
-            r["mkdir_error"] = e
+            r["entry_error"] = e
             break
-    e = err(os.mkdir, f"{parent}/dir{i}")
+    e = err(make, f"{parent}/e{i}")
     if e != "ok":
-        r["mkdir_error"] = e
+        r["entry_error"] = e
         break
     made += 1
-r["dirs_made"] = made
+r["entries_made"] = made
 r["create_error"] = err(lambda: open(root + "/late", "w").write("x" * min(65536, per_file)))
 out(r)
 """
@@ -59,17 +61,18 @@ def test_full_device_reports_enospc_and_recovers(vexfs_loop_device, vexfs_mount_
     per_dir = entries - 2 if entries is not None and entries - 2 < 20000 else 0  # . and .. may count
     device = vexfs_loop_device(device_bytes >> 20)
     fs = vexfs_mount_factory(device=device, mountpoint="/mnt/small")
-    r = run_guest_python(vexfs_vm, FILL, fs.mountpoint, str(per_file), str(per_dir), str(16 * device_bytes))
+    r = run_guest_python(vexfs_vm, FILL, fs.mountpoint, str(per_file), str(per_dir), str(16 * device_bytes),
+                         str(int(vexfs_profile.has("directories"))))
     if r["write_error"] in LIMIT_OF_ERRNO:
         raise refusal(vexfs_profile, f"a file of {r['file_size_at_error'] + 1} bytes or less (max "
                                      f"{per_file}) on a {device_bytes}-byte device", r["write_error"])
-    if r.get("mkdir_error") in LIMIT_OF_ERRNO:
-        raise refusal(vexfs_profile, f"directory entry {r['dirs_made'] % (per_dir or 20000) + 1} of a directory",
-                      r["mkdir_error"])
+    if r.get("entry_error") in LIMIT_OF_ERRNO:
+        raise refusal(vexfs_profile, f"directory entry {r['entries_made'] % (per_dir or 20000) + 1} of a directory",
+                      r["entry_error"])
     assert r["write_error"] == "ENOSPC", r
     assert device_bytes * 3 // 4 <= r["written"] <= device_bytes, r
     assert r["size"] == r["written"]
-    assert r["mkdir_error"] == "ENOSPC" and r["dirs_made"] < 20000
+    assert r["entry_error"] == "ENOSPC" and r["entries_made"] < 20000, r
     assert r["create_error"] == "ENOSPC"
     big = " ".join(f"big{i}" for i in range(r["files"]))
     digest = vexfs_vm.run(f"cd {fs.mountpoint} && cat {big} | sha256sum", check=True).stdout

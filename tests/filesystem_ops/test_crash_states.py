@@ -15,6 +15,10 @@ PLANTED_WORKLOAD = [("create", "a", 0o644), ("write", "a", 0, 8192, 1), ("fsync"
                     ("create", "b", 0o644), ("write", "b", 0, 5000, 2), ("fsync", "b")]
 
 
+#: the workloads make a directory and rename into it: a flat filesystem's profile leaves `directories` out
+pytestmark = pytest.mark.requires("directories")
+
+
 def needs_crash_states(profile, settings):
     if not profile.has("crash_consistent"):
         pytest.skip(f"profile of {profile.name!r} does not declare crash_consistent: its crash states may "

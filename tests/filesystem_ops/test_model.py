@@ -4,6 +4,11 @@ Exploration goes on past each finding within the budget; every distinct finding 
 written as a reproducer under .vexfs/model/, an operation the module does not support, a limit its
 profile does not declare) is a test result of its own (a subtest, its own test case in JUnit and HTML)."""
 
+import pytest
+
+#: the model's paths, probes and sequences use directories: a flat filesystem's profile leaves them out
+pytestmark = pytest.mark.requires("directories")
+
 
 def test_model_exploration(vexfs_model, request, subtests):
     summary = vexfs_model.explore()

@@ -5,6 +5,7 @@ from pytest_vexfs.module.fs import run_guest_python
 from pytest_vexfs.module.limits import inside_declared_limits
 
 
+@pytest.mark.requires("directories")
 def test_directory_operations(vexfs_fs, vexfs_vm):
     answers = run_guest_python(vexfs_vm, """
 root = sys.argv[1]
@@ -30,6 +31,7 @@ out(r)
                        "nlink_root_sub": 3, "nlink_after_rmdir": 2, "root_listing": ["a"]}
 
 
+@pytest.mark.requires("directories")  # ENOTDIR, EISDIR, ENOTEMPTY need directories
 def test_error_conditions(vexfs_fs, vexfs_vm, vexfs_profile):
     name_max = vexfs_profile.limit("name_max", 255)
     answers = run_guest_python(vexfs_vm, """
@@ -66,6 +68,7 @@ out({
     }
 
 
+@pytest.mark.requires("directories")  # links across directories
 def test_hard_links_and_symlinks(vexfs_fs, vexfs_vm, vexfs_profile):
     if missing := vexfs_profile.missing_operations("link", "symlink"):
         pytest.skip(missing)
@@ -119,6 +122,7 @@ out({"data": data, "nlink": nlink, "gone": not os.path.exists(p)})
     assert vexfs_vm.run(f"ls -A {vexfs_fs.mountpoint}", check=True).stdout == ""
 
 
+@pytest.mark.requires("directories")
 def test_thousands_of_entries(vexfs_fs, vexfs_vm, vexfs_profile):
     count = min(3000, vexfs_profile.limit("max_dir_entries", 3000) - 2)  # . and .. may count
     # ENOSPC (or EMLINK) while one directory fills is its entry limit (max_dir_entries), not a full device

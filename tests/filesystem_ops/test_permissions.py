@@ -43,6 +43,7 @@ def _modes_and_owners(vexfs_profile):
         pytest.skip(missing)
 
 
+@pytest.mark.requires("directories")  # directory modes: search, sticky, ownership
 def test_unprivileged_user_is_confined(vexfs_fs, vexfs_vm):
     m = vexfs_fs.mountpoint
     vexfs_vm.run(f"""set -e; cd {m}
@@ -66,6 +67,7 @@ def test_unprivileged_user_is_confined(vexfs_fs, vexfs_vm):
     }
 
 
+@pytest.mark.requires("directories")
 def test_permissions_and_ownership_survive_remount(vexfs_fs, vexfs_vm):
     m = vexfs_fs.mountpoint
     vexfs_vm.run(f"cd {m} && mkdir home && chown {USER}:{USER} home && chmod 750 home", check=True)

@@ -2,6 +2,8 @@
 declare it unsupported) survives unmount/remount and a module reload, byte for byte. Its files stay
 inside the profile's limits: max_file_size."""
 
+import pytest
+
 from pytest_vexfs.module.fs import tree_manifest
 from pytest_vexfs.module.limits import inside_declared_limits
 
@@ -30,6 +32,7 @@ OPTIONAL = {"link": "ln lvl1-1/lvl2-x/note.txt lvl1-3/hardlink",
             "mknod": "mkfifo lvl1-3/fifo"}
 
 
+@pytest.mark.requires("directories")
 def test_nested_tree_survives_remount_and_reload(vexfs_fs, vexfs_vm, vexfs_module, vexfs_profile):
     big = vexfs_profile.file_size(3 << 20)  # 3 MiB, or the largest file; so for every size here
     sizes = " ".join(str(vexfs_profile.file_size(a * 70000 + 13)) for a in (1, 2, 3))

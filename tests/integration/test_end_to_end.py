@@ -12,7 +12,7 @@ from pytest_vexfs.module.limits import inside_declared_limits
 from pytest_vexfs.module.vectors import (METRICS, assert_same_neighbours, batch_for, generate, knn, load_client,
                                         query_for_seed, store_generated)
 
-pytestmark = pytest.mark.requires("files", "persistence")
+pytestmark = pytest.mark.requires("files", "directories", "persistence")  # a tree of documents
 
 BAD_KERNEL_LINES = re.compile(r"WARNING:|BUG:|kernel BUG|Oops|Call Trace|general protection|Kernel panic|"
                               r"list_(add|del) corruption|refcount_t:|UBSAN|KASAN|kfence|"

@@ -26,6 +26,7 @@ def test_sequential_throughput_relative_to_tmpfs(vexfs_fs, vexfs_vm, vexfs_profi
     perf_baseline.check()
 
 
+@pytest.mark.requires("directories")  # each round makes and removes a directory of files
 def test_metadata_latency_relative_to_tmpfs(vexfs_fs, vexfs_vm, tmpfs_mount, perf_baseline):
     res = run_guest_python(vexfs_vm, METADATA, "300", str(ROUNDS), vexfs_fs.mountpoint, tmpfs_mount)
     ours, ref = res[vexfs_fs.mountpoint], res[tmpfs_mount]

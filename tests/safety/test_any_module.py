@@ -25,29 +25,42 @@ PRESSURE_LIMIT = "24M"
 #: many times the limit is written in total, but little is alive at once: a disk filesystem's page cache
 #: must be reclaimed under the limit, and an in-memory one (whose pages are charged to the writer and
 #: cannot be reclaimed, as with tmpfs) stays inside it
+#: (each round's files are in a directory of their own, or named after the round on a flat filesystem)
 WORKLOAD = """set -e
 cd {root}
 for round in $(seq 1 {rounds}); do
-  mkdir -p r$round
-  for i in 1 2; do head -c {size} /dev/urandom > r$round/f$i; done
-  sha256sum r$round/* > /tmp/sums-$round
+  {mkdir}
+  for i in 1 2; do head -c {size} /dev/urandom > r$round{sep}f$i; done
+  sha256sum r$round{sep}* > /tmp/sums-$round
   sync
   echo 3 > /proc/sys/vm/drop_caches
   sha256sum -c --quiet /tmp/sums-$round
-  rm -r r$round
+  rm -r {remove}
 done
 """
 
+#: each worker's files in a directory of its own and one shared by all (a flat filesystem: name prefixes);
+#: the last argument: what of directories and (hard) links the module has, comma-separated
 STRESS = """
 import os, random, sys
-root, worker, rounds, largest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+root, worker, rounds, largest, has = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 rnd = random.Random(worker)
-mine, shared = f"{root}/w{worker}", f"{root}/shared"
-os.makedirs(mine, exist_ok=True)
-os.makedirs(shared, exist_ok=True)
+sep = "/" if "directories" in has.split(",") else "-"
+mine, shared = f"{root}/w{worker}", f"{root}/s"  # short names: some filesystems keep 14 bytes
+if sep == "/":
+    os.makedirs(mine, exist_ok=True)
+    os.makedirs(shared, exist_ok=True)
+
+
+def in_shared():
+    if sep == "/":
+        return os.listdir(shared)
+    return [e[len("s-"):] for e in os.listdir(root) if e.startswith("s-")]
+
+
 errors = []
 for i in range(rounds):
-    name = f"{mine}/f{i % 17}"
+    name = f"{mine}{sep}f{i % 17}"
     data = os.urandom(rnd.randrange(1, min(40000, largest)))
     with open(name, "wb") as f:
         f.write(data)
@@ -56,20 +69,23 @@ for i in range(rounds):
     op = rnd.randrange(5)
     try:
         if op == 0:
-            os.rename(name, f"{shared}/moved-{worker}-{i}")
-        elif op == 1:
-            os.link(name, f"{shared}/link-{worker}-{i}")
+            os.rename(name, f"{shared}{sep}m{worker}-{i}")
+        elif op == 1 and "link" in has.split(","):
+            os.link(name, f"{shared}{sep}l{worker}-{i}")
         elif op == 2:
-            for entry in os.listdir(shared)[:5]:
+            for entry in in_shared()[:5]:
                 try:
-                    os.unlink(f"{shared}/{entry}")
+                    os.unlink(f"{shared}{sep}{entry}")
                 except FileNotFoundError:
                     pass  # another worker was first
-        elif op == 3:
+        elif op in (1, 3):
             os.truncate(name, rnd.randrange(0, min(50000, largest + 1)))
-        else:
+        elif sep == "/":
             os.makedirs(f"{mine}/d{i % 5}/e", exist_ok=True)
             os.rmdir(f"{mine}/d{i % 5}/e")
+        else:  # an entry made and removed at once
+            os.close(os.open(f"{mine}-e{i % 5}", os.O_CREAT | os.O_WRONLY, 0o644))
+            os.unlink(f"{mine}-e{i % 5}")
     except FileNotFoundError:
         pass
 out({"worker": worker, "errors": errors})
@@ -93,7 +109,10 @@ def test_workload_under_memory_pressure(vexfs_fs, vexfs_vm, vexfs_profile, recor
     if not setup.ok:
         pytest.skip(f"the guest kernel offers no memory cgroup to limit the workload: {setup.stderr.strip()}")
     size = vexfs_profile.file_size(4 << 20)
-    script = WORKLOAD.format(root=vexfs_fs.mountpoint, rounds=8, size=size)  # 64 MiB written, 8 MiB alive
+    dirs = vexfs_profile.has("directories")
+    script = WORKLOAD.format(root=vexfs_fs.mountpoint, rounds=8, size=size,  # 64 MiB written, 8 MiB alive
+                             mkdir="mkdir -p r$round" if dirs else ":", sep="/" if dirs else "-",
+                             remove="r$round" if dirs else "r$round-*")
     try:
         # a new shell joins the cgroup (not the guest agent's, which would take every later command with it)
         inner = f"echo $$ > {CGROUP}/cgroup.procs && exec sh -c {shlex.quote(script)}"
@@ -117,8 +136,8 @@ def test_concurrent_stress_from_several_processes(vexfs_fs, vexfs_vm, vexfs_prof
     with inside_declared_limits(vexfs_profile, f"files of at most {largest} bytes"):
         answers = run_guest_python(vexfs_vm, """
 import subprocess
-root, workers, rounds, script, largest = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-procs = [subprocess.Popen(["python3", "-c", script, root, str(w), rounds, largest], stdout=subprocess.PIPE,
+root, workers, rounds, script, largest, has = sys.argv[1], int(sys.argv[2]), *sys.argv[3:7]
+procs = [subprocess.Popen(["python3", "-c", script, root, str(w), rounds, largest, has], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) for w in range(workers)]
 done = [p.communicate() for p in procs]
 bad = [e for (o, e), p in zip(done, procs) if p.returncode]
@@ -127,7 +146,8 @@ if bad:
 results = [json.loads(o.strip().splitlines()[-1]) for o, e in done]
 out({"codes": [p.returncode for p in procs], "errors": [e for r in results for e in r["errors"]]})
 """, vexfs_fs.mountpoint, str(workers), str(rounds), GUEST_PRELUDE_FOR_WORKERS + STRESS, str(largest),
-                                   timeout=900)
+                                   ",".join(["directories"] * vexfs_profile.has("directories")
+                                            + ["link"] * vexfs_profile.supports("link")), timeout=900)
     assert answers == {"codes": [0] * workers, "errors": []}, answers
     listing = vexfs_vm.run(f"cd {vexfs_fs.mountpoint} && find . | wc -l && du -sk .", check=True).stdout.split()
     assert int(listing[0]) > workers
@@ -155,12 +175,17 @@ def test_unload_attempts_while_busy_are_refused(vexfs_fs, vexfs_vm, vexfs_module
 
 def test_clean_unload_and_no_leak_after_a_workload(vexfs_module, vexfs_vm, vexfs_profile):
     size = vexfs_profile.file_size(20000)
+    # fifty directories with a file and a symlink to it, each where the module has them
+    dirs, links = vexfs_profile.has("directories"), vexfs_profile.supports("symlink")
+    data = "d$i/f" if dirs else "d$i-f"
+    each = " && ".join(["mkdir d$i"] * dirs + [f"head -c {size} /dev/urandom > {data}"] + [f"ln -s {data} s$i"] * links)
+    first = " ".join([data.replace("$i", "1").split("/")[0]] + ["s1"] * links)
 
     def work() -> None:
         with MountedFilesystem(vexfs_vm, vexfs_profile, ko_path=vexfs_module.guest_ko) as fs, \
                 inside_declared_limits(vexfs_profile, f"a file of {size} bytes"):
-            vexfs_vm.run(f"cd {fs.mountpoint} && for i in $(seq 1 50); do mkdir d$i && head -c {size} "
-                         "/dev/urandom > d$i/f && ln -s d$i/f s$i; done && sync && rm -r d1 s1", check=True)
+            vexfs_vm.run(f"cd {fs.mountpoint} && for i in $(seq 1 50); do {each}; done && sync && rm -r {first}",
+                         check=True)
 
     report = vexfs_module.leak_check(work=work, cycles=2, **vexfs_profile.quiet)
     assert not report.leaked, report.describe() + (f"\nkmemleak:\n{report.kmemleak}" if report.kmemleak else "")

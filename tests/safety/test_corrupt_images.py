@@ -15,6 +15,9 @@ from pytest_vexfs.disk_images.mutants import EXERCISE_OPS, CorruptImageFinding
 #: debug kernel (KASAN), or once it has wrecked the heap
 MEMORY_FAULTS = ("slab_corruption", "kasan", "kfence", "oops", "gpf", "bug", "invalid_opcode", "warning")
 
+#: the base image holds a directory and the exercise renames into one: not for a flat filesystem
+pytestmark = pytest.mark.requires("directories")
+
 
 def needs_a_device(profile, settings):
     if profile.raw.get("device") == "none" or not profile.mkfs:
