@@ -145,18 +145,18 @@ MODULE_PARM_DESC(silent, "silent corruption modes, comma-separated: subdir_lost 
 
 /*
  * Missing features and hidden limits, planted for the model checker's probes and limit measurements
- * (off by default): operations the module refuses with EPERM (unsupported=symlink,link), a cap on the
+ * (off by default): operations the module refuses with EPERM (unsupported=symlink,link,mkdir), a cap on the
  * entries of one directory (dir_entries=N, then ENOSPC), and inode numbers that unlink never gives back
  * (inode_slots=N: ENOSPC once N inodes were ever created, however many were removed).
  */
 static unsigned int vx_unsupported;
-static const char *const vx_unsupported_words[] = { "symlink", "link" };
+static const char *const vx_unsupported_words[] = { "symlink", "link", "mkdir" };
 
 static struct vx_word_mask vx_unsupported_param = {
 	vx_unsupported_words, ARRAY_SIZE(vx_unsupported_words), "unsupported: unknown operation", &vx_unsupported,
 };
 module_param_cb(unsupported, &vx_word_mask_ops, &vx_unsupported_param, 0444);
-MODULE_PARM_DESC(unsupported, "operations refused with EPERM, comma-separated: symlink link (default none)");
+MODULE_PARM_DESC(unsupported, "operations refused with EPERM, comma-separated: symlink link mkdir (default none)");
 
 static unsigned int vx_dir_entries;
 module_param_named(dir_entries, vx_dir_entries, uint, 0444);
