@@ -37,7 +37,7 @@ from pytest_vexfs.module.profile import DEFAULT_SOURCE, ModuleProfile  # noqa: E
 EXT4 = ModuleProfile(name="ext4", module_file="ext4.ko", fs_type="ext4",
                      mkfs=["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", "{device}"],
                      fsck=["e2fsck", "-fn", "{device}"],
-                     capabilities={"files", "directories", "persistence", "crash_consistent", "permissions"})
+                     capabilities={"files", "directories", "persistence", "crash_consistent"})
 
 
 def setup(args: argparse.Namespace, label: str) -> tuple[VMSlot, TestSession, DiskRig]:

@@ -41,7 +41,7 @@ from pytest_vexfs.module.profile import DEFAULT_SOURCE, ModuleProfile  # noqa: E
 #: ext4 is the guest kernel's own: no module is built or loaded for it (module_file is never used)
 EXT4 = ModuleProfile(name="ext4", module_file="ext4.ko", fs_type="ext4", mkfs=["mkfs.ext4", "-q", "-F", "{device}"],
                      fsck=["e2fsck", "-fn", "{device}"],
-                     capabilities={"files", "directories", "persistence", "crash_consistent", "permissions"})
+                     capabilities={"files", "directories", "persistence", "crash_consistent"})
 
 
 #: the planted combination of tests/filesystem_ops/test_model_proof.py, and its exploration budget

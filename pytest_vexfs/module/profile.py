@@ -52,6 +52,19 @@ class ParameterValues(BaseModel):
 LIMIT_KEYS = ("name_max", "max_file_size", "max_dir_entries", "min_device_bytes", "max_dim", "max_k",
               "max_batch", "max_vectors_per_file", "max_symlink_len")
 
+#: what a module may declare under `capabilities:`: the tests that need one skip without it (marker
+#: `requires(...)`), and the workloads of the others do without it
+CAPABILITIES = {
+    "files": "regular files: create, write, read, truncate, unlink",
+    "directories": "directories below the root (without it a flat filesystem of one directory, as fs/bfs: the "
+                   "tests about directories, the model checker, crash states and mutated images skip)",
+    "persistence": "what is written survives an unmount and a mount, and a module reload",
+    "crash_consistent": "consistent after a power cut without fsck (a journal or copy-on-write): the model "
+                        "checker and the crash-state checks cut power",
+    "vectors": "the vector interface, through the profile's vector_client",
+    "fault_injection": "the reference module's planted faults (fault_control)",
+}
+
 #: operation classes a module may not support (`unsupported:`); the model checker probes each one it
 #: generates and leaves out those a module refuses (EPERM, EOPNOTSUPP, ENOSYS), the domain tests that need
 #: one skip naming the key
@@ -158,6 +171,9 @@ class ModuleProfile(BaseModel):
     def _capabilities_as_list(cls, value: Any) -> Any:
         if isinstance(value, str):  # a set of strings would take a string as its letters
             raise ValueError("a list of names, e.g. [files, vectors], not one string")
+        unknown = sorted({str(v) for v in value or ()} - set(CAPABILITIES))
+        if unknown:  # a misspelt one would silently skip every test that needs it
+            raise ValueError(f"unknown capability(ies) {', '.join(unknown)}; allowed: {', '.join(CAPABILITIES)}")
         return value
 
     @field_serializer("capabilities")
@@ -175,7 +191,9 @@ class ModuleProfile(BaseModel):
         return self.model_dump(mode="json")
 
     def has(self, capability: str) -> bool:
-        """True when the module declares `capability`."""
+        """True when the module declares `capability` (one of CAPABILITIES)."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}; allowed: {', '.join(CAPABILITIES)}")
         return capability in self.capabilities
 
     def supports(self, operation: str) -> bool:

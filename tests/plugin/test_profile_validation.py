@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vexfs.errors import ConfigError
-from pytest_vexfs.module.profile import (
+from pytest_vexfs.module.profile import (CAPABILITIES,
     DEFAULT_SOURCE,
     LIMIT_KEYS,
     OPERATION_CLASSES,
@@ -46,6 +46,8 @@ def test_limits_and_unsupported_operations_are_read_and_used(tmp_path: Path) -> 
     assert not profile.supports("symlink") and profile.supports("rename")
     with pytest.raises(ValueError, match="unknown operation class 'teleport'"):
         profile.supports("teleport")
+    with pytest.raises(ValueError, match="unknown capability 'directory'"):  # a misspelt requires(...)
+        profile.has("directory")
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -59,6 +61,8 @@ def test_limits_and_unsupported_operations_are_read_and_used(tmp_path: Path) -> 
     ("module_file: m.ko\nlimits: {name_max: 0}\n", "limit(s) name_max: 0 must be > 0"),
     ("module_file: m.ko\nunsupported: [teleport]\n", "unknown operation(s) teleport; allowed: "
                                                      + ", ".join(OPERATION_CLASSES)),
+    ("module_file: m.ko\ncapabilities: [files, directory]\n", "unknown capability(ies) directory; allowed: "
+                                                              + ", ".join(CAPABILITIES)),
     ("module_file: m.ko\nunknown_mount_options: maybe\n", "unknown_mount_options"),
     ("module_file: m.ko\npatches: [{file: a.patch, kernels: '<6.5'}]\n", "kernels"),
     ("module_file: m.ko\nparameters: {debug: {valid: 1, broken: 2}}\n", "broken"),
