@@ -187,6 +187,14 @@ def _probe_hosts(config: pytest.Config, settings: cfg.ResolvedSettings) -> None:
     config.stash[PLACEMENT_KEY] = placement
 
 
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
+    """`answers == {...}` of two dicts fails with the keys that differ on its first line (the failure's
+    reason in the findings table and reports), not pytest's truncated reprs of both dicts."""
+    from pytest_vexfs.reporting.findings import answers_differ
+
+    return answers_differ(left, right) if op == "==" else None
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The hosts of the hosts list that were down, at start or lost mid-run, and why."""
     placement = config.stash.get(PLACEMENT_KEY, None)

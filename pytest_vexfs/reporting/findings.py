@@ -124,6 +124,45 @@ def _python_operation(exc: OSError) -> str:
     return tb.tb_frame.f_code.co_name if tb is not None else ""
 
 
+def answers_differ(left: Any, right: Any, *, most: int = 4) -> list[str] | None:
+    """What pytest says of a failed `answers == {...}` between two dicts (the domain tests' way of comparing
+    what the module answered with what it should): the first line, which becomes the failure's reason, names
+    the keys that differ with both values ("2 of 11 answers differ: hole_zero False != True; ..."), then one
+    line per difference. None for anything else (pytest's own explanation)."""
+    if not (isinstance(left, dict) and isinstance(right, dict)) or not all(isinstance(k, str) for k in [*left, *right]):
+        return None
+    keys = list(dict.fromkeys([*right, *left]))
+    missing = object()
+    differ = [(k, left.get(k, missing), right.get(k, missing)) for k in keys
+              if left.get(k, missing) != right.get(k, missing)]
+    if not differ:
+        return None
+
+    def show(value: Any) -> str:
+        text = repr(value)
+        return "(none)" if value is missing else text if len(text) <= 60 else text[:57] + "..."
+
+    said = [f"{k} {show(a)} != {show(b)}" for k, a, b in differ]
+    first = f"{len(differ)} of {len(keys)} {ANSWERS_DIFFER}" + "; ".join(said[:most]) \
+        + (f"; and {len(said) - most} more" if len(said) > most else "")
+    return [first, *said]
+
+
+#: the words of answers_differ's first line before the differing keys (a cause's signature keeps the keys)
+ANSWERS_DIFFER = "answers differ: "
+_ANSWERS = re.compile(rf"\d+ of \d+ {ANSWERS_DIFFER}(.*)")
+
+
+def _answers_signature(first: str) -> str:
+    """"answers differ: hole_zero, after_hole" for answers_differ's line: the keys, not the values (what
+    the module answered wrong, not the garbage it answered it with), so runs find the same cause."""
+    match = _ANSWERS.search(first)
+    if match is None:
+        return ""
+    keys = [part.split(" ", 1)[0] for part in match.group(1).split("; ") if not part.startswith("and ")]
+    return f"{ANSWERS_DIFFER}{', '.join(keys)}"
+
+
 def cause_of(exc: BaseException | None, *, text: str = "", fault_title: str = "", module_line: str = "",
              profile: ModuleProfile | None = None) -> Cause:
     """The cause of a failure: `exc` the exception that failed the test (None when only the report's
@@ -152,7 +191,7 @@ def cause_of(exc: BaseException | None, *, text: str = "", fault_title: str = ""
         reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     else:
         reason = one_line(text) or "failed"
-    return Cause(f"error: {fold_numbers(reason)}", one_line(reason), "error")
+    return Cause(f"error: {_answers_signature(reason) or fold_numbers(reason)}", one_line(reason), "error")
 
 
 #: the kind of a cause, told by its signature's prefix (see cause_of)

@@ -102,6 +102,27 @@ def test_a_kernel_fault_is_its_title_and_anything_else_its_first_line() -> None:
         "expected a kernel fault of kind oops, saw no fault"
 
 
+def test_answers_that_differ_name_their_keys_on_the_first_line(pytester: pytest.Pytester) -> None:
+    """`assert answers == {...}` of two dicts (what the module answered against what it should) fails with the
+    keys that differ and both values on its first line, the reason; the cause's signature keeps the keys and
+    not the values (fs/bfs answered a hole with whatever its disk held before), so two runs find one cause."""
+    pytester.makepyfile(test_hole="""
+import pytest
+
+@pytest.mark.parametrize("garbage", ["\\x98Z", "\\x17Z"])
+def test_hole(garbage):
+    answers = {"size": 3, "hole_zero": False, "after_hole": garbage, "tell": 10}
+    assert answers == {"size": 3, "hole_zero": True, "after_hole": "\\0Z", "tell": 10, "eof": True}
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--junitxml=junit.xml", "--vexfs-results-db=off")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*1 cause of 2 failures*", "2 tests  AssertionError: assert 3 of 5 answers differ: "
+                                 "hole_zero False != True; after_hole '\\x98Z' != '\\x00Z'; eof (none) != True"])
+    cases = next(iter(JUnitXml.fromfile(str(pytester.path / "junit.xml"))))
+    findings = {case_properties(case)["finding"] for case in cases}
+    assert findings == {"error: answers differ: hole_zero, after_hole, eof"}
+
+
 def test_failures_are_grouped_by_cause_most_frequent_first() -> None:
     def result(nodeid: str, outcome: str, finding: str = "", reason: str = "", message: str = "") -> TestResult:
         props = {"finding": finding, "reason": reason} if finding else {}
