@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pytest_vexfs.errors import ConfigError
-from pytest_vexfs.module.profile import (CAPABILITIES,
+from pytest_vexfs.module.profile import (
+    CAPABILITIES,
     DEFAULT_SOURCE,
     LIMIT_KEYS,
     OPERATION_CLASSES,
@@ -28,6 +29,27 @@ def test_the_reference_modules_profile_is_valid() -> None:
     profile = ModuleProfile.load(DEFAULT_SOURCE / "profile.yml")
     assert profile.name and profile.module_file.endswith(".ko") and profile.source == DEFAULT_SOURCE
     assert profile.path == DEFAULT_SOURCE / "profile.yml"
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_every_capability_is_documented_with_its_meaning() -> None:
+    """docs/profile.md names each capability of the one table (module/profile.py CAPABILITIES)."""
+    row = next(line for line in (EXAMPLES.parent / "docs" / "profile.md").read_text().splitlines()
+               if line.startswith("| `capabilities` |"))
+    assert all(f"`{name}`" in row for name in CAPABILITIES), row
+    assert all(meaning for meaning in CAPABILITIES.values())
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*/profile.yml")),
+                         ids=lambda path: path.parent.name)
+def test_every_example_profile_is_valid(path: Path) -> None:
+    """examples/*: profiles of kernel filesystems built out of tree, each fetched and built the same way."""
+    profile = ModuleProfile.load(path)
+    assert profile.module_file.endswith(".ko") and profile.source == path.parent / "src"
+    assert profile.fetch.startswith("../fetch-kernel-fs.sh ") and (path.parent / "Kbuild").is_file()
+    assert "files" in profile.capabilities and profile.mkfs
 
 
 def test_a_minimal_profile_takes_its_name_from_the_module_file_and_defaults_for_the_rest(tmp_path: Path) -> None:
