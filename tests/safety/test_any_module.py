@@ -43,9 +43,10 @@ done
 #: the last argument: what of directories and (hard) links the module has, comma-separated
 STRESS = """
 import os, random, sys
-root, worker, rounds, largest, has = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+root, worker, rounds, largest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+has = set(sys.argv[5].split(","))
 rnd = random.Random(worker)
-sep = "/" if "directories" in has.split(",") else "-"
+sep = "/" if "directories" in has else "-"
 mine, shared = f"{root}/w{worker}", f"{root}/s"  # short names: some filesystems keep 14 bytes
 if sep == "/":
     os.makedirs(mine, exist_ok=True)
@@ -70,7 +71,7 @@ for i in range(rounds):
     try:
         if op == 0:
             os.rename(name, f"{shared}{sep}m{worker}-{i}")
-        elif op == 1 and "link" in has.split(","):
+        elif op == 1 and "link" in has:
             os.link(name, f"{shared}{sep}l{worker}-{i}")
         elif op == 2:
             for entry in in_shared()[:5]:
